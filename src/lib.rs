@@ -1,0 +1,4 @@
+//! mcp-tunnel (crate docs: to be written)
+#![forbid(unsafe_code)]
+
+pub mod http_server;
