@@ -1,4 +1,66 @@
-//! mcp-tunnel (crate docs: to be written)
+//! # mcp-tunnel
+//!
+//! Reach private MCP (Model Context Protocol) servers without opening an inbound port. A client
+//! inside the private network makes only outbound HTTP(S) calls to a control plane, long-polls it
+//! for queued MCP JSON-RPC work, forwards each message to the private MCP server and posts the
+//! answer back the same way. The control-plane contract is the public Secure MCP Tunnel one, so
+//! `mcp-tunnel run` can stand in for the official client.
+//!
+//! ## Architecture of the client
+//!
+//! ```text
+//!  poll thread ──► bounded queue ──► worker pool ──► MCP transport ──► response POST
+//!   (limit = free slots, ≤25)        (max_concurrent)     │ notifications ──► jsonrpc_notify POSTs
+//!   ▲ backoff / Retry-After                               └ failures ──► synthesized -32603
+//! ```
+//!
+//! Data flows one way. Blocking I/O on a few plain threads: one poll thread, a fixed pool of
+//! workers, one signal thread; no async runtime. Each module holds one concept:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | flags + environment → one validated, immutable [`config::RunConfig`] |
+//! | [`secret`] | the masked [`secret::Secret`] type: secrets never print |
+//! | [`duration`] | the one `<integer><unit>` duration grammar (wire and config) |
+//! | [`wire`] | control-plane JSON types; JSON-RPC bodies kept byte-exact |
+//! | [`headers`] | which headers cross the tunnel in each direction |
+//! | [`failure`] | errors → `-32603` with `tunnel_failure` provenance |
+//! | [`backoff`] | exponential backoff with full jitter, `Retry-After`, randomness |
+//! | [`http_client`] | the one place outbound HTTP agents are built (TLS, pooling) |
+//! | [`control_plane`] | metadata, poll and response calls with their retries |
+//! | [`mcp`] | transports to the MCP server ([`mcp::http`] Streamable HTTP, [`mcp::sse`]) |
+//! | [`dispatch`] | poll loop, queue, workers, deadlines, drain |
+//! | [`client`] | `mcp-tunnel run`: wiring and signals |
+//! | [`http_server`] | the one small synchronous HTTP/1.1 server (relay, stub, test fakes) |
+//! | [`logging`] | log format; third-party crates capped so nothing secret is logged |
+//!
+//! Modules depend downward only: transports know nothing of the control plane (notifications
+//! leave through a callback), and the control-plane client knows nothing of MCP.
+//!
+//! ## Guarantees
+//!
+//! - Every command ends with exactly one terminal POST, or a documented drop: its
+//!   `response_timeout` passed (before or during the MCP call), or the process was stopped and the
+//!   drain timeout ran out.
+//! - The MCP server's valid JSON-RPC errors pass through byte-exact; every other failure becomes a
+//!   `-32603` whose provenance carries no URL, body, error text or secret.
+//! - Secrets (API key, extra header values, shard tokens) are [`secret::Secret`]s: `Debug` and
+//!   `Display` print `***`, and third-party debug logging is capped.
+//! - TLS verification is always on.
+
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod control_plane;
+pub mod dispatch;
+pub mod duration;
+pub mod failure;
+pub mod headers;
+pub mod http_client;
 pub mod http_server;
+pub mod logging;
+pub mod mcp;
+pub mod secret;
+pub mod wire;

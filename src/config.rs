@@ -1,0 +1,821 @@
+//! Configuration for `mcp-tunnel run`: raw flags and environment variables in, one validated,
+//! immutable [`RunConfig`] out.
+//!
+//! Names are the official `tunnel-client`'s, so an operator who followed its docs switches binaries
+//! without rewriting anything. Precedence: flag > environment variable > default. Every error names
+//! the offending key (the flag or variable the value came from) and says how to fix it; no error
+//! ever repeats a secret's value. The process exits with code 2 on any of them.
+//!
+//! Secret-bearing options (API key, extra header sets) accept references instead of values:
+//! `env:VAR` reads another environment variable, `file:/path` reads a file (trailing newline
+//! trimmed). On the command line the API key *must* be a reference: argv is visible to every user
+//! of the host through `ps` and `/proc`.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ureq::http::Uri;
+
+use crate::duration;
+use crate::secret::Secret;
+
+/// The hard ceiling the contract puts on one poll's `limit`.
+pub const MAX_POLL_LIMIT: usize = 25;
+
+/// One option of `run`: its flag, the environment variables it is read from (first set wins), its
+/// default and its help line. The same table drives parsing and `--help`, so they cannot drift.
+pub struct Opt {
+    pub flag: &'static str,
+    pub env: &'static [&'static str],
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+const fn opt(
+    flag: &'static str,
+    env: &'static [&'static str],
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Opt {
+    Opt {
+        flag,
+        env,
+        default,
+        help,
+    }
+}
+
+// Option keys, shared by the table and the validation code below.
+const BASE_URL: &str = "--control-plane.base-url";
+const URL_PATH: &str = "--control-plane.url-path";
+const TUNNEL_ID: &str = "--control-plane.tunnel-id";
+const API_KEY: &str = "--control-plane.api-key";
+const POLL_TIMEOUT: &str = "--control-plane.poll-timeout";
+const POLL_GUARDRAIL: &str = "--control-plane.poll-deadline-guardrail";
+const MAX_INFLIGHT: &str = "--control-plane.max-inflight";
+const CP_EXTRA_HEADERS: &str = "--control-plane.extra-headers";
+const MCP_URL: &str = "--mcp.server-url";
+const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
+const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
+const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
+const DRAIN_TIMEOUT: &str = "--shutdown.drain-timeout";
+const LOG_LEVEL: &str = "--log.level";
+
+/// Every option of `run`, in `--help` order.
+pub const RUN_OPTIONS: &[Opt] = &[
+    opt(
+        BASE_URL,
+        &["CONTROL_PLANE_BASE_URL"],
+        Some("https://api.openai.com"),
+        "Control-plane origin (scheme://host[:port], no path). http:// only for loopback hosts.",
+    ),
+    opt(
+        URL_PATH,
+        &["CONTROL_PLANE_URL_PATH"],
+        Some(""),
+        "Path prefix put before /v1/tunnels/... (for API gateways).",
+    ),
+    opt(
+        TUNNEL_ID,
+        &["CONTROL_PLANE_TUNNEL_ID"],
+        None,
+        "Tunnel id, e.g. tunnel_0123456789abcdef0123456789abcdef. Required.",
+    ),
+    opt(
+        API_KEY,
+        &["CONTROL_PLANE_API_KEY", "OPENAI_API_KEY"],
+        None,
+        "Runtime API key. Required. On the command line only as env:VAR or file:/path.",
+    ),
+    opt(
+        POLL_TIMEOUT,
+        &["CONTROL_PLANE_POLL_TIMEOUT"],
+        Some("30s"),
+        "How long one long-poll may wait on the control plane for work.",
+    ),
+    opt(
+        POLL_GUARDRAIL,
+        &["CONTROL_PLANE_POLL_DEADLINE_GUARDRAIL"],
+        Some("5s"),
+        "Extra time allowed for a poll's HTTP exchange beyond the poll wait.",
+    ),
+    opt(
+        MAX_INFLIGHT,
+        &["CONTROL_PLANE_MAX_INFLIGHT_REQUESTS"],
+        Some("20"),
+        "Commands held at once (queued + running); the poll asks for at most the free slots.",
+    ),
+    opt(
+        CP_EXTRA_HEADERS,
+        &["CONTROL_PLANE_EXTRA_HEADERS"],
+        Some(""),
+        "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path).",
+    ),
+    opt(
+        MCP_URL,
+        &["MCP_SERVER_URL"],
+        None,
+        "URL of the private Streamable HTTP MCP server (http:// or https://). Required.",
+    ),
+    opt(
+        MCP_MAX_CONCURRENT,
+        &["MCP_MAX_CONCURRENT_REQUESTS"],
+        Some("10"),
+        "Worker threads: MCP calls running at once.",
+    ),
+    opt(
+        MCP_EXTRA_HEADERS,
+        &["MCP_EXTRA_HEADERS"],
+        Some(""),
+        "Static headers for the MCP server, \"K: V, K2: V2\" (or env:VAR / file:/path); \
+         headers carried by a command win.",
+    ),
+    opt(
+        MCP_CONN_TTL,
+        &["MCP_CONNECTION_MAX_TTL"],
+        Some("10m"),
+        "Longest time an idle pooled MCP connection is kept for reuse.",
+    ),
+    opt(
+        DRAIN_TIMEOUT,
+        &["SHUTDOWN_DRAIN_TIMEOUT"],
+        Some("10s"),
+        "On SIGTERM/SIGINT, how long in-flight commands may take to finish and post.",
+    ),
+    opt(
+        LOG_LEVEL,
+        &["LOG_LEVEL"],
+        Some("info"),
+        "error, warn, info, debug or trace. Secrets are never logged at any level.",
+    ),
+];
+
+/// Validated settings for the control-plane hop.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// `scheme://host[:port]`, no trailing slash.
+    pub base_url: String,
+    /// `""` or `/prefix` without a trailing slash.
+    pub url_path: String,
+    pub tunnel_id: String,
+    pub api_key: Secret,
+    pub poll_timeout: Duration,
+    pub poll_deadline_guardrail: Duration,
+    pub max_inflight: usize,
+    pub extra_headers: Vec<(String, Secret)>,
+}
+
+impl ControlPlaneConfig {
+    /// `{base}{prefix}/v1/tunnels/{id}`; the endpoints hang below it.
+    pub fn tunnel_url(&self) -> String {
+        format!(
+            "{}{}/v1/tunnels/{}",
+            self.base_url, self.url_path, self.tunnel_id
+        )
+    }
+}
+
+/// Validated settings for the MCP hop.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    pub server_url: String,
+    pub max_concurrent: usize,
+    pub extra_headers: Vec<(String, Secret)>,
+    pub connection_max_ttl: Duration,
+}
+
+/// Everything `mcp-tunnel run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub control_plane: ControlPlaneConfig,
+    pub mcp: McpConfig,
+    pub drain_timeout: Duration,
+    pub log_level: log::LevelFilter,
+}
+
+/// A configuration problem, naming the key it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Box<RunConfig>),
+    Help,
+}
+
+/// A raw value and the key it was read from (a flag or an environment variable), for messages.
+struct Raw {
+    source: String,
+    value: String,
+}
+
+/// Reads `run`'s arguments (after the subcommand) and the environment into a [`RunConfig`].
+/// `env` is injected so tests need not touch the process environment.
+pub fn parse_run(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Parsed, ConfigError> {
+    let mut pargs = pico_args::Arguments::from_vec(args);
+    if pargs.contains(["-h", "--help"]) {
+        return Ok(Parsed::Help);
+    }
+    let mut from_flags: HashMap<&'static str, String> = HashMap::new();
+    for o in RUN_OPTIONS {
+        let mut values: Vec<String> = pargs.values_from_str(o.flag).map_err(|e| ConfigError {
+            key: o.flag.to_string(),
+            message: format!("{e}"),
+        })?;
+        if values.len() > 1 {
+            return Err(err(o.flag, "given more than once; give it once"));
+        }
+        if let Some(v) = values.pop() {
+            from_flags.insert(o.flag, v);
+        }
+    }
+    if let Some(extra) = pargs.finish().first() {
+        return Err(ConfigError {
+            key: extra.to_string_lossy().into_owned(),
+            message: "unknown argument; see `mcp-tunnel run --help`".into(),
+        });
+    }
+    // A literal key on argv would be visible in `ps`; refuse before anything else looks at it.
+    if let Some(v) = from_flags.get(API_KEY) {
+        if !is_reference(v) {
+            return Err(err(
+                API_KEY,
+                "a key on the command line is visible to every user of the host; \
+                 pass env:VAR or file:/path instead, or set CONTROL_PLANE_API_KEY",
+            ));
+        }
+    }
+
+    let lookup = |flag: &'static str| -> Option<Raw> {
+        if let Some(v) = from_flags.get(flag) {
+            return Some(Raw {
+                source: flag.to_string(),
+                value: v.clone(),
+            });
+        }
+        let o = RUN_OPTIONS.iter().find(|o| o.flag == flag)?;
+        for var in o.env {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                return Some(Raw {
+                    source: (*var).to_string(),
+                    value: v,
+                });
+            }
+        }
+        o.default.map(|d| Raw {
+            source: flag.to_string(),
+            value: d.to_string(),
+        })
+    };
+    let required = |flag: &'static str| -> Result<Raw, ConfigError> {
+        lookup(flag).ok_or_else(|| {
+            let o = RUN_OPTIONS
+                .iter()
+                .find(|o| o.flag == flag)
+                .expect("known flag");
+            ConfigError {
+                key: o.env[0].to_string(),
+                message: format!("is required; set {} or pass {flag}", o.env[0]),
+            }
+        })
+    };
+    let get = |flag| lookup(flag).expect("option with a default");
+
+    let base_url = validate_base_url(&get(BASE_URL))?;
+    let url_path = validate_url_path(&get(URL_PATH))?;
+    let tunnel_id = validate_tunnel_id(&required(TUNNEL_ID)?)?;
+    let api_key_raw = required(API_KEY)?;
+    let api_key = resolve_secret(&api_key_raw, env)?;
+    if api_key.expose().trim().is_empty() {
+        return Err(err(&api_key_raw.source, "the API key is empty"));
+    }
+    let poll_timeout = positive_duration(&get(POLL_TIMEOUT))?;
+    let poll_deadline_guardrail = positive_duration(&get(POLL_GUARDRAIL))?;
+    let max_inflight = count(&get(MAX_INFLIGHT), 1, 10_000)?;
+    let cp_extra = get(CP_EXTRA_HEADERS);
+    let cp_extra_headers = parse_headers(&cp_extra, &resolve_secret(&cp_extra, env)?)?;
+    for (name, _) in &cp_extra_headers {
+        if crate::control_plane::is_reserved_header(name) {
+            return Err(err(
+                &cp_extra.source,
+                &format!("header {name} is set by mcp-tunnel itself and cannot be overridden"),
+            ));
+        }
+    }
+
+    let server_url = validate_mcp_url(&required(MCP_URL)?)?;
+    let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
+    let mcp_extra = get(MCP_EXTRA_HEADERS);
+    let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
+    let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
+    let drain_timeout = any_duration(&get(DRAIN_TIMEOUT))?;
+    let log_level = parse_log_level(&get(LOG_LEVEL))?;
+
+    Ok(Parsed::Run(Box::new(RunConfig {
+        control_plane: ControlPlaneConfig {
+            base_url,
+            url_path,
+            tunnel_id,
+            api_key,
+            poll_timeout,
+            poll_deadline_guardrail,
+            max_inflight,
+            extra_headers: cp_extra_headers,
+        },
+        mcp: McpConfig {
+            server_url,
+            max_concurrent,
+            extra_headers: mcp_extra_headers,
+            connection_max_ttl,
+        },
+        drain_timeout,
+        log_level,
+    })))
+}
+
+/// `--help` text for `run`, generated from [`RUN_OPTIONS`].
+pub fn run_help() -> String {
+    let mut out = String::from(
+        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server\n\n\
+         Usage: mcp-tunnel run [OPTIONS]\n\n\
+         Every option is also read from the environment variable shown; a flag wins over the\n\
+         environment, which wins over the default. Durations: <integer><ns|us|ms|s|m|h>.\n\n\
+         Options:\n",
+    );
+    for o in RUN_OPTIONS {
+        out.push_str(&format!("  {} <value>\n", o.flag));
+        out.push_str(&format!("      {}\n", o.help));
+        let default = match o.default {
+            None => "(required)".to_string(),
+            Some("") => "(none)".to_string(),
+            Some(d) => d.to_string(),
+        };
+        out.push_str(&format!(
+            "      env: {}   default: {default}\n",
+            o.env.join(", ")
+        ));
+    }
+    out.push_str("  -h, --help\n      Print this help.\n");
+    out
+}
+
+fn err(key: &str, message: &str) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn is_reference(v: &str) -> bool {
+    v.starts_with("env:") || v.starts_with("file:")
+}
+
+/// Follows an `env:VAR` or `file:/path` reference; any other value is the secret itself.
+fn resolve_secret(raw: &Raw, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+    if let Some(var) = raw.value.strip_prefix("env:") {
+        return match env(var).filter(|v| !v.is_empty()) {
+            Some(v) => Ok(Secret::new(v)),
+            None => Err(err(
+                &raw.source,
+                &format!("refers to environment variable {var}, which is not set or empty"),
+            )),
+        };
+    }
+    if let Some(path) = raw.value.strip_prefix("file:") {
+        return match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Secret::new(text.trim_end_matches(['\r', '\n']))),
+            Err(e) => Err(err(&raw.source, &format!("cannot read file {path}: {e}"))),
+        };
+    }
+    Ok(Secret::new(raw.value.clone()))
+}
+
+fn validate_base_url(raw: &Raw) -> Result<String, ConfigError> {
+    let uri: Uri = raw.value.parse().map_err(|_| {
+        err(
+            &raw.source,
+            "is not a URL; expected scheme://host[:port], e.g. https://api.openai.com",
+        )
+    })?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    let host = uri.host().unwrap_or("");
+    if host.is_empty() || !(scheme == "https" || scheme == "http") {
+        return Err(err(
+            &raw.source,
+            "must be an http(s) origin, e.g. https://api.openai.com",
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(err(&raw.source, "must not contain credentials"));
+    }
+    if let Some(pq) = uri.path_and_query() {
+        if pq.as_str() != "/" && !pq.as_str().is_empty() {
+            return Err(err(
+                &raw.source,
+                "must not contain a path or query; put a gateway prefix in --control-plane.url-path",
+            ));
+        }
+    }
+    if scheme == "http" && !is_loopback_host(host) {
+        return Err(err(
+            &raw.source,
+            "plain http:// would send the API key across the network in clear; use https:// \
+             (http:// is accepted only for loopback hosts)",
+        ));
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
+    Ok(format!("{scheme}://{authority}"))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn validate_url_path(raw: &Raw) -> Result<String, ConfigError> {
+    let p = raw.value.trim_end_matches('/');
+    if p.is_empty() {
+        return Ok(String::new());
+    }
+    let ok_chars = p
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-._~%".contains(c));
+    if !p.starts_with('/') || !ok_chars {
+        return Err(err(
+            &raw.source,
+            "must be a path starting with / (letters, digits, - . _ ~ %), e.g. /gateway/tunnel",
+        ));
+    }
+    Ok(p.to_string())
+}
+
+fn validate_tunnel_id(raw: &Raw) -> Result<String, ConfigError> {
+    // Opaque per the contract, but it goes into a URL path: allow only characters that need no
+    // escaping, which every id the service issues satisfies (tunnel_ + 32 hex).
+    let id = raw.value.trim();
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(err(
+            &raw.source,
+            "is not a tunnel id; expected e.g. tunnel_0123456789abcdef0123456789abcdef",
+        ));
+    }
+    Ok(id.to_string())
+}
+
+fn validate_mcp_url(raw: &Raw) -> Result<String, ConfigError> {
+    let uri: Uri = raw.value.parse().map_err(|_| {
+        err(
+            &raw.source,
+            "is not a URL; expected e.g. http://127.0.0.1:3000/mcp",
+        )
+    })?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if uri.host().is_none_or(str::is_empty) || !(scheme == "https" || scheme == "http") {
+        return Err(err(
+            &raw.source,
+            "must be an http:// or https:// URL, e.g. http://127.0.0.1:3000/mcp",
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(err(
+            &raw.source,
+            "must not contain credentials; send them with --mcp.extra-headers instead",
+        ));
+    }
+    Ok(raw.value.clone())
+}
+
+fn positive_duration(raw: &Raw) -> Result<Duration, ConfigError> {
+    let d = any_duration(raw)?;
+    if d.is_zero() {
+        return Err(err(&raw.source, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn any_duration(raw: &Raw) -> Result<Duration, ConfigError> {
+    duration::parse(raw.value.trim()).ok_or_else(|| {
+        err(
+            &raw.source,
+            &format!(
+                "{:?} is not a duration; use an integer and a unit, e.g. 30s, 4500ms, 10m",
+                raw.value
+            ),
+        )
+    })
+}
+
+fn count(raw: &Raw, min: usize, max: usize) -> Result<usize, ConfigError> {
+    match raw.value.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(err(
+            &raw.source,
+            &format!("{:?} is not a whole number from {min} to {max}", raw.value),
+        )),
+    }
+}
+
+fn parse_log_level(raw: &Raw) -> Result<log::LevelFilter, ConfigError> {
+    raw.value.trim().parse().map_err(|_| {
+        err(
+            &raw.source,
+            "must be one of off, error, warn, info, debug, trace",
+        )
+    })
+}
+
+/// Parses `"K: V, K2: V2"`. Values may be secret, so errors name the header, never the value.
+fn parse_headers(raw: &Raw, text: &Secret) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, item) in text.expose().split(',').enumerate() {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let Some((name, value)) = item.split_once(':') else {
+            return Err(err(
+                &raw.source,
+                &format!(
+                    "entry {} has no ':'; expected \"Name: value, Name2: value2\"",
+                    i + 1
+                ),
+            ));
+        };
+        let name = name.trim();
+        if !is_token(name) {
+            return Err(err(
+                &raw.source,
+                &format!("entry {} does not start with a valid header name", i + 1),
+            ));
+        }
+        let value = value.trim();
+        if value.chars().any(|c| c.is_control()) {
+            return Err(err(
+                &raw.source,
+                &format!("header {name} has a control character in its value"),
+            ));
+        }
+        out.push((name.to_string(), Secret::new(value)));
+    }
+    Ok(out)
+}
+
+/// An HTTP header name (RFC 9110 token).
+pub fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sk-test-0123456789";
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn base_env() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (
+                "CONTROL_PLANE_TUNNEL_ID",
+                "tunnel_0123456789abcdef0123456789abcdef",
+            ),
+            ("CONTROL_PLANE_API_KEY", KEY),
+            ("MCP_SERVER_URL", "http://127.0.0.1:3000/mcp"),
+        ]
+    }
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<RunConfig, ConfigError> {
+        let args = args.iter().map(OsString::from).collect();
+        match parse_run(args, &env_of(env))? {
+            Parsed::Run(c) => Ok(*c),
+            Parsed::Help => panic!("unexpected help"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(&[], &base_env()).unwrap();
+        assert_eq!(c.control_plane.base_url, "https://api.openai.com");
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.control_plane.poll_deadline_guardrail,
+            Duration::from_secs(5)
+        );
+        assert_eq!(c.control_plane.max_inflight, 20);
+        assert_eq!(c.mcp.max_concurrent, 10);
+        assert_eq!(c.mcp.connection_max_ttl, Duration::from_secs(600));
+        assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.control_plane.api_key.expose(), KEY);
+        assert_eq!(
+            c.control_plane.tunnel_url(),
+            "https://api.openai.com/v1/tunnels/tunnel_0123456789abcdef0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn flags_beat_env_beats_default() {
+        let mut env = base_env();
+        env.push(("CONTROL_PLANE_POLL_TIMEOUT", "10s"));
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_secs(10));
+        let c = parse(&["--control-plane.poll-timeout", "4500ms"], &env).unwrap();
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_millis(4500));
+        let c = parse(&["--control-plane.poll-timeout=2s"], &env).unwrap();
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn openai_api_key_is_the_fallback() {
+        let env = [
+            ("CONTROL_PLANE_TUNNEL_ID", "tunnel_x"),
+            ("OPENAI_API_KEY", "sk-fallback"),
+            ("MCP_SERVER_URL", "http://127.0.0.1:3000/mcp"),
+        ];
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(c.control_plane.api_key.expose(), "sk-fallback");
+    }
+
+    #[test]
+    fn missing_required_names_the_variable() {
+        let e = parse(&[], &[("CONTROL_PLANE_API_KEY", KEY)]).unwrap_err();
+        assert_eq!(e.key, "CONTROL_PLANE_TUNNEL_ID");
+    }
+
+    #[test]
+    fn literal_key_on_argv_is_refused_without_echo() {
+        let e = parse(
+            &["--control-plane.api-key", "sk-literal-on-argv"],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, API_KEY);
+        assert!(!e.to_string().contains("sk-literal-on-argv"));
+    }
+
+    #[test]
+    fn key_references_resolve() {
+        let mut env = base_env();
+        env.push(("MY_KEY", "sk-from-env"));
+        let c = parse(&["--control-plane.api-key", "env:MY_KEY"], &env).unwrap();
+        assert_eq!(c.control_plane.api_key.expose(), "sk-from-env");
+
+        let path = std::env::temp_dir().join(format!("mcp-tunnel-key-{}", std::process::id()));
+        std::fs::write(&path, "sk-from-file\n").unwrap();
+        let arg = format!("file:{}", path.display());
+        let c = parse(&["--control-plane.api-key", &arg], &env).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.control_plane.api_key.expose(), "sk-from-file");
+
+        let e = parse(&["--control-plane.api-key", "env:NOPE"], &env).unwrap_err();
+        assert!(e.message.contains("NOPE"));
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        let mut env = base_env();
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            env.push(("CONTROL_PLANE_BASE_URL", ok));
+            assert!(parse(&[], &env).is_ok(), "{ok}");
+            env.pop();
+        }
+        env.push(("CONTROL_PLANE_BASE_URL", "http://example.com"));
+        let e = parse(&[], &env).unwrap_err();
+        assert_eq!(e.key, "CONTROL_PLANE_BASE_URL");
+        assert!(e.message.contains("https://"));
+    }
+
+    #[test]
+    fn base_url_with_path_is_an_error() {
+        let e = parse(
+            &["--control-plane.base-url", "https://x.example/v1"],
+            &base_env(),
+        );
+        assert_eq!(e.unwrap_err().key, BASE_URL);
+        let c = parse(
+            &["--control-plane.base-url", "https://x.example/"],
+            &base_env(),
+        )
+        .unwrap();
+        assert_eq!(c.control_plane.base_url, "https://x.example");
+    }
+
+    #[test]
+    fn url_path_prefix_is_normalised() {
+        let c = parse(&["--control-plane.url-path", "/gw/"], &base_env()).unwrap();
+        assert_eq!(c.control_plane.url_path, "/gw");
+        assert!(
+            c.control_plane
+                .tunnel_url()
+                .ends_with("/gw/v1/tunnels/tunnel_0123456789abcdef0123456789abcdef")
+        );
+        assert!(parse(&["--control-plane.url-path", "gw?x=1"], &base_env()).is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "--control-plane.poll-timeout",
+                "30",
+                "--control-plane.poll-timeout",
+            ),
+            (
+                "--control-plane.max-inflight",
+                "0",
+                "--control-plane.max-inflight",
+            ),
+            (
+                "--mcp.max-concurrent-requests",
+                "x",
+                "--mcp.max-concurrent-requests",
+            ),
+            ("--mcp.server-url", "ftp://x/", "--mcp.server-url"),
+            ("--log.level", "loud", "--log.level"),
+            ("--mcp.extra-headers", "NoColon", "--mcp.extra-headers"),
+        ];
+        for (flag, value, key) in cases {
+            let e = parse(&[flag, value], &base_env()).unwrap_err();
+            assert_eq!(&e.key, key, "{flag}={value}");
+        }
+        let e = parse(&["--no-such-flag", "1"], &base_env()).unwrap_err();
+        assert_eq!(e.key, "--no-such-flag");
+    }
+
+    #[test]
+    fn extra_headers_parse_and_stay_masked() {
+        let mut env = base_env();
+        env.push((
+            "MCP_EXTRA_HEADERS",
+            "Authorization: Bearer abc, X-Team: blue",
+        ));
+        let c = parse(&[], &env).unwrap();
+        let names: Vec<_> = c
+            .mcp
+            .extra_headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(names, ["Authorization", "X-Team"]);
+        assert_eq!(c.mcp.extra_headers[0].1.expose(), "Bearer abc");
+        assert!(!format!("{c:?}").contains("Bearer abc"));
+        assert!(!format!("{c:?}").contains(KEY));
+    }
+
+    #[test]
+    fn control_plane_headers_cannot_override_ours() {
+        let mut env = base_env();
+        env.push(("CONTROL_PLANE_EXTRA_HEADERS", "authorization: Bearer other"));
+        let e = parse(&[], &env).unwrap_err();
+        assert_eq!(e.key, "CONTROL_PLANE_EXTRA_HEADERS");
+        assert!(!e.message.contains("Bearer other"));
+    }
+
+    #[test]
+    fn help_lists_every_option_with_env_and_default() {
+        let help = run_help();
+        for o in RUN_OPTIONS {
+            assert!(help.contains(o.flag), "{}", o.flag);
+            for var in o.env {
+                assert!(help.contains(var), "{var}");
+            }
+        }
+        assert!(help.contains("https://api.openai.com"));
+    }
+}

@@ -1,0 +1,422 @@
+//! The client's calls to the control plane: metadata, poll, and response POSTs with their retries.
+//!
+//! Every request carries the same identifying headers (see [`ControlPlane::decorate`]). This
+//! module makes single exchanges and the per-POST retries the contract prescribes; the poll loop's
+//! own pacing lives in [`crate::dispatch`].
+
+use std::io::Read;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::value::RawValue;
+use ureq::Agent;
+
+use crate::backoff::{self, Backoff};
+use crate::config::ControlPlaneConfig;
+use crate::http_client::{self, AgentOptions};
+use crate::secret::Secret;
+use crate::wire::{ApiErrorResponse, PollEnvelope, ResponsePayload, TunnelMetadata};
+
+/// Largest poll answer we read: 25 commands with generous bodies. Beyond this the answer is
+/// refused rather than buffered without bound.
+const MAX_POLL_BODY: u64 = 64 * 1024 * 1024;
+/// Largest error or ack body we read; only ever logged in part.
+const MAX_SMALL_BODY: u64 = 64 * 1024;
+/// Time allowed for one response POST when the command has no deadline.
+const POST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts for a terminal response POST (the first plus retries).
+const TERMINAL_POST_ATTEMPTS: u32 = 5;
+/// Attempts for a notification POST.
+const NOTIFY_POST_ATTEMPTS: u32 = 3;
+/// Time allowed for the startup metadata request: diagnostics must not delay polling for long.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry delay for a POST; doubles per attempt.
+const POST_RETRY_BASE: Duration = Duration::from_millis(200);
+/// Longest single wait between POST attempts.
+const POST_RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// Headers this client sets on control-plane requests; operator extra headers may not override
+/// them (matched case-insensitively).
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "accept",
+    "user-agent",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "host",
+    "x-tunnel-client-name",
+    "x-tunnel-client-version",
+    "x-tunnel-client-instance-id",
+    "x-tunnel-mcp-server-info",
+    "x-tunnel-shard-token",
+    "x-client-request-id",
+];
+
+/// Whether an operator extra header would clash with one we set.
+pub fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// The client's name in `X-Tunnel-Client-Name`.
+pub const CLIENT_NAME: &str = "mcp-tunnel";
+
+/// One channel as declared in `X-Tunnel-MCP-Server-Info`.
+pub struct ChannelInfo {
+    pub name: String,
+    /// Commands of one MCP session must stay on this client instance (stdio channels).
+    pub proc_affinity: bool,
+}
+
+/// The compact JSON of `X-Tunnel-MCP-Server-Info`, `version` first as in the contract's examples.
+pub fn server_info_header(channels: &[ChannelInfo]) -> String {
+    #[derive(serde::Serialize)]
+    struct Info<'a> {
+        version: u32,
+        channels: Vec<Entry<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        name: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        proc_affinity: bool,
+    }
+    let info = Info {
+        version: 1,
+        channels: channels
+            .iter()
+            .map(|c| Entry {
+                name: &c.name,
+                proc_affinity: c.proc_affinity,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&info).expect("plain strings and numbers always serialize")
+}
+
+/// A poll that returned.
+pub enum PollOk {
+    /// `204`, or `200` with no commands.
+    Empty,
+    /// Commands, with the instant the answer's headers arrived: every deadline is anchored there.
+    Commands {
+        received: Instant,
+        commands: Vec<Box<RawValue>>,
+    },
+}
+
+/// A poll that failed, classified by what the loop should do about it.
+#[derive(Debug)]
+pub enum PollError {
+    /// 400/401/403/404: the configuration is wrong; quick retries cannot help.
+    Operator { status: u16, message: String },
+    /// Network trouble, 408, 429 or 5xx: retry with backoff, no sooner than `retry_after`.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// How a response POST ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Accepted,
+    /// 404: already fulfilled or no longer pending. Terminal; never replay the MCP call.
+    NotPending,
+    /// Given up: another 4xx, retries exhausted, or out of time.
+    Failed(String),
+}
+
+pub struct ControlPlane {
+    agent: Agent,
+    tunnel_url: String,
+    api_key: Secret,
+    extra_headers: Vec<(String, Secret)>,
+    poll_timeout: Duration,
+    poll_http_timeout: Duration,
+    instance_id: String,
+    server_info: String,
+}
+
+impl ControlPlane {
+    pub fn new(cfg: &ControlPlaneConfig, channels: &[ChannelInfo], workers: usize) -> ControlPlane {
+        let agent = http_client::build_agent(&AgentOptions {
+            max_idle_age: Duration::from_secs(90),
+            // The poll connection plus one per worker posting at once.
+            max_idle_per_host: workers + 1,
+        });
+        ControlPlane {
+            agent,
+            tunnel_url: cfg.tunnel_url(),
+            api_key: cfg.api_key.clone(),
+            extra_headers: cfg.extra_headers.clone(),
+            poll_timeout: cfg.poll_timeout,
+            poll_http_timeout: cfg.poll_timeout + cfg.poll_deadline_guardrail,
+            instance_id: backoff::random_hex(16),
+            server_info: server_info_header(channels),
+        }
+    }
+
+    /// The random id this process identifies itself with.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Adds the headers every control-plane request carries.
+    fn decorate<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        for (name, value) in &self.extra_headers {
+            req = req.header(name.as_str(), value.expose());
+        }
+        req.header("Authorization", format!("Bearer {}", self.api_key.expose()))
+            .header("Accept", "application/json")
+            .header("X-Tunnel-Client-Name", CLIENT_NAME)
+            .header("X-Tunnel-Client-Version", env!("CARGO_PKG_VERSION"))
+            .header("X-Tunnel-Client-Instance-Id", &self.instance_id)
+            .header("X-Tunnel-MCP-Server-Info", &self.server_info)
+    }
+
+    /// `GET /v1/tunnels/{id}`, for the startup log line only.
+    pub fn metadata(&self) -> Result<TunnelMetadata, String> {
+        let req = http_client::with_timeout(
+            self.decorate(self.agent.get(&self.tunnel_url)),
+            METADATA_TIMEOUT,
+        );
+        let mut resp = req.call().map_err(|e| describe_transport(&e))?;
+        let status = resp.status().as_u16();
+        let body = read_limited(resp.body_mut().as_reader(), MAX_SMALL_BODY);
+        if status != 200 {
+            return Err(describe_status(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("unreadable metadata: {e}"))
+    }
+
+    /// One long-poll asking for at most `limit` commands.
+    pub fn poll(&self, limit: usize) -> Result<PollOk, PollError> {
+        let url = format!(
+            "{}/poll?limit={}&timeout_ms={}",
+            self.tunnel_url,
+            limit,
+            self.poll_timeout.as_millis().max(1)
+        );
+        let req =
+            http_client::with_timeout(self.decorate(self.agent.get(&url)), self.poll_http_timeout);
+        let mut resp = req.call().map_err(|e| PollError::Transient {
+            reason: describe_transport(&e),
+            retry_after: None,
+        })?;
+        let received = Instant::now();
+        let status = resp.status().as_u16();
+        match status {
+            204 => return Ok(PollOk::Empty),
+            200 => {}
+            _ => {
+                let retry_after = retry_after(resp.headers());
+                let body = read_limited(resp.body_mut().as_reader(), MAX_SMALL_BODY);
+                let message = describe_status(status, &body);
+                return Err(match status {
+                    400 | 401 | 403 | 404 => PollError::Operator { status, message },
+                    _ => PollError::Transient {
+                        reason: message,
+                        retry_after,
+                    },
+                });
+            }
+        }
+        let body = read_limited(resp.body_mut().as_reader(), MAX_POLL_BODY + 1);
+        if body.len() as u64 > MAX_POLL_BODY {
+            return Err(PollError::Transient {
+                reason: format!("poll answer larger than {MAX_POLL_BODY} bytes was refused"),
+                retry_after: None,
+            });
+        }
+        let envelope: PollEnvelope =
+            serde_json::from_slice(&body).map_err(|e| PollError::Transient {
+                reason: format!("poll answer is not a command list: {e}"),
+                retry_after: None,
+            })?;
+        if envelope.commands.is_empty() {
+            return Ok(PollOk::Empty);
+        }
+        Ok(PollOk::Commands {
+            received,
+            commands: envelope.commands,
+        })
+    }
+
+    /// Posts one response. Terminal payloads retry transport errors and 408/429/502/503/504;
+    /// notifications retry only 429 and connections that never opened. All attempts end by
+    /// `deadline` when the command has one.
+    pub fn post_response(
+        &self,
+        payload: &ResponsePayload,
+        shard_token: &Secret,
+        client_request_id: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Delivery {
+        let terminal = payload.resp_type.is_terminal();
+        let body = match serde_json::to_string(payload) {
+            Ok(b) => b,
+            Err(e) => return Delivery::Failed(format!("cannot encode response: {e}")),
+        };
+        let url = format!("{}/response", self.tunnel_url);
+        let attempts = if terminal {
+            TERMINAL_POST_ATTEMPTS
+        } else {
+            NOTIFY_POST_ATTEMPTS
+        };
+        let mut backoff = Backoff::new(POST_RETRY_BASE, POST_RETRY_CAP);
+        let mut last_error = String::new();
+        for attempt in 1..=attempts {
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(POST_TIMEOUT),
+                    _ => return Delivery::Failed(format!("deadline passed ({last_error})")),
+                },
+                None => POST_TIMEOUT,
+            };
+            let mut req = self
+                .decorate(self.agent.post(&url))
+                .header("Content-Type", "application/json")
+                .header("X-Tunnel-Shard-Token", shard_token.expose());
+            if let Some(id) = client_request_id {
+                req = req.header("X-Client-Request-Id", id);
+            }
+            let req = http_client::with_timeout(req, timeout);
+            let mut retry_after_hint = None;
+            match req.send(body.as_str()) {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    retry_after_hint = retry_after(resp.headers());
+                    let text = read_limited(resp.body_mut().as_reader(), MAX_SMALL_BODY);
+                    match status {
+                        200..=299 => return Delivery::Accepted,
+                        404 => return Delivery::NotPending,
+                        _ => last_error = describe_status(status, &text),
+                    }
+                    let retryable =
+                        status == 429 || (terminal && matches!(status, 408 | 502 | 503 | 504));
+                    if !retryable {
+                        return Delivery::Failed(last_error);
+                    }
+                }
+                Err(e) => {
+                    last_error = describe_transport(&e);
+                    if !(terminal || never_sent(&e)) {
+                        return Delivery::Failed(last_error);
+                    }
+                }
+            }
+            if attempt == attempts {
+                break;
+            }
+            let mut wait = backoff.next_delay();
+            if let Some(hint) = retry_after_hint {
+                wait = wait.max(hint);
+            }
+            if let Some(d) = deadline {
+                if Instant::now() + wait >= d {
+                    return Delivery::Failed(format!(
+                        "deadline leaves no time to retry ({last_error})"
+                    ));
+                }
+            }
+            log::debug!(
+                "response POST for {} failed ({last_error}); retry {attempt} in {wait:?}",
+                payload.request_id
+            );
+            thread::sleep(wait);
+        }
+        Delivery::Failed(last_error)
+    }
+}
+
+/// Whether a transport error happened before any of the request could have been sent, which
+/// makes even a non-idempotent POST safe to retry.
+fn never_sent(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
+/// Reads at most `limit` bytes of a body; a body cut short yields what arrived.
+fn read_limited(reader: impl Read, limit: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = reader.take(limit).read_to_end(&mut buf);
+    buf
+}
+
+fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?;
+    backoff::parse_retry_after(value, SystemTime::now())
+}
+
+/// A transport error for a log line. URLs are ours and hold no secret, but we keep the text
+/// short and free of request data anyway.
+fn describe_transport(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::HostNotFound => "DNS lookup failed".into(),
+        ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::Io(io) => format!("network error: {io}"),
+        other => format!("{other}"),
+    }
+}
+
+/// A non-success status for a log line, with the service's error code and message when it sent
+/// the contract's error body.
+fn describe_status(status: u16, body: &[u8]) -> String {
+    let detail = serde_json::from_slice::<ApiErrorResponse>(body)
+        .ok()
+        .map(|e| {
+            let mut msg = e.error.message;
+            msg.truncate(200);
+            match e.error.code {
+                Some(code) => format!(": {code}: {msg}"),
+                None => format!(": {msg}"),
+            }
+        })
+        .unwrap_or_default();
+    format!("HTTP {status}{detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_info_is_compact_and_marks_affinity_only_when_true() {
+        let info = server_info_header(&[
+            ChannelInfo {
+                name: "main".into(),
+                proc_affinity: false,
+            },
+            ChannelInfo {
+                name: "tools".into(),
+                proc_affinity: true,
+            },
+        ]);
+        assert_eq!(
+            info,
+            r#"{"version":1,"channels":[{"name":"main"},{"name":"tools","proc_affinity":true}]}"#
+        );
+    }
+
+    #[test]
+    fn reserved_headers_match_any_case() {
+        assert!(is_reserved_header("AUTHORIZATION"));
+        assert!(is_reserved_header("x-tunnel-client-name"));
+        assert!(!is_reserved_header("X-Gateway-Key"));
+    }
+
+    #[test]
+    fn status_description_uses_the_error_body() {
+        let body = br#"{"error":{"message":"bad key","type":"invalid_request_error","code":"tunnel_use_forbidden"}}"#;
+        assert_eq!(
+            describe_status(401, body),
+            "HTTP 401: tunnel_use_forbidden: bad key"
+        );
+        assert_eq!(describe_status(502, b"<html>"), "HTTP 502");
+    }
+}

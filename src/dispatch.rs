@@ -1,0 +1,468 @@
+//! The client's engine: one poll thread → a bounded queue → a fixed pool of workers → the MCP
+//! transport → the response POST. Data flows one way; the only thing flowing back is "a slot is
+//! free", which lets the poll thread ask for more.
+//!
+//! - **Queue**: holds at most `max_inflight` commands counting those running. The poll asks for
+//!   `min(free slots, 25)` and does not poll at all while full. A batch larger than asked for is
+//!   still taken whole: those commands were already handed to us.
+//! - **Deadlines**: anchored at the instant the poll answer's headers arrived. A command already
+//!   expired at dispatch is dropped without contacting the MCP server; one that expires mid-call is
+//!   abandoned and nothing is posted.
+//! - **Pacing**: transient poll failures back off exponentially with full jitter (200 ms → 10 s,
+//!   never sooner than `Retry-After`); operator errors (400/401/403/404) wait 30 s → 5 min and are
+//!   logged once per change with the fix.
+//! - **Shutdown**: [`Tunnel::stop`] stops polling at once; [`Tunnel::drain`] waits until every
+//!   queued and running command has finished (or the drain timeout passes).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::backoff::Backoff;
+use crate::config::{MAX_POLL_LIMIT, RunConfig};
+use crate::control_plane::{ChannelInfo, ControlPlane, Delivery, PollError, PollOk};
+use crate::failure;
+use crate::mcp::http::HttpTransport;
+use crate::mcp::{Outcome, Reply};
+use crate::secret::Secret;
+use crate::wire::{self, BadCommand, Command, CommandKind, RespType, ResponsePayload, RpcShape};
+
+/// First delay after a transient poll failure.
+const POLL_RETRY_BASE: Duration = Duration::from_millis(200);
+/// Longest delay between transient poll failures.
+const POLL_RETRY_CAP: Duration = Duration::from_secs(10);
+/// First delay after the control plane rejected our configuration (bad key, unknown tunnel):
+/// retrying sooner cannot help and would only fill the log and the service's rate limits.
+const OPERATOR_RETRY_BASE: Duration = Duration::from_secs(30);
+/// Longest delay while the configuration stays rejected.
+const OPERATOR_RETRY_CAP: Duration = Duration::from_secs(300);
+
+/// What a worker does with one queued item.
+enum Work {
+    Run(Command),
+    /// A command we could identify but not use: answer with an error instead of silence.
+    Reject {
+        request_id: String,
+        shard_token: Secret,
+        raw_channel: Option<String>,
+        reason: String,
+    },
+}
+
+struct Job {
+    work: Work,
+    deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    running: usize,
+    stopping: bool,
+}
+
+/// The running client.
+pub struct Tunnel {
+    control: ControlPlane,
+    mcp: HttpTransport,
+    channels: Vec<String>,
+    max_inflight: usize,
+    state: Mutex<State>,
+    /// Signalled on every state change: new work, a finished command, stop.
+    changed: Condvar,
+}
+
+impl Tunnel {
+    pub fn new(cfg: &RunConfig) -> Arc<Tunnel> {
+        let channels = vec![wire::DEFAULT_CHANNEL.to_string()];
+        let info: Vec<ChannelInfo> = channels
+            .iter()
+            .map(|name| ChannelInfo {
+                name: name.clone(),
+                proc_affinity: false,
+            })
+            .collect();
+        Arc::new(Tunnel {
+            control: ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent),
+            mcp: HttpTransport::new(&cfg.mcp),
+            channels,
+            max_inflight: cfg.control_plane.max_inflight,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.control
+    }
+
+    /// Starts the poll thread and `workers` worker threads.
+    pub fn start(self: &Arc<Self>, workers: usize) -> std::io::Result<()> {
+        for i in 0..workers {
+            let me = Arc::clone(self);
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || me.work_loop())?;
+        }
+        let me = Arc::clone(self);
+        thread::Builder::new()
+            .name("poll".into())
+            .spawn(move || me.poll_loop())?;
+        Ok(())
+    }
+
+    /// Stops polling. Commands already received still run.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until [`stop`](Self::stop) has been called.
+    pub fn wait_stopped(&self) {
+        let mut state = self.lock();
+        while !state.stopping {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until no command is queued or running, at most `timeout`. Returns how many were
+    /// still unfinished when it gave up.
+    pub fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            let unfinished = state.queue.len() + state.running;
+            let now = Instant::now();
+            if unfinished == 0 || now >= deadline {
+                return unfinished;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A worker that panicked cannot leave the state half-updated in a way that matters more
+        // than stopping the whole client would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a free slot; `None` once stopping.
+    fn free_slots(&self) -> Option<usize> {
+        let mut state = self.lock();
+        loop {
+            if state.stopping {
+                return None;
+            }
+            let free = self
+                .max_inflight
+                .saturating_sub(state.queue.len() + state.running);
+            if free > 0 {
+                return Some(free);
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Sleeps for `delay` unless stopped first. Returns false when stopping.
+    fn pause(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut state = self.lock();
+        loop {
+            let now = Instant::now();
+            if state.stopping {
+                return false;
+            }
+            if now >= deadline {
+                return true;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn poll_loop(&self) {
+        let mut transient = Backoff::new(POLL_RETRY_BASE, POLL_RETRY_CAP);
+        let mut operator = Backoff::new(OPERATOR_RETRY_BASE, OPERATOR_RETRY_CAP);
+        // The last problem logged, so a problem that persists is logged once, not every poll.
+        let mut last_problem: Option<String> = None;
+        while let Some(free) = self.free_slots() {
+            let limit = free.min(MAX_POLL_LIMIT);
+            let delay = match self.control.poll(limit) {
+                Ok(result) => {
+                    transient.reset();
+                    operator.reset();
+                    if last_problem.take().is_some() {
+                        log::info!("control plane polling works again");
+                    }
+                    if let PollOk::Commands { received, commands } = result {
+                        self.enqueue(received, &commands);
+                    }
+                    continue;
+                }
+                Err(PollError::Operator { status, message }) => {
+                    let advice = operator_advice(status, &message);
+                    if last_problem.as_deref() != Some(advice.as_str()) {
+                        log::error!("{advice}");
+                        last_problem = Some(advice);
+                    }
+                    operator.next_delay_at_least(OPERATOR_RETRY_BASE)
+                }
+                Err(PollError::Transient {
+                    reason,
+                    retry_after,
+                }) => {
+                    let problem = format!("poll failed: {reason}");
+                    if last_problem.as_deref() != Some(problem.as_str()) {
+                        log::warn!("{problem}; retrying with backoff");
+                        last_problem = Some(problem);
+                    }
+                    let delay = transient.next_delay();
+                    retry_after.map_or(delay, |floor| delay.max(floor))
+                }
+            };
+            log::debug!("next poll in {delay:?}");
+            if !self.pause(delay) {
+                break;
+            }
+        }
+        log::debug!("poll loop stopped");
+    }
+
+    /// Decodes a poll batch into jobs, every deadline anchored at `received`.
+    fn enqueue(&self, received: Instant, commands: &[Box<RawValue>]) {
+        let mut jobs = Vec::with_capacity(commands.len());
+        for raw in commands {
+            match Command::from_json(raw) {
+                Ok(command) => {
+                    if let CommandKind::Unknown(kind) = &command.kind {
+                        log::warn!(
+                            "skipping command {}: unknown command_type {kind:?}",
+                            command.request_id
+                        );
+                        continue;
+                    }
+                    let deadline = command.response_timeout.map(|t| received + t);
+                    jobs.push(Job {
+                        work: Work::Run(command),
+                        deadline,
+                    });
+                }
+                Err(BadCommand::Unanswerable(reason)) => {
+                    log::warn!("skipping a command that cannot be answered: {reason}");
+                }
+                Err(BadCommand::Invalid {
+                    request_id,
+                    shard_token,
+                    raw_channel,
+                    reason,
+                }) => jobs.push(Job {
+                    work: Work::Reject {
+                        request_id,
+                        shard_token,
+                        raw_channel,
+                        reason,
+                    },
+                    deadline: None,
+                }),
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        log::debug!("received {} command(s)", jobs.len());
+        self.lock().queue.extend(jobs);
+        self.changed.notify_all();
+    }
+
+    fn work_loop(&self) {
+        loop {
+            let job = {
+                let mut state = self.lock();
+                loop {
+                    if let Some(job) = state.queue.pop_front() {
+                        state.running += 1;
+                        break job;
+                    }
+                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            self.execute(job);
+            self.lock().running -= 1;
+            self.changed.notify_all();
+        }
+    }
+
+    fn execute(&self, job: Job) {
+        let command = match job.work {
+            Work::Run(command) => command,
+            Work::Reject {
+                request_id,
+                shard_token,
+                raw_channel,
+                reason,
+            } => {
+                log::warn!("command {request_id} is malformed ({reason}); answering 400");
+                let channel = wire::canonical_channel(raw_channel.as_deref())
+                    .unwrap_or_else(|| wire::DEFAULT_CHANNEL.to_string());
+                let body = failure::error_response(&Value::Null, "invalid tunnel command", None);
+                let reply = Reply::error_json(400, body);
+                self.deliver(&request_id, &channel, &shard_token, None, reply, None);
+                return;
+            }
+        };
+        let started = Instant::now();
+        if job.deadline.is_some_and(|d| started >= d) {
+            log::info!(
+                "dropped command {}: its response_timeout had passed before dispatch",
+                command.request_id
+            );
+            return;
+        }
+        let channel = wire::canonical_channel(command.raw_channel.as_deref())
+            .filter(|c| self.channels.contains(c));
+        let request_id_header = command.header("X-Request-Id");
+        let Some(channel) = channel else {
+            log::warn!("command {}: unsupported channel", command.request_id);
+            let id = match &command.kind {
+                CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
+                _ => None,
+            };
+            let body =
+                failure::error_response(&id.unwrap_or(Value::Null), "unsupported channel", None);
+            let channel = command.raw_channel.clone().unwrap_or_default();
+            let reply = Reply::error_json(400, body);
+            self.deliver(
+                &command.request_id,
+                &channel,
+                &command.shard_token,
+                request_id_header,
+                reply,
+                job.deadline,
+            );
+            return;
+        };
+        let outcome = match &command.kind {
+            CommandKind::JsonRpc(message) => {
+                let mut notifications_ok = true;
+                let mut on_notify = |notification: Box<RawValue>| {
+                    if !notifications_ok {
+                        return;
+                    }
+                    let payload = ResponsePayload {
+                        request_id: command.request_id.clone(),
+                        channel: channel.clone(),
+                        resp_json: Some(notification),
+                        resp_headers: Default::default(),
+                        resp_code: 200,
+                        resp_type: RespType::JsonrpcNotify,
+                    };
+                    let delivery = self.control.post_response(
+                        &payload,
+                        &command.shard_token,
+                        request_id_header,
+                        job.deadline,
+                    );
+                    if delivery != Delivery::Accepted {
+                        // A lost notification breaks ordering; send no more for this command.
+                        log::warn!(
+                            "command {}: notification not delivered ({delivery:?}); later ones skipped",
+                            command.request_id
+                        );
+                        notifications_ok = false;
+                    }
+                };
+                self.mcp
+                    .call(message, &command.headers, job.deadline, &mut on_notify)
+            }
+            CommandKind::SessionTermination => {
+                self.mcp.terminate_session(&command.headers, job.deadline)
+            }
+            CommandKind::Unknown(_) => return,
+        };
+        match outcome {
+            Outcome::Expired => log::info!(
+                "command {}: response_timeout passed during the MCP call after {:?}; nothing posted",
+                command.request_id,
+                started.elapsed()
+            ),
+            Outcome::Reply(reply) => {
+                log::debug!(
+                    "command {} on {channel}: MCP answered {} in {:?}",
+                    command.request_id,
+                    reply.resp_code,
+                    started.elapsed()
+                );
+                self.deliver(
+                    &command.request_id,
+                    &channel,
+                    &command.shard_token,
+                    request_id_header,
+                    reply,
+                    job.deadline,
+                );
+            }
+        }
+    }
+
+    /// Posts a terminal reply and logs how that went.
+    fn deliver(
+        &self,
+        request_id: &str,
+        channel: &str,
+        shard_token: &Secret,
+        client_request_id: Option<&str>,
+        reply: Reply,
+        deadline: Option<Instant>,
+    ) {
+        let payload = ResponsePayload {
+            request_id: request_id.to_string(),
+            channel: channel.to_string(),
+            resp_json: reply.resp_json,
+            resp_headers: reply.resp_headers,
+            resp_code: reply.resp_code,
+            resp_type: reply.resp_type,
+        };
+        match self
+            .control
+            .post_response(&payload, shard_token, client_request_id, deadline)
+        {
+            Delivery::Accepted => log::debug!("command {request_id}: response delivered"),
+            Delivery::NotPending => log::info!(
+                "command {request_id}: the control plane no longer waits for it (404); not replayed"
+            ),
+            Delivery::Failed(why) => {
+                log::warn!("command {request_id}: response not delivered: {why}")
+            }
+        }
+    }
+}
+
+/// The log line for a configuration the control plane rejected, naming the setting to fix.
+fn operator_advice(status: u16, message: &str) -> String {
+    let fix = match status {
+        401 => "the API key was rejected: check CONTROL_PLANE_API_KEY (--control-plane.api-key)",
+        403 => {
+            "the API key may not use this tunnel: check CONTROL_PLANE_API_KEY and \
+             CONTROL_PLANE_TUNNEL_ID belong together"
+        }
+        404 => {
+            "the tunnel was not found: check CONTROL_PLANE_TUNNEL_ID, CONTROL_PLANE_BASE_URL and \
+             CONTROL_PLANE_URL_PATH"
+        }
+        _ => {
+            "the poll request was rejected: check CONTROL_PLANE_TUNNEL_ID and CONTROL_PLANE_URL_PATH"
+        }
+    };
+    format!("control plane answered {message}; {fix}. Retrying slowly.")
+}

@@ -1,0 +1,62 @@
+//! The one place outbound HTTP clients are built, for both hops.
+//!
+//! Each hop gets its own [`ureq::Agent`] so connections are pooled and reused per destination
+//! (no fresh TCP/TLS handshake per command). Common to every agent:
+//! - TLS by rustls with the ring provider and the built-in Mozilla roots; verification is always on.
+//! - Status codes are values, not errors: the callers map every status themselves.
+//! - No redirects: a redirected POST would silently drop or replay a JSON-RPC call.
+//! - No automatic `Accept`/`Accept-Encoding`: callers set exactly what the contract asks for.
+//! - Per-request deadlines are set by the callers with [`with_timeout`].
+
+use std::time::Duration;
+
+use ureq::Agent;
+use ureq::config::AutoHeaderValue;
+use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+
+/// `User-Agent` on every request we make.
+pub fn user_agent() -> String {
+    format!("mcp-tunnel/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// What differs between the hops.
+pub struct AgentOptions {
+    /// Longest time an idle pooled connection is kept.
+    pub max_idle_age: Duration,
+    /// Idle connections kept per host; sized to the concurrency that will use them.
+    pub max_idle_per_host: usize,
+}
+
+pub fn build_agent(opts: &AgentOptions) -> Agent {
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::WebPki)
+        .build();
+    Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .user_agent(user_agent())
+        .accept(AutoHeaderValue::None)
+        .accept_encoding(AutoHeaderValue::None)
+        .max_idle_age(opts.max_idle_age)
+        .max_idle_connections(opts.max_idle_per_host.max(1) * 2)
+        .max_idle_connections_per_host(opts.max_idle_per_host.max(1))
+        .build()
+        .into()
+}
+
+/// The timeout for a whole exchange (connect, send, headers and body), never zero: ureq treats a
+/// zero timeout as "already expired", which is what an exhausted budget should mean anyway, but
+/// we keep one millisecond so the error is a clean timeout rather than a surprise.
+pub fn clamp_timeout(d: Duration) -> Duration {
+    d.max(Duration::from_millis(1))
+}
+
+/// Applies a whole-exchange timeout to one request.
+pub fn with_timeout<B>(req: ureq::RequestBuilder<B>, timeout: Duration) -> ureq::RequestBuilder<B> {
+    req.config()
+        .timeout_global(Some(clamp_timeout(timeout)))
+        .build()
+}

@@ -1,0 +1,412 @@
+//! Forwarding to a Streamable HTTP MCP server.
+//!
+//! A JSON-RPC message goes out as one `POST`; the answer is either one JSON body or an event
+//! stream whose notifications are handed on as they arrive until the message answering our request
+//! id ends it. `session_termination` becomes one `DELETE`. Every failure that is not the server's
+//! own valid JSON-RPC error becomes a synthesized `-32603` (see [`crate::failure`]); every wait is
+//! bounded by the command's deadline, and a passed deadline means nothing is posted at all.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use ureq::Agent;
+use ureq::http::Response;
+
+use super::sse::SseReader;
+use super::{Outcome, Reply};
+use crate::config::McpConfig;
+use crate::failure::{Failure, Source};
+use crate::headers;
+use crate::http_client::{self, AgentOptions};
+use crate::secret::Secret;
+use crate::wire::{RespType, RpcShape};
+
+/// `Accept` sent when the command does not carry its own: Streamable HTTP servers may answer
+/// either way.
+const DEFAULT_ACCEPT: &str = "application/json, text/event-stream";
+/// Longest a call may run when the command has no deadline, so no worker is held forever.
+const NO_DEADLINE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest JSON answer (or single event) read from the MCP server. Tool results can carry
+/// images; beyond this the answer is refused rather than buffered without bound.
+const MAX_RESPONSE_BODY: usize = 32 * 1024 * 1024;
+/// A JSON-RPC error larger than this is not passed through as the server's own (contract rule).
+const MAX_PASSTHROUGH_ERROR: usize = 100 * 1024;
+/// Bytes read from an answer we do not use, so the connection can go back to the pool.
+const MAX_DRAIN: u64 = 64 * 1024;
+/// Time allowed for our error reply to a server→client request on an event stream.
+const SERVER_REQUEST_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One Streamable HTTP MCP server.
+pub struct HttpTransport {
+    agent: Agent,
+    url: String,
+    extra_headers: Vec<(String, Secret)>,
+}
+
+impl HttpTransport {
+    pub fn new(cfg: &McpConfig) -> HttpTransport {
+        HttpTransport {
+            agent: http_client::build_agent(&AgentOptions {
+                max_idle_age: cfg.connection_max_ttl,
+                max_idle_per_host: cfg.max_concurrent,
+            }),
+            url: cfg.server_url.clone(),
+            extra_headers: cfg.extra_headers.clone(),
+        }
+    }
+
+    /// Forwards one JSON-RPC message. `on_notify` receives each notification of an event stream
+    /// as it arrives.
+    pub fn call(
+        &self,
+        message: &RawValue,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        on_notify: &mut dyn FnMut(Box<RawValue>),
+    ) -> Outcome {
+        let Some(shape) = RpcShape::of(message.get()) else {
+            let failure = Failure::new(Source::Protocol, "malformed_json");
+            return Outcome::Reply(Reply::failure(&failure, &Value::Null));
+        };
+        let id = shape.id.clone().unwrap_or(Value::Null);
+        let budget = budget(deadline);
+        let req = self.with_headers(self.agent.post(&self.url), command_headers);
+        let req = http_client::with_timeout(req, budget).header("Content-Type", "application/json");
+        let result = req.send(message.get());
+        if expired(deadline) {
+            return Outcome::Expired;
+        }
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let failure = Failure::from_ureq(&e);
+                log::debug!("mcp call failed: {}", failure.source.as_str());
+                return Outcome::Reply(if shape.is_notification() {
+                    ack(failure.resp_code(), BTreeMap::new())
+                } else {
+                    Reply::failure(&failure, &id)
+                });
+            }
+        };
+        let status = resp.status().as_u16();
+        let resp_headers = returnable(&resp);
+        if shape.is_notification() {
+            drain(resp);
+            let code = if (200..300).contains(&status) || status >= 400 {
+                status
+            } else {
+                502
+            };
+            return Outcome::Reply(ack(code, resp_headers));
+        }
+        let is_stream = content_type(&resp) == "text/event-stream";
+        if (200..300).contains(&status) && is_stream {
+            return self.read_stream(resp, &id, command_headers, deadline, on_notify);
+        }
+        let outcome = read_json_answer(resp, status, resp_headers, &id);
+        if expired(deadline) {
+            return Outcome::Expired;
+        }
+        outcome
+    }
+
+    /// `DELETE` for a `session_termination` command.
+    pub fn terminate_session(
+        &self,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        let req = self.with_headers(self.agent.delete(&self.url), command_headers);
+        let result = http_client::with_timeout(req, budget(deadline)).call();
+        if expired(deadline) {
+            return Outcome::Expired;
+        }
+        let (resp_code, resp_headers) = match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let headers = returnable(&resp);
+                drain(resp);
+                (if status < 200 { 502 } else { status }, headers)
+            }
+            Err(e) => (Failure::from_ureq(&e).resp_code(), BTreeMap::new()),
+        };
+        Outcome::Reply(Reply {
+            resp_json: None,
+            resp_headers,
+            resp_code,
+            resp_type: RespType::SessionTerminationResponse,
+        })
+    }
+
+    /// Operator static headers, then the command's forwardable headers (which win on a clash),
+    /// then our default `Accept` unless the command brought one.
+    fn with_headers<B>(
+        &self,
+        mut req: ureq::RequestBuilder<B>,
+        command_headers: &[(String, String)],
+    ) -> ureq::RequestBuilder<B> {
+        let forwarded = headers::forwardable(command_headers);
+        let carried = |name: &str| forwarded.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        for (name, value) in &self.extra_headers {
+            if !carried(name) {
+                req = req.header(name.as_str(), value.expose());
+            }
+        }
+        for (name, value) in &forwarded {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        if !carried("accept") {
+            req = req.header("Accept", DEFAULT_ACCEPT);
+        }
+        req
+    }
+
+    /// Reads an event stream until the message answering `id`, forwarding notifications.
+    fn read_stream(
+        &self,
+        mut resp: Response<ureq::Body>,
+        id: &Value,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        on_notify: &mut dyn FnMut(Box<RawValue>),
+    ) -> Outcome {
+        let status = resp.status().as_u16();
+        let resp_headers = returnable(&resp);
+        let body = resp.body_mut().as_reader();
+        let mut events = SseReader::new(BufReader::new(body), MAX_RESPONSE_BODY);
+        loop {
+            let event = match events.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) if expired(deadline) => return Outcome::Expired,
+                Ok(None) => {
+                    let failure = Failure::new(Source::TransportClosed, "eof");
+                    return Outcome::Reply(Reply::failure(&failure, id));
+                }
+                Err(_) if expired(deadline) => return Outcome::Expired,
+                Err(e) => {
+                    let failure = if e.kind() == std::io::ErrorKind::InvalidData {
+                        Failure::new(Source::Protocol, "response_body_too_large")
+                    } else {
+                        Failure::from_io(&e)
+                    };
+                    return Outcome::Reply(Reply::failure(&failure, id));
+                }
+            };
+            if !event.is_message() || event.data.trim().is_empty() {
+                continue;
+            }
+            let Ok(raw) = RawValue::from_string(event.data) else {
+                log::warn!("mcp server sent an event that is not JSON; skipped");
+                continue;
+            };
+            let Some(shape) = RpcShape::of(raw.get()) else {
+                log::warn!("mcp server sent an event that is not a JSON-RPC object; skipped");
+                continue;
+            };
+            if shape.is_notification() {
+                on_notify(raw);
+            } else if shape.is_call() {
+                self.refuse_server_request(&shape, command_headers, deadline);
+            } else if shape.id.as_ref() == Some(id) {
+                return Outcome::Reply(Reply {
+                    resp_json: Some(raw),
+                    resp_headers,
+                    resp_code: status,
+                    resp_type: RespType::JsonrpcResponse,
+                });
+            } else {
+                log::debug!("mcp server sent a response for another id on this stream; skipped");
+            }
+        }
+    }
+
+    /// A server→client request (sampling, elicitation, roots) cannot reach the connector through
+    /// the tunnel; tell the server so, and keep waiting for the real answer.
+    fn refuse_server_request(
+        &self,
+        shape: &RpcShape,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+    ) {
+        let method = shape.method.as_deref().unwrap_or("");
+        log::info!("mcp server sent a {method} request; answered 'not supported through tunnel'");
+        let reply = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": shape.id,
+            "error": { "code": -32601, "message": "not supported through tunnel" },
+        });
+        let timeout = budget(deadline).min(SERVER_REQUEST_REPLY_TIMEOUT);
+        let req = self.with_headers(self.agent.post(&self.url), command_headers);
+        let result = http_client::with_timeout(req, timeout)
+            .header("Content-Type", "application/json")
+            .send(reply.to_string().as_str());
+        match result {
+            Ok(resp) => drain(resp),
+            Err(e) => log::debug!(
+                "reply to server request failed: {}",
+                Failure::from_ureq(&e).source.as_str()
+            ),
+        }
+    }
+}
+
+/// The answer to a request that did not come as an event stream.
+fn read_json_answer(
+    mut resp: Response<ureq::Body>,
+    status: u16,
+    resp_headers: BTreeMap<String, Vec<String>>,
+    id: &Value,
+) -> Outcome {
+    let is_json = content_type(&resp).ends_with("json");
+    let mut body = Vec::new();
+    let read = resp
+        .body_mut()
+        .as_reader()
+        .take(MAX_RESPONSE_BODY as u64 + 1)
+        .read_to_end(&mut body);
+    if let Err(e) = read {
+        return Outcome::Reply(Reply::failure(&Failure::from_io(&e), id));
+    }
+    let failure = if status >= 400 {
+        if let Some(raw) = passthrough_error(&body, id) {
+            return Outcome::Reply(Reply {
+                resp_json: Some(raw),
+                resp_headers,
+                resp_code: status,
+                resp_type: RespType::JsonrpcResponse,
+            });
+        }
+        // The raw body never crosses, but headers such as WWW-Authenticate still do.
+        let mut reply = Reply::failure(&Failure::target_http(status), id);
+        for (name, values) in resp_headers {
+            reply.resp_headers.entry(name).or_insert(values);
+        }
+        return Outcome::Reply(reply);
+    } else if !(200..300).contains(&status) {
+        Failure::new(Source::Protocol, "http_status")
+    } else if body.len() > MAX_RESPONSE_BODY {
+        Failure::new(Source::Protocol, "response_body_too_large")
+    } else if body.iter().all(u8::is_ascii_whitespace) {
+        Failure::new(Source::Protocol, "response_body_missing")
+    } else {
+        match serde_json::from_slice::<Box<RawValue>>(&body) {
+            Ok(raw) if raw.get().starts_with('{') => {
+                return Outcome::Reply(Reply {
+                    resp_json: Some(raw),
+                    resp_headers,
+                    resp_code: status,
+                    resp_type: RespType::JsonrpcResponse,
+                });
+            }
+            _ if is_json => Failure::new(Source::Protocol, "malformed_json"),
+            _ => Failure::new(Source::Protocol, "non_protocol_response"),
+        }
+    };
+    Outcome::Reply(Reply::failure(&failure, id))
+}
+
+/// The body, untouched, when it is a valid JSON-RPC error for `id` that may pass through:
+/// `jsonrpc` "2.0", the same id, an integer `error.code` and string `error.message`, no `result`
+/// or `method`, at most [`MAX_PASSTHROUGH_ERROR`] bytes.
+fn passthrough_error(body: &[u8], id: &Value) -> Option<Box<RawValue>> {
+    if body.len() > MAX_PASSTHROUGH_ERROR {
+        return None;
+    }
+    let raw: Box<RawValue> = serde_json::from_slice(body).ok()?;
+    let Value::Object(map) = serde_json::from_str::<Value>(raw.get()).ok()? else {
+        return None;
+    };
+    let error = map.get("error")?;
+    let valid = map.get("jsonrpc") == Some(&Value::from("2.0"))
+        && map.get("id") == Some(id)
+        && error.get("code").is_some_and(|c| c.is_i64() || c.is_u64())
+        && error.get("message").is_some_and(Value::is_string)
+        && !map.contains_key("result")
+        && !map.contains_key("method");
+    valid.then_some(raw)
+}
+
+fn ack(resp_code: u16, resp_headers: BTreeMap<String, Vec<String>>) -> Reply {
+    Reply {
+        resp_json: None,
+        resp_headers,
+        resp_code,
+        resp_type: RespType::NotifyAck,
+    }
+}
+
+/// Time left for a call: until the deadline, or [`NO_DEADLINE_TIMEOUT`] without one.
+fn budget(deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(d) => d.saturating_duration_since(Instant::now()),
+        None => NO_DEADLINE_TIMEOUT,
+    }
+}
+
+fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// The media type of a response, lowercased, without parameters.
+fn content_type(resp: &Response<ureq::Body>) -> String {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn returnable(resp: &Response<ureq::Body>) -> BTreeMap<String, Vec<String>> {
+    let pairs: Vec<(&str, &str)> = resp
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+        .collect();
+    headers::returnable(pairs.into_iter())
+}
+
+/// Reads (a bounded amount of) an unused body so the connection can be reused.
+fn drain(mut resp: Response<ureq::Body>) {
+    let _ = std::io::copy(
+        &mut resp.body_mut().as_reader().take(MAX_DRAIN),
+        &mut std::io::sink(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn passthrough_requires_a_well_formed_error_for_our_id() {
+        let ok = br#"{"id":7,"jsonrpc":"2.0","error":{"message":"nope","code":-32004,"data":{"z":1,"a":1.50}}}"#;
+        assert_eq!(
+            passthrough_error(ok, &json!(7)).unwrap().get().as_bytes(),
+            ok.as_slice()
+        );
+        assert!(passthrough_error(ok, &json!(8)).is_none());
+        assert!(
+            passthrough_error(
+                br#"{"jsonrpc":"2.0","id":7,"error":{"code":"x","message":"m"}}"#,
+                &json!(7)
+            )
+            .is_none()
+        );
+        assert!(
+            passthrough_error(
+                br#"{"jsonrpc":"2.0","id":7,"result":{},"error":{"code":1,"message":"m"}}"#,
+                &json!(7)
+            )
+            .is_none()
+        );
+        assert!(passthrough_error(b"<html>", &json!(7)).is_none());
+    }
+}

@@ -1,0 +1,398 @@
+//! Control-plane JSON: poll envelopes, commands and response payloads.
+//!
+//! Shared by the client and the relay. Unknown fields are ignored everywhere. JSON-RPC bodies are
+//! kept as [`RawValue`]s so they cross the tunnel byte-exact: key order, number spelling and
+//! whitespace are whatever the sender wrote.
+//!
+//! A poll answer is decoded one command at a time, so one malformed command cannot sink the
+//! others in its batch ([`PollEnvelope::commands`] then [`Command::from_json`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::duration;
+use crate::secret::Secret;
+
+/// The channel a command without one belongs to.
+pub const DEFAULT_CHANNEL: &str = "main";
+
+/// The longest canonical channel name.
+const MAX_CHANNEL_LEN: usize = 64;
+
+/// `GET …/poll` with status 200. Commands stay raw until [`Command::from_json`].
+#[derive(Debug, Deserialize)]
+pub struct PollEnvelope {
+    #[serde(default)]
+    pub commands: Vec<Box<RawValue>>,
+}
+
+/// What a command asks for.
+#[derive(Debug)]
+pub enum CommandKind {
+    /// Forward this JSON-RPC message (request or notification) unchanged.
+    JsonRpc(Box<RawValue>),
+    /// Close the MCP session named by the `Mcp-Session-Id` header.
+    SessionTermination,
+    /// A type this client does not know; skipped with a log line.
+    Unknown(String),
+}
+
+/// One decoded command.
+#[derive(Debug)]
+pub struct Command {
+    pub request_id: String,
+    /// Echoed only in the `X-Tunnel-Shard-Token` header of our answer.
+    pub shard_token: Secret,
+    /// The raw channel as sent (`None` when absent or empty); see [`Command::channel`].
+    pub raw_channel: Option<String>,
+    /// `None`: no deadline (absent, null or invalid, which fails open).
+    pub response_timeout: Option<Duration>,
+    /// Multi-valued headers, flattened to `(name, value)` pairs in a stable order.
+    pub headers: Vec<(String, String)>,
+    pub kind: CommandKind,
+}
+
+/// Why a command could not be decoded.
+#[derive(Debug)]
+pub enum BadCommand {
+    /// No usable `request_id` + `shard_token`: nothing can be answered, only logged.
+    Unanswerable(String),
+    /// Identifiable but unusable: answer it with an error instead of leaving the caller waiting.
+    Invalid {
+        request_id: String,
+        shard_token: Secret,
+        raw_channel: Option<String>,
+        reason: String,
+    },
+}
+
+/// The fields we read; everything else is ignored.
+#[derive(Deserialize)]
+struct RawCommand {
+    request_id: Option<Value>,
+    shard_token: Option<Value>,
+    command_type: Option<Value>,
+    channel: Option<Value>,
+    response_timeout: Option<Value>,
+    headers: Option<Value>,
+    jsonrpc: Option<Box<RawValue>>,
+}
+
+impl Command {
+    /// Decodes one element of a poll envelope's `commands`.
+    pub fn from_json(raw: &RawValue) -> Result<Command, BadCommand> {
+        let c: RawCommand = serde_json::from_str(raw.get())
+            .map_err(|e| BadCommand::Unanswerable(format!("not a command object: {e}")))?;
+        let (Some(Value::String(request_id)), Some(Value::String(shard_token))) =
+            (c.request_id, c.shard_token)
+        else {
+            return Err(BadCommand::Unanswerable(
+                "missing request_id or shard_token".into(),
+            ));
+        };
+        let shard_token = Secret::new(shard_token);
+        let raw_channel = match c.channel {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            _ => None,
+        };
+        let invalid = |reason: &str| BadCommand::Invalid {
+            request_id: request_id.clone(),
+            shard_token: shard_token.clone(),
+            raw_channel: raw_channel.clone(),
+            reason: reason.to_string(),
+        };
+        // A missing command_type means jsonrpc: that is the OpenAPI default.
+        let kind = match c.command_type {
+            None | Some(Value::Null) => "jsonrpc".to_string(),
+            Some(Value::String(t)) => t,
+            Some(_) => return Err(invalid("command_type is not a string")),
+        };
+        let kind = match kind.as_str() {
+            "jsonrpc" => match c.jsonrpc {
+                Some(body) if body.get().trim_start().starts_with('{') => {
+                    CommandKind::JsonRpc(body)
+                }
+                _ => return Err(invalid("jsonrpc command without a JSON-RPC object")),
+            },
+            "session_termination" => CommandKind::SessionTermination,
+            _ => CommandKind::Unknown(kind),
+        };
+        let response_timeout = match c.response_timeout {
+            Some(Value::String(s)) => duration::parse(&s),
+            _ => None,
+        };
+        Ok(Command {
+            request_id,
+            shard_token,
+            raw_channel,
+            response_timeout,
+            headers: flatten_headers(c.headers),
+            kind,
+        })
+    }
+
+    /// The first value of a command header, name matched case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The canonical channel for a raw channel field, or `None` when it is not a valid name.
+/// Absent means `main`; names are lowercase `[a-z0-9_-]{1,64}`.
+pub fn canonical_channel(raw: Option<&str>) -> Option<String> {
+    let Some(raw) = raw else {
+        return Some(DEFAULT_CHANNEL.to_string());
+    };
+    let lower = raw.to_ascii_lowercase();
+    let valid = !lower.is_empty()
+        && lower.len() <= MAX_CHANNEL_LEN
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    valid.then_some(lower)
+}
+
+fn flatten_headers(headers: Option<Value>) -> Vec<(String, String)> {
+    let Some(Value::Object(map)) = headers else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, values) in map {
+        match values {
+            Value::Array(items) => {
+                for item in items {
+                    if let Value::String(v) = item {
+                        out.push((name.clone(), v));
+                    }
+                }
+            }
+            // Tolerate a single string where the contract says a list.
+            Value::String(v) => out.push((name, v)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `resp_type` of a posted response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RespType {
+    JsonrpcResponse,
+    JsonrpcNotify,
+    NotifyAck,
+    SessionTerminationResponse,
+}
+
+impl RespType {
+    /// Whether this payload ends the command (everything but a notification).
+    pub fn is_terminal(self) -> bool {
+        self != RespType::JsonrpcNotify
+    }
+}
+
+/// Body of `POST …/response`. The shard token is never in here: it travels only in a header.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponsePayload {
+    pub request_id: String,
+    pub channel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_json: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resp_headers: BTreeMap<String, Vec<String>>,
+    pub resp_code: u16,
+    pub resp_type: RespType,
+}
+
+/// The answer to a successful response POST.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ResponseAck {
+    #[serde(default)]
+    pub status: String,
+}
+
+/// Service-side error body: `{"error":{"message":…,"type":…,"code":…}}`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ApiErrorResponse {
+    pub error: ApiError,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ApiError {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// Startup metadata from `GET /v1/tunnels/{id}`; diagnostics only.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct TunnelMetadata {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What a JSON-RPC message is, read from its raw text without changing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcShape {
+    /// `None` when the member is absent (a notification); `Some(Value::Null)` for `"id": null`.
+    pub id: Option<Value>,
+    pub method: Option<String>,
+    pub has_result: bool,
+    pub has_error: bool,
+}
+
+impl RpcShape {
+    /// `None` when the text is not a JSON object.
+    pub fn of(raw: &str) -> Option<RpcShape> {
+        let Value::Object(map) = serde_json::from_str::<Value>(raw).ok()? else {
+            return None;
+        };
+        Some(RpcShape {
+            id: map.get("id").cloned(),
+            method: map
+                .get("method")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            has_result: map.contains_key("result"),
+            has_error: map.contains_key("error"),
+        })
+    }
+
+    /// A request or notification (it has a method).
+    pub fn is_call(&self) -> bool {
+        self.method.is_some()
+    }
+
+    /// A notification: a method and no id.
+    pub fn is_notification(&self) -> bool {
+        self.method.is_some() && self.id.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(json: &str) -> Result<Command, BadCommand> {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        Command::from_json(&raw)
+    }
+
+    #[test]
+    fn decodes_a_jsonrpc_command_keeping_the_body_exact() {
+        let body = r#"{"id":1,"jsonrpc":"2.0","method":"tools/list","params":{"b":1.50,"a":2}}"#;
+        let c = cmd(&format!(
+            r#"{{"request_id":"r1","shard_token":"s1","command_type":"jsonrpc","channel":"Main",
+               "response_timeout":"4500ms","headers":{{"Mcp-Session-Id":["abc"],"X-Two":["1","2"]}},
+               "jsonrpc":{body},"future_field":true}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.request_id, "r1");
+        assert_eq!(c.shard_token.expose(), "s1");
+        assert_eq!(c.response_timeout, Some(Duration::from_millis(4500)));
+        assert_eq!(c.header("mcp-session-id"), Some("abc"));
+        assert_eq!(c.headers.iter().filter(|(n, _)| n == "X-Two").count(), 2);
+        match c.kind {
+            CommandKind::JsonRpc(raw) => assert_eq!(raw.get(), body),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            canonical_channel(c.raw_channel.as_deref()).as_deref(),
+            Some("main")
+        );
+    }
+
+    #[test]
+    fn missing_command_type_means_jsonrpc() {
+        let c =
+            cmd(r#"{"request_id":"r","shard_token":"s","jsonrpc":{"jsonrpc":"2.0","method":"x"}}"#)
+                .unwrap();
+        assert!(matches!(c.kind, CommandKind::JsonRpc(_)));
+        assert_eq!(c.raw_channel, None);
+    }
+
+    #[test]
+    fn invalid_response_timeout_fails_open() {
+        for t in [
+            r#""1.5s""#,
+            r#""-1s""#,
+            "30",
+            r#""1m30s""#,
+            "null",
+            r#"" 1s""#,
+        ] {
+            let c = cmd(&format!(
+                r#"{{"request_id":"r","shard_token":"s","command_type":"session_termination","response_timeout":{t}}}"#
+            ))
+            .unwrap();
+            assert_eq!(c.response_timeout, None, "{t}");
+        }
+        let c = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"session_termination","response_timeout":"0s"}"#).unwrap();
+        assert_eq!(c.response_timeout, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn unknown_types_and_bad_commands_are_classified() {
+        let c = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"frobnicate"}"#).unwrap();
+        assert!(matches!(c.kind, CommandKind::Unknown(ref t) if t == "frobnicate"));
+        assert!(matches!(
+            cmd(r#"{"shard_token":"s"}"#),
+            Err(BadCommand::Unanswerable(_))
+        ));
+        assert!(matches!(cmd("[1]"), Err(BadCommand::Unanswerable(_))));
+        assert!(matches!(
+            cmd(r#"{"request_id":"r","shard_token":"s","command_type":"jsonrpc","jsonrpc":"x"}"#),
+            Err(BadCommand::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn channels_are_canonical() {
+        assert_eq!(canonical_channel(None).as_deref(), Some("main"));
+        assert_eq!(
+            canonical_channel(Some("Tools_1-a")).as_deref(),
+            Some("tools_1-a")
+        );
+        assert_eq!(canonical_channel(Some("has space")), None);
+        assert_eq!(canonical_channel(Some(&"x".repeat(65))), None);
+    }
+
+    #[test]
+    fn response_payload_omits_empty_fields_and_never_has_a_shard_token() {
+        let p = ResponsePayload {
+            request_id: "r".into(),
+            channel: "main".into(),
+            resp_json: None,
+            resp_headers: BTreeMap::new(),
+            resp_code: 202,
+            resp_type: RespType::NotifyAck,
+        };
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"request_id":"r","channel":"main","resp_code":202,"resp_type":"notify_ack"}"#
+        );
+    }
+
+    #[test]
+    fn rpc_shape() {
+        let n = RpcShape::of(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert!(n.is_notification());
+        let r = RpcShape::of(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).unwrap();
+        assert!(!r.is_notification());
+        assert_eq!(r.id, Some(Value::Null));
+        assert!(RpcShape::of("[]").is_none());
+    }
+}
