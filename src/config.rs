@@ -219,61 +219,80 @@ pub enum Parsed {
 }
 
 /// A raw value and the key it was read from (a flag or an environment variable), for messages.
-struct Raw {
-    source: String,
-    value: String,
+pub struct Raw {
+    pub source: String,
+    pub value: String,
 }
 
-/// Reads `run`'s arguments (after the subcommand) and the environment into a [`RunConfig`].
-/// `env` is injected so tests need not touch the process environment.
-pub fn parse_run(
-    args: Vec<OsString>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Parsed, ConfigError> {
-    let mut pargs = pico_args::Arguments::from_vec(args);
-    if pargs.contains(["-h", "--help"]) {
-        return Ok(Parsed::Help);
-    }
-    let mut from_flags: HashMap<&'static str, String> = HashMap::new();
-    for o in RUN_OPTIONS {
-        let mut values: Vec<String> = pargs.values_from_str(o.flag).map_err(|e| ConfigError {
-            key: o.flag.to_string(),
-            message: format!("{e}"),
-        })?;
-        if values.len() > 1 {
-            return Err(err(o.flag, "given more than once; give it once"));
+/// Where option values come from: parsed flags, then the environment, then the table's defaults.
+/// Shared by every subcommand with an option table.
+pub struct Sources<'a> {
+    options: &'static [Opt],
+    flags: HashMap<&'static str, String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> Sources<'a> {
+    /// Parses `args` against `options`. `Ok(None)` means `-h`/`--help` was asked for. Each flag
+    /// may be given once; anything unknown is an error naming it.
+    pub fn parse(
+        options: &'static [Opt],
+        args: Vec<OsString>,
+        env: &'a dyn Fn(&str) -> Option<String>,
+        command: &str,
+    ) -> Result<Option<Sources<'a>>, ConfigError> {
+        let mut pargs = pico_args::Arguments::from_vec(args);
+        if pargs.contains(["-h", "--help"]) {
+            return Ok(None);
         }
-        if let Some(v) = values.pop() {
-            from_flags.insert(o.flag, v);
+        let mut flags = HashMap::new();
+        for o in options {
+            let mut values: Vec<String> =
+                pargs.values_from_str(o.flag).map_err(|e| ConfigError {
+                    key: o.flag.to_string(),
+                    message: format!("{e}"),
+                })?;
+            if values.len() > 1 {
+                return Err(err(o.flag, "given more than once; give it once"));
+            }
+            if let Some(v) = values.pop() {
+                flags.insert(o.flag, v);
+            }
         }
-    }
-    if let Some(extra) = pargs.finish().first() {
-        return Err(ConfigError {
-            key: extra.to_string_lossy().into_owned(),
-            message: "unknown argument; see `mcp-tunnel run --help`".into(),
-        });
-    }
-    // A literal key on argv would be visible in `ps`; refuse before anything else looks at it.
-    if let Some(v) = from_flags.get(API_KEY) {
-        if !is_reference(v) {
-            return Err(err(
-                API_KEY,
-                "a key on the command line is visible to every user of the host; \
-                 pass env:VAR or file:/path instead, or set CONTROL_PLANE_API_KEY",
-            ));
+        if let Some(extra) = pargs.finish().first() {
+            return Err(ConfigError {
+                key: extra.to_string_lossy().into_owned(),
+                message: format!("unknown argument; see `mcp-tunnel {command} --help`"),
+            });
         }
+        Ok(Some(Sources {
+            options,
+            flags,
+            env,
+        }))
     }
 
-    let lookup = |flag: &'static str| -> Option<Raw> {
-        if let Some(v) = from_flags.get(flag) {
+    /// The value given on the command line, if any.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        self.flags.get(flag).map(String::as_str)
+    }
+
+    /// The environment lookup, for following `env:` references.
+    pub fn env(&self) -> &'a dyn Fn(&str) -> Option<String> {
+        self.env
+    }
+
+    /// Flag, else the first non-empty environment variable, else the default.
+    pub fn lookup(&self, flag: &str) -> Option<Raw> {
+        if let Some(v) = self.flags.get(flag) {
             return Some(Raw {
                 source: flag.to_string(),
                 value: v.clone(),
             });
         }
-        let o = RUN_OPTIONS.iter().find(|o| o.flag == flag)?;
+        let o = self.option(flag);
         for var in o.env {
-            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            if let Some(v) = (self.env)(var).filter(|v| !v.is_empty()) {
                 return Some(Raw {
                     source: (*var).to_string(),
                     value: v,
@@ -284,20 +303,52 @@ pub fn parse_run(
             source: flag.to_string(),
             value: d.to_string(),
         })
-    };
-    let required = |flag: &'static str| -> Result<Raw, ConfigError> {
-        lookup(flag).ok_or_else(|| {
-            let o = RUN_OPTIONS
-                .iter()
-                .find(|o| o.flag == flag)
-                .expect("known flag");
+    }
+
+    /// Like [`lookup`](Self::lookup), with an error naming the variable when nothing is set.
+    pub fn required(&self, flag: &str) -> Result<Raw, ConfigError> {
+        self.lookup(flag).ok_or_else(|| {
+            let o = self.option(flag);
+            let var = o.env.first().copied().unwrap_or(o.flag);
             ConfigError {
-                key: o.env[0].to_string(),
-                message: format!("is required; set {} or pass {flag}", o.env[0]),
+                key: var.to_string(),
+                message: format!("is required; set {var} or pass {flag}"),
             }
         })
+    }
+
+    /// For options that have a default.
+    pub fn get(&self, flag: &str) -> Raw {
+        self.lookup(flag).expect("option with a default")
+    }
+
+    fn option(&self, flag: &str) -> &'static Opt {
+        self.options
+            .iter()
+            .find(|o| o.flag == flag)
+            .expect("flag is in this command's option table")
+    }
+}
+
+/// Reads `run`'s arguments (after the subcommand) and the environment into a [`RunConfig`].
+/// `env` is injected so tests need not touch the process environment.
+pub fn parse_run(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Parsed, ConfigError> {
+    let Some(src) = Sources::parse(RUN_OPTIONS, args, env, "run")? else {
+        return Ok(Parsed::Help);
     };
-    let get = |flag| lookup(flag).expect("option with a default");
+    // A literal key on argv would be visible in `ps`; refuse before anything else looks at it.
+    if src.flag(API_KEY).is_some_and(|v| !is_reference(v)) {
+        return Err(err(
+            API_KEY,
+            "a key on the command line is visible to every user of the host; \
+             pass env:VAR or file:/path instead, or set CONTROL_PLANE_API_KEY",
+        ));
+    }
+    let get = |flag| src.get(flag);
+    let required = |flag| src.required(flag);
 
     let base_url = validate_base_url(&get(BASE_URL))?;
     let url_path = validate_url_path(&get(URL_PATH))?;
@@ -353,14 +404,22 @@ pub fn parse_run(
 
 /// `--help` text for `run`, generated from [`RUN_OPTIONS`].
 pub fn run_help() -> String {
-    let mut out = String::from(
-        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server\n\n\
-         Usage: mcp-tunnel run [OPTIONS]\n\n\
+    help_text(
+        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server",
+        "mcp-tunnel run [OPTIONS]",
+        RUN_OPTIONS,
+    )
+}
+
+/// `--help` text for any option table: each option with its variables and default.
+pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
+    let mut out = format!(
+        "{title}\n\nUsage: {usage}\n\n\
          Every option is also read from the environment variable shown; a flag wins over the\n\
          environment, which wins over the default. Durations: <integer><ns|us|ms|s|m|h>.\n\n\
-         Options:\n",
+         Options:\n"
     );
-    for o in RUN_OPTIONS {
+    for o in options {
         out.push_str(&format!("  {} <value>\n", o.flag));
         out.push_str(&format!("      {}\n", o.help));
         let default = match o.default {
@@ -377,7 +436,7 @@ pub fn run_help() -> String {
     out
 }
 
-fn err(key: &str, message: &str) -> ConfigError {
+pub fn err(key: &str, message: &str) -> ConfigError {
     ConfigError {
         key: key.to_string(),
         message: message.to_string(),
@@ -389,7 +448,10 @@ fn is_reference(v: &str) -> bool {
 }
 
 /// Follows an `env:VAR` or `file:/path` reference; any other value is the secret itself.
-fn resolve_secret(raw: &Raw, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+pub fn resolve_secret(
+    raw: &Raw,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
     if let Some(var) = raw.value.strip_prefix("env:") {
         return match env(var).filter(|v| !v.is_empty()) {
             Some(v) => Ok(Secret::new(v)),
@@ -445,7 +507,7 @@ fn validate_base_url(raw: &Raw) -> Result<String, ConfigError> {
     Ok(format!("{scheme}://{authority}"))
 }
 
-fn is_loopback_host(host: &str) -> bool {
+pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -509,7 +571,7 @@ fn validate_mcp_url(raw: &Raw) -> Result<String, ConfigError> {
     Ok(raw.value.clone())
 }
 
-fn positive_duration(raw: &Raw) -> Result<Duration, ConfigError> {
+pub fn positive_duration(raw: &Raw) -> Result<Duration, ConfigError> {
     let d = any_duration(raw)?;
     if d.is_zero() {
         return Err(err(&raw.source, "must be greater than zero"));
@@ -517,7 +579,7 @@ fn positive_duration(raw: &Raw) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
-fn any_duration(raw: &Raw) -> Result<Duration, ConfigError> {
+pub fn any_duration(raw: &Raw) -> Result<Duration, ConfigError> {
     duration::parse(raw.value.trim()).ok_or_else(|| {
         err(
             &raw.source,
@@ -529,7 +591,7 @@ fn any_duration(raw: &Raw) -> Result<Duration, ConfigError> {
     })
 }
 
-fn count(raw: &Raw, min: usize, max: usize) -> Result<usize, ConfigError> {
+pub fn count(raw: &Raw, min: usize, max: usize) -> Result<usize, ConfigError> {
     match raw.value.trim().parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(err(
@@ -539,7 +601,7 @@ fn count(raw: &Raw, min: usize, max: usize) -> Result<usize, ConfigError> {
     }
 }
 
-fn parse_log_level(raw: &Raw) -> Result<log::LevelFilter, ConfigError> {
+pub fn parse_log_level(raw: &Raw) -> Result<log::LevelFilter, ConfigError> {
     raw.value.trim().parse().map_err(|_| {
         err(
             &raw.source,
@@ -549,7 +611,7 @@ fn parse_log_level(raw: &Raw) -> Result<log::LevelFilter, ConfigError> {
 }
 
 /// Parses `"K: V, K2: V2"`. Values may be secret, so errors name the header, never the value.
-fn parse_headers(raw: &Raw, text: &Secret) -> Result<Vec<(String, Secret)>, ConfigError> {
+pub fn parse_headers(raw: &Raw, text: &Secret) -> Result<Vec<(String, Secret)>, ConfigError> {
     let mut out = Vec::new();
     for (i, item) in text.expose().split(',').enumerate() {
         let item = item.trim();
