@@ -71,3 +71,15 @@ fn watch_signals(tunnel: Arc<Tunnel>) -> std::io::Result<()> {
         })?;
     Ok(())
 }
+
+/// Blocks until SIGTERM or SIGINT (for the servers, which have nothing to drain).
+pub fn wait_for_stop_signal() {
+    match Signals::new([SIGTERM, SIGINT]) {
+        Ok(mut signals) => {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal} received; stopping");
+            }
+        }
+        Err(e) => log::error!("cannot install signal handlers: {e}"),
+    }
+}

@@ -488,13 +488,14 @@ fn validate_base_url(raw: &Raw) -> Result<String, ConfigError> {
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(err(&raw.source, "must not contain credentials"));
     }
-    if let Some(pq) = uri.path_and_query() {
-        if pq.as_str() != "/" && !pq.as_str().is_empty() {
-            return Err(err(
-                &raw.source,
-                "must not contain a path or query; put a gateway prefix in --control-plane.url-path",
-            ));
-        }
+    if let Some(pq) = uri.path_and_query()
+        && pq.as_str() != "/"
+        && !pq.as_str().is_empty()
+    {
+        return Err(err(
+            &raw.source,
+            "must not contain a path or query; put a gateway prefix in --control-plane.url-path",
+        ));
     }
     if scheme == "http" && !is_loopback_host(host) {
         return Err(err(

@@ -314,12 +314,12 @@ impl ControlPlane {
             if let Some(hint) = retry_after_hint {
                 wait = wait.max(hint);
             }
-            if let Some(d) = deadline {
-                if Instant::now() + wait >= d {
-                    return Delivery::Failed(format!(
-                        "deadline leaves no time to retry ({last_error})"
-                    ));
-                }
+            if let Some(d) = deadline
+                && Instant::now() + wait >= d
+            {
+                return Delivery::Failed(format!(
+                    "deadline leaves no time to retry ({last_error})"
+                ));
             }
             log::debug!(
                 "response POST for {} failed ({last_error}); retry {attempt} in {wait:?}",

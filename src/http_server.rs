@@ -748,10 +748,10 @@ impl Conn<'_> {
         let head = self.read_head(deadline)?;
         let framing = body_framing(&head.headers)?;
         let max_body = self.shared.limits.max_body_bytes;
-        if let Framing::Length(len) = framing {
-            if len > max_body {
-                return Err(Reject::Status(413));
-            }
+        if let Framing::Length(len) = framing
+            && len > max_body
+        {
+            return Err(Reject::Status(413));
         }
         let expects_body = !matches!(framing, Framing::Length(0));
         let expect_continue = !head.http10

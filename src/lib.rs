@@ -32,6 +32,7 @@
 //! | [`dispatch`] | poll loop, queue, workers, deadlines, drain |
 //! | [`client`] | `mcp-tunnel run`: wiring and signals |
 //! | [`http_server`] | the one small synchronous HTTP/1.1 server (relay, stub, test fakes) |
+//! | [`stub`] | `mcp-tunnel stub`: a tiny Streamable HTTP MCP server for demos, smoke tests, benchmarks |
 //! | [`logging`] | log format; third-party crates capped so nothing secret is logged |
 //!
 //! Modules depend downward only: transports know nothing of the control plane (notifications
@@ -54,6 +55,7 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod control_plane;
+pub mod demo;
 pub mod dispatch;
 pub mod duration;
 pub mod failure;
@@ -62,5 +64,8 @@ pub mod http_client;
 pub mod http_server;
 pub mod logging;
 pub mod mcp;
+pub mod relay;
 pub mod secret;
+pub mod stub;
+pub mod tls;
 pub mod wire;

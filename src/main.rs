@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use mcp_tunnel::{client, config, logging};
+use mcp_tunnel::{client, config, demo, logging, relay, stub};
 
 const USAGE: &str = "\
 mcp-tunnel: reach private MCP servers through outbound-only HTTPS
@@ -16,6 +16,9 @@ Usage: mcp-tunnel <COMMAND> [OPTIONS]
 
 Commands:
   run        Poll the control plane and forward MCP requests to a private server
+  relay      Self-hosted control plane and public MCP endpoint (and `relay tunnel ...`)
+  stub       A small built-in MCP server for demos and smoke tests
+  demo       Relay, client and stub in one process, with one real MCP session through them
   help       Print this help
   version    Print the version
 
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
     let command = args.remove(0);
     match command.to_str().unwrap_or("") {
         "run" => run(args),
+        "relay" => exit_code(relay::main(args)),
+        "stub" => exit_code(stub::main(args)),
+        "demo" => exit_code(demo::main(args)),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -55,11 +61,15 @@ fn run(args: Vec<OsString>) -> ExitCode {
         }
         Ok(config::Parsed::Run(cfg)) => {
             logging::init(cfg.log_level);
-            ExitCode::from(client::run(&cfg) as u8)
+            exit_code(client::run(&cfg))
         }
         Err(e) => {
             eprintln!("mcp-tunnel: configuration error: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -1,0 +1,364 @@
+//! The public MCP endpoint: `/v1/mcp/{tunnel_id}[/{channel}]`, what MCP hosts call.
+//!
+//! A POST becomes a `jsonrpc` command and the HTTP request is held until the tunnel client
+//! answers: one JSON response, or — when the caller accepts `text/event-stream` and notifications
+//! come first — an event stream with one event per payload, closed after the terminal one.
+//! DELETE becomes `session_termination`; GET is 405 (no standalone server stream).
+//!
+//! Nothing is queued before the request is authorised and well-formed, and nothing waits longer
+//! than the connector budget: the command's `response_timeout` is the budget left, so the client
+//! never works for a caller who has gone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+use super::hub::{CommandBody, SubmitError, Ticket, TunnelHub, now_rfc3339};
+use super::tunnels::{ConnectorAuth, TunnelRecord};
+use super::{api_error, bearer};
+use crate::headers;
+use crate::http_server::{ChunkWriter, Request, Response};
+use crate::wire::{RespType, ResponsePayload, RpcShape};
+
+/// Time reserved at the end of the connector's budget for the client's response POST to reach
+/// us: the command's deadline is this much earlier than the connector's.
+const RESPONSE_MARGIN: Duration = Duration::from_millis(500);
+
+/// Settings the connector endpoint needs.
+pub struct ConnectorLimits {
+    /// How long one connector request may wait for its answer.
+    pub wait: Duration,
+    /// Largest request body accepted.
+    pub max_body: usize,
+}
+
+pub fn handle(
+    record: &TunnelRecord,
+    hub: &Arc<TunnelHub>,
+    channel: &str,
+    req: Request,
+    limits: &ConnectorLimits,
+) -> Response {
+    let started = Instant::now();
+    if record.connector_auth == ConnectorAuth::RelayKey {
+        let authorised = bearer(&req).is_some_and(|key| record.connector_key_matches(key));
+        if !authorised {
+            return api_error(
+                401,
+                "invalid_request_error",
+                "invalid_connector_key",
+                "missing or invalid connector key: send Authorization: Bearer <connector key>",
+            )
+            .with_header("WWW-Authenticate", "Bearer realm=\"mcp-tunnel\"");
+        }
+    }
+    match req.method.as_str() {
+        "POST" => post(record, hub, channel, req, limits, started),
+        "DELETE" => delete(record, hub, channel, req, limits, started),
+        _ => api_error(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            "this endpoint offers no standalone event stream; use POST or DELETE",
+        )
+        .with_header("Allow", "POST, DELETE"),
+    }
+}
+
+/// The request's headers as a command carries them: blocklist applied, and in relay-key mode
+/// without the connector key.
+fn command_headers(record: &TunnelRecord, req: &Request) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers::forwardable(&req.headers) {
+        if record.connector_auth == ConnectorAuth::RelayKey
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            continue;
+        }
+        map.entry(name).or_default().push(value);
+    }
+    map
+}
+
+fn submit_error(e: SubmitError) -> Response {
+    match e {
+        SubmitError::NotConnected => api_error(
+            503,
+            "server_error",
+            "tunnel_client_not_connected",
+            "no tunnel client is connected for this tunnel; start mcp-tunnel run",
+        ),
+        SubmitError::QueueFull => api_error(
+            503,
+            "server_error",
+            "tunnel_queue_full",
+            "the tunnel's request queue is full; retry shortly",
+        )
+        .with_header("Retry-After", "1"),
+        SubmitError::SessionGone => api_error(
+            404,
+            "invalid_request_error",
+            "session_not_found",
+            "the client instance holding this MCP session is gone; initialize a new session",
+        ),
+    }
+}
+
+fn post(
+    record: &TunnelRecord,
+    hub: &Arc<TunnelHub>,
+    channel: &str,
+    req: Request,
+    limits: &ConnectorLimits,
+    started: Instant,
+) -> Response {
+    if req.body.len() > limits.max_body {
+        return api_error(
+            413,
+            "invalid_request_error",
+            "request_body_too_large",
+            "the MCP request body is larger than this relay accepts",
+        );
+    }
+    let message: Option<Box<RawValue>> = serde_json::from_slice(&req.body).ok();
+    let Some((message, shape)) = message
+        .and_then(|m| RpcShape::of(m.get()).map(|s| (m, s)))
+        .filter(|(_, s)| s.is_call() || s.has_result || s.has_error)
+    else {
+        return api_error(
+            400,
+            "invalid_request_error",
+            "invalid_json_payload",
+            "the body must be one JSON-RPC message (a JSON object)",
+        );
+    };
+    let accepts_sse = req
+        .header("Accept")
+        .is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"));
+    let session = req.header("Mcp-Session-Id").map(str::to_string);
+    let body = CommandBody {
+        command_type: "jsonrpc",
+        channel: channel.to_string(),
+        headers: command_headers(record, &req),
+        jsonrpc: Some(message),
+        created_at: now_rfc3339(),
+    };
+    let deadline = started + limits.wait;
+    let is_initialize = shape.method.as_deref() == Some("initialize");
+    let ticket = match hub.submit(
+        body,
+        deadline.checked_sub(RESPONSE_MARGIN).unwrap_or(deadline),
+        session.as_deref(),
+        is_initialize,
+    ) {
+        Ok(t) => t,
+        Err(e) => return submit_error(e),
+    };
+    log::debug!(
+        "tunnel {}: queued {} ({})",
+        record.id,
+        ticket.request_id,
+        shape.method.as_deref().unwrap_or("response")
+    );
+    wait_for_answer(ticket, deadline, accepts_sse)
+}
+
+fn delete(
+    record: &TunnelRecord,
+    hub: &Arc<TunnelHub>,
+    channel: &str,
+    req: Request,
+    limits: &ConnectorLimits,
+    started: Instant,
+) -> Response {
+    let Some(session) = req.header("Mcp-Session-Id").map(str::to_string) else {
+        return api_error(
+            400,
+            "invalid_request_error",
+            "missing_mcp_session_id",
+            "DELETE needs the Mcp-Session-Id header of the session to end",
+        );
+    };
+    let body = CommandBody {
+        command_type: "session_termination",
+        channel: channel.to_string(),
+        headers: command_headers(record, &req),
+        jsonrpc: None,
+        created_at: now_rfc3339(),
+    };
+    let deadline = started + limits.wait;
+    let ticket = match hub.submit(
+        body,
+        deadline.checked_sub(RESPONSE_MARGIN).unwrap_or(deadline),
+        Some(&session),
+        false,
+    ) {
+        Ok(t) => t,
+        Err(e) => return submit_error(e),
+    };
+    let response = wait_for_answer(ticket, deadline, false);
+    if (200..300).contains(&response.status) {
+        hub.end_session(&session);
+    }
+    response
+}
+
+/// Waits for the terminal payload, streaming notifications first when the caller accepts them.
+fn wait_for_answer(ticket: Ticket, deadline: Instant, accepts_sse: bool) -> Response {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ticket.answers.recv_timeout(left) {
+            Ok(payload) if payload.resp_type.is_terminal() => {
+                return final_response(payload, accepts_sse);
+            }
+            Ok(notification) if accepts_sse => return stream(ticket, notification, deadline),
+            // The caller cannot take notifications in a plain JSON answer: drop them.
+            Ok(_) => continue,
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                return timeout();
+            }
+        }
+    }
+}
+
+fn timeout() -> Response {
+    api_error(
+        504,
+        "server_error",
+        "tunnel_response_timeout",
+        "the tunnel client did not answer in time",
+    )
+}
+
+/// A terminal payload as one HTTP answer (or a one-event stream when the MCP server itself
+/// answered with an event stream and the caller accepts one).
+fn final_response(payload: ResponsePayload, accepts_sse: bool) -> Response {
+    let status = connector_status(payload.resp_code);
+    let mut headers = returnable(&payload.resp_headers);
+    let was_stream = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("content-type") && v.contains("text/event-stream"));
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+    let Some(json) = payload
+        .resp_json
+        .filter(|_| payload.resp_type == RespType::JsonrpcResponse)
+    else {
+        return with_headers(Response::new(status, Vec::new()), headers);
+    };
+    if was_stream && accepts_sse {
+        headers.push(("Content-Type".into(), "text/event-stream".into()));
+        headers.push(("Cache-Control".into(), "no-cache".into()));
+        let event = sse_event(json.get());
+        return Response::stream(
+            status,
+            headers,
+            Box::new(move |w: &mut ChunkWriter<'_>| w.send(event.as_bytes())),
+        );
+    }
+    headers.push(("Content-Type".into(), "application/json".into()));
+    with_headers(
+        Response::new(status, json.get().as_bytes().to_vec()),
+        headers,
+    )
+}
+
+/// Opens an event stream with `first` and forwards every later payload until the terminal one.
+fn stream(ticket: Ticket, first: ResponsePayload, deadline: Instant) -> Response {
+    let headers = vec![
+        ("Content-Type".to_string(), "text/event-stream".to_string()),
+        ("Cache-Control".to_string(), "no-cache".to_string()),
+    ];
+    Response::stream(
+        200,
+        headers,
+        Box::new(move |w: &mut ChunkWriter<'_>| {
+            if let Some(json) = &first.resp_json {
+                w.send(sse_event(json.get()).as_bytes())?;
+            }
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Ok(payload) = ticket.answers.recv_timeout(left) else {
+                    // Out of time: end the stream; the caller sees no final message.
+                    return Ok(());
+                };
+                if let Some(json) = &payload.resp_json {
+                    w.send(sse_event(json.get()).as_bytes())?;
+                }
+                if payload.resp_type.is_terminal() {
+                    return Ok(());
+                }
+            }
+        }),
+    )
+}
+
+/// One `message` event; a JSON text spanning lines becomes several `data:` lines, which the
+/// reader joins back with newlines.
+fn sse_event(json: &str) -> String {
+    let mut event = String::from("event: message\n");
+    for line in json.lines() {
+        event.push_str("data: ");
+        event.push_str(line);
+        event.push('\n');
+    }
+    event.push('\n');
+    event
+}
+
+/// The status the connector sees: 1xx and statuses without a standard meaning become 502
+/// (an unknown 2xx becomes 200).
+fn connector_status(code: u16) -> u16 {
+    let known = ureq::http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .is_some();
+    match code {
+        200..=299 if known => code,
+        200..=299 => 200,
+        300..=599 if known => code,
+        _ => 502,
+    }
+}
+
+fn returnable(resp_headers: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+    let pairs: Vec<(&str, &str)> = resp_headers
+        .iter()
+        .flat_map(|(n, vs)| vs.iter().map(move |v| (n.as_str(), v.as_str())))
+        .collect();
+    headers::returnable(pairs.into_iter())
+        .into_iter()
+        .flat_map(|(n, vs)| vs.into_iter().map(move |v| (n.clone(), v)))
+        .collect()
+}
+
+fn with_headers(mut resp: Response, headers: Vec<(String, String)>) -> Response {
+    resp.headers.extend(headers);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(connector_status(200), 200);
+        assert_eq!(connector_status(202), 202);
+        assert_eq!(connector_status(299), 200);
+        assert_eq!(connector_status(101), 502);
+        assert_eq!(connector_status(404), 404);
+        assert_eq!(connector_status(599), 502);
+        assert_eq!(connector_status(0), 502);
+    }
+
+    #[test]
+    fn multi_line_json_becomes_several_data_lines() {
+        assert_eq!(
+            sse_event("{\n\"a\": 1\n}"),
+            "event: message\ndata: {\ndata: \"a\": 1\ndata: }\n\n"
+        );
+    }
+}

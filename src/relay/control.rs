@@ -1,0 +1,149 @@
+//! The control-plane side of the relay: what tunnel clients call.
+//!
+//! `GET /v1/tunnels/{id}` (metadata), `GET …/poll` (long-poll) and `POST …/response`, each
+//! authorised by the tunnel's runtime key and nothing else: a connector key or another tunnel's
+//! runtime key gets 401.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::hub::{RespondError, TunnelHub};
+use super::tunnels::TunnelRecord;
+use super::{api_error, bearer};
+use crate::config::MAX_POLL_LIMIT;
+use crate::http_server::{Request, Response};
+use crate::wire::{ResponsePayload, TunnelMetadata};
+
+/// Checks the runtime key; the error response is ready to send.
+fn authorize(record: &TunnelRecord, req: &Request) -> Result<(), Response> {
+    match bearer(req) {
+        Some(key) if record.runtime_key_matches(key) => Ok(()),
+        _ => Err(api_error(
+            401,
+            "invalid_request_error",
+            "tunnel_use_forbidden",
+            "missing or invalid runtime key for this tunnel",
+        )
+        .with_header("WWW-Authenticate", "Bearer realm=\"mcp-tunnel\"")),
+    }
+}
+
+pub fn metadata(record: &TunnelRecord, req: &Request) -> Response {
+    if let Err(denied) = authorize(record, req) {
+        return denied;
+    }
+    let meta = TunnelMetadata {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        description: record.description.clone(),
+    };
+    Response::json(200, serde_json::to_vec(&meta).unwrap_or_default())
+}
+
+/// The `X-Tunnel-MCP-Server-Info` declaration, as far as the relay uses it.
+#[derive(Deserialize)]
+struct ServerInfo {
+    #[serde(default)]
+    channels: Vec<ChannelDecl>,
+}
+
+#[derive(Deserialize)]
+struct ChannelDecl {
+    name: String,
+    #[serde(default)]
+    proc_affinity: bool,
+}
+
+/// Channels the polling instance declared process-affine.
+fn affine_channels(req: &Request) -> HashSet<String> {
+    req.header("X-Tunnel-MCP-Server-Info")
+        .and_then(|v| serde_json::from_str::<ServerInfo>(v).ok())
+        .map(|info| {
+            info.channels
+                .into_iter()
+                .filter(|c| c.proc_affinity)
+                .map(|c| c.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Duration) -> Response {
+    if let Err(denied) = authorize(record, req) {
+        return denied;
+    }
+    let limit = match req.query_param("limit") {
+        None => 1,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_POLL_LIMIT).contains(&n) => n,
+            _ => {
+                return api_error(
+                    400,
+                    "invalid_request_error",
+                    "invalid_limit",
+                    "limit must be a whole number from 1 to 25",
+                );
+            }
+        },
+    };
+    let wait = match req.query_param("timeout_ms") {
+        None => max_wait,
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms).min(max_wait),
+            Err(_) => {
+                return api_error(
+                    400,
+                    "invalid_request_error",
+                    "invalid_timeout",
+                    "timeout_ms must be a whole number of milliseconds",
+                );
+            }
+        },
+    };
+    // Clients without an instance id share one identity; affinity then cannot tell them apart.
+    let instance = req
+        .header("X-Tunnel-Client-Instance-Id")
+        .unwrap_or("anonymous");
+    let commands = hub.poll(instance, affine_channels(req), limit, wait);
+    if commands.is_empty() {
+        return Response::new(204, Vec::new());
+    }
+    let body = serde_json::json!({ "commands": commands });
+    Response::json(200, body.to_string())
+}
+
+pub fn respond(record: &TunnelRecord, hub: &TunnelHub, req: &Request) -> Response {
+    if let Err(denied) = authorize(record, req) {
+        return denied;
+    }
+    let Some(shard_token) = req.header("X-Tunnel-Shard-Token") else {
+        return api_error(
+            400,
+            "invalid_request_error",
+            "missing_shard_token",
+            "the X-Tunnel-Shard-Token header is required",
+        );
+    };
+    let payload: ResponsePayload = match serde_json::from_slice(&req.body) {
+        Ok(p) => p,
+        Err(_) => {
+            return api_error(
+                400,
+                "invalid_request_error",
+                "invalid_json_payload",
+                "the body is not a tunnel response payload",
+            );
+        }
+    };
+    match hub.respond(shard_token, payload) {
+        Ok(()) => Response::json(200, r#"{"status":"ok"}"#),
+        Err(RespondError::NotPending) => api_error(
+            404,
+            "invalid_request_error",
+            "pending_request_not_found",
+            "the request was already answered, expired, or never existed for this tunnel",
+        ),
+    }
+}

@@ -1,0 +1,446 @@
+//! `mcp-tunnel relay`: a self-hosted control plane plus the public MCP endpoint.
+//!
+//! One HTTP server (plain, or TLS with `--tls-cert`/`--tls-key`) serves both sides:
+//!
+//! | path | who calls it | module |
+//! |---|---|---|
+//! | `GET /v1/tunnels/{id}`, `GET …/poll`, `POST …/response` | tunnel clients (runtime key) | [`control`] |
+//! | `POST`/`DELETE /v1/mcp/{id}[/{channel}]` | MCP hosts (connector key) | [`connector`] |
+//! | `GET /healthz` | load balancers | here |
+//!
+//! Tunnels and their key hashes live in a small TOML file ([`tunnels`]), managed with
+//! `mcp-tunnel relay tunnel add|list|remove|rotate-key` and re-read on SIGHUP or when it changes,
+//! without dropping connections. Queues and pending requests live in memory ([`hub`]); a relay
+//! restart fails the requests in flight, which their callers see as errors, never as hangs.
+
+pub mod connector;
+pub mod control;
+pub mod hub;
+pub mod keys;
+pub mod tunnels;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::{self, ConfigError, Opt, Sources};
+use crate::http_server::{Limits, Request, Response, Server};
+use crate::wire;
+use connector::ConnectorLimits;
+use hub::{HubLimits, TunnelHub};
+use tunnels::{Registry, TunnelRecord};
+
+/// Largest request the server reads: a response POST may carry a large tool result (the client
+/// reads MCP answers up to 32 MiB). Connector requests have their own, smaller limit.
+const MAX_REQUEST_BODY: usize = 33 * 1024 * 1024;
+/// How often the tunnels file's modification time is checked for a reload.
+const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+const LISTEN: &str = "--listen";
+const TUNNELS_FILE: &str = "--tunnels-file";
+const TLS_CERT: &str = "--tls-cert";
+const TLS_KEY: &str = "--tls-key";
+const POLL_MAX_WAIT: &str = "--poll-max-wait";
+const CONNECTOR_TIMEOUT: &str = "--connector.timeout";
+const CONNECTOR_MAX_BODY: &str = "--connector.max-body";
+const CLIENT_TIMEOUT: &str = "--client-timeout";
+const QUEUE_CAPACITY: &str = "--queue-capacity";
+const MAX_CONNECTIONS: &str = "--max-connections";
+const LOG_LEVEL: &str = "--log.level";
+
+/// Every option of `relay`, in `--help` order.
+pub const RELAY_OPTIONS: &[Opt] = &[
+    Opt {
+        flag: LISTEN,
+        env: &["RELAY_LISTEN"],
+        default: Some("127.0.0.1:8080"),
+        help: "Address to listen on for both tunnel clients and MCP hosts.",
+    },
+    Opt {
+        flag: TUNNELS_FILE,
+        env: &["RELAY_TUNNELS_FILE"],
+        default: Some(tunnels::DEFAULT_TUNNELS_FILE),
+        help: "Tunnels and key hashes (TOML). Re-read on SIGHUP and when it changes.",
+    },
+    Opt {
+        flag: TLS_CERT,
+        env: &["RELAY_TLS_CERT"],
+        default: Some(""),
+        help: "PEM certificate chain; with --tls-key the relay serves HTTPS.",
+    },
+    Opt {
+        flag: TLS_KEY,
+        env: &["RELAY_TLS_KEY"],
+        default: Some(""),
+        help: "PEM private key for --tls-cert.",
+    },
+    Opt {
+        flag: POLL_MAX_WAIT,
+        env: &["RELAY_POLL_MAX_WAIT"],
+        default: Some("25s"),
+        help: "Longest a long-poll is held; under 60 s so proxies that cut idle requests survive.",
+    },
+    Opt {
+        flag: CONNECTOR_TIMEOUT,
+        env: &["RELAY_CONNECTOR_TIMEOUT"],
+        default: Some("120s"),
+        help: "How long an MCP host's request may wait for its answer before 504.",
+    },
+    Opt {
+        flag: CONNECTOR_MAX_BODY,
+        env: &["RELAY_CONNECTOR_MAX_BODY"],
+        default: Some("4194304"),
+        help: "Largest MCP request body in bytes; larger ones get 413.",
+    },
+    Opt {
+        flag: CLIENT_TIMEOUT,
+        env: &["RELAY_CLIENT_TIMEOUT"],
+        default: Some("60s"),
+        help: "A tunnel client counts as connected this long after its last poll or response.",
+    },
+    Opt {
+        flag: QUEUE_CAPACITY,
+        env: &["RELAY_QUEUE_CAPACITY"],
+        default: Some("256"),
+        help: "Commands waiting per tunnel; beyond it MCP hosts get 503 + Retry-After.",
+    },
+    Opt {
+        flag: MAX_CONNECTIONS,
+        env: &["RELAY_MAX_CONNECTIONS"],
+        default: Some("2048"),
+        help: "Open connections at most (one thread each, idle long-polls included).",
+    },
+    Opt {
+        flag: LOG_LEVEL,
+        env: &["LOG_LEVEL"],
+        default: Some("info"),
+        help: "error, warn, info, debug or trace. Keys are never logged at any level.",
+    },
+];
+
+/// Validated relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub listen: String,
+    pub tunnels_file: PathBuf,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub poll_max_wait: Duration,
+    pub connector_timeout: Duration,
+    pub connector_max_body: usize,
+    pub client_timeout: Duration,
+    pub queue_capacity: usize,
+    pub max_connections: usize,
+    pub log_level: log::LevelFilter,
+}
+
+/// Parses `relay`'s options; `Ok(None)` for `--help`.
+pub fn parse_config(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RelayConfig>, ConfigError> {
+    let Some(src) = Sources::parse(RELAY_OPTIONS, args, env, "relay")? else {
+        return Ok(None);
+    };
+    let cert = src.get(TLS_CERT);
+    let key = src.get(TLS_KEY);
+    let tls = match (cert.value.is_empty(), key.value.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((PathBuf::from(cert.value), PathBuf::from(key.value))),
+        (false, true) => return Err(config::err(TLS_KEY, "is required with --tls-cert")),
+        (true, false) => return Err(config::err(TLS_CERT, "is required with --tls-key")),
+    };
+    Ok(Some(RelayConfig {
+        listen: src.get(LISTEN).value,
+        tunnels_file: PathBuf::from(src.get(TUNNELS_FILE).value),
+        tls,
+        poll_max_wait: config::positive_duration(&src.get(POLL_MAX_WAIT))?,
+        connector_timeout: config::positive_duration(&src.get(CONNECTOR_TIMEOUT))?,
+        connector_max_body: config::count(&src.get(CONNECTOR_MAX_BODY), 1, MAX_REQUEST_BODY)?,
+        client_timeout: config::positive_duration(&src.get(CLIENT_TIMEOUT))?,
+        queue_capacity: config::count(&src.get(QUEUE_CAPACITY), 1, 1_000_000)?,
+        max_connections: config::count(&src.get(MAX_CONNECTIONS), 1, 100_000)?,
+        log_level: config::parse_log_level(&src.get(LOG_LEVEL))?,
+    }))
+}
+
+pub fn help() -> String {
+    let mut text = config::help_text(
+        "mcp-tunnel relay: self-hosted control plane and public MCP endpoint",
+        "mcp-tunnel relay [OPTIONS]\n       mcp-tunnel relay tunnel <add|list|remove|rotate-key> [--help]",
+        RELAY_OPTIONS,
+    );
+    text.push_str(
+        "\nEndpoints:\n  /v1/tunnels/{id}[/poll|/response]   tunnel clients (runtime key)\n  \
+         /v1/mcp/{id}[/{channel}]            MCP hosts (connector key, or passthrough)\n  \
+         /healthz                            liveness\n",
+    );
+    text
+}
+
+/// An error in the contract's shape: `{"error":{"message","type","code"}}`.
+pub fn api_error(status: u16, kind: &str, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "message": message, "type": kind, "code": code } });
+    Response::json(status, body.to_string())
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(req: &Request) -> Option<&str> {
+    let value = req.header("Authorization")?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The relay's shared state: the tunnel registry and one hub per tunnel.
+pub struct Relay {
+    cfg: RelayConfig,
+    registry: RwLock<Arc<Registry>>,
+    hubs: Mutex<HashMap<String, Arc<TunnelHub>>>,
+}
+
+impl Relay {
+    pub fn new(cfg: RelayConfig, registry: Registry) -> Arc<Relay> {
+        Arc::new(Relay {
+            cfg,
+            registry: RwLock::new(Arc::new(registry)),
+            hubs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether a tunnel client has polled `tunnel_id` recently.
+    pub fn client_connected(&self, tunnel_id: &str) -> bool {
+        self.hub(tunnel_id).connected()
+    }
+
+    fn record(&self, id: &str) -> Option<TunnelRecord> {
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry.get(id).cloned()
+    }
+
+    fn hub(&self, id: &str) -> Arc<TunnelHub> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(hubs.entry(id.to_string()).or_insert_with(|| {
+            TunnelHub::new(HubLimits {
+                queue_capacity: self.cfg.queue_capacity,
+                client_timeout: self.cfg.client_timeout,
+            })
+        }))
+    }
+
+    /// Re-reads the tunnels file. Hubs of tunnels that still exist keep their queues; a removed
+    /// tunnel's waiting requests end by their deadline.
+    pub fn reload(&self) -> Result<usize, String> {
+        let registry = tunnels::load(&self.cfg.tunnels_file)?;
+        let count = registry.tunnels.len();
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        hubs.retain(|id, _| registry.get(id).is_some());
+        drop(hubs);
+        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
+        Ok(count)
+    }
+
+    /// Routes one request.
+    pub fn handle(&self, req: Request) -> Response {
+        let path = req.path().to_string();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["healthz"] => Response::new(200, "ok\n"),
+            ["v1", "tunnels", id, rest @ ..] => {
+                let Some(record) = self.record(id) else {
+                    return unknown_tunnel();
+                };
+                match (req.method.as_str(), rest) {
+                    ("GET", []) => control::metadata(&record, &req),
+                    ("GET", ["poll"]) => {
+                        control::poll(&record, &self.hub(id), &req, self.cfg.poll_max_wait)
+                    }
+                    ("POST", ["response"]) => control::respond(&record, &self.hub(id), &req),
+                    _ => not_found(),
+                }
+            }
+            ["v1", "mcp", id, rest @ ..] => {
+                let Some(record) = self.record(id) else {
+                    return unknown_tunnel();
+                };
+                let channel = match rest {
+                    [] => Some(wire::DEFAULT_CHANNEL.to_string()),
+                    [channel] => wire::canonical_channel(Some(channel)),
+                    _ => return not_found(),
+                };
+                let Some(channel) = channel else {
+                    return api_error(
+                        400,
+                        "invalid_request_error",
+                        "invalid_channel_format",
+                        "channel names are lowercase letters, digits, - and _ (at most 64)",
+                    );
+                };
+                let limits = ConnectorLimits {
+                    wait: self.cfg.connector_timeout,
+                    max_body: self.cfg.connector_max_body,
+                };
+                connector::handle(&record, &self.hub(id), &channel, req, &limits)
+            }
+            _ => not_found(),
+        }
+    }
+}
+
+fn unknown_tunnel() -> Response {
+    api_error(
+        404,
+        "invalid_request_error",
+        "tunnel_not_found",
+        "no such tunnel on this relay",
+    )
+}
+
+fn not_found() -> Response {
+    api_error(
+        404,
+        "invalid_request_error",
+        "not_found",
+        "no such endpoint",
+    )
+}
+
+/// Starts serving `relay` on `listener`.
+pub fn serve(relay: &Arc<Relay>, listener: TcpListener) -> Result<Server, String> {
+    let tls = match &relay.cfg.tls {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
+    let limits = Limits {
+        max_connections: relay.cfg.max_connections,
+        max_body_bytes: MAX_REQUEST_BODY,
+        ..Limits::default()
+    };
+    let me = Arc::clone(relay);
+    Server::start(listener, tls, limits, move |req| me.handle(req))
+        .map_err(|e| format!("cannot start the server: {e}"))
+}
+
+/// `mcp-tunnel relay …`: the server, or `relay tunnel …` management. Returns the exit code.
+pub fn main(mut args: Vec<OsString>) -> i32 {
+    if args.first().and_then(|a| a.to_str()) == Some("tunnel") {
+        args.remove(0);
+        return tunnels::tunnel_command(args);
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let cfg = match parse_config(args, &env) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => {
+            print!("{}", help());
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("mcp-tunnel relay: configuration error: {e}");
+            return 2;
+        }
+    };
+    crate::logging::init(cfg.log_level);
+    let registry = match tunnels::load(&cfg.tunnels_file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-tunnel relay: configuration error: {TUNNELS_FILE}: {e}");
+            return 2;
+        }
+    };
+    if registry.tunnels.is_empty() {
+        log::warn!(
+            "no tunnels in {}; add one with `mcp-tunnel relay tunnel add --name NAME`",
+            cfg.tunnels_file.display()
+        );
+    }
+    let listener = match TcpListener::bind(&cfg.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "mcp-tunnel relay: configuration error: {LISTEN}: cannot listen on {}: {e}",
+                cfg.listen
+            );
+            return 2;
+        }
+    };
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let relay = Relay::new(cfg, registry);
+    let server = match serve(&relay, listener) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mcp-tunnel relay: {e}");
+            return 2;
+        }
+    };
+    log::info!(
+        "relay listening on {scheme}://{} with {} tunnel(s)",
+        server.local_addr(),
+        relay.registry.read().map(|r| r.tunnels.len()).unwrap_or(0)
+    );
+    watch_tunnels_file(Arc::clone(&relay));
+    let code = wait_for_signals(&relay);
+    server.shutdown();
+    log::info!("relay stopped");
+    code
+}
+
+/// Blocks until SIGTERM/SIGINT; SIGHUP reloads the tunnels file.
+fn wait_for_signals(relay: &Relay) -> i32 {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            report_reload(relay.reload(), "SIGHUP");
+        } else {
+            log::info!("signal {signal} received; stopping");
+            return 0;
+        }
+    }
+    0
+}
+
+/// Reloads the tunnels file whenever its modification time changes, so `relay tunnel add`
+/// takes effect without a signal.
+fn watch_tunnels_file(relay: Arc<Relay>) {
+    let modified = |relay: &Relay| -> Option<SystemTime> {
+        std::fs::metadata(&relay.cfg.tunnels_file)
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut last = modified(&relay);
+    let spawned = thread::Builder::new()
+        .name("tunnels-watch".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(RELOAD_CHECK_INTERVAL);
+                let now = modified(&relay);
+                if now != last {
+                    last = now;
+                    report_reload(relay.reload(), "file change");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot watch the tunnels file ({e}); reload with SIGHUP");
+    }
+}
+
+fn report_reload(result: Result<usize, String>, why: &str) {
+    match result {
+        Ok(n) => log::info!("tunnels reloaded ({why}): {n} tunnel(s)"),
+        Err(e) => log::error!("tunnels not reloaded ({why}), keeping the previous set: {e}"),
+    }
+}
