@@ -1,6 +1,6 @@
 //! The client's calls to the control plane: metadata, poll, and response POSTs with their retries.
 //!
-//! Every request carries the same identifying headers (see [`ControlPlane::decorate`]). This
+//! Every request carries the same identifying headers (added in one place, `decorate`). This
 //! module makes single exchanges and the per-POST retries the contract prescribes; the poll loop's
 //! own pacing lives in [`crate::dispatch`].
 

@@ -34,9 +34,23 @@
 //! | [`http_server`] | the one small synchronous HTTP/1.1 server (relay, stub, test fakes) |
 //! | [`stub`] | `mcp-tunnel stub`: a tiny Streamable HTTP MCP server for demos, smoke tests, benchmarks |
 //! | [`logging`] | log format; third-party crates capped so nothing secret is logged |
+//! | [`tls`] | PEM loading and the rustls server configuration |
+//! | [`relay`] | `mcp-tunnel relay`: self-hosted control plane + public MCP endpoint |
+//! | [`demo`] | `mcp-tunnel demo`: relay, client and stub in one process, one scripted session |
 //!
 //! Modules depend downward only: transports know nothing of the control plane (notifications
 //! leave through a callback), and the control-plane client knows nothing of MCP.
+//!
+//! ## Architecture of the relay
+//!
+//! ```text
+//!  MCP host ── POST /v1/mcp/{id} ──► connector ──► hub (per tunnel: queue, pending, sessions)
+//!     ▲                                  │ waits on a channel        ▲ poll takes, response fills
+//!     └──── JSON or event stream ◄───────┘                  control ◄── tunnel clients
+//! ```
+//!
+//! One [`http_server`] serves both sides; [`relay::hub`] is the only shared state. The relay
+//! shares [`wire`] and [`headers`] with the client and nothing else of it.
 //!
 //! ## Guarantees
 //!

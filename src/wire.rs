@@ -47,7 +47,7 @@ pub struct Command {
     pub request_id: String,
     /// Echoed only in the `X-Tunnel-Shard-Token` header of our answer.
     pub shard_token: Secret,
-    /// The raw channel as sent (`None` when absent or empty); see [`Command::channel`].
+    /// The raw channel as sent (`None` when absent or empty); see [`canonical_channel`].
     pub raw_channel: Option<String>,
     /// `None`: no deadline (absent, null or invalid, which fails open).
     pub response_timeout: Option<Duration>,

@@ -27,6 +27,10 @@ use crate::wire::{RespType, ResponsePayload};
 /// memory when connectors open sessions and never end them.
 const MAX_SESSIONS: usize = 10_000;
 
+/// How long a client instance that stopped polling is remembered before it is forgotten. Every
+/// client restart brings a new instance id; without this the table would only grow.
+const FORGET_INSTANCE_AFTER: Duration = Duration::from_secs(3600);
+
 /// Limits that apply to every tunnel.
 #[derive(Debug, Clone)]
 pub struct HubLimits {
@@ -221,6 +225,11 @@ impl TunnelHub {
     ) -> Vec<Value> {
         let deadline = Instant::now() + wait;
         let mut inner = self.lock();
+        inner.instances.retain(|_, i| {
+            i.waiting_polls > 0
+                || i.last_seen
+                    .is_some_and(|t| t.elapsed() < FORGET_INSTANCE_AFTER)
+        });
         {
             let me = inner.instances.entry(instance.to_string()).or_default();
             me.waiting_polls += 1;
@@ -374,4 +383,180 @@ fn bind_session(inner: &mut Inner, session: String, instance: String) {
 /// `created_at` for a command queued now.
 pub fn now_rfc3339() -> String {
     crate::logging::utc_timestamp(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn hub(capacity: usize) -> Arc<TunnelHub> {
+        TunnelHub::new(HubLimits {
+            queue_capacity: capacity,
+            client_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn body(channel: &str, message: &str) -> CommandBody {
+        CommandBody {
+            command_type: "jsonrpc",
+            channel: channel.to_string(),
+            headers: BTreeMap::new(),
+            jsonrpc: Some(RawValue::from_string(message.to_string()).unwrap()),
+            created_at: now_rfc3339(),
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    /// Registers `instance` as a poller (optionally declaring affine channels).
+    fn announce(hub: &TunnelHub, instance: &str, affine: &[&str]) {
+        let channels = affine.iter().map(|c| c.to_string()).collect();
+        assert!(hub.poll(instance, channels, 1, Duration::ZERO).is_empty());
+    }
+
+    fn answer(hub: &TunnelHub, command: &Value, headers: &[(&str, &str)]) {
+        let payload = ResponsePayload {
+            request_id: command["request_id"].as_str().unwrap().to_string(),
+            channel: "main".into(),
+            resp_json: Some(
+                RawValue::from_string(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into()).unwrap(),
+            ),
+            resp_headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect(),
+            resp_code: 200,
+            resp_type: RespType::JsonrpcResponse,
+        };
+        let token = command["shard_token"].as_str().unwrap();
+        hub.respond(token, payload).unwrap();
+    }
+
+    fn empty_payload() -> ResponsePayload {
+        ResponsePayload {
+            request_id: String::new(),
+            channel: String::new(),
+            resp_json: None,
+            resp_headers: BTreeMap::new(),
+            resp_code: 0,
+            resp_type: RespType::NotifyAck,
+        }
+    }
+
+    #[test]
+    fn nothing_is_queued_without_a_client() {
+        let hub = hub(4);
+        let err = hub.submit(body("main", "{}"), soon(), None, false).err();
+        assert_eq!(err, Some(SubmitError::NotConnected));
+        assert_eq!(hub.queued_len(), 0);
+    }
+
+    #[test]
+    fn queue_is_bounded_and_withdrawn_commands_leave_it() {
+        let hub = hub(2);
+        announce(&hub, "a", &[]);
+        let first = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        let _second = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        let third = hub.submit(body("main", "{}"), soon(), None, false).err();
+        assert_eq!(third, Some(SubmitError::QueueFull));
+        drop(first);
+        assert_eq!(hub.queued_len(), 1);
+    }
+
+    #[test]
+    fn each_command_is_delivered_once_and_answered_once() {
+        let hub = hub(8);
+        announce(&hub, "a", &[]);
+        let ticket = hub
+            .submit(body("main", r#"{"id":1}"#), soon(), None, false)
+            .unwrap();
+        let got = hub.poll("a", HashSet::new(), 25, Duration::ZERO);
+        assert_eq!(got.len(), 1);
+        assert!(hub.poll("b", HashSet::new(), 25, Duration::ZERO).is_empty());
+        assert!(got[0]["response_timeout"].as_str().unwrap().ends_with("ms"));
+        answer(&hub, &got[0], &[]);
+        assert!(ticket.answers.try_recv().is_ok());
+        // A second answer, or one with the wrong token, finds nothing pending.
+        let again = ResponsePayload {
+            request_id: ticket.request_id.clone(),
+            ..empty_payload()
+        };
+        let token = got[0]["shard_token"].as_str().unwrap();
+        assert_eq!(hub.respond(token, again), Err(RespondError::NotPending));
+    }
+
+    #[test]
+    fn affine_sessions_stay_on_their_instance() {
+        let hub = hub(8);
+        announce(&hub, "a", &["main"]);
+        announce(&hub, "b", &["main"]);
+        let init = hub
+            .submit(
+                body("main", r#"{"id":1,"method":"initialize"}"#),
+                soon(),
+                None,
+                true,
+            )
+            .unwrap();
+        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO);
+        answer(&hub, &delivered[0], &[]);
+        let reply = init.answers.try_recv().unwrap();
+        // A stdio server issues no session id: the relay minted one.
+        let session = reply.resp_headers["Mcp-Session-Id"][0].clone();
+        assert!(session.starts_with("mcpt-"));
+
+        let _call = hub
+            .submit(body("main", r#"{"id":2}"#), soon(), Some(&session), false)
+            .unwrap();
+        assert!(
+            hub.poll("b", ["main".to_string()].into(), 25, Duration::ZERO)
+                .is_empty()
+        );
+        assert_eq!(
+            hub.poll("a", ["main".to_string()].into(), 25, Duration::ZERO)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_session_whose_instance_is_gone_is_refused() {
+        let hub = TunnelHub::new(HubLimits {
+            queue_capacity: 8,
+            client_timeout: Duration::from_millis(1),
+        });
+        announce(&hub, "a", &["main"]);
+        let init = hub
+            .submit(
+                body("main", r#"{"id":1,"method":"initialize"}"#),
+                soon(),
+                None,
+                true,
+            )
+            .unwrap();
+        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO);
+        answer(&hub, &delivered[0], &[("Mcp-Session-Id", "s-1")]);
+        assert_eq!(
+            init.answers.try_recv().unwrap().resp_headers["Mcp-Session-Id"],
+            ["s-1"]
+        );
+        // "b" keeps polling; "a" has not been seen for longer than the client timeout.
+        let waiting = {
+            let hub = Arc::clone(&hub);
+            std::thread::spawn(move || hub.poll("b", HashSet::new(), 1, Duration::from_millis(300)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let result = loop {
+            match hub.submit(body("main", r#"{"id":2}"#), soon(), Some("s-1"), false) {
+                Err(SubmitError::SessionGone) => break Ok(()),
+                other if Instant::now() >= deadline => break Err(format!("{:?}", other.err())),
+                _ => std::thread::yield_now(),
+            }
+        };
+        assert_eq!(result, Ok(()));
+        waiting.join().unwrap();
+    }
 }
