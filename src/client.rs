@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -9,9 +10,18 @@ use signal_hook::iterator::Signals;
 use crate::config::RunConfig;
 use crate::dispatch::Tunnel;
 
+/// How long stdio servers get to exit on shutdown (stdin closed, then SIGTERM, then kill).
+const STDIO_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs the client until SIGTERM/SIGINT, then drains. Returns the process exit code.
 pub fn run(cfg: &RunConfig) -> i32 {
-    let tunnel = Tunnel::new(cfg);
+    let tunnel = match Tunnel::new(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("cannot start the MCP channels: {e}");
+            return 1;
+        }
+    };
     if let Err(e) = watch_signals(Arc::clone(&tunnel)) {
         log::error!("cannot install signal handlers: {e}");
         return 1;
@@ -33,8 +43,10 @@ pub fn run(cfg: &RunConfig) -> i32 {
         log::error!("cannot start threads: {e}");
         return 1;
     }
+    let channels: Vec<&str> = cfg.mcp.channels.iter().map(|c| c.name.as_str()).collect();
     log::info!(
-        "polling; forwarding to the MCP server with {} workers, {} commands in flight at most",
+        "polling; channels {}; {} workers, {} commands in flight at most",
+        channels.join(", "),
         cfg.mcp.max_concurrent,
         cfg.control_plane.max_inflight
     );
@@ -47,6 +59,7 @@ pub fn run(cfg: &RunConfig) -> i32 {
     if unfinished > 0 {
         log::warn!("drain timeout: {unfinished} command(s) abandoned unanswered");
     }
+    tunnel.close(STDIO_STOP_TIMEOUT);
     log::info!("stopped");
     0
 }

@@ -21,17 +21,32 @@ use ureq::http::Uri;
 
 use crate::duration;
 use crate::secret::Secret;
+use crate::wire;
 
 /// The hard ceiling the contract puts on one poll's `limit`.
 pub const MAX_POLL_LIMIT: usize = 25;
 
 /// One option of `run`: its flag, the environment variables it is read from (first set wins), its
 /// default and its help line. The same table drives parsing and `--help`, so they cannot drift.
+#[derive(Clone, Copy)]
 pub struct Opt {
     pub flag: &'static str,
     pub env: &'static [&'static str],
     pub default: Option<&'static str>,
     pub help: &'static str,
+    /// May be given several times (flags repeated, or one entry per line in the variable).
+    pub repeatable: bool,
+}
+
+impl Opt {
+    /// A starting point for option tables: `Opt { flag, help, ..Opt::BASE }`.
+    pub const BASE: Opt = Opt {
+        flag: "",
+        env: &[],
+        default: None,
+        help: "",
+        repeatable: false,
+    };
 }
 
 const fn opt(
@@ -45,6 +60,14 @@ const fn opt(
         env,
         default,
         help,
+        repeatable: false,
+    }
+}
+
+const fn repeatable(o: Opt) -> Opt {
+    Opt {
+        repeatable: true,
+        ..o
     }
 }
 
@@ -58,6 +81,7 @@ const POLL_GUARDRAIL: &str = "--control-plane.poll-deadline-guardrail";
 const MAX_INFLIGHT: &str = "--control-plane.max-inflight";
 const CP_EXTRA_HEADERS: &str = "--control-plane.extra-headers";
 const MCP_URL: &str = "--mcp.server-url";
+const MCP_COMMAND: &str = "--mcp.command";
 const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
 const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
@@ -114,12 +138,21 @@ pub const RUN_OPTIONS: &[Opt] = &[
         Some(""),
         "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path).",
     ),
-    opt(
+    repeatable(opt(
         MCP_URL,
         &["MCP_SERVER_URL"],
         None,
-        "URL of the private Streamable HTTP MCP server (http:// or https://). Required.",
-    ),
+        "A Streamable HTTP MCP server: URL (channel main) or channel=NAME,url=URL. Repeatable; \
+         in the variable one entry per line.",
+    )),
+    repeatable(opt(
+        MCP_COMMAND,
+        &["MCP_COMMAND"],
+        None,
+        "A stdio MCP server: command line (channel main) or channel=NAME,command=LINE. Split \
+         into argv with quotes and backslashes, never run by a shell. Repeatable; in the \
+         variable one entry per line.",
+    )),
     opt(
         MCP_MAX_CONCURRENT,
         &["MCP_MAX_CONCURRENT_REQUESTS"],
@@ -178,10 +211,30 @@ impl ControlPlaneConfig {
     }
 }
 
+/// How one channel reaches its MCP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelTransport {
+    /// Streamable HTTP at this URL.
+    Http { url: String },
+    /// A program speaking JSON-RPC on stdin/stdout, started with this argv (no shell).
+    Stdio { argv: Vec<String> },
+}
+
+/// One named channel of the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub transport: ChannelTransport,
+}
+
+/// The most channels one client declares (the contract's limit for the server-info header).
+pub const MAX_CHANNELS: usize = 32;
+
 /// Validated settings for the MCP hop.
 #[derive(Debug, Clone)]
 pub struct McpConfig {
-    pub server_url: String,
+    /// At least `main`, names unique and canonical.
+    pub channels: Vec<ChannelConfig>,
     pub max_concurrent: usize,
     pub extra_headers: Vec<(String, Secret)>,
     pub connection_max_ttl: Duration,
@@ -228,7 +281,7 @@ pub struct Raw {
 /// Shared by every subcommand with an option table.
 pub struct Sources<'a> {
     options: &'static [Opt],
-    flags: HashMap<&'static str, String>,
+    flags: HashMap<&'static str, Vec<String>>,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -252,11 +305,11 @@ impl<'a> Sources<'a> {
                     key: o.flag.to_string(),
                     message: format!("{e}"),
                 })?;
-            if values.len() > 1 {
+            if values.len() > 1 && !o.repeatable {
                 return Err(err(o.flag, "given more than once; give it once"));
             }
-            if let Some(v) = values.pop() {
-                flags.insert(o.flag, v);
+            if !values.is_empty() {
+                flags.insert(o.flag, std::mem::take(&mut values));
             }
         }
         if let Some(extra) = pargs.finish().first() {
@@ -274,7 +327,38 @@ impl<'a> Sources<'a> {
 
     /// The value given on the command line, if any.
     pub fn flag(&self, flag: &str) -> Option<&str> {
-        self.flags.get(flag).map(String::as_str)
+        self.flags
+            .get(flag)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+
+    /// Every value of a repeatable option: all its flags if given, else one per non-empty line
+    /// of the first set environment variable.
+    pub fn values(&self, flag: &str) -> Vec<Raw> {
+        if let Some(values) = self.flags.get(flag) {
+            return values
+                .iter()
+                .map(|v| Raw {
+                    source: flag.to_string(),
+                    value: v.clone(),
+                })
+                .collect();
+        }
+        for var in self.option(flag).env {
+            if let Some(v) = (self.env)(var).filter(|v| !v.trim().is_empty()) {
+                return v
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| Raw {
+                        source: (*var).to_string(),
+                        value: l.to_string(),
+                    })
+                    .collect();
+            }
+        }
+        Vec::new()
     }
 
     /// The environment lookup, for following `env:` references.
@@ -284,7 +368,7 @@ impl<'a> Sources<'a> {
 
     /// Flag, else the first non-empty environment variable, else the default.
     pub fn lookup(&self, flag: &str) -> Option<Raw> {
-        if let Some(v) = self.flags.get(flag) {
+        if let Some(v) = self.flags.get(flag).and_then(|v| v.first()) {
             return Some(Raw {
                 source: flag.to_string(),
                 value: v.clone(),
@@ -372,7 +456,7 @@ pub fn parse_run(
         }
     }
 
-    let server_url = validate_mcp_url(&required(MCP_URL)?)?;
+    let channels = parse_channels(&src.values(MCP_URL), &src.values(MCP_COMMAND))?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
     let mcp_extra = get(MCP_EXTRA_HEADERS);
     let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
@@ -392,7 +476,7 @@ pub fn parse_run(
             extra_headers: cp_extra_headers,
         },
         mcp: McpConfig {
-            server_url,
+            channels,
             max_concurrent,
             extra_headers: mcp_extra_headers,
             connection_max_ttl,
@@ -570,6 +654,95 @@ fn validate_mcp_url(raw: &Raw) -> Result<String, ConfigError> {
         ));
     }
     Ok(raw.value.clone())
+}
+
+/// Builds the channel list from every `--mcp.server-url` and `--mcp.command` entry. An entry is
+/// either a bare URL/command line (channel `main`) or qualified: `channel=NAME,url=URL` /
+/// `channel=NAME,command=LINE` (the command takes the rest of the entry, commas included).
+fn parse_channels(urls: &[Raw], commands: &[Raw]) -> Result<Vec<ChannelConfig>, ConfigError> {
+    let mut channels: Vec<ChannelConfig> = Vec::new();
+    let mut add = |raw: &Raw, channel: ChannelConfig| -> Result<(), ConfigError> {
+        if channels.iter().any(|c| c.name == channel.name) {
+            return Err(err(
+                &raw.source,
+                &format!(
+                    "channel {} is configured twice; each channel needs one server",
+                    channel.name
+                ),
+            ));
+        }
+        channels.push(channel);
+        Ok(())
+    };
+    for raw in urls {
+        let (name, value) = split_channel_entry(raw, "url")?;
+        let url = validate_mcp_url(&Raw {
+            source: raw.source.clone(),
+            value,
+        })?;
+        add(
+            raw,
+            ChannelConfig {
+                name,
+                transport: ChannelTransport::Http { url },
+            },
+        )?;
+    }
+    for raw in commands {
+        let (name, line) = split_channel_entry(raw, "command")?;
+        let argv = crate::mcp::stdio::split_command(&line)
+            .map_err(|e| err(&raw.source, &format!("cannot split the command line: {e}")))?;
+        add(
+            raw,
+            ChannelConfig {
+                name,
+                transport: ChannelTransport::Stdio { argv },
+            },
+        )?;
+    }
+    if channels.is_empty() {
+        return Err(err(
+            "MCP_SERVER_URL",
+            "is required (or MCP_COMMAND): set the MCP server to forward to, e.g. \
+             http://127.0.0.1:3000/mcp or a stdio command",
+        ));
+    }
+    if !channels.iter().any(|c| c.name == wire::DEFAULT_CHANNEL) {
+        return Err(err(
+            "MCP_SERVER_URL",
+            "no server for channel main: give one entry without channel= (or with channel=main)",
+        ));
+    }
+    if channels.len() > MAX_CHANNELS {
+        return Err(err(
+            "MCP_SERVER_URL",
+            &format!("at most {MAX_CHANNELS} channels can be declared"),
+        ));
+    }
+    Ok(channels)
+}
+
+/// `(channel, value)` of one entry; `kind` is `url` or `command`.
+fn split_channel_entry(raw: &Raw, kind: &str) -> Result<(String, String), ConfigError> {
+    let text = raw.value.trim();
+    let Some(rest) = text.strip_prefix("channel=") else {
+        return Ok((wire::DEFAULT_CHANNEL.to_string(), text.to_string()));
+    };
+    let usage = format!("expected channel=NAME,{kind}=VALUE");
+    let (name, rest) = rest
+        .split_once(',')
+        .ok_or_else(|| err(&raw.source, &usage))?;
+    let value = rest
+        .trim_start()
+        .strip_prefix(&format!("{kind}="))
+        .ok_or_else(|| err(&raw.source, &usage))?;
+    if wire::canonical_channel(Some(name)).as_deref() != Some(name) {
+        return Err(err(
+            &raw.source,
+            &format!("{name:?} is not a channel name: use 1 to 64 of a-z 0-9 _ -"),
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 pub fn positive_duration(raw: &Raw) -> Result<Duration, ConfigError> {
@@ -880,5 +1053,93 @@ mod tests {
             }
         }
         assert!(help.contains("https://api.openai.com"));
+    }
+
+    fn channels(env: &[(&str, &str)], args: &[&str]) -> Result<Vec<ChannelConfig>, ConfigError> {
+        let mut all = vec![
+            (
+                "CONTROL_PLANE_TUNNEL_ID",
+                "tunnel_0123456789abcdef0123456789abcdef",
+            ),
+            ("CONTROL_PLANE_API_KEY", KEY),
+        ];
+        all.extend_from_slice(env);
+        parse(args, &all).map(|c| c.mcp.channels)
+    }
+
+    #[test]
+    fn bare_url_and_command_are_channel_main() {
+        let c = channels(&[("MCP_SERVER_URL", "http://127.0.0.1:1/mcp")], &[]).unwrap();
+        assert_eq!(c[0].name, "main");
+        let c = channels(&[("MCP_COMMAND", "npx -y 'my server'")], &[]).unwrap();
+        assert_eq!(
+            c[0].transport,
+            ChannelTransport::Stdio {
+                argv: vec!["npx".into(), "-y".into(), "my server".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn qualified_channels_from_flags_and_env_lines() {
+        let c = channels(
+            &[],
+            &[
+                "--mcp.server-url",
+                "http://127.0.0.1:1/mcp",
+                "--mcp.server-url",
+                "channel=analytics,url=https://a.example/mcp",
+                "--mcp.command",
+                "channel=tools,command=python3 -m srv --opt=a,b",
+            ],
+        )
+        .unwrap();
+        let names: Vec<_> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["main", "analytics", "tools"]);
+        assert_eq!(
+            c[2].transport,
+            ChannelTransport::Stdio {
+                argv: vec![
+                    "python3".into(),
+                    "-m".into(),
+                    "srv".into(),
+                    "--opt=a,b".into()
+                ]
+            }
+        );
+        let c = channels(
+            &[(
+                "MCP_SERVER_URL",
+                "http://127.0.0.1:1/mcp\nchannel=b,url=http://127.0.0.1:2/mcp\n",
+            )],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn channel_mistakes_are_named() {
+        let dup = channels(
+            &[
+                ("MCP_SERVER_URL", "http://127.0.0.1:1/mcp"),
+                ("MCP_COMMAND", "srv"),
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(dup.key, "MCP_COMMAND");
+        assert!(dup.message.contains("twice"));
+        let no_main = channels(
+            &[("MCP_SERVER_URL", "channel=x,url=http://127.0.0.1:1/mcp")],
+            &[],
+        );
+        assert!(no_main.unwrap_err().message.contains("main"));
+        let bad_name = channels(&[("MCP_COMMAND", "channel=Bad Name,command=srv")], &[]);
+        assert_eq!(bad_name.unwrap_err().key, "MCP_COMMAND");
+        let bad_quote = channels(&[("MCP_COMMAND", "srv 'open")], &[]);
+        assert!(bad_quote.unwrap_err().message.contains("quote"));
+        let none = channels(&[], &[]).unwrap_err();
+        assert_eq!(none.key, "MCP_SERVER_URL");
     }
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::config::{self, ControlPlaneConfig, McpConfig, Opt, RunConfig, Sources};
+use crate::config::{
+    self, ChannelConfig, ChannelTransport, ControlPlaneConfig, McpConfig, Opt, RunConfig, Sources,
+};
 use crate::dispatch::Tunnel;
 use crate::http_client::{self, AgentOptions};
 use crate::mcp::sse::SseReader;
@@ -41,12 +43,14 @@ pub const DEMO_OPTIONS: &[Opt] = &[
         env: &["DEMO_LISTEN"],
         default: Some("127.0.0.1:8080"),
         help: "Relay address (loopback); if taken, a free port is used instead.",
+        ..Opt::BASE
     },
     Opt {
         flag: LOG_LEVEL,
         env: &["LOG_LEVEL"],
         default: Some("warn"),
         help: "error, warn, info, debug or trace.",
+        ..Opt::BASE
     },
 ];
 
@@ -146,7 +150,12 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             extra_headers: Vec::new(),
         },
         mcp: McpConfig {
-            server_url: format!("http://{}/mcp", stub_server.local_addr()),
+            channels: vec![ChannelConfig {
+                name: "main".into(),
+                transport: ChannelTransport::Http {
+                    url: format!("http://{}/mcp", stub_server.local_addr()),
+                },
+            }],
             max_concurrent: 10,
             extra_headers: Vec::new(),
             connection_max_ttl: Duration::from_secs(600),
@@ -154,7 +163,8 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
         drain_timeout: Duration::from_secs(5),
         log_level: level,
     };
-    let tunnel = Tunnel::new(&client_cfg);
+    let tunnel =
+        Tunnel::new(&client_cfg).map_err(|e| format!("cannot start the tunnel client: {e}"))?;
     tunnel
         .start(client_cfg.mcp.max_concurrent)
         .map_err(|e| format!("cannot start the tunnel client: {e}"))?;

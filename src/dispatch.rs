@@ -14,7 +14,7 @@
 //! - **Shutdown**: [`Tunnel::stop`] stops polling at once; [`Tunnel::drain`] waits until every
 //!   queued and running command has finished (or the drain timeout passes).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,11 +23,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::backoff::Backoff;
-use crate::config::{MAX_POLL_LIMIT, RunConfig};
+use crate::config::{ChannelTransport, MAX_POLL_LIMIT, RunConfig};
 use crate::control_plane::{ChannelInfo, ControlPlane, Delivery, PollError, PollOk};
 use crate::failure;
 use crate::mcp::http::HttpTransport;
-use crate::mcp::{Outcome, Reply};
+use crate::mcp::stdio::StdioTransport;
+use crate::mcp::{Outcome, Reply, Transport};
 use crate::secret::Secret;
 use crate::wire::{self, BadCommand, Command, CommandKind, RespType, ResponsePayload, RpcShape};
 
@@ -68,8 +69,8 @@ struct State {
 /// The running client.
 pub struct Tunnel {
     control: ControlPlane,
-    mcp: HttpTransport,
-    channels: Vec<String>,
+    /// Channel name → its MCP server.
+    channels: HashMap<String, Transport>,
     max_inflight: usize,
     state: Mutex<State>,
     /// Signalled on every state change: new work, a finished command, stop.
@@ -77,23 +78,39 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(cfg: &RunConfig) -> Arc<Tunnel> {
-        let channels = vec![wire::DEFAULT_CHANNEL.to_string()];
-        let info: Vec<ChannelInfo> = channels
-            .iter()
-            .map(|name| ChannelInfo {
-                name: name.clone(),
-                proc_affinity: false,
-            })
-            .collect();
-        Arc::new(Tunnel {
+    /// Builds the client; stdio channels start their servers now.
+    pub fn new(cfg: &RunConfig) -> std::io::Result<Arc<Tunnel>> {
+        let mut channels = HashMap::new();
+        let mut info = Vec::new();
+        for channel in &cfg.mcp.channels {
+            let transport = match &channel.transport {
+                ChannelTransport::Http { url } => {
+                    Transport::Http(HttpTransport::new(url, &cfg.mcp))
+                }
+                ChannelTransport::Stdio { argv } => {
+                    Transport::Stdio(StdioTransport::start(&channel.name, argv.clone())?)
+                }
+            };
+            info.push(ChannelInfo {
+                name: channel.name.clone(),
+                proc_affinity: transport.proc_affinity(),
+            });
+            channels.insert(channel.name.clone(), transport);
+        }
+        Ok(Arc::new(Tunnel {
             control: ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent),
-            mcp: HttpTransport::new(&cfg.mcp),
             channels,
             max_inflight: cfg.control_plane.max_inflight,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
-        })
+        }))
+    }
+
+    /// Stops what the channels run (stdio servers), waiting at most `timeout` for each.
+    pub fn close(&self, timeout: Duration) {
+        for transport in self.channels.values() {
+            transport.stop(timeout);
+        }
     }
 
     pub fn control_plane(&self) -> &ControlPlane {
@@ -330,9 +347,9 @@ impl Tunnel {
             return;
         }
         let channel = wire::canonical_channel(command.raw_channel.as_deref())
-            .filter(|c| self.channels.contains(c));
+            .and_then(|c| self.channels.get_key_value(&c));
         let request_id_header = command.header("X-Request-Id");
-        let Some(channel) = channel else {
+        let Some((channel, transport)) = channel else {
             log::warn!("command {}: unsupported channel", command.request_id);
             let id = match &command.kind {
                 CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
@@ -382,11 +399,10 @@ impl Tunnel {
                         notifications_ok = false;
                     }
                 };
-                self.mcp
-                    .call(message, &command.headers, job.deadline, &mut on_notify)
+                transport.call(message, &command.headers, job.deadline, &mut on_notify)
             }
             CommandKind::SessionTermination => {
-                self.mcp.terminate_session(&command.headers, job.deadline)
+                transport.terminate_session(&command.headers, job.deadline)
             }
             CommandKind::Unknown(_) => return,
         };
@@ -405,7 +421,7 @@ impl Tunnel {
                 );
                 self.deliver(
                     &command.request_id,
-                    &channel,
+                    channel,
                     &command.shard_token,
                     request_id_header,
                     reply,

@@ -142,13 +142,32 @@ impl Failure {
     }
 }
 
-/// A `-32603` JSON-RPC error response with an optional `data` member.
+/// A `-32603` JSON-RPC error response with an optional `data` member, members in the usual
+/// order (`jsonrpc`, `id`, `error`) for people reading it.
 pub fn error_response(id: &Value, message: &str, data: Option<Value>) -> String {
-    let mut error = json!({ "code": -32603, "message": message });
-    if let Some(data) = data {
-        error["data"] = data;
+    #[derive(serde::Serialize)]
+    struct Response<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        error: Error<'a>,
     }
-    json!({ "jsonrpc": "2.0", "id": id, "error": error }).to_string()
+    #[derive(serde::Serialize)]
+    struct Error<'a> {
+        code: i32,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
+    }
+    let response = Response {
+        jsonrpc: "2.0",
+        id,
+        error: Error {
+            code: -32603,
+            message,
+            data,
+        },
+    };
+    serde_json::to_string(&response).expect("strings and JSON values always serialize")
 }
 
 /// The standard reason phrase for an HTTP status, e.g. 502 → "Bad Gateway".

@@ -122,18 +122,21 @@ pub const STUB_OPTIONS: &[Opt] = &[
         env: &["STUB_LISTEN"],
         default: Some("127.0.0.1:3000"),
         help: "Address to listen on; the MCP endpoint is http://ADDR/mcp.",
+        ..Opt::BASE
     },
     Opt {
         flag: NAME,
         env: &["STUB_NAME"],
         default: Some("mcp-tunnel-stub"),
         help: "serverInfo.name reported by initialize.",
+        ..Opt::BASE
     },
     Opt {
         flag: REQUIRE_BEARER,
         env: &["STUB_REQUIRE_BEARER"],
         default: Some(""),
         help: "Require `Authorization: Bearer <token>`; as a flag only env:VAR or file:PATH.",
+        ..Opt::BASE
     },
 ];
 

@@ -47,13 +47,13 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(cfg: &McpConfig) -> HttpTransport {
+    pub fn new(url: &str, cfg: &McpConfig) -> HttpTransport {
         HttpTransport {
             agent: http_client::build_agent(&AgentOptions {
                 max_idle_age: cfg.connection_max_ttl,
                 max_idle_per_host: cfg.max_concurrent,
             }),
-            url: cfg.server_url.clone(),
+            url: url.to_string(),
             extra_headers: cfg.extra_headers.clone(),
         }
     }

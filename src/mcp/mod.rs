@@ -4,8 +4,10 @@
 
 pub mod http;
 pub mod sse;
+pub mod stdio;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
@@ -50,4 +52,51 @@ pub enum Outcome {
     Reply(Reply),
     /// The command's deadline passed: post nothing (the contract forbids late answers).
     Expired,
+}
+
+/// One channel's way to its MCP server.
+pub enum Transport {
+    Http(http::HttpTransport),
+    Stdio(stdio::StdioTransport),
+}
+
+impl Transport {
+    /// Forwards one JSON-RPC message; notifications of the answer go to `on_notify`.
+    pub fn call(
+        &self,
+        message: &RawValue,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        on_notify: &mut dyn FnMut(Box<RawValue>),
+    ) -> Outcome {
+        match self {
+            Transport::Http(t) => t.call(message, command_headers, deadline, on_notify),
+            Transport::Stdio(t) => t.call(message, command_headers, deadline, on_notify),
+        }
+    }
+
+    /// Ends an MCP session (`session_termination`).
+    pub fn terminate_session(
+        &self,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        match self {
+            Transport::Http(t) => t.terminate_session(command_headers, deadline),
+            Transport::Stdio(t) => t.terminate_session(),
+        }
+    }
+
+    /// Whether one MCP session must stay on this client instance: a stdio server keeps session
+    /// state in its one process.
+    pub fn proc_affinity(&self) -> bool {
+        matches!(self, Transport::Stdio(_))
+    }
+
+    /// Stops what the transport runs (a stdio child); waits at most `timeout`.
+    pub fn stop(&self, timeout: Duration) {
+        if let Transport::Stdio(t) = self {
+            t.stop(timeout);
+        }
+    }
 }

@@ -62,66 +62,77 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         env: &["RELAY_LISTEN"],
         default: Some("127.0.0.1:8080"),
         help: "Address to listen on for both tunnel clients and MCP hosts.",
+        ..Opt::BASE
     },
     Opt {
         flag: TUNNELS_FILE,
         env: &["RELAY_TUNNELS_FILE"],
         default: Some(tunnels::DEFAULT_TUNNELS_FILE),
         help: "Tunnels and key hashes (TOML). Re-read on SIGHUP and when it changes.",
+        ..Opt::BASE
     },
     Opt {
         flag: TLS_CERT,
         env: &["RELAY_TLS_CERT"],
         default: Some(""),
         help: "PEM certificate chain; with --tls-key the relay serves HTTPS.",
+        ..Opt::BASE
     },
     Opt {
         flag: TLS_KEY,
         env: &["RELAY_TLS_KEY"],
         default: Some(""),
         help: "PEM private key for --tls-cert.",
+        ..Opt::BASE
     },
     Opt {
         flag: POLL_MAX_WAIT,
         env: &["RELAY_POLL_MAX_WAIT"],
         default: Some("25s"),
         help: "Longest a long-poll is held; under 60 s so proxies that cut idle requests survive.",
+        ..Opt::BASE
     },
     Opt {
         flag: CONNECTOR_TIMEOUT,
         env: &["RELAY_CONNECTOR_TIMEOUT"],
         default: Some("120s"),
         help: "How long an MCP host's request may wait for its answer before 504.",
+        ..Opt::BASE
     },
     Opt {
         flag: CONNECTOR_MAX_BODY,
         env: &["RELAY_CONNECTOR_MAX_BODY"],
         default: Some("4194304"),
         help: "Largest MCP request body in bytes; larger ones get 413.",
+        ..Opt::BASE
     },
     Opt {
         flag: CLIENT_TIMEOUT,
         env: &["RELAY_CLIENT_TIMEOUT"],
         default: Some("60s"),
         help: "A tunnel client counts as connected this long after its last poll or response.",
+        ..Opt::BASE
     },
     Opt {
         flag: QUEUE_CAPACITY,
         env: &["RELAY_QUEUE_CAPACITY"],
         default: Some("256"),
         help: "Commands waiting per tunnel; beyond it MCP hosts get 503 + Retry-After.",
+        ..Opt::BASE
     },
     Opt {
         flag: MAX_CONNECTIONS,
         env: &["RELAY_MAX_CONNECTIONS"],
         default: Some("2048"),
         help: "Open connections at most (one thread each, idle long-polls included).",
+        ..Opt::BASE
     },
     Opt {
         flag: LOG_LEVEL,
         env: &["LOG_LEVEL"],
         default: Some("info"),
         help: "error, warn, info, debug or trace. Keys are never logged at any level.",
+        ..Opt::BASE
     },
 ];
 

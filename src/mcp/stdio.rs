@@ -1,0 +1,816 @@
+//! MCP servers that are programs speaking newline-delimited JSON-RPC on stdin/stdout.
+//!
+//! One child per channel serves **many calls at once**: every request's id is rewritten to a
+//! unique internal id on the way in and restored on the way out, so two connector sessions both
+//! using id `1` never collide. Progress tokens are rewritten the same way, which routes each
+//! `notifications/progress` to the call that asked for it. Other notifications go to the call in
+//! flight when exactly one is, and are dropped otherwise (nothing says whose they are).
+//!
+//! A supervisor thread owns the child: it restarts it with exponential backoff when it exits or
+//! closes stdout, and fails the calls in flight at that moment at once (`transport_closed`). A call
+//! whose deadline passes retires its internal id, so a late answer is discarded, never mistaken for
+//! another call's. The child is started without a shell: the command is split into argv by a small
+//! tokenizer, and `;`, `|` or `$(…)` are just characters.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{Outcome, Reply};
+use crate::backoff::Backoff;
+use crate::failure::{Failure, Source};
+use crate::wire::{RespType, RpcShape};
+
+/// Longest line read from the child; a longer one is skipped (and logged), not buffered.
+const MAX_LINE: usize = 32 * 1024 * 1024;
+/// Longest a call may run when the command has no deadline.
+const NO_DEADLINE_TIMEOUT: Duration = Duration::from_secs(600);
+/// First restart delay after the child exits; doubles per quick failure.
+const RESTART_BASE: Duration = Duration::from_millis(200);
+/// Longest restart delay in a crash loop.
+const RESTART_CAP: Duration = Duration::from_secs(30);
+/// A child that ran at least this long was healthy: the next restart starts from the base delay.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// On shutdown, time the child gets to exit after its stdin closes (the MCP stdio convention),
+/// then again after SIGTERM, before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+/// Longest stderr line forwarded to our log.
+const MAX_STDERR_LINE: usize = 2000;
+
+/// Splits a command line into argv without a shell: whitespace separates words; single quotes
+/// keep everything literally; double quotes keep everything but `\"` and `\\`; a backslash outside
+/// quotes escapes the next character. `Err` for an unterminated quote or a trailing backslash.
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    if words.is_empty() {
+        return Err("empty command".into());
+    }
+    Ok(words)
+}
+
+/// A JSON object whose members keep their order and their exact text; only the members we
+/// rewrite (`id`, a progress token) change.
+#[derive(Debug, Default)]
+struct Object(Vec<(String, Box<RawValue>)>);
+
+impl Object {
+    fn parse(text: &str) -> Option<Object> {
+        serde_json::from_str(text).ok()
+    }
+
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    fn set(&mut self, key: &str, value: &Value) {
+        let raw = RawValue::from_string(value.to_string()).expect("a Value is valid JSON");
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = raw,
+            None => self.0.push((key.to_string(), raw)),
+        }
+    }
+
+    fn set_raw(&mut self, key: &str, raw: Box<RawValue>) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = raw,
+            None => self.0.push((key.to_string(), raw)),
+        }
+    }
+
+    fn to_raw(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(self).expect("members are valid JSON")
+    }
+
+    /// `params._meta.progressToken`, with a setter for its rewritten form.
+    fn progress_token(&self) -> Option<Value> {
+        let params: Value = serde_json::from_str(self.get("params")?.get()).ok()?;
+        params.get("_meta")?.get("progressToken").cloned()
+    }
+
+    fn set_progress_token(&mut self, token: &Value) {
+        let Some(mut params) = self.get("params").and_then(|p| Object::parse(p.get())) else {
+            return;
+        };
+        let Some(mut meta) = params.get("_meta").and_then(|m| Object::parse(m.get())) else {
+            return;
+        };
+        meta.set("progressToken", token);
+        params.set_raw("_meta", meta.to_raw());
+        self.set_raw("params", params.to_raw());
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Object;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+                let mut members = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push((k, v));
+                }
+                Ok(Object(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+impl Serialize for Object {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// What the reader thread hands a waiting call.
+enum Event {
+    Notification(Box<RawValue>),
+    Response(Box<RawValue>),
+    /// The child went away before answering.
+    Closed,
+}
+
+/// A call waiting for the child's answer, keyed by its internal id.
+struct Call {
+    events: Sender<Event>,
+    /// The caller's progress token and the internal one that replaced it.
+    progress: Option<(Value, String)>,
+}
+
+#[derive(Default)]
+struct State {
+    calls: HashMap<u64, Call>,
+    /// Internal progress token → internal call id.
+    tokens: HashMap<String, u64>,
+    up: bool,
+    restarts: u64,
+}
+
+struct Shared {
+    channel: String,
+    argv: Vec<String>,
+    state: Mutex<State>,
+    /// Separate from `state`: a large write to a slow child must never block the reader
+    /// thread, or the two pipes could deadlock.
+    stdin: Mutex<Option<ChildStdin>>,
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+    /// Signalled on stop and when the supervisor ends.
+    changed: Condvar,
+    supervisor_done: Mutex<bool>,
+}
+
+/// One stdio MCP server and its supervisor.
+pub struct StdioTransport {
+    shared: Arc<Shared>,
+}
+
+impl StdioTransport {
+    /// Starts the supervisor, which starts the child.
+    pub fn start(channel: &str, argv: Vec<String>) -> io::Result<StdioTransport> {
+        let shared = Arc::new(Shared {
+            channel: channel.to_string(),
+            argv,
+            state: Mutex::new(State::default()),
+            stdin: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            changed: Condvar::new(),
+            supervisor_done: Mutex::new(false),
+        });
+        let supervised = Arc::clone(&shared);
+        thread::Builder::new()
+            .name(format!("stdio-{channel}"))
+            .spawn(move || supervise(&supervised))?;
+        Ok(StdioTransport { shared })
+    }
+
+    /// Whether the child is running right now.
+    pub fn is_up(&self) -> bool {
+        self.shared.lock().up
+    }
+
+    /// How many times the child has been restarted.
+    pub fn restarts(&self) -> u64 {
+        self.shared.lock().restarts
+    }
+
+    /// Forwards one JSON-RPC message to the child.
+    pub fn call(
+        &self,
+        message: &RawValue,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        on_notify: &mut dyn FnMut(Box<RawValue>),
+    ) -> Outcome {
+        let _ = command_headers; // HTTP headers mean nothing to a stdio server.
+        let (Some(shape), Some(mut object)) =
+            (RpcShape::of(message.get()), Object::parse(message.get()))
+        else {
+            let failure = Failure::new(Source::Protocol, "malformed_json");
+            return Outcome::Reply(Reply::failure(&failure, &Value::Null));
+        };
+        if shape.is_notification() || shape.method.is_none() {
+            // Notifications (and stray responses) need no answer from the child.
+            let code = match self.shared.write_line(message.get()) {
+                Ok(()) => 202,
+                Err(_) => 502,
+            };
+            return Outcome::Reply(Reply {
+                resp_json: None,
+                resp_headers: Default::default(),
+                resp_code: code,
+                resp_type: RespType::NotifyAck,
+            });
+        }
+        let original_id = shape.id.clone().unwrap_or(Value::Null);
+        let internal = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        object.set("id", &Value::from(internal));
+        let progress = object.progress_token().map(|token| {
+            let rewritten = format!("mcpt-progress-{internal}");
+            object.set_progress_token(&Value::from(rewritten.clone()));
+            (token, rewritten)
+        });
+        let (events, inbox) = mpsc::channel();
+        {
+            let mut state = self.shared.lock();
+            if !state.up {
+                drop(state);
+                let failure = Failure::new(Source::Connect, "dial");
+                return Outcome::Reply(Reply::failure(&failure, &original_id));
+            }
+            if let Some((_, token)) = &progress {
+                state.tokens.insert(token.clone(), internal);
+            }
+            state.calls.insert(internal, Call { events, progress });
+        }
+        // Whatever happens below, the internal id is retired when this call ends.
+        let _retire = Retire {
+            shared: &self.shared,
+            id: internal,
+        };
+        if self.shared.write_line(object.to_raw().get()).is_err() {
+            let failure = Failure::new(Source::TransportClosed, "closed_pipe");
+            return Outcome::Reply(Reply::failure(&failure, &original_id));
+        }
+        let limit = deadline.unwrap_or_else(|| Instant::now() + NO_DEADLINE_TIMEOUT);
+        loop {
+            let left = limit.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(left) {
+                Ok(Event::Notification(n)) => on_notify(n),
+                Ok(Event::Response(raw)) => {
+                    return Outcome::Reply(Reply {
+                        resp_json: Some(restore_id(&raw, &original_id)),
+                        resp_headers: [(
+                            "Content-Type".to_string(),
+                            vec!["application/json".to_string()],
+                        )]
+                        .into(),
+                        resp_code: 200,
+                        resp_type: RespType::JsonrpcResponse,
+                    });
+                }
+                Ok(Event::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                    let failure = Failure::new(Source::TransportClosed, "eof");
+                    return Outcome::Reply(Reply::failure(&failure, &original_id));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Tell the server to stop working on it; its late answer will be discarded.
+                    let cancel = serde_json::json!({
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": { "requestId": internal, "reason": "deadline passed" },
+                    });
+                    let _ = self.shared.write_line(&cancel.to_string());
+                    if deadline.is_some() {
+                        return Outcome::Expired;
+                    }
+                    let failure = Failure::new(Source::Timeout, "timeout");
+                    return Outcome::Reply(Reply::failure(&failure, &original_id));
+                }
+            }
+        }
+    }
+
+    /// Stdio servers have no sessions to end over the transport: `405`, and the channel keeps
+    /// serving.
+    pub fn terminate_session(&self) -> Outcome {
+        Outcome::Reply(Reply {
+            resp_json: None,
+            resp_headers: Default::default(),
+            resp_code: 405,
+            resp_type: RespType::SessionTerminationResponse,
+        })
+    }
+
+    /// Stops the child (stdin closed, then SIGTERM, then kill) and waits at most `timeout` for
+    /// the supervisor to finish.
+    pub fn stop(&self, timeout: Duration) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stdin_lock().take();
+        self.shared.changed.notify_all();
+        let deadline = Instant::now() + timeout;
+        let mut done = self
+            .shared
+            .supervisor_done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                log::warn!(
+                    "[{}] stdio server did not stop in time",
+                    self.shared.channel
+                );
+                return;
+            }
+            done = self
+                .shared
+                .changed
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Removes a call's routing entries when it ends, however it ends.
+struct Retire<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Retire<'_> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if let Some(call) = state.calls.remove(&self.id)
+            && let Some((_, token)) = call.progress
+        {
+            state.tokens.remove(&token);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stdin_lock(&self) -> MutexGuard<'_, Option<ChildStdin>> {
+        self.stdin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes one message and its newline. JSON text never contains a raw newline outside
+    /// strings, but a pretty-printed message may contain them between tokens: those are
+    /// replaced by spaces so the message stays on one line.
+    fn write_line(&self, json: &str) -> io::Result<()> {
+        let mut line = json.replace(['\n', '\r'], " ");
+        line.push('\n');
+        let mut stdin = self.stdin_lock();
+        let pipe = stdin.as_mut().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "stdio server is not running")
+        })?;
+        pipe.write_all(line.as_bytes())?;
+        pipe.flush()
+    }
+
+    /// Routes one line the child wrote.
+    fn route(self: &Arc<Self>, line: &[u8]) {
+        let text = match std::str::from_utf8(line) {
+            Ok(t) if !t.trim().is_empty() => t.trim(),
+            Ok(_) => return,
+            Err(_) => {
+                log::warn!(
+                    "[{}] stdio server wrote a line that is not UTF-8; skipped",
+                    self.channel
+                );
+                return;
+            }
+        };
+        let (Some(shape), Some(object)) = (RpcShape::of(text), Object::parse(text)) else {
+            log::warn!(
+                "[{}] stdio server wrote a line that is not a JSON-RPC object; skipped",
+                self.channel
+            );
+            return;
+        };
+        match (&shape.method, &shape.id) {
+            (Some(method), Some(id)) => self.refuse_request(method, id),
+            (Some(method), None) => self.route_notification(method, object),
+            (None, Some(id)) => {
+                let state = self.lock();
+                match id.as_u64().and_then(|n| state.calls.get(&n)) {
+                    Some(call) => {
+                        let _ = call.events.send(Event::Response(object.to_raw()));
+                    }
+                    None => log::debug!(
+                        "[{}] answer for a retired or unknown id discarded",
+                        self.channel
+                    ),
+                }
+            }
+            (None, None) => {
+                log::warn!(
+                    "[{}] stdio server wrote a message with neither id nor method; skipped",
+                    self.channel
+                )
+            }
+        }
+    }
+
+    fn route_notification(&self, method: &str, mut object: Object) {
+        let state = self.lock();
+        let target = if method == "notifications/progress" {
+            object
+                .get("params")
+                .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                .and_then(|p| {
+                    p.get("progressToken")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .and_then(|token| state.tokens.get(&token).copied())
+        } else if state.calls.len() == 1 {
+            state.calls.keys().next().copied()
+        } else {
+            None
+        };
+        let Some(call) = target.and_then(|id| state.calls.get(&id)) else {
+            log::debug!(
+                "[{}] notification {method} has no call to go to; dropped",
+                self.channel
+            );
+            return;
+        };
+        if let Some((original, _)) = &call.progress
+            && method == "notifications/progress"
+            && let Some(mut params) = object.get("params").and_then(|p| Object::parse(p.get()))
+        {
+            params.set("progressToken", original);
+            object.set_raw("params", params.to_raw());
+        }
+        let _ = call.events.send(Event::Notification(object.to_raw()));
+    }
+
+    /// A server→client request (sampling, roots, elicitation) cannot cross the tunnel: answer it
+    /// with an error so the server does not wait forever. Written from a short-lived thread so
+    /// the reader never blocks on stdin.
+    fn refuse_request(self: &Arc<Self>, method: &str, id: &Value) {
+        log::info!(
+            "[{}] stdio server sent a {method} request; answered 'not supported through tunnel'",
+            self.channel
+        );
+        let reply = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": -32601, "message": "not supported through tunnel" },
+        })
+        .to_string();
+        let me = Arc::clone(self);
+        let _ = thread::Builder::new()
+            .name("stdio-refuse".into())
+            .spawn(move || {
+                let _ = me.write_line(&reply);
+            });
+    }
+
+    /// Sleeps `delay` unless stopping first. Returns false when stopping.
+    fn pause(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut done = self
+            .supervisor_done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            done = self
+                .changed
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Replaces the internal id of a child's answer with the caller's.
+fn restore_id(raw: &RawValue, original: &Value) -> Box<RawValue> {
+    match Object::parse(raw.get()) {
+        Some(mut object) => {
+            object.set("id", original);
+            object.to_raw()
+        }
+        None => raw.to_owned(),
+    }
+}
+
+/// The supervisor: start, read until the child goes away, fail its calls, back off, repeat.
+fn supervise(shared: &Arc<Shared>) {
+    let mut backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        match spawn_child(shared) {
+            Ok(mut child) => {
+                log::info!(
+                    "[{}] stdio server started (pid {})",
+                    shared.channel,
+                    child.id()
+                );
+                if let Some(stdout) = child.stdout.take() {
+                    read_stdout(shared, stdout);
+                }
+                go_down(shared);
+                let status = stop_child(shared, &mut child);
+                if shared.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay().max(RESTART_BASE);
+                let restarts = {
+                    let mut state = shared.lock();
+                    state.restarts += 1;
+                    state.restarts
+                };
+                log::warn!(
+                    "[{}] stdio server exited ({status}); restart #{restarts} in {delay:?}",
+                    shared.channel
+                );
+                if !shared.pause(delay) {
+                    break;
+                }
+            }
+            Err(e) => {
+                let delay = backoff.next_delay().max(RESTART_BASE);
+                log::error!(
+                    "[{}] cannot start stdio server {:?}: {e}; retrying in {delay:?}",
+                    shared.channel,
+                    shared.argv[0]
+                );
+                if !shared.pause(delay) {
+                    break;
+                }
+            }
+        }
+    }
+    go_down(shared);
+    *shared
+        .supervisor_done
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = true;
+    shared.changed.notify_all();
+}
+
+fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
+    let mut child = Command::new(&shared.argv[0])
+        .args(&shared.argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(stderr) = child.stderr.take() {
+        let channel = shared.channel.clone();
+        thread::Builder::new()
+            .name(format!("stdio-{channel}-stderr"))
+            .spawn(move || forward_stderr(&channel, stderr))?;
+    }
+    *shared.stdin_lock() = child.stdin.take();
+    shared.lock().up = true;
+    Ok(child)
+}
+
+/// Reads lines until the child closes stdout, routing each.
+fn read_stdout(shared: &Arc<Shared>, stdout: impl Read) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => return,
+            Ok(_) if line.len() > MAX_LINE => {
+                log::warn!(
+                    "[{}] stdio server wrote a line over {MAX_LINE} bytes; skipped",
+                    shared.channel
+                );
+                if skip_rest_of_line(&mut reader).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => shared.route(&line),
+            Err(_) => return,
+        }
+    }
+}
+
+fn skip_rest_of_line(reader: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            reader.consume(pos + 1);
+            return Ok(());
+        }
+        let len = buf.len();
+        reader.consume(len);
+    }
+}
+
+/// Marks the channel down and fails every call in flight at once.
+fn go_down(shared: &Shared) {
+    shared.stdin_lock().take();
+    let mut state = shared.lock();
+    state.up = false;
+    for call in state.calls.values() {
+        let _ = call.events.send(Event::Closed);
+    }
+}
+
+/// Ends the child: stdin is already closed; wait, then SIGTERM, wait, then kill.
+fn stop_child(shared: &Shared, child: &mut Child) -> String {
+    if let Some(status) = wait_for_exit(child, EXIT_GRACE) {
+        return status;
+    }
+    // SIGTERM without `unsafe`: the kill(1) utility, where the host has one.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Some(status) = wait_for_exit(child, EXIT_GRACE) {
+        return status;
+    }
+    log::warn!(
+        "[{}] stdio server ignored stdin close and SIGTERM; killing it",
+        shared.channel
+    );
+    let _ = child.kill();
+    child
+        .wait()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|e| format!("wait failed: {e}"))
+}
+
+fn wait_for_exit(child: &mut Child, grace: Duration) -> Option<String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status.to_string()),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+fn forward_stderr(channel: &str, stderr: impl Read) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader
+            .by_ref()
+            .take(MAX_STDERR_LINE as u64)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end();
+                if !text.is_empty() {
+                    log::info!("[{channel}] {text}");
+                }
+                if !line.ends_with(b"\n") && skip_rest_of_line(&mut reader).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_command_without_a_shell() {
+        assert_eq!(
+            split_command("npx -y @scope/server").unwrap(),
+            ["npx", "-y", "@scope/server"]
+        );
+        assert_eq!(
+            split_command(r#"python -c 'print("a b")' "x \"y\"" z\ w"#).unwrap(),
+            ["python", "-c", r#"print("a b")"#, r#"x "y""#, "z w"]
+        );
+        assert_eq!(
+            split_command("a;b | c $(d)").unwrap(),
+            ["a;b", "|", "c", "$(d)"]
+        );
+        assert_eq!(split_command("''").unwrap(), [""]);
+        assert!(split_command("'open").is_err());
+        assert!(split_command("\"open").is_err());
+        assert!(split_command("trailing\\").is_err());
+        assert!(split_command("   ").is_err());
+    }
+
+    #[test]
+    fn object_rewrites_only_what_it_is_asked_to() {
+        let text = r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x","_meta":{"progressToken":7,"z":1.50}}}"#;
+        let mut o = Object::parse(text).unwrap();
+        assert_eq!(o.progress_token(), Some(Value::from(7)));
+        o.set("id", &Value::from(12));
+        o.set_progress_token(&Value::from("p-12"));
+        assert_eq!(
+            o.to_raw().get(),
+            r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p-12","z":1.50}}}"#
+        );
+        assert_eq!(
+            restore_id(&o.to_raw(), &Value::from("a")).get(),
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p-12","z":1.50}}}"#
+        );
+    }
+}
