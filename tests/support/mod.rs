@@ -1,20 +1,28 @@
-//! Loopback test fakes for the end-to-end client tests: a fake control plane, a fake Streamable
-//! HTTP MCP server, and a wrapper around the real `mcp-tunnel run` process. All of them are built on
-//! the crate's own `http_server`, bind `127.0.0.1:0`, and bound every wait by a deadline.
+//! Loopback test fakes for the end-to-end tests: a fake control plane, a fake Streamable HTTP MCP
+//! server, a wrapper around the real `mcp-tunnel` processes, and the relay-side roles (tunnels
+//! files, relay and stub processes, a connector and a manual poller). All of them bind or call
+//! `127.0.0.1` only, and bound every wait by a deadline.
 
-// Each integration-test binary compiles its own copy of this module and uses a subset of it.
-#![allow(dead_code)]
+// Each integration-test binary compiles its own copy of this module and uses a subset of it
+// (including of the re-exports below).
+#![allow(dead_code, unused_imports)]
 
 mod commands;
 mod control_plane;
 mod mcp;
 mod process;
+mod relay;
 mod watched;
 
 pub use commands::{Command, notification, rpc_request, tool_call};
 pub use control_plane::{API_KEY, FakeControlPlane, PostedResponse, Scripted, TUNNEL_ID};
 pub use mcp::{FakeMcp, McpReply, SseEvent};
 pub use process::{ClientBuilder, TunnelClient};
+pub use relay::{
+    ArrivedEvent, Connector, HttpAnswer, Poller, Relay, RelayBuilder, Stub, TempDir, Tunnel,
+    add_tunnel, add_tunnel_with_auth, remove_tunnel, request_id_of, result_payload, shard_token_of,
+    tunnel_client,
+};
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -136,14 +136,35 @@ impl TunnelClient {
 
     /// Waits until stderr contains `needle`; false if it did not within `timeout`.
     pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_occurrences(|output| &output.stderr, needle, 1, timeout)
+    }
+
+    /// Waits until stdout contains `needle`; false if it did not within `timeout`.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_occurrences(|output| &output.stdout, needle, 1, timeout)
+    }
+
+    /// Waits until stderr contains `needle` at least `count` times; false if it did not within
+    /// `timeout`.
+    pub fn wait_for_stderr_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        self.wait_for_occurrences(|output| &output.stderr, needle, count, timeout)
+    }
+
+    fn wait_for_occurrences(
+        &self,
+        stream: fn(&Output) -> &Vec<u8>,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> bool {
         let needle = needle.as_bytes();
         self.output
             .wait_until(Instant::now() + timeout, |output| {
-                output
-                    .stderr
+                let found = stream(output)
                     .windows(needle.len())
-                    .any(|window| window == needle)
-                    .then_some(())
+                    .filter(|window| *window == needle)
+                    .count();
+                (found >= count).then_some(())
             })
             .is_some()
     }
