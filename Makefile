@@ -5,7 +5,7 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/mcp-tunnel
 
-.PHONY: all build test lint fmt static setup clean
+.PHONY: all build demo test e2e lint fmt static setup clean
 
 all: build
 
@@ -13,9 +13,19 @@ all: build
 build:
 	$(CARGO) build
 
-## test: unit and loopback integration tests (the README's test command)
+## demo: the README's main job: relay, client and stub MCP server on loopback, one real MCP
+## session through the tunnel, then serving until Ctrl-C
+demo:
+	$(CARGO) run --quiet -- demo
+
+## test: unit and loopback integration tests, then the end-to-end suite (the README's test command)
 test:
 	$(CARGO) test --all-targets
+	$(MAKE) e2e
+
+## e2e: the official Python MCP SDK through relay and client to FastMCP and server-everything
+e2e:
+	bash tests/e2e/run.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -14,7 +14,7 @@
 //! - **Shutdown**: [`Tunnel::stop`] stops polling at once; [`Tunnel::drain`] waits until every
 //!   queued and running command has finished (or the drain timeout passes).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -372,33 +372,34 @@ impl Tunnel {
         let outcome = match &command.kind {
             CommandKind::JsonRpc(message) => {
                 let mut notifications_ok = true;
-                let mut on_notify = |notification: Box<RawValue>| {
-                    if !notifications_ok {
-                        return;
-                    }
-                    let payload = ResponsePayload {
-                        request_id: command.request_id.clone(),
-                        channel: channel.clone(),
-                        resp_json: Some(notification),
-                        resp_headers: Default::default(),
-                        resp_code: 200,
-                        resp_type: RespType::JsonrpcNotify,
-                    };
-                    let delivery = self.control.post_response(
-                        &payload,
-                        &command.shard_token,
-                        request_id_header,
-                        job.deadline,
-                    );
-                    if delivery != Delivery::Accepted {
-                        // A lost notification breaks ordering; send no more for this command.
-                        log::warn!(
-                            "command {}: notification not delivered ({delivery:?}); later ones skipped",
-                            command.request_id
+                let mut on_notify =
+                    |notification: Box<RawValue>, headers: &BTreeMap<String, Vec<String>>| {
+                        if !notifications_ok {
+                            return;
+                        }
+                        let payload = ResponsePayload {
+                            request_id: command.request_id.clone(),
+                            channel: channel.clone(),
+                            resp_json: Some(notification),
+                            resp_headers: headers.clone(),
+                            resp_code: 200,
+                            resp_type: RespType::JsonrpcNotify,
+                        };
+                        let delivery = self.control.post_response(
+                            &payload,
+                            &command.shard_token,
+                            request_id_header,
+                            job.deadline,
                         );
-                        notifications_ok = false;
-                    }
-                };
+                        if delivery != Delivery::Accepted {
+                            // A lost notification breaks ordering; send no more for this command.
+                            log::warn!(
+                                "command {}: notification not delivered ({delivery:?}); later ones skipped",
+                                command.request_id
+                            );
+                            notifications_ok = false;
+                        }
+                    };
                 transport.call(message, &command.headers, job.deadline, &mut on_notify)
             }
             CommandKind::SessionTermination => {

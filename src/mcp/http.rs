@@ -59,13 +59,14 @@ impl HttpTransport {
     }
 
     /// Forwards one JSON-RPC message. `on_notify` receives each notification of an event stream
-    /// as it arrives.
+    /// as it arrives, with the stream's returnable response headers (the connector may need the
+    /// session id before the final answer).
     pub fn call(
         &self,
         message: &RawValue,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>),
+        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
     ) -> Outcome {
         let Some(shape) = RpcShape::of(message.get()) else {
             let failure = Failure::new(Source::Protocol, "malformed_json");
@@ -171,7 +172,7 @@ impl HttpTransport {
         id: &Value,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>),
+        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
     ) -> Outcome {
         let status = resp.status().as_u16();
         let resp_headers = returnable(&resp);
@@ -207,7 +208,7 @@ impl HttpTransport {
                 continue;
             };
             if shape.is_notification() {
-                on_notify(raw);
+                on_notify(raw, &resp_headers);
             } else if shape.is_call() {
                 self.refuse_server_request(&shape, command_headers, deadline);
             } else if shape.id.as_ref() == Some(id) {
@@ -309,7 +310,8 @@ fn read_json_answer(
 }
 
 /// The body, untouched, when it is a valid JSON-RPC error for `id` that may pass through:
-/// `jsonrpc` "2.0", the same id, an integer `error.code` and string `error.message`, no `result`
+/// `jsonrpc` "2.0", the same id (or `null`, which servers use when they could not tie the error
+/// to a request, e.g. an unknown session), an integer `error.code` and string `error.message`, no `result`
 /// or `method`, at most [`MAX_PASSTHROUGH_ERROR`] bytes.
 fn passthrough_error(body: &[u8], id: &Value) -> Option<Box<RawValue>> {
     if body.len() > MAX_PASSTHROUGH_ERROR {
@@ -321,7 +323,7 @@ fn passthrough_error(body: &[u8], id: &Value) -> Option<Box<RawValue>> {
     };
     let error = map.get("error")?;
     let valid = map.get("jsonrpc") == Some(&Value::from("2.0"))
-        && map.get("id") == Some(id)
+        && (map.get("id") == Some(id) || map.get("id") == Some(&Value::Null))
         && error.get("code").is_some_and(|c| c.is_i64() || c.is_u64())
         && error.get("message").is_some_and(Value::is_string)
         && !map.contains_key("result")
@@ -393,6 +395,9 @@ mod tests {
             ok.as_slice()
         );
         assert!(passthrough_error(ok, &json!(8)).is_none());
+        let null_id =
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not found"}}"#;
+        assert!(passthrough_error(null_id, &json!(8)).is_some());
         assert!(
             passthrough_error(
                 br#"{"jsonrpc":"2.0","id":7,"error":{"code":"x","message":"m"}}"#,

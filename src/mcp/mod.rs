@@ -67,7 +67,7 @@ impl Transport {
         message: &RawValue,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>),
+        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
     ) -> Outcome {
         match self {
             Transport::Http(t) => t.call(message, command_headers, deadline, on_notify),

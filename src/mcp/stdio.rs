@@ -12,7 +12,7 @@
 //! another call's. The child is started without a shell: the command is split into argv by a small
 //! tokenizer, and `;`, `|` or `$(…)` are just characters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -275,7 +275,7 @@ impl StdioTransport {
         message: &RawValue,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>),
+        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
     ) -> Outcome {
         let _ = command_headers; // HTTP headers mean nothing to a stdio server.
         let (Some(shape), Some(mut object)) =
@@ -331,7 +331,7 @@ impl StdioTransport {
         loop {
             let left = limit.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(left) {
-                Ok(Event::Notification(n)) => on_notify(n),
+                Ok(Event::Notification(n)) => on_notify(n, &BTreeMap::new()),
                 Ok(Event::Response(raw)) => {
                     return Outcome::Reply(Reply {
                         resp_json: Some(restore_id(&raw, &original_id)),

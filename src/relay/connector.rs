@@ -266,11 +266,12 @@ fn final_response(payload: ResponsePayload, accepts_sse: bool) -> Response {
 }
 
 /// Opens an event stream with `first` and forwards every later payload until the terminal one.
+/// The first payload's returnable headers (a session id, say) go on the stream's response.
 fn stream(ticket: Ticket, first: ResponsePayload, deadline: Instant) -> Response {
-    let headers = vec![
-        ("Content-Type".to_string(), "text/event-stream".to_string()),
-        ("Cache-Control".to_string(), "no-cache".to_string()),
-    ];
+    let mut headers = returnable(&first.resp_headers);
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+    headers.push(("Content-Type".to_string(), "text/event-stream".to_string()));
+    headers.push(("Cache-Control".to_string(), "no-cache".to_string()));
     Response::stream(
         200,
         headers,
