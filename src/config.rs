@@ -20,7 +20,9 @@ use std::time::Duration;
 use ureq::http::Uri;
 
 use crate::duration;
+use crate::net::{HopNet, ProxyChoice, ProxyUrl};
 use crate::secret::Secret;
+use crate::tls::{self, ClientIdentity, PemSource};
 use crate::wire;
 
 /// The hard ceiling the contract puts on one poll's `limit`.
@@ -86,6 +88,19 @@ const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
 const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
 const DRAIN_TIMEOUT: &str = "--shutdown.drain-timeout";
+const CA_BUNDLE: &str = "--ca-bundle";
+const CA_BUNDLE_SYSTEM: &str = "--ca-bundle.system";
+const HTTP_PROXY: &str = "--http-proxy";
+const CP_HTTP_PROXY: &str = "--control-plane.http-proxy";
+const CP_CLIENT_CERT: &str = "--control-plane.client-cert";
+const CP_CLIENT_KEY: &str = "--control-plane.client-key";
+const MCP_HTTP_PROXY: &str = "--mcp.http-proxy";
+const MCP_CLIENT_CERT: &str = "--mcp.client-cert";
+const MCP_CLIENT_KEY: &str = "--mcp.client-key";
+
+/// The default control plane, and where it expects mutual-TLS clients.
+const DEFAULT_BASE_URL: &str = "https://api.openai.com";
+const DEFAULT_MTLS_BASE_URL: &str = "https://mtls.api.openai.com";
 const LOG_LEVEL: &str = "--log.level";
 
 /// Every option of `run`, in `--help` order.
@@ -142,8 +157,9 @@ pub const RUN_OPTIONS: &[Opt] = &[
         MCP_URL,
         &["MCP_SERVER_URL"],
         None,
-        "A Streamable HTTP MCP server: URL (channel main) or channel=NAME,url=URL. Repeatable; \
-         in the variable one entry per line.",
+        "A Streamable HTTP MCP server: URL (channel main) or channel=NAME,url=URL[,client-cert=P,\
+         client-key=P,http-proxy=URL,unix-socket=PATH]. Repeatable; in the variable one entry \
+         per line.",
     )),
     repeatable(opt(
         MCP_COMMAND,
@@ -173,6 +189,65 @@ pub const RUN_OPTIONS: &[Opt] = &[
         "Longest time an idle pooled MCP connection is kept for reuse.",
     ),
     opt(
+        CA_BUNDLE,
+        &["CA_BUNDLE"],
+        Some(""),
+        "PEM file of extra CA certificates (a private CA, a TLS-inspecting proxy), trusted in \
+         addition to the built-in Mozilla roots, for every outbound TLS connection.",
+    ),
+    opt(
+        CA_BUNDLE_SYSTEM,
+        &["CA_BUNDLE_SYSTEM"],
+        Some("false"),
+        "true: also trust the operating system's CA bundle \
+         (/etc/ssl/certs/ca-certificates.crt, /etc/pki/tls/certs/ca-bundle.crt).",
+    ),
+    opt(
+        HTTP_PROXY,
+        &["TUNNEL_CLIENT_HTTP_PROXY"],
+        Some(""),
+        "Proxy for both hops: http(s)://[user:pass@]host:port or env:VAR. An explicit proxy \
+         ignores NO_PROXY; without one, HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply.",
+    ),
+    opt(
+        CP_HTTP_PROXY,
+        &["CONTROL_PLANE_HTTP_PROXY"],
+        Some(""),
+        "Proxy for the control plane only (wins over --http-proxy).",
+    ),
+    opt(
+        CP_CLIENT_CERT,
+        &["CONTROL_PLANE_CLIENT_CERT"],
+        Some(""),
+        "Client certificate for mutual TLS with the control plane: a PEM path, file:/path or \
+         env:VAR. With the default base URL, https://mtls.api.openai.com is used.",
+    ),
+    opt(
+        CP_CLIENT_KEY,
+        &["CONTROL_PLANE_CLIENT_KEY"],
+        Some(""),
+        "Its private key (PEM path, file:/path or env:VAR).",
+    ),
+    opt(
+        MCP_HTTP_PROXY,
+        &["MCP_HTTP_PROXY"],
+        Some(""),
+        "Proxy for the MCP servers (wins over --http-proxy; a channel's http-proxy= wins over it).",
+    ),
+    opt(
+        MCP_CLIENT_CERT,
+        &["MCP_CLIENT_CERT"],
+        Some(""),
+        "Client certificate presented to the MCP servers' origins (PEM path, file:/path or \
+         env:VAR); a channel's client-cert= wins.",
+    ),
+    opt(
+        MCP_CLIENT_KEY,
+        &["MCP_CLIENT_KEY"],
+        Some(""),
+        "Its private key.",
+    ),
+    opt(
         DRAIN_TIMEOUT,
         &["SHUTDOWN_DRAIN_TIMEOUT"],
         Some("10s"),
@@ -199,6 +274,7 @@ pub struct ControlPlaneConfig {
     pub poll_deadline_guardrail: Duration,
     pub max_inflight: usize,
     pub extra_headers: Vec<(String, Secret)>,
+    pub net: HopNet,
 }
 
 impl ControlPlaneConfig {
@@ -212,16 +288,16 @@ impl ControlPlaneConfig {
 }
 
 /// How one channel reaches its MCP server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ChannelTransport {
-    /// Streamable HTTP at this URL.
-    Http { url: String },
+    /// Streamable HTTP at this URL, connecting as `net` says.
+    Http { url: String, net: HopNet },
     /// A program speaking JSON-RPC on stdin/stdout, started with this argv (no shell).
     Stdio { argv: Vec<String> },
 }
 
 /// One named channel of the tunnel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ChannelConfig {
     pub name: String,
     pub transport: ChannelTransport,
@@ -456,7 +532,48 @@ pub fn parse_run(
         }
     }
 
-    let channels = parse_channels(&src.values(MCP_URL), &src.values(MCP_COMMAND))?;
+    // Outbound networking, shared by both hops unless a narrower setting wins.
+    let ca = get(CA_BUNDLE);
+    let system = parse_bool(&get(CA_BUNDLE_SYSTEM))?;
+    let ca_path = (!ca.value.is_empty()).then(|| std::path::PathBuf::from(&ca.value));
+    let roots = tls::client_roots(ca_path.as_deref(), system).map_err(|e| {
+        let key = if ca_path.is_some() {
+            &ca.source
+        } else {
+            CA_BUNDLE_SYSTEM
+        };
+        err(key, &e)
+    })?;
+    let global_proxy = proxy_setting(&get(HTTP_PROXY), env)?;
+    let cp_proxy = proxy_setting(&get(CP_HTTP_PROXY), env)?.or_else(|| global_proxy.clone());
+    let cp_identity = identity(&get(CP_CLIENT_CERT), &get(CP_CLIENT_KEY), env)?;
+    // OpenAI serves mutual-TLS clients on a separate host.
+    let base_url = if cp_identity.is_some() && base_url == DEFAULT_BASE_URL {
+        DEFAULT_MTLS_BASE_URL.to_string()
+    } else {
+        base_url
+    };
+    let cp_net = HopNet {
+        roots: roots.clone(),
+        identity: cp_identity,
+        proxy: cp_proxy.map_or(ProxyChoice::FromEnvironment, ProxyChoice::Explicit),
+        unix_socket: None,
+    };
+    let mcp_defaults = HopNet {
+        roots,
+        identity: identity(&get(MCP_CLIENT_CERT), &get(MCP_CLIENT_KEY), env)?,
+        proxy: proxy_setting(&get(MCP_HTTP_PROXY), env)?
+            .or(global_proxy)
+            .map_or(ProxyChoice::FromEnvironment, ProxyChoice::Explicit),
+        unix_socket: None,
+    };
+
+    let channels = parse_channels(
+        &src.values(MCP_URL),
+        &src.values(MCP_COMMAND),
+        &mcp_defaults,
+        env,
+    )?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
     let mcp_extra = get(MCP_EXTRA_HEADERS);
     let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
@@ -474,6 +591,7 @@ pub fn parse_run(
             poll_deadline_guardrail,
             max_inflight,
             extra_headers: cp_extra_headers,
+            net: cp_net,
         },
         mcp: McpConfig {
             channels,
@@ -659,7 +777,12 @@ fn validate_mcp_url(raw: &Raw) -> Result<String, ConfigError> {
 /// Builds the channel list from every `--mcp.server-url` and `--mcp.command` entry. An entry is
 /// either a bare URL/command line (channel `main`) or qualified: `channel=NAME,url=URL` /
 /// `channel=NAME,command=LINE` (the command takes the rest of the entry, commas included).
-fn parse_channels(urls: &[Raw], commands: &[Raw]) -> Result<Vec<ChannelConfig>, ConfigError> {
+fn parse_channels(
+    urls: &[Raw],
+    commands: &[Raw],
+    mcp_defaults: &HopNet,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<ChannelConfig>, ConfigError> {
     let mut channels: Vec<ChannelConfig> = Vec::new();
     let mut add = |raw: &Raw, channel: ChannelConfig| -> Result<(), ConfigError> {
         if channels.iter().any(|c| c.name == channel.name) {
@@ -676,15 +799,17 @@ fn parse_channels(urls: &[Raw], commands: &[Raw]) -> Result<Vec<ChannelConfig>, 
     };
     for raw in urls {
         let (name, value) = split_channel_entry(raw, "url")?;
+        let (value, options) = split_url_options(&value);
         let url = validate_mcp_url(&Raw {
             source: raw.source.clone(),
             value,
         })?;
+        let net = channel_net(raw, &options, mcp_defaults, env)?;
         add(
             raw,
             ChannelConfig {
                 name,
-                transport: ChannelTransport::Http { url },
+                transport: ChannelTransport::Http { url, net },
             },
         )?;
     }
@@ -743,6 +868,149 @@ fn split_channel_entry(raw: &Raw, kind: &str) -> Result<(String, String), Config
         ));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// Per-channel options that may follow `url=` in a qualified entry.
+const CHANNEL_OPTIONS: &[&str] = &["client-cert", "client-key", "http-proxy", "unix-socket"];
+
+/// Splits `URL,key=value,…` into the URL and the known options after it. A piece that is not a
+/// known option belongs to the URL (URLs may contain commas).
+fn split_url_options(text: &str) -> (String, Vec<(String, String)>) {
+    let mut url = String::new();
+    let mut options: Vec<(String, String)> = Vec::new();
+    for (i, piece) in text.split(',').enumerate() {
+        let option = piece
+            .split_once('=')
+            .filter(|(k, _)| CHANNEL_OPTIONS.contains(&k.trim()))
+            .filter(|_| i > 0);
+        match (option, options.last_mut()) {
+            (Some((k, v)), _) => options.push((k.trim().to_string(), v.trim().to_string())),
+            (None, Some((_, v))) => {
+                v.push(',');
+                v.push_str(piece);
+            }
+            (None, None) => {
+                if i > 0 {
+                    url.push(',');
+                }
+                url.push_str(piece);
+            }
+        }
+    }
+    (url.trim().to_string(), options)
+}
+
+/// A channel's networking: its own options over the MCP-wide defaults.
+fn channel_net(
+    raw: &Raw,
+    options: &[(String, String)],
+    defaults: &HopNet,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<HopNet, ConfigError> {
+    let option = |key: &str| {
+        options.iter().find(|(k, _)| k == key).map(|(_, v)| Raw {
+            source: raw.source.clone(),
+            value: v.clone(),
+        })
+    };
+    let empty = || Raw {
+        source: raw.source.clone(),
+        value: String::new(),
+    };
+    let mut net = defaults.clone();
+    if let Some(identity) = identity(
+        &option("client-cert").unwrap_or_else(empty),
+        &option("client-key").unwrap_or_else(empty),
+        env,
+    )? {
+        net.identity = Some(identity);
+    }
+    let proxy = match option("http-proxy") {
+        Some(p) => proxy_setting(&p, env)?,
+        None => None,
+    };
+    if let Some(socket) = option("unix-socket") {
+        if proxy.is_some() {
+            return Err(err(
+                &raw.source,
+                "unix-socket= and http-proxy= exclude each other: a Unix socket is dialled directly",
+            ));
+        }
+        let path = match socket.value.strip_prefix("env:") {
+            Some(var) => env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                err(
+                    &raw.source,
+                    &format!("unix-socket refers to {var}, which is not set"),
+                )
+            })?,
+            None => socket.value.clone(),
+        };
+        net.unix_socket = Some(std::path::PathBuf::from(path));
+    }
+    if let Some(proxy) = proxy {
+        net.proxy = ProxyChoice::Explicit(proxy);
+    }
+    Ok(net)
+}
+
+/// A proxy URL or `env:VAR`; empty means "not set here".
+fn proxy_setting(
+    raw: &Raw,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<ProxyUrl>, ConfigError> {
+    if raw.value.trim().is_empty() {
+        return Ok(None);
+    }
+    let value = resolve_secret(raw, env)?;
+    ProxyUrl::parse(value.expose())
+        .map(Some)
+        .map_err(|e| err(&raw.source, &e))
+}
+
+/// A client certificate and key: both or neither, each a path, `file:/path` or `env:VAR`.
+fn identity(
+    cert: &Raw,
+    key: &Raw,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<ClientIdentity>, ConfigError> {
+    match (cert.value.is_empty(), key.value.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, true) => {
+            return Err(err(&key.source, "is required with a client certificate"));
+        }
+        (true, false) => {
+            return Err(err(&cert.source, "is required with a client key"));
+        }
+        (false, false) => {}
+    }
+    let source = |raw: &Raw| -> Result<PemSource, ConfigError> {
+        if let Some(var) = raw.value.strip_prefix("env:") {
+            let pem = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                err(
+                    &raw.source,
+                    &format!("refers to {var}, which is not set or empty"),
+                )
+            })?;
+            return Ok(PemSource::Inline {
+                var: var.to_string(),
+                pem: Secret::new(pem),
+            });
+        }
+        let path = raw.value.strip_prefix("file:").unwrap_or(&raw.value);
+        Ok(PemSource::File(std::path::PathBuf::from(path)))
+    };
+    ClientIdentity::load(&source(cert)?, &source(key)?)
+        .map(Some)
+        .map_err(|e| err(&cert.source, &e))
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`).
+pub fn parse_bool(raw: &Raw) -> Result<bool, ConfigError> {
+    match raw.value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(err(&raw.source, "must be true or false")),
+    }
 }
 
 pub fn positive_duration(raw: &Raw) -> Result<Duration, ConfigError> {
@@ -1072,12 +1340,8 @@ mod tests {
         let c = channels(&[("MCP_SERVER_URL", "http://127.0.0.1:1/mcp")], &[]).unwrap();
         assert_eq!(c[0].name, "main");
         let c = channels(&[("MCP_COMMAND", "npx -y 'my server'")], &[]).unwrap();
-        assert_eq!(
-            c[0].transport,
-            ChannelTransport::Stdio {
-                argv: vec!["npx".into(), "-y".into(), "my server".into()]
-            }
-        );
+        assert!(matches!(&c[0].transport,
+            ChannelTransport::Stdio { argv } if argv == &["npx", "-y", "my server"]));
     }
 
     #[test]
@@ -1096,17 +1360,8 @@ mod tests {
         .unwrap();
         let names: Vec<_> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["main", "analytics", "tools"]);
-        assert_eq!(
-            c[2].transport,
-            ChannelTransport::Stdio {
-                argv: vec![
-                    "python3".into(),
-                    "-m".into(),
-                    "srv".into(),
-                    "--opt=a,b".into()
-                ]
-            }
-        );
+        assert!(matches!(&c[2].transport,
+            ChannelTransport::Stdio { argv } if argv == &["python3", "-m", "srv", "--opt=a,b"]));
         let c = channels(
             &[(
                 "MCP_SERVER_URL",
@@ -1141,5 +1396,153 @@ mod tests {
         assert!(bad_quote.unwrap_err().message.contains("quote"));
         let none = channels(&[], &[]).unwrap_err();
         assert_eq!(none.key, "MCP_SERVER_URL");
+    }
+
+    fn proxy_of(net: &HopNet) -> String {
+        match &net.proxy {
+            ProxyChoice::Explicit(p) => p.to_string(),
+            ProxyChoice::FromEnvironment => "env".into(),
+            ProxyChoice::Direct => "direct".into(),
+        }
+    }
+
+    fn http_net(c: &ChannelConfig) -> &HopNet {
+        match &c.transport {
+            ChannelTransport::Http { net, .. } => net,
+            ChannelTransport::Stdio { .. } => panic!("not an http channel"),
+        }
+    }
+
+    #[test]
+    fn url_options_split_from_the_url() {
+        let (url, opts) =
+            split_url_options("http://x/mcp?a=1,b,client-cert=/c.pem,http-proxy=http://p:1");
+        assert_eq!(url, "http://x/mcp?a=1,b");
+        assert_eq!(
+            opts,
+            [
+                ("client-cert".to_string(), "/c.pem".to_string()),
+                ("http-proxy".to_string(), "http://p:1".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn proxies_layer_channel_over_mcp_over_global() {
+        let mut env = base_env();
+        env.push(("TUNNEL_CLIENT_HTTP_PROXY", "http://global:1"));
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(proxy_of(&c.control_plane.net), "http://global:1");
+        assert_eq!(proxy_of(http_net(&c.mcp.channels[0])), "http://global:1");
+
+        env.push(("CONTROL_PLANE_HTTP_PROXY", "http://u:pw@cp:2"));
+        env.push(("MCP_HTTP_PROXY", "env:MY_PROXY"));
+        env.push(("MY_PROXY", "http://mcp:3"));
+        let c = parse(
+            &[
+                "--mcp.server-url",
+                "channel=main,url=http://127.0.0.1:1/mcp,http-proxy=http://ch:4",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(proxy_of(&c.control_plane.net), "http://cp:2");
+        assert_eq!(proxy_of(http_net(&c.mcp.channels[0])), "http://ch:4");
+        assert!(!format!("{c:?}").contains("pw@"));
+
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(proxy_of(http_net(&c.mcp.channels[0])), "http://mcp:3");
+        let c = parse(&[], &base_env()).unwrap();
+        assert_eq!(proxy_of(&c.control_plane.net), "env");
+    }
+
+    #[test]
+    fn unix_socket_excludes_a_proxy() {
+        let e = parse(
+            &[
+                "--mcp.server-url",
+                "channel=main,url=http://mcp/mcp,unix-socket=/run/mcp.sock,http-proxy=http://p:1",
+            ],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "--mcp.server-url");
+        let c = parse(
+            &[
+                "--mcp.server-url",
+                "channel=main,url=http://mcp/mcp,unix-socket=/run/mcp.sock",
+            ],
+            &base_env(),
+        )
+        .unwrap();
+        let net = http_net(&c.mcp.channels[0]);
+        assert_eq!(
+            net.unix_socket.as_deref(),
+            Some(std::path::Path::new("/run/mcp.sock"))
+        );
+    }
+
+    /// A throwaway self-signed certificate and key as PEM files in a fresh directory.
+    fn cert_files(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("mcp-tunnel-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn client_certificates_are_checked_at_startup() {
+        let (cert, key) = cert_files("a");
+        let (_, other_key) = cert_files("b");
+        let (cert, key, other_key) = (
+            cert.display().to_string(),
+            key.display().to_string(),
+            other_key.display().to_string(),
+        );
+        let c = parse(
+            &[
+                "--control-plane.client-cert",
+                &cert,
+                "--control-plane.client-key",
+                &key,
+            ],
+            &base_env(),
+        )
+        .unwrap();
+        assert!(c.control_plane.net.identity.is_some());
+        // mutual TLS with OpenAI goes to its mTLS host
+        assert_eq!(c.control_plane.base_url, "https://mtls.api.openai.com");
+
+        let e = parse(&["--control-plane.client-cert", &cert], &base_env()).unwrap_err();
+        assert_eq!(e.key, "--control-plane.client-key");
+        let e = parse(
+            &["--mcp.client-cert", &cert, "--mcp.client-key", &other_key],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "--mcp.client-cert");
+        assert!(e.message.contains("does not belong"), "{e}");
+        let e = parse(
+            &["--mcp.client-cert", &key, "--mcp.client-key", &key],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("CERTIFICATE"), "{e}");
+    }
+
+    #[test]
+    fn ca_bundle_errors_name_the_key() {
+        let e = parse(&["--ca-bundle", "/nonexistent/ca.pem"], &base_env()).unwrap_err();
+        assert_eq!(e.key, "--ca-bundle");
+        let (cert, _) = cert_files("ca");
+        assert!(parse(&["--ca-bundle", &cert.display().to_string()], &base_env()).is_ok());
     }
 }

@@ -140,13 +140,18 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(cfg: &ControlPlaneConfig, channels: &[ChannelInfo], workers: usize) -> ControlPlane {
-        let agent = http_client::build_agent(&AgentOptions {
+    pub fn new(
+        cfg: &ControlPlaneConfig,
+        channels: &[ChannelInfo],
+        workers: usize,
+    ) -> Result<ControlPlane, String> {
+        let options = AgentOptions {
             max_idle_age: Duration::from_secs(90),
             // The poll connection plus one per worker posting at once.
             max_idle_per_host: workers + 1,
-        });
-        ControlPlane {
+        };
+        let agent = http_client::build_agent(&options, &cfg.net)?;
+        Ok(ControlPlane {
             agent,
             tunnel_url: cfg.tunnel_url(),
             api_key: cfg.api_key.clone(),
@@ -155,7 +160,7 @@ impl ControlPlane {
             poll_http_timeout: cfg.poll_timeout + cfg.poll_deadline_guardrail,
             instance_id: backoff::random_hex(16),
             server_info: server_info_header(channels),
-        }
+        })
     }
 
     /// The random id this process identifies itself with.

@@ -21,6 +21,7 @@ use crate::config::{
 use crate::dispatch::Tunnel;
 use crate::http_client::{self, AgentOptions};
 use crate::mcp::sse::SseReader;
+use crate::net::HopNet;
 use crate::relay::keys::{self, Role};
 use crate::relay::tunnels::{ConnectorAuth, Registry, TunnelRecord};
 use crate::relay::{self, Relay, RelayConfig};
@@ -121,6 +122,8 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             listen: listen.to_string(),
             tunnels_file: PathBuf::new(),
             tls: None,
+            client_ca: None,
+            client_auth_all: false,
             poll_max_wait: Duration::from_secs(25),
             connector_timeout: Duration::from_secs(60),
             connector_max_body: 4 * 1024 * 1024,
@@ -148,12 +151,14 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             poll_deadline_guardrail: Duration::from_secs(5),
             max_inflight: 20,
             extra_headers: Vec::new(),
+            net: HopNet::direct(),
         },
         mcp: McpConfig {
             channels: vec![ChannelConfig {
                 name: "main".into(),
                 transport: ChannelTransport::Http {
                     url: format!("http://{}/mcp", stub_server.local_addr()),
+                    net: HopNet::direct(),
                 },
             }],
             max_concurrent: 10,
@@ -234,10 +239,14 @@ struct Answer {
 impl DemoHost {
     fn new(url: String, key: Secret) -> DemoHost {
         DemoHost {
-            agent: http_client::build_agent(&AgentOptions {
-                max_idle_age: Duration::from_secs(30),
-                max_idle_per_host: 2,
-            }),
+            agent: http_client::build_agent(
+                &AgentOptions {
+                    max_idle_age: Duration::from_secs(30),
+                    max_idle_per_host: 2,
+                },
+                &HopNet::direct(),
+            )
+            .expect("no proxy URL to reject"),
             url,
             key,
             session: std::cell::RefCell::new(None),

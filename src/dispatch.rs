@@ -79,17 +79,18 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// Builds the client; stdio channels start their servers now.
-    pub fn new(cfg: &RunConfig) -> std::io::Result<Arc<Tunnel>> {
+    pub fn new(cfg: &RunConfig) -> Result<Arc<Tunnel>, String> {
         let mut channels = HashMap::new();
         let mut info = Vec::new();
         for channel in &cfg.mcp.channels {
             let transport = match &channel.transport {
-                ChannelTransport::Http { url } => {
-                    Transport::Http(HttpTransport::new(url, &cfg.mcp))
+                ChannelTransport::Http { url, net } => {
+                    Transport::Http(HttpTransport::new(url, net, &cfg.mcp)?)
                 }
-                ChannelTransport::Stdio { argv } => {
-                    Transport::Stdio(StdioTransport::start(&channel.name, argv.clone())?)
-                }
+                ChannelTransport::Stdio { argv } => Transport::Stdio(
+                    StdioTransport::start(&channel.name, argv.clone())
+                        .map_err(|e| format!("channel {}: {e}", channel.name))?,
+                ),
             };
             info.push(ChannelInfo {
                 name: channel.name.clone(),
@@ -98,7 +99,7 @@ impl Tunnel {
             channels.insert(channel.name.clone(), transport);
         }
         Ok(Arc::new(Tunnel {
-            control: ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent),
+            control: ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent)?,
             channels,
             max_inflight: cfg.control_plane.max_inflight,
             state: Mutex::new(State::default()),

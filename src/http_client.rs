@@ -2,7 +2,9 @@
 //!
 //! Each hop gets its own [`ureq::Agent`] so connections are pooled and reused per destination
 //! (no fresh TCP/TLS handshake per command). Common to every agent:
-//! - TLS by rustls with the ring provider and the built-in Mozilla roots; verification is always on.
+//! - TLS by rustls with the ring provider; the hop's trust roots (the built-in Mozilla roots,
+//!   plus any configured CA bundle) and client certificate; verification is always on.
+//! - The hop's proxy (an explicit one, or the environment's with `NO_PROXY`), or its Unix socket.
 //! - Status codes are values, not errors: the callers map every status themselves.
 //! - No redirects: a redirected POST would silently drop or replay a JSON-RPC call.
 //! - No automatic `Accept`/`Accept-Encoding`: callers set exactly what the contract asks for.
@@ -10,9 +12,12 @@
 
 use std::time::Duration;
 
-use ureq::Agent;
 use ureq::config::AutoHeaderValue;
-use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{TlsConfig, TlsProvider};
+use ureq::{Agent, Proxy};
+
+use crate::net::{HopNet, ProxyChoice};
+use crate::unix_socket::{NoResolve, UnixConnector};
 
 /// `User-Agent` on every request we make.
 pub fn user_agent() -> String {
@@ -27,13 +32,25 @@ pub struct AgentOptions {
     pub max_idle_per_host: usize,
 }
 
-pub fn build_agent(opts: &AgentOptions) -> Agent {
+/// An agent for one hop. Fails only for a proxy URL the HTTP client cannot use (validated at
+/// startup, so in practice never).
+pub fn build_agent(opts: &AgentOptions, net: &HopNet) -> Result<Agent, String> {
     let tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
-        .root_certs(RootCerts::WebPki)
+        .root_certs(net.roots.clone())
+        .client_cert(net.identity.as_ref().map(|i| i.to_client_cert()))
         .build();
-    Agent::config_builder()
+    let proxy = match (&net.unix_socket, &net.proxy) {
+        (Some(_), _) => None,
+        (None, ProxyChoice::Explicit(url)) => {
+            Some(Proxy::new(url.expose()).map_err(|e| format!("proxy {url} is not usable: {e}"))?)
+        }
+        (None, ProxyChoice::FromEnvironment) => Proxy::try_from_env(),
+        (None, ProxyChoice::Direct) => None,
+    };
+    let config = Agent::config_builder()
         .tls_config(tls)
+        .proxy(proxy)
         .http_status_as_error(false)
         .max_redirects(0)
         .max_redirects_will_error(false)
@@ -43,8 +60,11 @@ pub fn build_agent(opts: &AgentOptions) -> Agent {
         .max_idle_age(opts.max_idle_age)
         .max_idle_connections(opts.max_idle_per_host.max(1) * 2)
         .max_idle_connections_per_host(opts.max_idle_per_host.max(1))
-        .build()
-        .into()
+        .build();
+    Ok(match &net.unix_socket {
+        Some(path) => Agent::with_parts(config, UnixConnector(path.clone()), NoResolve),
+        None => config.into(),
+    })
 }
 
 /// The timeout for a whole exchange (connect, send, headers and body), never zero: ureq treats a

@@ -108,6 +108,9 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// The peer presented a TLS client certificate that the server's client-CA verifier
+    /// accepted (always false without TLS or without a client CA).
+    pub client_cert_verified: bool,
 }
 
 impl Request {
@@ -438,6 +441,15 @@ enum Transport {
 }
 
 impl Transport {
+    /// Whether the TLS peer presented a certificate the verifier accepted; rustls only keeps
+    /// peer certificates that passed verification.
+    fn client_cert_verified(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+        }
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(s) => s,
@@ -787,6 +799,7 @@ impl Conn<'_> {
             headers: head.headers,
             body,
             peer: self.peer,
+            client_cert_verified: self.io.client_cert_verified(),
         };
         Ok((request, exchange))
     }
@@ -1386,6 +1399,7 @@ mod tests {
                 .collect(),
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().unwrap(),
+            client_cert_verified: false,
         }
     }
 

@@ -1,11 +1,155 @@
-//! TLS material: loading PEM certificates and keys, and the rustls server configuration used by
-//! the relay's listener. Always rustls with the ring provider, TLS 1.2 and 1.3 only.
+//! TLS material: PEM certificates and keys, the trust roots and client identities of outbound
+//! connections, and the rustls server configuration of the relay's listener. Always rustls with
+//! the ring provider, TLS 1.2 and 1.3 only, verification always on.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts};
+
+use crate::secret::Secret;
+
+/// Where distributions keep the operating system's CA bundle, in the order we look.
+pub const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine, Arch
+    "/etc/pki/tls/certs/ca-bundle.crt",   // RHEL, CentOS, Fedora
+    "/etc/ssl/ca-bundle.pem",             // openSUSE
+];
+
+/// PEM text from a file, or from an environment variable (`env:VAR`, e.g. a mounted secret).
+#[derive(Clone)]
+pub enum PemSource {
+    File(PathBuf),
+    Inline { var: String, pem: Secret },
+}
+
+impl PemSource {
+    fn name(&self) -> String {
+        match self {
+            PemSource::File(p) => p.display().to_string(),
+            PemSource::Inline { var, .. } => format!("env:{var}"),
+        }
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        match self {
+            PemSource::File(p) => {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            }
+            PemSource::Inline { pem, .. } => Ok(pem.expose().as_bytes().to_vec()),
+        }
+    }
+}
+
+impl fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A client certificate chain and its key, validated at startup: a bad key must fail here with a
+/// readable message, not as a panic inside the HTTP client at first use.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    certs: Vec<CertificateDer<'static>>,
+    /// The key's PEM text, already proven to parse and to match the certificate.
+    key_pem: Secret,
+    /// Where it came from, for messages.
+    pub origin: String,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientIdentity({}, key ***)", self.origin)
+    }
+}
+
+impl ClientIdentity {
+    pub fn load(cert: &PemSource, key: &PemSource) -> Result<ClientIdentity, String> {
+        let cert_pem = cert.bytes()?;
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{} is not valid PEM: {e}", cert.name()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no CERTIFICATE block", cert.name()));
+        }
+        let key_pem = key.bytes()?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            format!(
+                "{} holds no usable private key ({e}); expected a PEM PRIVATE KEY block",
+                key.name()
+            )
+        })?;
+        rustls::sign::CertifiedKey::from_der(certs.clone(), key_der.clone_key(), &provider())
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "the key in {} does not belong to the certificate in {}",
+                    key.name(),
+                    cert.name()
+                ),
+                other => format!("the key in {} cannot be used: {other}", key.name()),
+            })?;
+        let key_pem =
+            String::from_utf8(key_pem).map_err(|_| format!("{} is not PEM text", key.name()))?;
+        // The HTTP client parses the key again when it first connects: prove now that it can.
+        PrivateKey::from_pem(key_pem.as_bytes())
+            .map_err(|e| format!("{} holds no usable private key: {e}", key.name()))?;
+        Ok(ClientIdentity {
+            certs,
+            key_pem: Secret::new(key_pem),
+            origin: cert.name(),
+        })
+    }
+
+    /// The identity in the HTTP client's terms.
+    pub fn to_client_cert(&self) -> ClientCert {
+        let chain: Vec<Certificate<'static>> = self
+            .certs
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        let key = PrivateKey::from_pem(self.key_pem.expose().as_bytes())
+            .expect("the key parsed when the identity was loaded");
+        ClientCert::new_with_certs(&chain, key)
+    }
+}
+
+/// Trust roots for outbound TLS: the built-in Mozilla roots, plus — added, never replacing them —
+/// the certificates of `extra` (a private CA bundle) and, with `system`, the OS bundle.
+pub fn client_roots(extra: Option<&Path>, system: bool) -> Result<RootCerts, String> {
+    if extra.is_none() && !system {
+        return Ok(RootCerts::WebPki);
+    }
+    let mut roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    let mut add = |path: &Path| -> Result<(), String> {
+        for cert in load_certs(path)? {
+            roots.push(Certificate::from_der(cert.as_ref()).to_owned());
+        }
+        Ok(())
+    };
+    if let Some(path) = extra {
+        add(path)?;
+    }
+    if system {
+        let found = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file());
+        match found {
+            Some(path) => add(path)?,
+            None => {
+                return Err(format!(
+                    "no operating-system CA bundle found (looked for {})",
+                    SYSTEM_BUNDLES.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(RootCerts::new_with_certs(&roots))
+}
 
 /// The crypto provider everywhere in this program.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -37,23 +181,46 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 
 /// A server configuration presenting `cert_path` (a chain) with `key_path`. Fails when the key
 /// does not belong to the certificate or is of an unsupported type.
+///
+/// With `client_ca`, clients may present a certificate, which must then chain to one of that
+/// file's CAs (a wrong one fails the handshake). Presenting none is allowed at the TLS level so
+/// that one listener can require certificates on some paths only: handlers check
+/// [`crate::http_server::Request::client_cert_verified`].
 pub fn server_config(
     cert_path: &Path,
     key_path: &Path,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs = load_certs(cert_path)?;
     let key = load_key(key_path)?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "the key in {} does not fit the certificate in {}: {e}",
-                key_path.display(),
-                cert_path.display()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certs(ca)? {
+                roots.add(cert).map_err(|e| {
+                    format!("{} holds an unusable CA certificate: {e}", ca.display())
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
             )
-        })?;
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "the key in {} does not fit the certificate in {}: {e}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
     Ok(Arc::new(config))
 }

@@ -16,11 +16,12 @@ use ureq::Agent;
 use ureq::http::Response;
 
 use super::sse::SseReader;
-use super::{Outcome, Reply};
+use super::{NotifySink, Outcome, Reply};
 use crate::config::McpConfig;
 use crate::failure::{Failure, Source};
 use crate::headers;
 use crate::http_client::{self, AgentOptions};
+use crate::net::HopNet;
 use crate::secret::Secret;
 use crate::wire::{RespType, RpcShape};
 
@@ -47,15 +48,16 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(url: &str, cfg: &McpConfig) -> HttpTransport {
-        HttpTransport {
-            agent: http_client::build_agent(&AgentOptions {
-                max_idle_age: cfg.connection_max_ttl,
-                max_idle_per_host: cfg.max_concurrent,
-            }),
+    pub fn new(url: &str, net: &HopNet, cfg: &McpConfig) -> Result<HttpTransport, String> {
+        let options = AgentOptions {
+            max_idle_age: cfg.connection_max_ttl,
+            max_idle_per_host: cfg.max_concurrent,
+        };
+        Ok(HttpTransport {
+            agent: http_client::build_agent(&options, net)?,
             url: url.to_string(),
             extra_headers: cfg.extra_headers.clone(),
-        }
+        })
     }
 
     /// Forwards one JSON-RPC message. `on_notify` receives each notification of an event stream
@@ -66,7 +68,7 @@ impl HttpTransport {
         message: &RawValue,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
+        on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
         let Some(shape) = RpcShape::of(message.get()) else {
             let failure = Failure::new(Source::Protocol, "malformed_json");
@@ -172,7 +174,7 @@ impl HttpTransport {
         id: &Value,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
+        on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
         let status = resp.status().as_u16();
         let resp_headers = returnable(&resp);

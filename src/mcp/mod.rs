@@ -14,6 +14,13 @@ use serde_json::value::RawValue;
 use crate::failure::Failure;
 use crate::wire::RespType;
 
+/// Response headers as a payload carries them: name → values.
+pub type Headers = BTreeMap<String, Vec<String>>;
+
+/// Receives each notification of an answer as it arrives, with the answer's returnable headers
+/// (a connector may need the session id before the final message).
+pub type NotifySink<'a> = dyn FnMut(Box<RawValue>, &Headers) + 'a;
+
 /// The terminal answer to one command, before it is addressed to the control plane.
 #[derive(Debug)]
 pub struct Reply {
@@ -67,7 +74,7 @@ impl Transport {
         message: &RawValue,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
+        on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
         match self {
             Transport::Http(t) => t.call(message, command_headers, deadline, on_notify),

@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Outcome, Reply};
+use super::{NotifySink, Outcome, Reply};
 use crate::backoff::Backoff;
 use crate::failure::{Failure, Source};
 use crate::wire::{RespType, RpcShape};
@@ -275,7 +275,7 @@ impl StdioTransport {
         message: &RawValue,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
-        on_notify: &mut dyn FnMut(Box<RawValue>, &BTreeMap<String, Vec<String>>),
+        on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
         let _ = command_headers; // HTTP headers mean nothing to a stdio server.
         let (Some(shape), Some(mut object)) =

@@ -47,6 +47,8 @@ const LISTEN: &str = "--listen";
 const TUNNELS_FILE: &str = "--tunnels-file";
 const TLS_CERT: &str = "--tls-cert";
 const TLS_KEY: &str = "--tls-key";
+const TLS_CLIENT_CA: &str = "--tls-client-ca";
+const TLS_CLIENT_AUTH: &str = "--tls-client-auth";
 const POLL_MAX_WAIT: &str = "--poll-max-wait";
 const CONNECTOR_TIMEOUT: &str = "--connector.timeout";
 const CONNECTOR_MAX_BODY: &str = "--connector.max-body";
@@ -83,6 +85,22 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         env: &["RELAY_TLS_KEY"],
         default: Some(""),
         help: "PEM private key for --tls-cert.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TLS_CLIENT_CA,
+        env: &["RELAY_TLS_CLIENT_CA"],
+        default: Some(""),
+        help: "PEM CA bundle: require client certificates it signed (mutual TLS), so a stolen \
+               runtime key alone is not enough. Needs --tls-cert.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TLS_CLIENT_AUTH,
+        env: &["RELAY_TLS_CLIENT_AUTH"],
+        default: Some("control-plane"),
+        help: "Where --tls-client-ca is required: control-plane (tunnel clients) or all (MCP \
+               hosts too).",
         ..Opt::BASE
     },
     Opt {
@@ -142,6 +160,11 @@ pub struct RelayConfig {
     pub listen: String,
     pub tunnels_file: PathBuf,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Client certificates must chain to this CA bundle (on the endpoints `client_auth_all` says).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: the MCP endpoint requires a client certificate too, not only the
+    /// control plane.
+    pub client_auth_all: bool,
     pub poll_max_wait: Duration,
     pub connector_timeout: Duration,
     pub connector_max_body: usize,
@@ -167,10 +190,29 @@ pub fn parse_config(
         (false, true) => return Err(config::err(TLS_KEY, "is required with --tls-cert")),
         (true, false) => return Err(config::err(TLS_CERT, "is required with --tls-key")),
     };
+    let client_ca = src.get(TLS_CLIENT_CA);
+    let client_ca = if client_ca.value.is_empty() {
+        None
+    } else if tls.is_none() {
+        return Err(config::err(
+            &client_ca.source,
+            "client certificates need TLS: set --tls-cert and --tls-key too",
+        ));
+    } else {
+        Some(PathBuf::from(client_ca.value))
+    };
+    let auth = src.get(TLS_CLIENT_AUTH);
+    let client_auth_all = match auth.value.as_str() {
+        "control-plane" => false,
+        "all" => true,
+        _ => return Err(config::err(&auth.source, "must be control-plane or all")),
+    };
     Ok(Some(RelayConfig {
         listen: src.get(LISTEN).value,
         tunnels_file: PathBuf::from(src.get(TUNNELS_FILE).value),
         tls,
+        client_ca,
+        client_auth_all,
         poll_max_wait: config::positive_duration(&src.get(POLL_MAX_WAIT))?,
         connector_timeout: config::positive_duration(&src.get(CONNECTOR_TIMEOUT))?,
         connector_max_body: config::count(&src.get(CONNECTOR_MAX_BODY), 1, MAX_REQUEST_BODY)?,
@@ -259,6 +301,21 @@ impl Relay {
         Ok(count)
     }
 
+    /// With `--tls-client-ca`, refuses requests without a verified client certificate on the
+    /// endpoints that need one (`control_plane`: a tunnel-client endpoint).
+    fn require_client_cert(&self, req: &Request, control_plane: bool) -> Result<(), Response> {
+        let required = self.cfg.client_ca.is_some() && (control_plane || self.cfg.client_auth_all);
+        if required && !req.client_cert_verified {
+            return Err(api_error(
+                403,
+                "invalid_request_error",
+                "client_certificate_required",
+                "this endpoint requires a TLS client certificate signed by the relay's client CA",
+            ));
+        }
+        Ok(())
+    }
+
     /// Routes one request.
     pub fn handle(&self, req: Request) -> Response {
         let path = req.path().to_string();
@@ -266,6 +323,9 @@ impl Relay {
         match segments.as_slice() {
             ["healthz"] => Response::new(200, "ok\n"),
             ["v1", "tunnels", id, rest @ ..] => {
+                if let Err(denied) = self.require_client_cert(&req, true) {
+                    return denied;
+                }
                 let Some(record) = self.record(id) else {
                     return unknown_tunnel();
                 };
@@ -279,6 +339,9 @@ impl Relay {
                 }
             }
             ["v1", "mcp", id, rest @ ..] => {
+                if let Err(denied) = self.require_client_cert(&req, false) {
+                    return denied;
+                }
                 let Some(record) = self.record(id) else {
                     return unknown_tunnel();
                 };
@@ -327,7 +390,11 @@ fn not_found() -> Response {
 /// Starts serving `relay` on `listener`.
 pub fn serve(relay: &Arc<Relay>, listener: TcpListener) -> Result<Server, String> {
     let tls = match &relay.cfg.tls {
-        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        Some((cert, key)) => Some(crate::tls::server_config(
+            cert,
+            key,
+            relay.cfg.client_ca.as_deref(),
+        )?),
         None => None,
     };
     let limits = Limits {
