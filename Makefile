@@ -5,7 +5,7 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/mcp-tunnel
 
-.PHONY: all build demo test e2e lint fmt static setup clean
+.PHONY: all build demo test test-deps e2e lint fmt static setup clean
 
 all: build
 
@@ -19,9 +19,13 @@ demo:
 	$(CARGO) run --quiet -- demo
 
 ## test: unit and loopback integration tests, then the end-to-end suite (the README's test command)
-test:
+test: test-deps
 	$(CARGO) test --all-targets
 	$(MAKE) e2e
+
+## test-deps: tools the integration tests use (tinyproxy), installed on Debian when missing
+test-deps:
+	bash tests/setup-deps.sh
 
 ## e2e: the official Python MCP SDK through relay and client to FastMCP and server-everything
 e2e:
