@@ -833,8 +833,12 @@ fn parse_channels(
         ));
     }
     if !channels.iter().any(|c| c.name == wire::DEFAULT_CHANNEL) {
+        let key = match (urls.first(), commands.first()) {
+            (Some(raw), _) | (None, Some(raw)) => raw.source.as_str(),
+            (None, None) => "MCP_SERVER_URL",
+        };
         return Err(err(
-            "MCP_SERVER_URL",
+            key,
             "no server for channel main: give one entry without channel= (or with channel=main)",
         ));
     }

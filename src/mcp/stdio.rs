@@ -209,6 +209,9 @@ struct Call {
     events: Sender<Event>,
     /// The caller's progress token and the internal one that replaced it.
     progress: Option<(Value, String)>,
+    /// The caller's id and MCP session, to find this call when the caller cancels it.
+    original_id: Value,
+    session: Option<String>,
 }
 
 #[derive(Default)]
@@ -224,9 +227,13 @@ struct Shared {
     channel: String,
     argv: Vec<String>,
     state: Mutex<State>,
-    /// Separate from `state`: a large write to a slow child must never block the reader
-    /// thread, or the two pipes could deadlock.
-    stdin: Mutex<Option<ChildStdin>>,
+    /// The queue to the child's writer thread. Writes never block a caller, the reader or
+    /// shutdown: a child that stops reading stalls only its writer thread, and the caller's
+    /// deadline still ends the call. `None` while the child is down.
+    stdin: Mutex<Option<Sender<String>>>,
+    /// Set when the reader reaches the end of the child's stdout; `wake` announces it (and stop).
+    reader_done: Mutex<bool>,
+    wake: Condvar,
     next_id: AtomicU64,
     stopping: AtomicBool,
     /// Signalled on stop and when the supervisor ends.
@@ -247,6 +254,8 @@ impl StdioTransport {
             argv,
             state: Mutex::new(State::default()),
             stdin: Mutex::new(None),
+            reader_done: Mutex::new(false),
+            wake: Condvar::new(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             changed: Condvar::new(),
@@ -277,7 +286,11 @@ impl StdioTransport {
         deadline: Option<Instant>,
         on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
-        let _ = command_headers; // HTTP headers mean nothing to a stdio server.
+        // HTTP headers mean nothing to a stdio server, but the session id tells callers apart.
+        let session = command_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
+            .map(|(_, v)| v.clone());
         let (Some(shape), Some(mut object)) =
             (RpcShape::of(message.get()), Object::parse(message.get()))
         else {
@@ -286,16 +299,19 @@ impl StdioTransport {
         };
         if shape.is_notification() || shape.method.is_none() {
             // Notifications (and stray responses) need no answer from the child.
-            let code = match self.shared.write_line(message.get()) {
+            let outgoing = if shape.method.as_deref() == Some("notifications/cancelled") {
+                match self.translate_cancellation(object, session.as_deref()) {
+                    Some(translated) => translated,
+                    None => return Outcome::Reply(ack(202)),
+                }
+            } else {
+                message.get().to_string()
+            };
+            let code = match self.shared.write_line(&outgoing) {
                 Ok(()) => 202,
                 Err(_) => 502,
             };
-            return Outcome::Reply(Reply {
-                resp_json: None,
-                resp_headers: Default::default(),
-                resp_code: code,
-                resp_type: RespType::NotifyAck,
-            });
+            return Outcome::Reply(ack(code));
         }
         let original_id = shape.id.clone().unwrap_or(Value::Null);
         let internal = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -316,7 +332,15 @@ impl StdioTransport {
             if let Some((_, token)) = &progress {
                 state.tokens.insert(token.clone(), internal);
             }
-            state.calls.insert(internal, Call { events, progress });
+            state.calls.insert(
+                internal,
+                Call {
+                    events,
+                    progress,
+                    original_id: original_id.clone(),
+                    session,
+                },
+            );
         }
         // Whatever happens below, the internal id is retired when this call ends.
         let _retire = Retire {
@@ -366,6 +390,32 @@ impl StdioTransport {
         }
     }
 
+    /// A caller's `notifications/cancelled` names the caller's id; the child knows the call by its
+    /// internal id. Rewritten when exactly one call of that session has that id in flight,
+    /// dropped otherwise: cancelling someone else's call would be worse than cancelling none.
+    fn translate_cancellation(&self, mut object: Object, session: Option<&str>) -> Option<String> {
+        let mut params = object.get("params").and_then(|p| Object::parse(p.get()))?;
+        let target: Value = serde_json::from_str(params.get("requestId")?.get()).ok()?;
+        let state = self.shared.lock();
+        let mut matching = state
+            .calls
+            .iter()
+            .filter(|(_, c)| c.original_id == target && c.session.as_deref() == session);
+        let (internal, _) = match (matching.next(), matching.next()) {
+            (Some(only), None) => only,
+            _ => {
+                log::debug!(
+                    "[{}] cancellation for no single call in flight; dropped",
+                    self.shared.channel
+                );
+                return None;
+            }
+        };
+        params.set("requestId", &Value::from(*internal));
+        object.set_raw("params", params.to_raw());
+        Some(object.to_raw().get().to_string())
+    }
+
     /// Stdio servers have no sessions to end over the transport: `405`, and the channel keeps
     /// serving.
     pub fn terminate_session(&self) -> Outcome {
@@ -382,6 +432,21 @@ impl StdioTransport {
     pub fn stop(&self, timeout: Duration) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.stdin_lock().take();
+        // Wake the supervisor, whichever of its waits it is in (taking each lock first, so a
+        // waiter that is between its check and its wait cannot miss the signal).
+        drop(
+            self.shared
+                .reader_done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        self.shared.wake.notify_all();
+        drop(
+            self.shared
+                .supervisor_done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         self.shared.changed.notify_all();
         let deadline = Instant::now() + timeout;
         let mut done = self
@@ -430,22 +495,20 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stdin_lock(&self) -> MutexGuard<'_, Option<ChildStdin>> {
+    fn stdin_lock(&self) -> MutexGuard<'_, Option<Sender<String>>> {
         self.stdin.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes one message and its newline. JSON text never contains a raw newline outside
-    /// strings, but a pretty-printed message may contain them between tokens: those are
+    /// Queues one message and its newline for the child. JSON text never contains a raw newline
+    /// outside strings, but a pretty-printed message may contain them between tokens: those are
     /// replaced by spaces so the message stays on one line.
     fn write_line(&self, json: &str) -> io::Result<()> {
         let mut line = json.replace(['\n', '\r'], " ");
         line.push('\n');
-        let mut stdin = self.stdin_lock();
-        let pipe = stdin.as_mut().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "stdio server is not running")
-        })?;
-        pipe.write_all(line.as_bytes())?;
-        pipe.flush()
+        let queue = self.stdin_lock().clone();
+        queue
+            .and_then(|q| q.send(line).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "stdio server is not running"))
     }
 
     /// Routes one line the child wrote.
@@ -527,9 +590,8 @@ impl Shared {
     }
 
     /// A server→client request (sampling, roots, elicitation) cannot cross the tunnel: answer it
-    /// with an error so the server does not wait forever. Written from a short-lived thread so
-    /// the reader never blocks on stdin.
-    fn refuse_request(self: &Arc<Self>, method: &str, id: &Value) {
+    /// with an error so the server does not wait forever.
+    fn refuse_request(&self, method: &str, id: &Value) {
         log::info!(
             "[{}] stdio server sent a {method} request; answered 'not supported through tunnel'",
             self.channel
@@ -538,14 +600,8 @@ impl Shared {
             "jsonrpc": "2.0",
             "id": id,
             "error": { "code": -32601, "message": "not supported through tunnel" },
-        })
-        .to_string();
-        let me = Arc::clone(self);
-        let _ = thread::Builder::new()
-            .name("stdio-refuse".into())
-            .spawn(move || {
-                let _ = me.write_line(&reply);
-            });
+        });
+        let _ = self.write_line(&reply.to_string());
     }
 
     /// Sleeps `delay` unless stopping first. Returns false when stopping.
@@ -572,6 +628,16 @@ impl Shared {
     }
 }
 
+/// The answer to a forwarded notification.
+fn ack(resp_code: u16) -> Reply {
+    Reply {
+        resp_json: None,
+        resp_headers: Default::default(),
+        resp_code,
+        resp_type: RespType::NotifyAck,
+    }
+}
+
 /// Replaces the internal id of a child's answer with the caller's.
 fn restore_id(raw: &RawValue, original: &Value) -> Box<RawValue> {
     match Object::parse(raw.get()) {
@@ -583,7 +649,12 @@ fn restore_id(raw: &RawValue, original: &Value) -> Box<RawValue> {
     }
 }
 
-/// The supervisor: start, read until the child goes away, fail its calls, back off, repeat.
+/// How often the supervisor checks whether its child has exited while waiting for the reader or
+/// a stop (the standard library cannot wait for a child with a timeout).
+const EXIT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The supervisor: start, watch until the child goes away (or we stop), fail its calls, back off,
+/// repeat.
 fn supervise(shared: &Arc<Shared>) {
     let mut backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
     while !shared.stopping.load(Ordering::SeqCst) {
@@ -595,9 +666,7 @@ fn supervise(shared: &Arc<Shared>) {
                     shared.channel,
                     child.id()
                 );
-                if let Some(stdout) = child.stdout.take() {
-                    read_stdout(shared, stdout);
-                }
+                watch(shared, &mut child);
                 go_down(shared);
                 let status = stop_child(shared, &mut child);
                 if shared.stopping.load(Ordering::SeqCst) {
@@ -641,6 +710,21 @@ fn supervise(shared: &Arc<Shared>) {
     shared.changed.notify_all();
 }
 
+/// Returns when the child closed its stdout, exited, or we are stopping.
+fn watch(shared: &Shared, child: &mut Child) {
+    let mut done = shared.reader_done.lock().unwrap_or_else(|e| e.into_inner());
+    while !*done && !shared.stopping.load(Ordering::SeqCst) {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        done = shared
+            .wake
+            .wait_timeout(done, EXIT_CHECK_INTERVAL)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
 fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
     let mut child = Command::new(&shared.argv[0])
         .args(&shared.argv[1..])
@@ -648,15 +732,47 @@ fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    let channel = shared.channel.clone();
     if let Some(stderr) = child.stderr.take() {
-        let channel = shared.channel.clone();
+        let channel = channel.clone();
         thread::Builder::new()
             .name(format!("stdio-{channel}-stderr"))
             .spawn(move || forward_stderr(&channel, stderr))?;
     }
-    *shared.stdin_lock() = child.stdin.take();
+    let (queue, lines) = mpsc::channel::<String>();
+    if let Some(stdin) = child.stdin.take() {
+        thread::Builder::new()
+            .name(format!("stdio-{channel}-stdin"))
+            .spawn(move || write_stdin(stdin, lines))?;
+    }
+    *shared.reader_done.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    if let Some(stdout) = child.stdout.take() {
+        let reader = Arc::clone(shared);
+        thread::Builder::new()
+            .name(format!("stdio-{channel}-stdout"))
+            .spawn(move || {
+                read_stdout(&reader, stdout);
+                *reader.reader_done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                reader.wake.notify_all();
+            })?;
+    }
+    *shared.stdin_lock() = Some(queue);
     shared.lock().up = true;
     Ok(child)
+}
+
+/// The writer thread: writes queued lines until the queue closes (then the pipe closes, which
+/// tells the child to exit) or the pipe breaks.
+fn write_stdin(mut stdin: ChildStdin, lines: mpsc::Receiver<String>) {
+    for line in lines {
+        if stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Reads lines until the child closes stdout, routing each.
