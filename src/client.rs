@@ -1,25 +1,74 @@
-//! `mcp-tunnel run`: wires the configuration, the signal handling and the [`Tunnel`] together.
+//! `mcp-tunnel run`: wires the configuration, the signal handling, the operator surface (pid
+//! file, health server, systemd notification) and the [`Tunnel`] together.
+//!
+//! Exit codes: 0 clean stop (also: another copy holds the pid file), 1 runtime failure or a
+//! second signal, 2 configuration error (from `main`), 3 the control plane rejected the key and
+//! `--exit-on-auth-failure` was set.
 
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::RunConfig;
 use crate::dispatch::Tunnel;
+use crate::ops::health::{HealthServer, Report};
+use crate::ops::notify;
+use crate::ops::pidfile::{Acquired, PidFile};
 
 /// How long stdio servers get to exit on shutdown (stdin closed, then SIGTERM, then kill).
 const STDIO_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Exit code when the control plane rejected the key and `--exit-on-auth-failure` is set.
+pub const EXIT_AUTH_FAILURE: i32 = 3;
+
 /// Runs the client until SIGTERM/SIGINT, then drains. Returns the process exit code.
 pub fn run(cfg: &RunConfig) -> i32 {
+    // First, before any side effect: is another copy already running?
+    let _pid_file = match &cfg.ops.pid_file {
+        None => None,
+        Some(path) => match PidFile::acquire(path) {
+            Ok(Acquired::Held(held)) => Some(held),
+            Ok(Acquired::Busy(pid)) => {
+                log::info!(
+                    "another mcp-tunnel (pid {pid}) holds {}; nothing to do",
+                    path.display()
+                );
+                return 0;
+            }
+            Err(e) => {
+                log::error!("{e}");
+                return 1;
+            }
+        },
+    };
     let tunnel = match Tunnel::new(cfg) {
         Ok(t) => t,
         Err(e) => {
             log::error!("cannot start the MCP channels: {e}");
             return 1;
+        }
+    };
+    let health = match &cfg.ops.health_listen {
+        None => None,
+        Some(addr) => {
+            let report: Arc<dyn Report> = Arc::clone(&tunnel) as Arc<dyn Report>;
+            match HealthServer::start(addr, cfg.ops.health_url_file.as_deref(), report) {
+                Ok(server) => {
+                    log::info!(
+                        "health server on http://{} (/healthz, /readyz, /metrics)",
+                        server.local_addr()
+                    );
+                    Some(server)
+                }
+                Err(e) => {
+                    log::error!("{e}: set HEALTH_LISTEN_ADDR (--health.listen-addr) or off");
+                    tunnel.close(STDIO_STOP_TIMEOUT);
+                    return 2;
+                }
+            }
         }
     };
     if let Err(e) = watch_signals(Arc::clone(&tunnel)) {
@@ -50,7 +99,10 @@ pub fn run(cfg: &RunConfig) -> i32 {
         cfg.mcp.max_concurrent,
         cfg.control_plane.max_inflight
     );
+    notify::notify("READY=1");
+    start_watchdog(Arc::clone(&tunnel), cfg);
     tunnel.wait_stopped();
+    notify::notify("STOPPING=1");
     log::info!(
         "stopping: polling ended, draining in-flight commands (up to {:?})",
         cfg.drain_timeout
@@ -60,18 +112,58 @@ pub fn run(cfg: &RunConfig) -> i32 {
         log::warn!("drain timeout: {unfinished} command(s) abandoned unanswered");
     }
     tunnel.close(STDIO_STOP_TIMEOUT);
+    if let Some(server) = health {
+        server.stop();
+    }
     log::info!("stopped");
-    0
+    if tunnel.auth_failed() {
+        EXIT_AUTH_FAILURE
+    } else {
+        0
+    }
 }
 
-/// The first SIGTERM/SIGINT stops polling; a second one exits at once with code 1.
+/// With a systemd watchdog, sends `WATCHDOG=1` while the poll thread shows signs of life; a
+/// stuck poll thread stops the pings and systemd restarts the service.
+fn start_watchdog(tunnel: Arc<Tunnel>, cfg: &RunConfig) {
+    let Some(interval) = notify::watchdog_interval() else {
+        return;
+    };
+    // A poll may legitimately take its wait plus guardrail; beyond twice that it is stuck.
+    let stuck_after =
+        2 * (cfg.control_plane.poll_timeout + cfg.control_plane.poll_deadline_guardrail);
+    let spawned = thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            loop {
+                if tunnel.poll_thread_idle() < stuck_after {
+                    notify::notify("WATCHDOG=1");
+                } else {
+                    log::error!(
+                        "the poll thread shows no sign of life; withholding the watchdog ping"
+                    );
+                }
+                thread::sleep(interval);
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the watchdog thread: {e}");
+    }
+}
+
+/// The first SIGTERM/SIGINT stops polling; a second one exits at once with code 1. SIGHUP
+/// reopens the log file (logrotate).
 fn watch_signals(tunnel: Arc<Tunnel>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    crate::logging::reopen();
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
                     log::info!("signal {signal} received; second signal exits immediately");

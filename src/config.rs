@@ -102,6 +102,14 @@ const MCP_CLIENT_KEY: &str = "--mcp.client-key";
 const DEFAULT_BASE_URL: &str = "https://api.openai.com";
 const DEFAULT_MTLS_BASE_URL: &str = "https://mtls.api.openai.com";
 const LOG_LEVEL: &str = "--log.level";
+const LOG_FORMAT: &str = "--log.format";
+const LOG_FILE: &str = "--log.file";
+const HEALTH_LISTEN: &str = "--health.listen-addr";
+const HEALTH_URL_FILE: &str = "--health.url-file";
+const PID_FILE: &str = "--pid-file";
+const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
+/// Read before everything else: the KEY=VALUE file that fills in what the environment lacks.
+pub const ENV_FILE: &str = "--env-file";
 
 /// Every option of `run`, in `--help` order.
 pub const RUN_OPTIONS: &[Opt] = &[
@@ -259,6 +267,51 @@ pub const RUN_OPTIONS: &[Opt] = &[
         Some("info"),
         "error, warn, info, debug or trace. Secrets are never logged at any level.",
     ),
+    opt(
+        LOG_FORMAT,
+        &["LOG_FORMAT"],
+        Some("text"),
+        "text, or json (one object per line: ts, level, target, msg and fields).",
+    ),
+    opt(
+        LOG_FILE,
+        &["LOG_FILE"],
+        Some(""),
+        "Append logs to this file (mode 0600, reopened on SIGHUP for logrotate) instead of stderr.",
+    ),
+    opt(
+        HEALTH_LISTEN,
+        &["HEALTH_LISTEN_ADDR"],
+        Some("127.0.0.1:8080"),
+        "Address of /healthz, /readyz and /metrics; :0 picks a free port, off disables.",
+    ),
+    opt(
+        HEALTH_URL_FILE,
+        &["HEALTH_URL_FILE"],
+        Some(""),
+        "Write the health server's base URL here (atomically; removed on exit).",
+    ),
+    opt(
+        PID_FILE,
+        &["PID_FILE"],
+        Some(""),
+        "Hold this pid file with an exclusive lock; if another copy holds it, exit 0 at once \
+         (for cron and init scripts).",
+    ),
+    opt(
+        EXIT_ON_AUTH_FAILURE,
+        &["EXIT_ON_AUTH_FAILURE"],
+        Some("false"),
+        "true: exit with code 3 when the control plane rejects the API key (401/403) instead of \
+         retrying slowly.",
+    ),
+    opt(
+        ENV_FILE,
+        &["ENV_FILE"],
+        Some(""),
+        "KEY=VALUE file (the /etc/default and systemd EnvironmentFile format) read after the \
+         process environment: flags > environment > this file > defaults. --config is an alias.",
+    ),
 ];
 
 /// Validated settings for the control-plane hop.
@@ -322,7 +375,45 @@ pub struct RunConfig {
     pub control_plane: ControlPlaneConfig,
     pub mcp: McpConfig,
     pub drain_timeout: Duration,
-    pub log_level: log::LevelFilter,
+    pub log: LogConfig,
+    pub ops: OpsConfig,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: log::LevelFilter,
+    pub format: LogFormat,
+    /// Append here instead of stderr.
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl LogConfig {
+    /// Text to stderr at `level`.
+    pub fn stderr(level: log::LevelFilter) -> LogConfig {
+        LogConfig {
+            level,
+            format: LogFormat::Text,
+            file: None,
+        }
+    }
+}
+
+/// The operator surface of `run`.
+#[derive(Debug, Clone, Default)]
+pub struct OpsConfig {
+    /// Where /healthz, /readyz and /metrics listen; `None` when disabled.
+    pub health_listen: Option<String>,
+    pub health_url_file: Option<std::path::PathBuf>,
+    pub pid_file: Option<std::path::PathBuf>,
+    pub exit_on_auth_failure: bool,
 }
 
 /// A configuration problem, naming the key it came from.
@@ -494,8 +585,10 @@ impl<'a> Sources<'a> {
 /// `env` is injected so tests need not touch the process environment.
 pub fn parse_run(
     args: Vec<OsString>,
-    env: &dyn Fn(&str) -> Option<String>,
+    process_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Parsed, ConfigError> {
+    let (args, file_vars) = env_file_layer(args, process_env)?;
+    let env = &|name: &str| process_env(name).or_else(|| file_vars.get(name).cloned());
     let Some(src) = Sources::parse(RUN_OPTIONS, args, env, "run")? else {
         return Ok(Parsed::Help);
     };
@@ -579,7 +672,22 @@ pub fn parse_run(
     let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
     let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
     let drain_timeout = any_duration(&get(DRAIN_TIMEOUT))?;
-    let log_level = parse_log_level(&get(LOG_LEVEL))?;
+    let log = parse_log_config(&get(LOG_LEVEL), &get(LOG_FORMAT), &get(LOG_FILE))?;
+    let health = get(HEALTH_LISTEN);
+    let health_listen = match health.value.trim() {
+        "" | "off" => None,
+        addr => Some(validate_listen_addr(&health, addr)?),
+    };
+    let optional_path = |raw: Raw| {
+        let v = raw.value.trim();
+        (!v.is_empty()).then(|| std::path::PathBuf::from(v))
+    };
+    let ops = OpsConfig {
+        health_listen,
+        health_url_file: optional_path(get(HEALTH_URL_FILE)),
+        pid_file: optional_path(get(PID_FILE)),
+        exit_on_auth_failure: parse_bool(&get(EXIT_ON_AUTH_FAILURE))?,
+    };
 
     Ok(Parsed::Run(Box::new(RunConfig {
         control_plane: ControlPlaneConfig {
@@ -600,8 +708,53 @@ pub fn parse_run(
             connection_max_ttl,
         },
         drain_timeout,
-        log_level,
+        log,
+        ops,
     })))
+}
+
+/// Finds `--env-file`/`--config` (or `ENV_FILE`) before anything else and loads that file, which
+/// then sits between the process environment and the defaults. `--config` is rewritten to
+/// `--env-file` so the option table knows one name.
+fn env_file_layer(
+    args: Vec<OsString>,
+    process_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<OsString>, HashMap<String, String>), ConfigError> {
+    let mut path: Option<(String, String)> = None;
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let (flag, inline) = match text.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (text.clone(), None),
+        };
+        if flag == "--config" || flag == ENV_FILE {
+            let value = match inline {
+                Some(v) => v,
+                None => match iter.next() {
+                    Some(v) => v.to_string_lossy().into_owned(),
+                    None => return Err(err(&flag, "needs a file path")),
+                },
+            };
+            out.push(OsString::from(format!("{ENV_FILE}={value}")));
+            path = Some((flag, value));
+        } else {
+            out.push(arg);
+        }
+    }
+    let path = path.or_else(|| {
+        process_env("ENV_FILE")
+            .filter(|v| !v.is_empty())
+            .map(|v| ("ENV_FILE".to_string(), v))
+    });
+    let vars = match path {
+        Some((source, file)) => {
+            crate::envfile::load(std::path::Path::new(&file)).map_err(|e| err(&source, &e))?
+        }
+        None => HashMap::new(),
+    };
+    Ok((out, vars))
 }
 
 /// `--help` text for `run`, generated from [`RUN_OPTIONS`].
@@ -1045,6 +1198,42 @@ pub fn count(raw: &Raw, min: usize, max: usize) -> Result<usize, ConfigError> {
             &format!("{:?} is not a whole number from {min} to {max}", raw.value),
         )),
     }
+}
+
+/// Level, format and file of the log, from their three options.
+pub fn parse_log_config(level: &Raw, format: &Raw, file: &Raw) -> Result<LogConfig, ConfigError> {
+    let format = match format.value.trim() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => return Err(err(&format.source, "must be text or json")),
+    };
+    let file = file.value.trim();
+    Ok(LogConfig {
+        level: parse_log_level(level)?,
+        format,
+        file: (!file.is_empty()).then(|| std::path::PathBuf::from(file)),
+    })
+}
+
+/// `host:port`, `:port` (loopback) or `[v6]:port`, checked to parse as a socket address once a
+/// bare `:port` is given its loopback host.
+fn validate_listen_addr(raw: &Raw, addr: &str) -> Result<String, ConfigError> {
+    let full = if addr.starts_with(':') {
+        format!("127.0.0.1{addr}")
+    } else {
+        addr.to_string()
+    };
+    let resolvable = full.parse::<std::net::SocketAddr>().is_ok()
+        || full
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !resolvable {
+        return Err(err(
+            &raw.source,
+            "must be host:port (e.g. 127.0.0.1:8080), :0 for a free port, or off",
+        ));
+    }
+    Ok(full)
 }
 
 pub fn parse_log_level(raw: &Raw) -> Result<log::LevelFilter, ConfigError> {

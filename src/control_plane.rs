@@ -5,6 +5,7 @@
 //! own pacing lives in [`crate::dispatch`].
 
 use std::io::Read;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +15,7 @@ use ureq::Agent;
 use crate::backoff::{self, Backoff};
 use crate::config::ControlPlaneConfig;
 use crate::http_client::{self, AgentOptions};
+use crate::ops::Metrics;
 use crate::secret::Secret;
 use crate::wire::{ApiErrorResponse, PollEnvelope, ResponsePayload, TunnelMetadata};
 
@@ -137,6 +139,7 @@ pub struct ControlPlane {
     poll_http_timeout: Duration,
     instance_id: String,
     server_info: String,
+    metrics: Arc<Metrics>,
 }
 
 impl ControlPlane {
@@ -144,6 +147,7 @@ impl ControlPlane {
         cfg: &ControlPlaneConfig,
         channels: &[ChannelInfo],
         workers: usize,
+        metrics: Arc<Metrics>,
     ) -> Result<ControlPlane, String> {
         let options = AgentOptions {
             max_idle_age: Duration::from_secs(90),
@@ -160,6 +164,7 @@ impl ControlPlane {
             poll_http_timeout: cfg.poll_timeout + cfg.poll_deadline_guardrail,
             instance_id: backoff::random_hex(16),
             server_info: server_info_header(channels),
+            metrics,
         })
     }
 
@@ -330,6 +335,7 @@ impl ControlPlane {
                 "response POST for {} failed ({last_error}); retry {attempt} in {wait:?}",
                 payload.request_id
             );
+            self.metrics.post_retry();
             thread::sleep(wait);
         }
         Delivery::Failed(last_error)

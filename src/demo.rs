@@ -42,7 +42,7 @@ pub const DEMO_OPTIONS: &[Opt] = &[
     Opt {
         flag: LISTEN,
         env: &["DEMO_LISTEN"],
-        default: Some("127.0.0.1:8080"),
+        default: Some("127.0.0.1:8000"),
         help: "Relay address (loopback); if taken, a free port is used instead.",
         ..Opt::BASE
     },
@@ -85,7 +85,7 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
         }
         Err(e) => return config_error(&e),
     };
-    crate::logging::init(level);
+    crate::logging::init(&config::LogConfig::stderr(level));
     match run(&listen, once, level) {
         Ok(()) => 0,
         Err(e) => {
@@ -130,7 +130,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             client_timeout: Duration::from_secs(60),
             queue_capacity: 256,
             max_connections: 256,
-            log_level: level,
+            log: config::LogConfig::stderr(level),
         },
         registry,
     );
@@ -166,7 +166,8 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             connection_max_ttl: Duration::from_secs(600),
         },
         drain_timeout: Duration::from_secs(5),
-        log_level: level,
+        log: config::LogConfig::stderr(level),
+        ops: config::OpsConfig::default(),
     };
     let tunnel =
         Tunnel::new(&client_cfg).map_err(|e| format!("cannot start the tunnel client: {e}"))?;

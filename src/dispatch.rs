@@ -15,6 +15,7 @@
 //!   queued and running command has finished (or the drain timeout passes).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,13 +26,20 @@ use serde_json::value::RawValue;
 use crate::backoff::Backoff;
 use crate::config::{ChannelTransport, MAX_POLL_LIMIT, RunConfig};
 use crate::control_plane::{ChannelInfo, ControlPlane, Delivery, PollError, PollOk};
-use crate::failure;
+use crate::failure::{self, Failure, Source};
 use crate::mcp::http::HttpTransport;
 use crate::mcp::stdio::StdioTransport;
 use crate::mcp::{Outcome, Reply, Transport};
+use crate::ops::health::Report;
+use crate::ops::metrics::{CommandOutcome, Gauges, PollOutcome};
+use crate::ops::{Health, Metrics, Readiness};
 use crate::secret::Secret;
 use crate::wire::{self, BadCommand, Command, CommandKind, RespType, ResponsePayload, RpcShape};
 
+/// How often idle channels are probed for reachability (readiness).
+const PROBE_INTERVAL: Duration = Duration::from_secs(15);
+/// The poll thread shows it is alive at least this often while it waits (for the watchdog).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// First delay after a transient poll failure.
 const POLL_RETRY_BASE: Duration = Duration::from_millis(200);
 /// Longest delay between transient poll failures.
@@ -56,6 +64,8 @@ enum Work {
 
 struct Job {
     work: Work,
+    /// When the poll answer carrying it arrived.
+    received: Instant,
     deadline: Option<Instant>,
 }
 
@@ -72,9 +82,18 @@ pub struct Tunnel {
     /// Channel name → its MCP server.
     channels: HashMap<String, Transport>,
     max_inflight: usize,
+    workers: usize,
+    exit_on_auth_failure: bool,
     state: Mutex<State>,
     /// Signalled on every state change: new work, a finished command, stop.
     changed: Condvar,
+    metrics: Arc<Metrics>,
+    health: Health,
+    /// Set when the control plane rejected the key and `--exit-on-auth-failure` asked to stop.
+    auth_failed: AtomicBool,
+    /// Milliseconds since `started` at the poll thread's last sign of life (for the watchdog).
+    heartbeat_ms: AtomicU64,
+    started: Instant,
 }
 
 impl Tunnel {
@@ -98,12 +117,27 @@ impl Tunnel {
             });
             channels.insert(channel.name.clone(), transport);
         }
+        let metrics = Arc::new(Metrics::default());
+        let control = ControlPlane::new(
+            &cfg.control_plane,
+            &info,
+            cfg.mcp.max_concurrent,
+            Arc::clone(&metrics),
+        )?;
+        let cp = &cfg.control_plane;
         Ok(Arc::new(Tunnel {
-            control: ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent)?,
+            control,
             channels,
-            max_inflight: cfg.control_plane.max_inflight,
+            max_inflight: cp.max_inflight,
+            workers: cfg.mcp.max_concurrent,
+            exit_on_auth_failure: cfg.ops.exit_on_auth_failure,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            metrics,
+            health: Health::new(2 * (cp.poll_timeout + cp.poll_deadline_guardrail)),
+            auth_failed: AtomicBool::new(false),
+            heartbeat_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }))
     }
 
@@ -130,7 +164,48 @@ impl Tunnel {
         thread::Builder::new()
             .name("poll".into())
             .spawn(move || me.poll_loop())?;
+        let me = Arc::clone(self);
+        thread::Builder::new()
+            .name("probe".into())
+            .spawn(move || me.probe_loop())?;
         Ok(())
+    }
+
+    /// Whether the client stopped because the control plane rejected its key (exit code 3).
+    pub fn auth_failed(&self) -> bool {
+        self.auth_failed.load(Ordering::SeqCst)
+    }
+
+    /// How long ago the poll thread last showed it is not stuck.
+    pub fn poll_thread_idle(&self) -> Duration {
+        let beat = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(beat)
+    }
+
+    fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Keeps HTTP channels' reachability fresh when no traffic shows it: one idle for
+    /// [`PROBE_INTERVAL`] gets a lightweight request.
+    /// The first probe waits one interval: until then a channel counts as reachable, and real
+    /// calls report on it sooner anyway.
+    fn probe_loop(&self) {
+        while self.pause(PROBE_INTERVAL) {
+            for (name, transport) in &self.channels {
+                let Transport::Http(t) = transport else {
+                    continue; // stdio channels are read live by `readiness`
+                };
+                let stale = self
+                    .health
+                    .channel_age(name)
+                    .is_none_or(|age| age >= PROBE_INTERVAL);
+                if stale {
+                    self.health.channel_seen(name, t.probe());
+                }
+            }
+        }
     }
 
     /// Stops polling. Commands already received still run.
@@ -189,7 +264,8 @@ impl Tunnel {
         }
     }
 
-    /// Sleeps for `delay` unless stopped first. Returns false when stopping.
+    /// Sleeps for `delay` unless stopped first. Returns false when stopping. Shows the poll
+    /// thread alive (heartbeat) at least every [`HEARTBEAT_INTERVAL`] while it waits.
     fn pause(&self, delay: Duration) -> bool {
         let deadline = Instant::now() + delay;
         let mut state = self.lock();
@@ -201,9 +277,12 @@ impl Tunnel {
             if now >= deadline {
                 return true;
             }
+            if thread::current().name() == Some("poll") {
+                self.beat();
+            }
             state = self
                 .changed
-                .wait_timeout(state, deadline - now)
+                .wait_timeout(state, (deadline - now).min(HEARTBEAT_INTERVAL))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -216,23 +295,39 @@ impl Tunnel {
         let mut last_problem: Option<String> = None;
         while let Some(free) = self.free_slots() {
             let limit = free.min(MAX_POLL_LIMIT);
-            let delay = match self.control.poll(limit) {
+            self.beat();
+            let result = self.control.poll(limit);
+            self.beat();
+            let delay = match result {
                 Ok(result) => {
                     transient.reset();
                     operator.reset();
+                    self.health.poll_succeeded();
                     if last_problem.take().is_some() {
                         log::info!("control plane polling works again");
                     }
-                    if let PollOk::Commands { received, commands } = result {
-                        self.enqueue(received, &commands);
+                    match result {
+                        PollOk::Commands { received, commands } => {
+                            self.metrics.poll(PollOutcome::Commands);
+                            self.enqueue(received, &commands);
+                        }
+                        PollOk::Empty => self.metrics.poll(PollOutcome::Empty),
                     }
                     continue;
                 }
                 Err(PollError::Operator { status, message }) => {
+                    self.metrics.poll(PollOutcome::Rejected);
+                    self.health.poll_failed(readiness_reason(status));
                     let advice = operator_advice(status, &message);
                     if last_problem.as_deref() != Some(advice.as_str()) {
                         log::error!("{advice}");
                         last_problem = Some(advice);
+                    }
+                    if self.exit_on_auth_failure && matches!(status, 401 | 403) {
+                        log::error!("exiting (code 3): --exit-on-auth-failure is set");
+                        self.auth_failed.store(true, Ordering::SeqCst);
+                        self.stop();
+                        break;
                     }
                     operator.next_delay_at_least(OPERATOR_RETRY_BASE)
                 }
@@ -240,6 +335,8 @@ impl Tunnel {
                     reason,
                     retry_after,
                 }) => {
+                    self.metrics.poll(PollOutcome::Failed);
+                    self.health.poll_error(&reason);
                     let problem = format!("poll failed: {reason}");
                     if last_problem.as_deref() != Some(problem.as_str()) {
                         log::warn!("{problem}; retrying with backoff");
@@ -273,6 +370,7 @@ impl Tunnel {
                     let deadline = command.response_timeout.map(|t| received + t);
                     jobs.push(Job {
                         work: Work::Run(command),
+                        received,
                         deadline,
                     });
                 }
@@ -291,6 +389,7 @@ impl Tunnel {
                         raw_channel,
                         reason,
                     },
+                    received,
                     deadline: None,
                 }),
             }
@@ -336,15 +435,26 @@ impl Tunnel {
                 let body = failure::error_response(&Value::Null, "invalid tunnel command", None);
                 let reply = Reply::error_json(400, body);
                 self.deliver(&request_id, &channel, &shard_token, None, reply, None);
+                self.metrics
+                    .command("invalid", &channel, CommandOutcome::Rejected);
                 return;
             }
         };
         let started = Instant::now();
+        let kind = match &command.kind {
+            CommandKind::SessionTermination => "session_termination",
+            _ => "jsonrpc",
+        };
         if job.deadline.is_some_and(|d| started >= d) {
             log::info!(
                 "dropped command {}: its response_timeout had passed before dispatch",
                 command.request_id
             );
+            let channel = command
+                .raw_channel
+                .as_deref()
+                .unwrap_or(wire::DEFAULT_CHANNEL);
+            self.metrics.command(kind, channel, CommandOutcome::Expired);
             return;
         }
         let channel = wire::canonical_channel(command.raw_channel.as_deref())
@@ -368,6 +478,9 @@ impl Tunnel {
                 reply,
                 job.deadline,
             );
+            // Unknown names stay out of the labels (unbounded cardinality).
+            self.metrics
+                .command(kind, "(unknown)", CommandOutcome::Rejected);
             return;
         };
         let outcome = match &command.kind {
@@ -408,12 +521,16 @@ impl Tunnel {
             }
             CommandKind::Unknown(_) => return,
         };
+        self.metrics.mcp_latency(channel, started.elapsed());
         match outcome {
-            Outcome::Expired => log::info!(
-                "command {}: response_timeout passed during the MCP call after {:?}; nothing posted",
-                command.request_id,
-                started.elapsed()
-            ),
+            Outcome::Expired => {
+                log::info!(
+                    "command {}: response_timeout passed during the MCP call after {:?}; nothing posted",
+                    command.request_id,
+                    started.elapsed()
+                );
+                self.metrics.command(kind, channel, CommandOutcome::Expired);
+            }
             Outcome::Reply(reply) => {
                 log::debug!(
                     "command {} on {channel}: MCP answered {} in {:?}",
@@ -421,7 +538,10 @@ impl Tunnel {
                     reply.resp_code,
                     started.elapsed()
                 );
-                self.deliver(
+                self.health
+                    .channel_seen(channel, reply.failure.as_ref().and_then(unreachable_reason));
+                let synthesized = reply.failure.is_some();
+                let delivered = self.deliver(
                     &command.request_id,
                     channel,
                     &command.shard_token,
@@ -429,11 +549,20 @@ impl Tunnel {
                     reply,
                     job.deadline,
                 );
+                let outcome = match (delivered, synthesized) {
+                    (false, _) => CommandOutcome::NotDelivered,
+                    (true, true) => CommandOutcome::Failed,
+                    (true, false) => CommandOutcome::Answered,
+                };
+                if delivered {
+                    self.metrics.command_latency(job.received.elapsed());
+                }
+                self.metrics.command(kind, channel, outcome);
             }
         }
     }
 
-    /// Posts a terminal reply and logs how that went.
+    /// Posts a terminal reply and logs how that went; true when the control plane accepted it.
     fn deliver(
         &self,
         request_id: &str,
@@ -442,7 +571,7 @@ impl Tunnel {
         client_request_id: Option<&str>,
         reply: Reply,
         deadline: Option<Instant>,
-    ) {
+    ) -> bool {
         let payload = ResponsePayload {
             request_id: request_id.to_string(),
             channel: channel.to_string(),
@@ -455,14 +584,81 @@ impl Tunnel {
             .control
             .post_response(&payload, shard_token, client_request_id, deadline)
         {
-            Delivery::Accepted => log::debug!("command {request_id}: response delivered"),
-            Delivery::NotPending => log::info!(
-                "command {request_id}: the control plane no longer waits for it (404); not replayed"
-            ),
+            Delivery::Accepted => {
+                log::debug!("command {request_id}: response delivered");
+                true
+            }
+            Delivery::NotPending => {
+                log::info!(
+                    "command {request_id}: the control plane no longer waits for it (404); not replayed"
+                );
+                false
+            }
             Delivery::Failed(why) => {
-                log::warn!("command {request_id}: response not delivered: {why}")
+                log::warn!("command {request_id}: response not delivered: {why}");
+                false
             }
         }
+    }
+}
+
+impl Report for Tunnel {
+    fn readiness(&self) -> Readiness {
+        for (name, transport) in &self.channels {
+            if let Transport::Stdio(t) = transport {
+                let problem = (!t.is_up()).then(|| "stdio server is not running".to_string());
+                self.health.channel_seen(name, problem);
+            }
+        }
+        self.health.readiness()
+    }
+
+    fn metrics(&self) -> String {
+        let (queued, running) = {
+            let state = self.lock();
+            (state.queue.len(), state.running)
+        };
+        let channels = self
+            .channels
+            .iter()
+            .map(|(name, t)| {
+                let restarts = match t {
+                    Transport::Stdio(s) => Some(s.restarts()),
+                    Transport::Http(_) => None,
+                };
+                (name.clone(), (self.health.channel_up(name), restarts))
+            })
+            .collect();
+        self.metrics.render(&Gauges {
+            queued,
+            running,
+            workers: self.workers,
+            max_inflight: self.max_inflight,
+            channels,
+        })
+    }
+}
+
+/// A failure that says the MCP server could not be reached (as opposed to one it answered).
+fn unreachable_reason(failure: &Failure) -> Option<String> {
+    match failure.source {
+        Source::Dns | Source::Tls | Source::Connect | Source::Timeout | Source::TransportClosed => {
+            Some(failure.describe())
+        }
+        _ => None,
+    }
+}
+
+/// The one-line `/readyz` reason for a configuration the control plane rejected.
+fn readiness_reason(status: u16) -> String {
+    match status {
+        401 => "control plane auth failed (401): check CONTROL_PLANE_API_KEY".into(),
+        403 => "control plane refused this key for the tunnel (403): check CONTROL_PLANE_API_KEY \
+                and CONTROL_PLANE_TUNNEL_ID"
+            .into(),
+        404 => "tunnel not found (404): check CONTROL_PLANE_TUNNEL_ID and CONTROL_PLANE_URL_PATH"
+            .into(),
+        _ => format!("control plane rejected the poll ({status}): check CONTROL_PLANE_TUNNEL_ID"),
     }
 }
 

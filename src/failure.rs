@@ -111,6 +111,21 @@ impl Failure {
         }
     }
 
+    /// A few words for operators (logs, `/readyz`), e.g. "connection refused".
+    pub fn describe(&self) -> String {
+        if let Some(status) = self.upstream_status {
+            return format!("HTTP {status}");
+        }
+        match self.kind {
+            Some("connection_refused") => "connection refused".into(),
+            Some("dns") => "DNS lookup failed".into(),
+            Some("tls") => "TLS handshake failed (check the CA bundle)".into(),
+            Some("timeout") => "timed out".into(),
+            Some(kind) => format!("{} ({kind})", self.source.as_str().replace('_', " ")),
+            None => self.source.as_str().replace('_', " "),
+        }
+    }
+
     /// `resp_code` for the posted answer: the upstream status if one was received, else 502.
     pub fn resp_code(&self) -> u16 {
         self.upstream_status.unwrap_or(502)

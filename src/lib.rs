@@ -66,12 +66,14 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod build;
 pub mod client;
 pub mod config;
 pub mod control_plane;
 pub mod demo;
 pub mod dispatch;
 pub mod duration;
+pub mod envfile;
 pub mod failure;
 pub mod headers;
 pub mod http_client;
@@ -79,6 +81,7 @@ pub mod http_server;
 pub mod logging;
 pub mod mcp;
 pub mod net;
+pub mod ops;
 pub mod relay;
 pub mod secret;
 pub mod stub;

@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::LevelFilter;
 
 /// Installs the logger; a second call (tests) is ignored.
-pub fn init(level: LevelFilter) {
+pub fn init(cfg: &crate::config::LogConfig) {
+    let level = cfg.level;
     let third_party = level.min(LevelFilter::Warn);
     let _ = env_logger::Builder::new()
         .filter_level(third_party)
@@ -27,6 +28,9 @@ pub fn init(level: LevelFilter) {
         .target(env_logger::Target::Stderr)
         .try_init();
 }
+
+/// Reopens the log file after logrotate moved it (SIGHUP). No-op when logging to stderr.
+pub fn reopen() {}
 
 /// `2026-11-26T04:45:06.123Z`.
 pub fn utc_timestamp(t: SystemTime) -> String {

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "version" | "-V" | "--version" => {
-            println!("mcp-tunnel {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", mcp_tunnel::build::version_line());
             ExitCode::SUCCESS
         }
         other => {
@@ -60,7 +60,7 @@ fn run(args: Vec<OsString>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(config::Parsed::Run(cfg)) => {
-            logging::init(cfg.log_level);
+            logging::init(&cfg.log);
             exit_code(client::run(&cfg))
         }
         Err(e) => {

@@ -189,7 +189,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             return 2;
         }
     };
-    crate::logging::init(log::LevelFilter::Info);
+    crate::logging::init(&config::LogConfig::stderr(log::LevelFilter::Info));
     let listener = match TcpListener::bind(&listen) {
         Ok(l) => l,
         Err(e) => {

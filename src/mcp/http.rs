@@ -37,6 +37,8 @@ const MAX_RESPONSE_BODY: usize = 32 * 1024 * 1024;
 const MAX_PASSTHROUGH_ERROR: usize = 100 * 1024;
 /// Bytes read from an answer we do not use, so the connection can go back to the pool.
 const MAX_DRAIN: u64 = 64 * 1024;
+/// Time allowed for a readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for our error reply to a server→client request on an event stream.
 const SERVER_REQUEST_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,6 +118,23 @@ impl HttpTransport {
         outcome
     }
 
+    /// A lightweight reachability check for readiness: a `GET` without an event-stream `Accept`
+    /// (Streamable HTTP servers answer it 405 or similar, opening no stream). Any HTTP answer
+    /// means reachable; `Some(reason)` when the server could not be reached.
+    pub fn probe(&self) -> Option<String> {
+        let req = self
+            .agent
+            .get(&self.url)
+            .header("Accept", "application/json");
+        match http_client::with_timeout(req, PROBE_TIMEOUT).call() {
+            Ok(resp) => {
+                drain(resp);
+                None
+            }
+            Err(e) => Some(Failure::from_ureq(&e).describe()),
+        }
+    }
+
     /// `DELETE` for a `session_termination` command.
     pub fn terminate_session(
         &self,
@@ -141,6 +160,7 @@ impl HttpTransport {
             resp_headers,
             resp_code,
             resp_type: RespType::SessionTerminationResponse,
+            failure: None,
         })
     }
 
@@ -219,6 +239,7 @@ impl HttpTransport {
                     resp_headers,
                     resp_code: status,
                     resp_type: RespType::JsonrpcResponse,
+                    failure: None,
                 });
             } else {
                 log::debug!("mcp server sent a response for another id on this stream; skipped");
@@ -280,6 +301,7 @@ fn read_json_answer(
                 resp_headers,
                 resp_code: status,
                 resp_type: RespType::JsonrpcResponse,
+                failure: None,
             });
         }
         // The raw body never crosses, but headers such as WWW-Authenticate still do.
@@ -302,6 +324,7 @@ fn read_json_answer(
                     resp_headers,
                     resp_code: status,
                     resp_type: RespType::JsonrpcResponse,
+                    failure: None,
                 });
             }
             _ if is_json => Failure::new(Source::Protocol, "malformed_json"),
@@ -339,6 +362,7 @@ fn ack(resp_code: u16, resp_headers: BTreeMap<String, Vec<String>>) -> Reply {
         resp_headers,
         resp_code,
         resp_type: RespType::NotifyAck,
+        failure: None,
     }
 }
 

@@ -28,12 +28,17 @@ pub struct Reply {
     pub resp_headers: BTreeMap<String, Vec<String>>,
     pub resp_code: u16,
     pub resp_type: RespType,
+    /// Set when this reply was synthesized for a failure (for readiness and metrics).
+    pub failure: Option<Failure>,
 }
 
 impl Reply {
     /// A synthesized `-32603` for a failed request with JSON-RPC id `id`.
     pub fn failure(failure: &Failure, id: &serde_json::Value) -> Reply {
-        Reply::error_json(failure.resp_code(), failure.to_jsonrpc(id))
+        Reply {
+            failure: Some(failure.clone()),
+            ..Reply::error_json(failure.resp_code(), failure.to_jsonrpc(id))
+        }
     }
 
     /// A JSON error body we made ourselves, with `Content-Type: application/json`.
@@ -48,6 +53,7 @@ impl Reply {
             resp_headers,
             resp_code,
             resp_type: RespType::JsonrpcResponse,
+            failure: None,
         }
     }
 }

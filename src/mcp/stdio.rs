@@ -366,6 +366,7 @@ impl StdioTransport {
                         .into(),
                         resp_code: 200,
                         resp_type: RespType::JsonrpcResponse,
+                        failure: None,
                     });
                 }
                 Ok(Event::Closed) | Err(RecvTimeoutError::Disconnected) => {
@@ -424,6 +425,7 @@ impl StdioTransport {
             resp_headers: Default::default(),
             resp_code: 405,
             resp_type: RespType::SessionTerminationResponse,
+            failure: None,
         })
     }
 
@@ -635,6 +637,7 @@ fn ack(resp_code: u16) -> Reply {
         resp_headers: Default::default(),
         resp_code,
         resp_type: RespType::NotifyAck,
+        failure: None,
     }
 }
 

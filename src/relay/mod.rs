@@ -56,13 +56,16 @@ const CLIENT_TIMEOUT: &str = "--client-timeout";
 const QUEUE_CAPACITY: &str = "--queue-capacity";
 const MAX_CONNECTIONS: &str = "--max-connections";
 const LOG_LEVEL: &str = "--log.level";
+const LOG_FORMAT: &str = "--log.format";
+const LOG_FILE: &str = "--log.file";
 
 /// Every option of `relay`, in `--help` order.
 pub const RELAY_OPTIONS: &[Opt] = &[
     Opt {
         flag: LISTEN,
         env: &["RELAY_LISTEN"],
-        default: Some("127.0.0.1:8080"),
+        // Not 8080: that is the client's health port, and both may share a host.
+        default: Some("127.0.0.1:8000"),
         help: "Address to listen on for both tunnel clients and MCP hosts.",
         ..Opt::BASE
     },
@@ -152,6 +155,20 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         help: "error, warn, info, debug or trace. Keys are never logged at any level.",
         ..Opt::BASE
     },
+    Opt {
+        flag: LOG_FORMAT,
+        env: &["LOG_FORMAT"],
+        default: Some("text"),
+        help: "text, or json (one object per line).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: LOG_FILE,
+        env: &["LOG_FILE"],
+        default: Some(""),
+        help: "Append logs to this file (mode 0600, reopened on SIGHUP) instead of stderr.",
+        ..Opt::BASE
+    },
 ];
 
 /// Validated relay settings.
@@ -171,7 +188,7 @@ pub struct RelayConfig {
     pub client_timeout: Duration,
     pub queue_capacity: usize,
     pub max_connections: usize,
-    pub log_level: log::LevelFilter,
+    pub log: config::LogConfig,
 }
 
 /// Parses `relay`'s options; `Ok(None)` for `--help`.
@@ -219,7 +236,11 @@ pub fn parse_config(
         client_timeout: config::positive_duration(&src.get(CLIENT_TIMEOUT))?,
         queue_capacity: config::count(&src.get(QUEUE_CAPACITY), 1, 1_000_000)?,
         max_connections: config::count(&src.get(MAX_CONNECTIONS), 1, 100_000)?,
-        log_level: config::parse_log_level(&src.get(LOG_LEVEL))?,
+        log: config::parse_log_config(
+            &src.get(LOG_LEVEL),
+            &src.get(LOG_FORMAT),
+            &src.get(LOG_FILE),
+        )?,
     }))
 }
 
@@ -425,7 +446,7 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
             return 2;
         }
     };
-    crate::logging::init(cfg.log_level);
+    crate::logging::init(&cfg.log);
     let registry = match tunnels::load(&cfg.tunnels_file) {
         Ok(r) => r,
         Err(e) => {
@@ -481,6 +502,7 @@ fn wait_for_signals(relay: &Relay) -> i32 {
     };
     for signal in signals.forever() {
         if signal == SIGHUP {
+            crate::logging::reopen();
             report_reload(relay.reload(), "SIGHUP");
         } else {
             log::info!("signal {signal} received; stopping");

@@ -39,6 +39,8 @@ impl ClientBuilder {
             .env("CONTROL_PLANE_POLL_DEADLINE_GUARDRAIL", "2s")
             .env("SHUTDOWN_DRAIN_TIMEOUT", "10s")
             .env("LOG_LEVEL", "debug")
+            // Many clients run at once: each health server on its own free port.
+            .env("HEALTH_LISTEN_ADDR", ":0")
     }
 
     /// No arguments, and only `PATH` in the environment.
