@@ -192,7 +192,7 @@ impl Tunnel {
     /// The first probe waits one interval: until then a channel counts as reachable, and real
     /// calls report on it sooner anyway.
     fn probe_loop(&self) {
-        while self.pause(PROBE_INTERVAL) {
+        while self.pause(PROBE_INTERVAL, false) {
             for (name, transport) in &self.channels {
                 let Transport::Http(t) = transport else {
                     continue; // stdio channels are read live by `readiness`
@@ -264,9 +264,9 @@ impl Tunnel {
         }
     }
 
-    /// Sleeps for `delay` unless stopped first. Returns false when stopping. Shows the poll
-    /// thread alive (heartbeat) at least every [`HEARTBEAT_INTERVAL`] while it waits.
-    fn pause(&self, delay: Duration) -> bool {
+    /// Sleeps for `delay` unless stopped first. Returns false when stopping. With `beat` (the
+    /// poll thread), shows the thread alive at least every [`HEARTBEAT_INTERVAL`] while it waits.
+    fn pause(&self, delay: Duration, beat: bool) -> bool {
         let deadline = Instant::now() + delay;
         let mut state = self.lock();
         loop {
@@ -277,7 +277,7 @@ impl Tunnel {
             if now >= deadline {
                 return true;
             }
-            if thread::current().name() == Some("poll") {
+            if beat {
                 self.beat();
             }
             state = self
@@ -347,7 +347,7 @@ impl Tunnel {
                 }
             };
             log::debug!("next poll in {delay:?}");
-            if !self.pause(delay) {
+            if !self.pause(delay, true) {
                 break;
             }
         }
