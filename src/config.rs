@@ -38,6 +38,8 @@ pub struct Opt {
     pub help: &'static str,
     /// May be given several times (flags repeated, or one entry per line in the variable).
     pub repeatable: bool,
+    /// A true/false option: the bare flag means true; `--flag=false` also works.
+    pub switch: bool,
 }
 
 impl Opt {
@@ -48,6 +50,7 @@ impl Opt {
         default: None,
         help: "",
         repeatable: false,
+        switch: false,
     };
 }
 
@@ -63,7 +66,12 @@ const fn opt(
         default,
         help,
         repeatable: false,
+        switch: false,
     }
+}
+
+const fn switch(o: Opt) -> Opt {
+    Opt { switch: true, ..o }
 }
 
 const fn repeatable(o: Opt) -> Opt {
@@ -203,13 +211,13 @@ pub const RUN_OPTIONS: &[Opt] = &[
         "PEM file of extra CA certificates (a private CA, a TLS-inspecting proxy), trusted in \
          addition to the built-in Mozilla roots, for every outbound TLS connection.",
     ),
-    opt(
+    switch(opt(
         CA_BUNDLE_SYSTEM,
         &["CA_BUNDLE_SYSTEM"],
         Some("false"),
         "true: also trust the operating system's CA bundle \
          (/etc/ssl/certs/ca-certificates.crt, /etc/pki/tls/certs/ca-bundle.crt).",
-    ),
+    )),
     opt(
         HTTP_PROXY,
         &["TUNNEL_CLIENT_HTTP_PROXY"],
@@ -298,13 +306,13 @@ pub const RUN_OPTIONS: &[Opt] = &[
         "Hold this pid file with an exclusive lock; if another copy holds it, exit 0 at once \
          (for cron and init scripts).",
     ),
-    opt(
+    switch(opt(
         EXIT_ON_AUTH_FAILURE,
         &["EXIT_ON_AUTH_FAILURE"],
         Some("false"),
         "true: exit with code 3 when the control plane rejects the API key (401/403) instead of \
          retrying slowly.",
-    ),
+    )),
     opt(
         ENV_FILE,
         &["ENV_FILE"],
@@ -461,6 +469,14 @@ impl<'a> Sources<'a> {
         env: &'a dyn Fn(&str) -> Option<String>,
         command: &str,
     ) -> Result<Option<Sources<'a>>, ConfigError> {
+        // A bare switch means true: give it a value before the parser sees it.
+        let args = args
+            .into_iter()
+            .map(|a| match options.iter().find(|o| o.switch && a == o.flag) {
+                Some(o) => OsString::from(format!("{}=true", o.flag)),
+                None => a,
+            })
+            .collect();
         let mut pargs = pico_args::Arguments::from_vec(args);
         if pargs.contains(["-h", "--help"]) {
             return Ok(None);
@@ -775,7 +791,11 @@ pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
          Options:\n"
     );
     for o in options {
-        out.push_str(&format!("  {} <value>\n", o.flag));
+        if o.switch {
+            out.push_str(&format!("  {}[=true|false]\n", o.flag));
+        } else {
+            out.push_str(&format!("  {} <value>\n", o.flag));
+        }
         out.push_str(&format!("      {}\n", o.help));
         let default = match o.default {
             None => "(required)".to_string(),
@@ -1130,14 +1150,23 @@ fn identity(
     key: &Raw,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<ClientIdentity>, ConfigError> {
+    // The missing half has no source of its own: name it the way its partner was given.
+    let missing = |absent: &Raw, given: &Raw, what: &str| {
+        let key = if given.source.starts_with("--") {
+            absent.source.clone()
+        } else {
+            RUN_OPTIONS
+                .iter()
+                .find(|o| o.flag == absent.source)
+                .and_then(|o| o.env.first())
+                .map_or(absent.source.clone(), |e| (*e).to_string())
+        };
+        err(&key, &format!("is required with a client {what}"))
+    };
     match (cert.value.is_empty(), key.value.is_empty()) {
         (true, true) => return Ok(None),
-        (false, true) => {
-            return Err(err(&key.source, "is required with a client certificate"));
-        }
-        (true, false) => {
-            return Err(err(&cert.source, "is required with a client key"));
-        }
+        (false, true) => return Err(missing(key, cert, "certificate")),
+        (true, false) => return Err(missing(cert, key, "key")),
         (false, false) => {}
     }
     let source = |raw: &Raw| -> Result<PemSource, ConfigError> {
@@ -1737,5 +1766,20 @@ mod tests {
         assert_eq!(e.key, "--ca-bundle");
         let (cert, _) = cert_files("ca");
         assert!(parse(&["--ca-bundle", &cert.display().to_string()], &base_env()).is_ok());
+    }
+
+    #[test]
+    fn switches_work_bare_and_with_a_value() {
+        let c = parse(
+            &["--exit-on-auth-failure", "--log.level", "debug"],
+            &base_env(),
+        )
+        .unwrap();
+        assert!(c.ops.exit_on_auth_failure);
+        let c = parse(&["--exit-on-auth-failure=false"], &base_env()).unwrap();
+        assert!(!c.ops.exit_on_auth_failure);
+        let mut env = base_env();
+        env.push(("EXIT_ON_AUTH_FAILURE", "true"));
+        assert!(parse(&[], &env).unwrap().ops.exit_on_auth_failure);
     }
 }

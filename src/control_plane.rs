@@ -140,6 +140,8 @@ pub struct ControlPlane {
     instance_id: String,
     server_info: String,
     metrics: Arc<Metrics>,
+    /// The proxy, as it may be shown, for errors about it.
+    proxy_name: String,
 }
 
 impl ControlPlane {
@@ -165,6 +167,7 @@ impl ControlPlane {
             instance_id: backoff::random_hex(16),
             server_info: server_info_header(channels),
             metrics,
+            proxy_name: cfg.net.proxy_name(),
         })
     }
 
@@ -186,13 +189,27 @@ impl ControlPlane {
             .header("X-Tunnel-MCP-Server-Info", &self.server_info)
     }
 
+    /// A transport error for a log line, naming the proxy when it refused the tunnel (never its
+    /// credentials).
+    fn describe_transport(&self, e: &ureq::Error) -> String {
+        match e {
+            ureq::Error::HostNotFound => "DNS lookup failed".into(),
+            ureq::Error::Timeout(_) => "timed out".into(),
+            ureq::Error::Io(io) => format!("network error: {io}"),
+            ureq::Error::ConnectProxyFailed(reason) => {
+                format!("proxy {} refused the tunnel: {reason}", self.proxy_name)
+            }
+            other => format!("{other}"),
+        }
+    }
+
     /// `GET /v1/tunnels/{id}`, for the startup log line only.
     pub fn metadata(&self) -> Result<TunnelMetadata, String> {
         let req = http_client::with_timeout(
             self.decorate(self.agent.get(&self.tunnel_url)),
             METADATA_TIMEOUT,
         );
-        let mut resp = req.call().map_err(|e| describe_transport(&e))?;
+        let mut resp = req.call().map_err(|e| self.describe_transport(&e))?;
         let status = resp.status().as_u16();
         let body = read_limited(resp.body_mut().as_reader(), MAX_SMALL_BODY);
         if status != 200 {
@@ -212,7 +229,7 @@ impl ControlPlane {
         let req =
             http_client::with_timeout(self.decorate(self.agent.get(&url)), self.poll_http_timeout);
         let mut resp = req.call().map_err(|e| PollError::Transient {
-            reason: describe_transport(&e),
+            reason: self.describe_transport(&e),
             retry_after: None,
         })?;
         let received = Instant::now();
@@ -311,7 +328,7 @@ impl ControlPlane {
                     }
                 }
                 Err(e) => {
-                    last_error = describe_transport(&e);
+                    last_error = self.describe_transport(&e);
                     if !(terminal || never_sent(&e)) {
                         return Delivery::Failed(last_error);
                     }
@@ -362,17 +379,6 @@ fn read_limited(reader: impl Read, limit: u64) -> Vec<u8> {
 fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
     let value = headers.get("retry-after")?.to_str().ok()?;
     backoff::parse_retry_after(value, SystemTime::now())
-}
-
-/// A transport error for a log line. URLs are ours and hold no secret, but we keep the text
-/// short and free of request data anyway.
-fn describe_transport(e: &ureq::Error) -> String {
-    match e {
-        ureq::Error::HostNotFound => "DNS lookup failed".into(),
-        ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::Io(io) => format!("network error: {io}"),
-        other => format!("{other}"),
-    }
 }
 
 /// A non-success status for a log line, with the service's error code and message when it sent

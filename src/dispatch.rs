@@ -317,7 +317,7 @@ impl Tunnel {
                 }
                 Err(PollError::Operator { status, message }) => {
                     self.metrics.poll(PollOutcome::Rejected);
-                    self.health.poll_failed(readiness_reason(status));
+                    self.health.poll_failed(readiness_reason(status, &message));
                     let advice = operator_advice(status, &message);
                     if last_problem.as_deref() != Some(advice.as_str()) {
                         log::error!("{advice}");
@@ -429,7 +429,12 @@ impl Tunnel {
                 raw_channel,
                 reason,
             } => {
-                log::warn!("command {request_id} is malformed ({reason}); answering 400");
+                log::warn!(
+                    request_id = request_id.as_str(),
+                    channel = raw_channel.as_deref().unwrap_or_default(),
+                    status = 400;
+                    "command {request_id} is malformed ({reason}); answering 400"
+                );
                 let channel = wire::canonical_channel(raw_channel.as_deref())
                     .unwrap_or_else(|| wire::DEFAULT_CHANNEL.to_string());
                 let body = failure::error_response(&Value::Null, "invalid tunnel command", None);
@@ -447,6 +452,8 @@ impl Tunnel {
         };
         if job.deadline.is_some_and(|d| started >= d) {
             log::info!(
+                request_id = command.request_id.as_str(),
+                channel = command.raw_channel.as_deref().unwrap_or(wire::DEFAULT_CHANNEL);
                 "dropped command {}: its response_timeout had passed before dispatch",
                 command.request_id
             );
@@ -461,7 +468,13 @@ impl Tunnel {
             .and_then(|c| self.channels.get_key_value(&c));
         let request_id_header = command.header("X-Request-Id");
         let Some((channel, transport)) = channel else {
-            log::warn!("command {}: unsupported channel", command.request_id);
+            log::warn!(
+                request_id = command.request_id.as_str(),
+                channel = command.raw_channel.as_deref().unwrap_or_default(),
+                status = 400;
+                "command {}: unsupported channel",
+                command.request_id
+            );
             let id = match &command.kind {
                 CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
                 _ => None,
@@ -508,6 +521,8 @@ impl Tunnel {
                         if delivery != Delivery::Accepted {
                             // A lost notification breaks ordering; send no more for this command.
                             log::warn!(
+                                request_id = command.request_id.as_str(),
+                                channel = channel.as_str();
                                 "command {}: notification not delivered ({delivery:?}); later ones skipped",
                                 command.request_id
                             );
@@ -525,6 +540,9 @@ impl Tunnel {
         match outcome {
             Outcome::Expired => {
                 log::info!(
+                    request_id = command.request_id.as_str(),
+                    channel = channel.as_str(),
+                    duration_ms = started.elapsed().as_millis();
                     "command {}: response_timeout passed during the MCP call after {:?}; nothing posted",
                     command.request_id,
                     started.elapsed()
@@ -533,6 +551,10 @@ impl Tunnel {
             }
             Outcome::Reply(reply) => {
                 log::debug!(
+                    request_id = command.request_id.as_str(),
+                    channel = channel.as_str(),
+                    status = reply.resp_code,
+                    duration_ms = started.elapsed().as_millis();
                     "command {} on {channel}: MCP answered {} in {:?}",
                     command.request_id,
                     reply.resp_code,
@@ -585,17 +607,28 @@ impl Tunnel {
             .post_response(&payload, shard_token, client_request_id, deadline)
         {
             Delivery::Accepted => {
-                log::debug!("command {request_id}: response delivered");
+                log::debug!(
+                    request_id,
+                    channel,
+                    status = payload.resp_code;
+                    "command {request_id}: response delivered"
+                );
                 true
             }
             Delivery::NotPending => {
                 log::info!(
+                    request_id,
+                    channel;
                     "command {request_id}: the control plane no longer waits for it (404); not replayed"
                 );
                 false
             }
             Delivery::Failed(why) => {
-                log::warn!("command {request_id}: response not delivered: {why}");
+                log::warn!(
+                    request_id,
+                    channel;
+                    "command {request_id}: response not delivered: {why}"
+                );
                 false
             }
         }
@@ -650,8 +683,12 @@ fn unreachable_reason(failure: &Failure) -> Option<String> {
 }
 
 /// The one-line `/readyz` reason for a configuration the control plane rejected.
-fn readiness_reason(status: u16) -> String {
+fn readiness_reason(status: u16, message: &str) -> String {
     match status {
+        403 if message.contains("client_certificate_required") => {
+            "control plane requires a client certificate (403): set CONTROL_PLANE_CLIENT_CERT"
+                .into()
+        }
         401 => "control plane auth failed (401): check CONTROL_PLANE_API_KEY".into(),
         403 => "control plane refused this key for the tunnel (403): check CONTROL_PLANE_API_KEY \
                 and CONTROL_PLANE_TUNNEL_ID"
@@ -665,6 +702,10 @@ fn readiness_reason(status: u16) -> String {
 /// The log line for a configuration the control plane rejected, naming the setting to fix.
 fn operator_advice(status: u16, message: &str) -> String {
     let fix = match status {
+        403 if message.contains("client_certificate_required") => {
+            "the control plane requires a TLS client certificate: set CONTROL_PLANE_CLIENT_CERT \
+             and CONTROL_PLANE_CLIENT_KEY"
+        }
         401 => "the API key was rejected: check CONTROL_PLANE_API_KEY (--control-plane.api-key)",
         403 => {
             "the API key may not use this tunnel: check CONTROL_PLANE_API_KEY and \

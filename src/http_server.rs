@@ -488,20 +488,7 @@ impl Transport {
             t.conn.send_close_notify();
             let _ = t.flush();
         }
-        let tcp = self.tcp();
-        let _ = tcp.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + LINGER_TIME;
-        let mut sink = [0u8; 4096];
-        let mut discarded = 0;
-        while discarded < LINGER_MAX_BYTES {
-            if set_timeout_until(tcp, deadline).is_err() {
-                break;
-            }
-            match (&*tcp).read(&mut sink) {
-                Ok(n) if n > 0 => discarded += n,
-                _ => break,
-            }
-        }
+        linger(self.tcp());
     }
 
     /// Abrupt close: no close_notify, so a TLS peer also sees the stream cut short.
@@ -604,6 +591,27 @@ fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
     debug!("{peer}: connection closed");
 }
 
+/// Half-closes and reads (and discards) what the peer still sends, for at most `LINGER_TIME` and
+/// `LINGER_MAX_BYTES`: closing with unread data would make the kernel send a reset, and the peer
+/// could lose what we sent last (a response, or a TLS alert) before reading it.
+fn linger(tcp: &TcpStream) {
+    let _ = tcp.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < LINGER_MAX_BYTES {
+        if set_timeout_until(tcp, deadline).is_err() {
+            break;
+        }
+        match (&*tcp).read(&mut sink) {
+            Ok(n) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}
+
+/// Runs the TLS handshake. A failed one lingers before closing, so the alert rustls sent (an
+/// unknown CA, a missing client certificate) reaches the peer instead of a reset.
 fn tls_handshake(
     tcp: TcpStream,
     config: &Arc<rustls::ServerConfig>,
@@ -617,9 +625,22 @@ fn tls_handshake(
             sock: &mut tls.sock,
             deadline,
         };
-        let (read, written) = tls.conn.complete_io(&mut sock)?;
-        if read == 0 && written == 0 && tls.conn.is_handshaking() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        let result = tls.conn.complete_io(&mut sock);
+        match result {
+            Ok((0, 0)) if tls.conn.is_handshaking() => {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // The alert may still sit in rustls' buffer: send it, then linger.
+                let mut sock = DeadlineIo {
+                    sock: &mut tls.sock,
+                    deadline,
+                };
+                let _ = tls.conn.write_tls(&mut sock);
+                linger(&tls.sock);
+                return Err(e);
+            }
         }
     }
     Ok(tls)

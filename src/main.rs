@@ -19,6 +19,7 @@ Commands:
   relay      Self-hosted control plane and public MCP endpoint (and `relay tunnel ...`)
   stub       A small built-in MCP server for demos and smoke tests
   demo       Relay, client and stub in one process, with one real MCP session through them
+  doctor     Check the configuration `run` would use: DNS, TCP, proxy, TLS, API key, MCP servers
   help       Print this help
   version    Print the version
 
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         "relay" => exit_code(relay::main(args)),
         "stub" => exit_code(stub::main(args)),
         "demo" => exit_code(demo::main(args)),
+        "doctor" => exit_code(mcp_tunnel::ops::doctor::main(args)),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             ExitCode::SUCCESS

@@ -109,6 +109,17 @@ impl HopNet {
 }
 
 impl HopNet {
+    /// The proxy this hop uses, as it may be shown (no credentials), for error messages.
+    pub fn proxy_name(&self) -> String {
+        match (&self.unix_socket, &self.proxy) {
+            (Some(_), _) | (None, ProxyChoice::Direct) => "no proxy".into(),
+            (None, ProxyChoice::Explicit(url)) => url.to_string(),
+            (None, ProxyChoice::FromEnvironment) => {
+                "the proxy from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY".into()
+            }
+        }
+    }
+
     /// Built-in roots, no client certificate, never a proxy: for connections to loopback.
     pub fn direct() -> HopNet {
         HopNet {

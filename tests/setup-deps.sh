@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the Rust integration tests need beyond Rust, on Debian, when missing:
 #   tinyproxy - a real CONNECT proxy for the proxy tests (tests/net.rs)
+#   promtool (Debian's prometheus) - checks the /metrics exposition (tests/ops.rs)
 # Without root or apt-get it only says what is missing; those tests then print "skipped".
 set -euo pipefail
 
 missing=()
 command -v tinyproxy >/dev/null || missing+=(tinyproxy)
+command -v promtool >/dev/null || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

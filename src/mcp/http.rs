@@ -46,6 +46,8 @@ const SERVER_REQUEST_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct HttpTransport {
     agent: Agent,
     url: String,
+    /// The proxy, as it may be shown, for errors about it.
+    proxy_name: String,
     extra_headers: Vec<(String, Secret)>,
 }
 
@@ -58,6 +60,7 @@ impl HttpTransport {
         Ok(HttpTransport {
             agent: http_client::build_agent(&options, net)?,
             url: url.to_string(),
+            proxy_name: net.proxy_name(),
             extra_headers: cfg.extra_headers.clone(),
         })
     }
@@ -88,7 +91,14 @@ impl HttpTransport {
             Ok(resp) => resp,
             Err(e) => {
                 let failure = Failure::from_ureq(&e);
-                log::debug!("mcp call failed: {}", failure.source.as_str());
+                if let ureq::Error::ConnectProxyFailed(reason) = &e {
+                    log::warn!(
+                        "proxy {} refused the tunnel to the MCP server: {reason}",
+                        self.proxy_name
+                    );
+                } else {
+                    log::debug!("mcp call failed: {}", failure.describe());
+                }
                 return Outcome::Reply(if shape.is_notification() {
                     ack(failure.resp_code(), BTreeMap::new())
                 } else {
