@@ -264,7 +264,7 @@ impl DemoHost {
         let result = final_result(&init, "initialize")?;
         *self.session.borrow_mut() = init.session.clone();
         println!(
-            "  → initialize              ← {} {}, protocol {}, session {}",
+            "  → initialize                    ← {} {}, protocol {}, session {}",
             result["serverInfo"]["name"].as_str().unwrap_or("?"),
             result["serverInfo"]["version"].as_str().unwrap_or("?"),
             result["protocolVersion"].as_str().unwrap_or("?"),
@@ -274,7 +274,7 @@ impl DemoHost {
             json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
             &mut |_| {},
         )?;
-        println!("  → notifications/initialized ← HTTP {}", ack.status);
+        println!("  → notifications/initialized     ← HTTP {}", ack.status);
 
         let list = self.post(
             json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
@@ -284,7 +284,7 @@ impl DemoHost {
             .as_array()
             .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
             .unwrap_or_default();
-        println!("  → tools/list              ← {}", tools.join(", "));
+        println!("  → tools/list                    ← {}", tools.join(", "));
 
         println!("  → tools/call progress");
         let progress = self.post(
@@ -293,13 +293,13 @@ impl DemoHost {
                 "_meta":{"progressToken":"demo-progress"}}}),
             &mut |note| {
                 println!(
-                    "                            ← notification: progress {}/{}",
+                    "                                  ← notification: progress {}/{}",
                     note["params"]["progress"], note["params"]["total"]
                 )
             },
         )?;
         println!(
-            "                            ← result: {}",
+            "                                  ← result: {}",
             text_of(final_result(&progress, "tools/call progress")?)
         );
 
@@ -309,12 +309,12 @@ impl DemoHost {
             &mut |_| {},
         )?;
         println!(
-            "  → tools/call add 2 + 40   ← result: {}",
+            "  → tools/call add 2 + 40         ← result: {}",
             text_of(final_result(&add, "tools/call add")?)
         );
 
         let status = self.delete()?;
-        println!("  → DELETE (end session)    ← HTTP {status}");
+        println!("  → DELETE (end session)          ← HTTP {status}");
         Ok(())
     }
 
