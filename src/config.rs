@@ -382,6 +382,10 @@ pub struct McpConfig {
 pub struct RunConfig {
     pub control_plane: ControlPlaneConfig,
     pub mcp: McpConfig,
+    /// Environment variables holding our secrets (the key, extra headers, client keys, proxy
+    /// credentials, and any `env:` reference among them): a stdio MCP server must not inherit
+    /// them.
+    pub secret_env_vars: Vec<String>,
     pub drain_timeout: Duration,
     pub log: LogConfig,
     pub ops: OpsConfig,
@@ -705,7 +709,10 @@ pub fn parse_run(
         exit_on_auth_failure: parse_bool(&get(EXIT_ON_AUTH_FAILURE))?,
     };
 
+    let secret_env_vars = secret_env_vars(&src);
+
     Ok(Parsed::Run(Box::new(RunConfig {
+        secret_env_vars,
         control_plane: ControlPlaneConfig {
             base_url,
             url_path,
@@ -1045,6 +1052,49 @@ fn split_channel_entry(raw: &Raw, kind: &str) -> Result<(String, String), Config
         ));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// Options whose values are secrets or may carry credentials.
+const SECRET_OPTIONS: &[&str] = &[
+    API_KEY,
+    CP_EXTRA_HEADERS,
+    MCP_EXTRA_HEADERS,
+    CP_CLIENT_KEY,
+    MCP_CLIENT_KEY,
+    HTTP_PROXY,
+    CP_HTTP_PROXY,
+    MCP_HTTP_PROXY,
+];
+
+/// Every environment variable that holds (or that an `env:` reference points at) a secret.
+fn secret_env_vars(src: &Sources<'_>) -> Vec<String> {
+    let mut vars: Vec<String> = Vec::new();
+    for flag in SECRET_OPTIONS {
+        let o = RUN_OPTIONS
+            .iter()
+            .find(|o| o.flag == *flag)
+            .expect("known option");
+        vars.extend(o.env.iter().map(|v| (*v).to_string()));
+        if let Some(var) = src
+            .lookup(flag)
+            .and_then(|r| r.value.strip_prefix("env:").map(str::to_string))
+        {
+            vars.push(var);
+        }
+    }
+    // Per-channel options may reference variables too (client-key=env:…, http-proxy=env:…).
+    for raw in src.values(MCP_URL) {
+        for piece in raw.value.split(',') {
+            if let Some((_, value)) = piece.split_once('=')
+                && let Some(var) = value.strip_prefix("env:")
+            {
+                vars.push(var.to_string());
+            }
+        }
+    }
+    vars.sort();
+    vars.dedup();
+    vars
 }
 
 /// Per-channel options that may follow `url=` in a qualified entry.
@@ -1781,5 +1831,32 @@ mod tests {
         let mut env = base_env();
         env.push(("EXIT_ON_AUTH_FAILURE", "true"));
         assert!(parse(&[], &env).unwrap().ops.exit_on_auth_failure);
+    }
+
+    #[test]
+    fn secret_variables_are_listed_for_scrubbing() {
+        let mut env = base_env();
+        env.push(("MY_KEY", "sk-x"));
+        env.push(("PROXY_CREDS", "http://u:p@proxy:1"));
+        let c = parse(
+            &[
+                "--control-plane.api-key",
+                "env:MY_KEY",
+                "--mcp.server-url",
+                "channel=main,url=http://127.0.0.1:1/mcp,http-proxy=env:PROXY_CREDS",
+            ],
+            &env,
+        )
+        .unwrap();
+        for var in [
+            "CONTROL_PLANE_API_KEY",
+            "OPENAI_API_KEY",
+            "MCP_EXTRA_HEADERS",
+            "MY_KEY",
+            "PROXY_CREDS",
+        ] {
+            assert!(c.secret_env_vars.iter().any(|v| v == var), "{var}");
+        }
+        assert!(!c.secret_env_vars.iter().any(|v| v == "PATH"));
     }
 }

@@ -142,6 +142,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
         .map_err(|e| format!("cannot start the stub MCP server: {e}"))?;
 
     let client_cfg = RunConfig {
+        secret_env_vars: Vec::new(),
         control_plane: ControlPlaneConfig {
             base_url: format!("http://{relay_addr}"),
             url_path: String::new(),

@@ -107,7 +107,7 @@ impl Tunnel {
                     Transport::Http(HttpTransport::new(url, net, &cfg.mcp)?)
                 }
                 ChannelTransport::Stdio { argv } => Transport::Stdio(
-                    StdioTransport::start(&channel.name, argv.clone())
+                    StdioTransport::start(&channel.name, argv.clone(), cfg.secret_env_vars.clone())
                         .map_err(|e| format!("channel {}: {e}", channel.name))?,
                 ),
             };
@@ -538,6 +538,15 @@ impl Tunnel {
         };
         self.metrics.mcp_latency(channel, started.elapsed());
         match outcome {
+            Outcome::Cancelled => {
+                log::info!(
+                    request_id = command.request_id.as_str(), channel = channel.as_str();
+                    "command {}: cancelled by the caller; nothing posted",
+                    command.request_id
+                );
+                self.metrics
+                    .command(kind, channel, CommandOutcome::Cancelled);
+            }
             Outcome::Expired => {
                 log::info!(
                     request_id = command.request_id.as_str(),

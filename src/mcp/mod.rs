@@ -65,6 +65,9 @@ pub enum Outcome {
     Reply(Reply),
     /// The command's deadline passed: post nothing (the contract forbids late answers).
     Expired,
+    /// The caller cancelled the request (`notifications/cancelled`): MCP says a cancelled
+    /// request gets no answer, so nothing is posted and the worker is free at once.
+    Cancelled,
 }
 
 /// One channel's way to its MCP server.

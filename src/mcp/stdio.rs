@@ -202,6 +202,8 @@ enum Event {
     Response(Box<RawValue>),
     /// The child went away before answering.
     Closed,
+    /// The caller cancelled the call; the server will not answer it.
+    Cancelled,
 }
 
 /// A call waiting for the child's answer, keyed by its internal id.
@@ -226,6 +228,8 @@ struct State {
 struct Shared {
     channel: String,
     argv: Vec<String>,
+    /// Environment variables removed from the child's environment.
+    scrub: Vec<String>,
     state: Mutex<State>,
     /// The queue to the child's writer thread. Writes never block a caller, the reader or
     /// shutdown: a child that stops reading stalls only its writer thread, and the caller's
@@ -248,10 +252,16 @@ pub struct StdioTransport {
 
 impl StdioTransport {
     /// Starts the supervisor, which starts the child.
-    pub fn start(channel: &str, argv: Vec<String>) -> io::Result<StdioTransport> {
+    /// `scrub` names environment variables the child must not inherit (secrets of ours).
+    pub fn start(
+        channel: &str,
+        argv: Vec<String>,
+        scrub: Vec<String>,
+    ) -> io::Result<StdioTransport> {
         let shared = Arc::new(Shared {
             channel: channel.to_string(),
             argv,
+            scrub,
             state: Mutex::new(State::default()),
             stdin: Mutex::new(None),
             reader_done: Mutex::new(false),
@@ -369,6 +379,7 @@ impl StdioTransport {
                         failure: None,
                     });
                 }
+                Ok(Event::Cancelled) => return Outcome::Cancelled,
                 Ok(Event::Closed) | Err(RecvTimeoutError::Disconnected) => {
                     let failure = Failure::new(Source::TransportClosed, "eof");
                     return Outcome::Reply(Reply::failure(&failure, &original_id));
@@ -402,7 +413,7 @@ impl StdioTransport {
             .calls
             .iter()
             .filter(|(_, c)| c.original_id == target && c.session.as_deref() == session);
-        let (internal, _) = match (matching.next(), matching.next()) {
+        let (internal, call) = match (matching.next(), matching.next()) {
             (Some(only), None) => only,
             _ => {
                 log::debug!(
@@ -414,6 +425,8 @@ impl StdioTransport {
         };
         params.set("requestId", &Value::from(*internal));
         object.set_raw("params", params.to_raw());
+        // The server will not answer a cancelled call: free its worker now.
+        let _ = call.events.send(Event::Cancelled);
         Some(object.to_raw().get().to_string())
     }
 
@@ -729,7 +742,11 @@ fn watch(shared: &Shared, child: &mut Child) {
 }
 
 fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
-    let mut child = Command::new(&shared.argv[0])
+    let mut command = Command::new(&shared.argv[0]);
+    for name in &shared.scrub {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(&shared.argv[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

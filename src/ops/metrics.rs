@@ -92,6 +92,8 @@ pub enum CommandOutcome {
     Failed,
     /// Its deadline passed; nothing was posted.
     Expired,
+    /// The caller cancelled it; nothing was posted.
+    Cancelled,
     /// The control plane did not accept the answer (404 included).
     NotDelivered,
     /// Malformed, unknown channel or unknown type.
@@ -104,6 +106,7 @@ impl CommandOutcome {
             CommandOutcome::Answered => "answered",
             CommandOutcome::Failed => "failed",
             CommandOutcome::Expired => "expired",
+            CommandOutcome::Cancelled => "cancelled",
             CommandOutcome::NotDelivered => "not_delivered",
             CommandOutcome::Rejected => "rejected",
         }

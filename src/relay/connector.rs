@@ -200,9 +200,9 @@ fn delete(
         Err(e) => return submit_error(e),
     };
     let response = wait_for_answer(ticket, deadline, false);
-    if (200..300).contains(&response.status) {
-        hub.end_session(&session);
-    }
+    // The connector is done with the session whatever the server said (a stdio server answers
+    // 405): its binding to a client instance is no longer needed.
+    hub.end_session(&session);
     response
 }
 

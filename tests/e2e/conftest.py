@@ -1,31 +1,40 @@
-"""Fixtures for the end-to-end suite: real processes on loopback, one stack per MCP server.
+"""Fixtures for the end-to-end suite: real processes on loopback, one stack per layout.
 
 A stack is:  MCP host (the test, official Python SDK) → `mcp-tunnel relay` → `mcp-tunnel run`
-→ a third-party MCP server. Every piece is a separate process started from here:
+→ third-party MCP servers, one per channel of the tunnel (see `LAYOUTS`): a Streamable HTTP
+server (`MCP_SERVER_URL`, started here) and/or stdio servers (`MCP_COMMAND`, started by the
+tunnel client itself). Every piece is a separate process:
 
 1. `mcp-tunnel relay tunnel add` creates a tunnel in a fresh tunnels file (its id and both keys
    are read from stdout);
 2. `mcp-tunnel relay --listen 127.0.0.1:0` starts; its address is read from its log;
-3. `mcp-tunnel run` starts with the runtime key, pointed at a loopback port chosen for the server;
+3. `mcp-tunnel run` starts with the runtime key, pointed at a loopback port chosen for the HTTP
+   server and/or given the stdio servers' command lines (one `channel=NAME,command=LINE` entry a
+   line for a named channel);
 4. a probe POST through the relay's connector URL repeats until it is not answered 503
-   `tunnel_client_not_connected` — the client is polling. The server is not started yet, so the
-   probe reaches no MCP server (the client answers it with a `connect` tunnel failure) and leaves
-   no trace in the server's own record;
-5. the MCP server starts on that port; the stack is ready when the port accepts connections.
+   `tunnel_client_not_connected` — the client is polling. An HTTP server is not started yet, so
+   the probe reaches no MCP server (the client answers it with a `connect` tunnel failure) and
+   leaves no trace in the server's own record;
+5. every stdio channel is probed with a `ping` until its server answers it;
+6. the HTTP server starts on its port; the stack is ready when the port accepts connections.
 
 Nothing is built here: the binary is `$MCP_TUNNEL_BIN` (default `target/debug/mcp-tunnel` in the
-repository). Every wait has a deadline, every process is stopped at teardown (its own process
-group, SIGTERM then SIGKILL), and every address is 127.0.0.1. At teardown the relay and the client
-must exit 0 on SIGTERM and their logs must not contain either key. When a test fails, the tail of
-every process log of the stacks in use is attached to its report.
+repository). Every wait has a deadline and every address is 127.0.0.1. At teardown every process
+gets SIGTERM (the process alone: the client must stop its stdio servers itself), then SIGKILL for
+its whole process group; the relay and the client must exit 0 on SIGTERM, the client must leave no
+stdio server running (nor have restarted one: each ran for the whole session), and their logs must
+not contain either key. When a test fails, the tail of every process log of the stacks in use is
+attached to its report (a stdio server's stderr is in the client's log).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -49,6 +58,8 @@ CONNECT_TIMEOUT = 20.0  # the tunnel client's first poll reaches the relay
 STOP_TIMEOUT = 10.0  # a process exits after SIGTERM, before SIGKILL
 COMMAND_TIMEOUT = 30.0  # a one-shot command (tunnel add)
 PROBE_TIMEOUT = 5.0  # one probe request
+STDIO_READY_TIMEOUT = 30.0  # a stdio server answers its first ping through the tunnel
+LEFTOVER_TIMEOUT = 2.0  # processes left in a stopped process's group are gone
 
 SERVER_EVERYTHING_ENTRY = (
     E2E_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
@@ -72,7 +83,7 @@ net.Server.prototype.listen = function (...args) {
 
 # Variables that would change where our processes connect or which key they use.
 _PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
-_CLIENT_VARS_PREFIXES = ("CONTROL_PLANE_", "MCP_", "RELAY_", "SHUTDOWN_")
+_CLIENT_VARS_PREFIXES = ("CONTROL_PLANE_", "MCP_", "RELAY_", "SHUTDOWN_", "HEALTH_", "LOG_")
 
 
 def _clean_env() -> dict[str, str]:
@@ -81,7 +92,7 @@ def _clean_env() -> dict[str, str]:
     for name, value in os.environ.items():
         if name.lower() in _PROXY_VARS or name.startswith(_CLIENT_VARS_PREFIXES):
             continue
-        if name in ("OPENAI_API_KEY", "LOG_LEVEL", "PORT"):
+        if name in ("OPENAI_API_KEY", "PID_FILE", "PORT"):
             continue
         env[name] = value
     return env
@@ -135,6 +146,7 @@ class Proc:
             start_new_session=True,
         )
         self.exit_code: int | None = None
+        self.leftovers: list[str] = []
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -161,22 +173,45 @@ class Proc:
         return wait_until(f"{self.name} to log /{pattern}/", found, timeout)
 
     def stop(self) -> int:
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit code (negative: signal)."""
+        """SIGTERM to the process, then SIGKILL to its group after STOP_TIMEOUT; returns the exit
+        code (negative: signal). What the process left running in its group (after it exited on
+        its own) is in `leftovers`, and killed."""
         if self.running():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                os.kill(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=STOP_TIMEOUT)
+        deadline = time.monotonic() + LEFTOVER_TIMEOUT
+        while (leftovers := _group_members(self.popen.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.leftovers = leftovers
         # Anything the process left behind in its group goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self._log.close()
         self.exit_code = self.popen.returncode
         return self.exit_code
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Live (not zombie) processes of process group `pgid`, as "pid (command)"; from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses.
+        head, _, tail = text.rpartition(")")
+        pid, _, comm = head.partition(" (")
+        fields = tail.split()
+        if len(fields) >= 3 and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(f"{pid} ({comm})")
+    return members
 
 
 @dataclass
@@ -186,28 +221,56 @@ class Tunnel:
     connector_key: str
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a tunnel client serves: `http`, the MCP server behind channel `main` over Streamable
+    HTTP (started by the fixture), and `stdio`, channel name → MCP server run over stdio by the
+    client (`MCP_COMMAND`). A server is "fastmcp" or "everything"."""
+
+    http: str | None = None
+    stdio: dict[str, str] = field(default_factory=dict)
+
+
+LAYOUTS = {
+    "fastmcp": Layout(http="fastmcp"),
+    "everything": Layout(http="everything"),
+    "fastmcp-stdio": Layout(stdio={"main": "fastmcp"}),
+    "everything-stdio": Layout(stdio={"main": "everything"}),
+    # One tunnel, two channels: FastMCP over HTTP on main, server-everything over stdio.
+    "multi": Layout(http="fastmcp", stdio={"everything": "everything"}),
+}
+
+
 @dataclass
 class Stack:
-    """One running relay + tunnel client + MCP server."""
+    """One running relay + tunnel client + MCP server(s). `channel` picks which of the tunnel's
+    channels `mcp_url` reaches (None: main); `on_channel` gives a view of the same stack on another
+    one."""
 
     name: str
     tunnel: Tunnel
     relay_addr: str
-    server_port: int
     workdir: Path
+    server_port: int = 0
     procs: dict[str, Proc] = field(default_factory=dict)
     events_file: Path | None = None
+    channel: str | None = None
 
     @property
     def mcp_url(self) -> str:
         """The relay's connector URL: what an MCP host is configured with."""
-        return f"http://{self.relay_addr}/v1/mcp/{self.tunnel.id}"
+        base = f"http://{self.relay_addr}/v1/mcp/{self.tunnel.id}"
+        return base if self.channel is None else f"{base}/{self.channel}"
+
+    def on_channel(self, channel: str | None) -> Stack:
+        return dataclasses.replace(self, channel=channel)
 
     def server_log(self) -> str:
         return self.procs["server"].log()
 
     def server_events(self) -> list[dict[str, Any]]:
-        """The FastMCP server's own record of the HTTP requests it answered."""
+        """The FastMCP server's own record (see fastmcp_server.py): the HTTP requests it answered,
+        the tool calls it saw cancelled."""
         assert self.events_file is not None, f"{self.name} keeps no event record"
         if not self.events_file.exists():
             return []
@@ -241,8 +304,8 @@ def _add_tunnel(binary: Path, tunnels_file: Path) -> Tunnel:
     )
 
 
-def _probe_until_connected(stack: Stack) -> None:
-    """Repeats a connector POST until the relay stops answering 503 (no client connected)."""
+def _probe_until(stack: Stack, what: str, timeout: float, done: Callable[[httpx2.Response], bool]) -> None:
+    """Repeats a `ping` through the relay's connector URL until `done(response)`."""
     body = {"jsonrpc": "2.0", "id": "e2e-probe", "method": "ping"}
     headers = {
         "Authorization": f"Bearer {stack.tunnel.connector_key}",
@@ -262,16 +325,31 @@ def _probe_until_connected(stack: Stack) -> None:
         last[:] = [f"{response.status_code} {response.text[:300]}"]
         if response.status_code in (401, 403, 404):
             pytest.fail(f"the relay refused the probe: {last[0]}", pytrace=False)
-        return response.status_code != 503
+        return done(response)
 
-    deadline = time.monotonic() + CONNECT_TIMEOUT
+    deadline = time.monotonic() + timeout
     while not accepted():
         if time.monotonic() >= deadline:
-            pytest.fail(
-                f"the tunnel client did not connect within {CONNECT_TIMEOUT:.0f}s; last probe: {last}",
-                pytrace=False,
-            )
+            pytest.fail(f"{what} within {timeout:.0f}s; last probe: {last}", pytrace=False)
         time.sleep(0.1)
+
+
+def _probe_until_connected(stack: Stack) -> None:
+    """Until the relay stops answering 503 (no client connected)."""
+    _probe_until(stack, "the tunnel client did not connect", CONNECT_TIMEOUT, lambda r: r.status_code != 503)
+
+
+def _probe_until_stdio_ready(stack: Stack) -> None:
+    """Until the stdio server on `stack.channel` answers the ping itself (not a tunnel failure)."""
+
+    def answered(response: httpx2.Response) -> bool:
+        try:
+            return response.status_code == 200 and "result" in response.json()
+        except ValueError:
+            return False
+
+    what = f"the stdio server of channel {stack.channel or 'main'} did not answer"
+    _probe_until(stack, what, STDIO_READY_TIMEOUT, answered)
 
 
 def _wait_for_port(proc: Proc, port: int) -> None:
@@ -284,23 +362,41 @@ def _wait_for_port(proc: Proc, port: int) -> None:
     wait_until(f"{proc.name} to listen on {LOOPBACK}:{port}", open_, START_TIMEOUT)
 
 
+def _require_server_everything() -> None:
+    if not SERVER_EVERYTHING_ENTRY.exists():
+        pytest.fail(
+            f"{SERVER_EVERYTHING_ENTRY} is missing: run `npm ci` in tests/e2e (tests/e2e/run.sh does)",
+            pytrace=False,
+        )
+
+
 def _server_argv(kind: str, port: int, workdir: Path) -> tuple[list[str], dict[str, str], Path | None]:
+    """An HTTP MCP server: its argv, environment and event record."""
     env = _clean_env()
     if kind == "fastmcp":
         events = workdir / "server-events.jsonl"
         argv = [sys.executable, str(E2E_DIR / "fastmcp_server.py"), "--port", str(port), "--events-file", str(events)]
         return argv, env, events
     if kind == "everything":
-        if not SERVER_EVERYTHING_ENTRY.exists():
-            pytest.fail(
-                f"{SERVER_EVERYTHING_ENTRY} is missing: run `npm ci` in tests/e2e (tests/e2e/run.sh does)",
-                pytrace=False,
-            )
+        _require_server_everything()
         preload = workdir / "loopback-only.cjs"
         preload.write_text(NODE_LOOPBACK_PRELOAD, encoding="utf-8")
         env["PORT"] = str(port)
         argv = ["node", "--require", str(preload), str(SERVER_EVERYTHING_ENTRY), "streamableHttp"]
         return argv, env, None
+    raise ValueError(kind)
+
+
+def _stdio_command(kind: str, workdir: Path) -> tuple[str, Path | None]:
+    """A stdio MCP server: its command line (each word quoted for the client's tokenizer, which
+    takes POSIX shell quoting without running a shell) and its event record."""
+    if kind == "fastmcp":
+        events = workdir / "server-events.jsonl"
+        argv = [sys.executable, str(E2E_DIR / "fastmcp_server.py"), "--stdio", "--events-file", str(events)]
+        return shlex.join(argv), events
+    if kind == "everything":
+        _require_server_everything()
+        return shlex.join(["node", str(SERVER_EVERYTHING_ENTRY), "stdio"]), None
     raise ValueError(kind)
 
 
@@ -314,6 +410,16 @@ def _stop_stack(stack: Stack) -> list[str]:
         code = proc.stop()
         if name in ("client", "relay") and code != 0:
             problems.append(f"{proc.name} exited with {code} after SIGTERM (expected 0)")
+        if proc.leftovers:
+            problems.append(f"{proc.name} left processes running after it exited: {', '.join(proc.leftovers)}")
+    client = stack.procs.get("client")
+    if client is not None:
+        # One child per stdio channel for the whole session: none crashed and was restarted.
+        starts = len(re.findall(r"\] stdio server started \(pid \d+\)", client.log()))
+        if starts != len(LAYOUTS[stack.name].stdio):
+            problems.append(
+                f"{client.name} started stdio servers {starts} times for {len(LAYOUTS[stack.name].stdio)} channel(s)"
+            )
     for name in ("client", "relay"):
         proc = stack.procs.get(name)
         if proc is None:
@@ -326,7 +432,9 @@ def _stop_stack(stack: Stack) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_stack(kind: str, workdir: Path) -> Iterator[Stack]:
+def run_stack(kind: str, workdir: Path, client_settings: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Starts the stack of layout `kind`; `client_settings` adds to the client's environment."""
+    layout = LAYOUTS[kind]
     binary = _binary()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(
@@ -334,7 +442,7 @@ def run_stack(kind: str, workdir: Path) -> Iterator[Stack]:
         )
     tunnels_file = workdir / "tunnels.toml"
     tunnel = _add_tunnel(binary, tunnels_file)
-    stack = Stack(name=kind, tunnel=tunnel, relay_addr="", server_port=0, workdir=workdir)
+    stack = Stack(name=kind, tunnel=tunnel, relay_addr="", workdir=workdir)
     _ACTIVE_STACKS.append(stack)
     try:
         env = _clean_env()
@@ -349,27 +457,40 @@ def run_stack(kind: str, workdir: Path) -> Iterator[Stack]:
         stack.procs["relay"] = relay
         match = relay.wait_for_log(r"relay listening on http://(127\.0\.0\.1:\d+)\s", START_TIMEOUT)
         stack.relay_addr = match.group(1)
-        # Chosen as late as possible: the port stays unused until the server binds it.
-        stack.server_port = free_port()
 
         client_env = {
             **env,
             "CONTROL_PLANE_BASE_URL": f"http://{stack.relay_addr}",
             "CONTROL_PLANE_TUNNEL_ID": tunnel.id,
             "CONTROL_PLANE_API_KEY": tunnel.runtime_key,
-            "MCP_SERVER_URL": f"http://{LOOPBACK}:{stack.server_port}/mcp",
             "CONTROL_PLANE_POLL_TIMEOUT": "5s",
+            "HEALTH_LISTEN_ADDR": "off",
             "SHUTDOWN_DRAIN_TIMEOUT": "3s",
+            **(client_settings or {}),
         }
+        if layout.http is not None:
+            # Chosen as late as possible: the port stays unused until the server binds it.
+            stack.server_port = free_port()
+            client_env["MCP_SERVER_URL"] = f"http://{LOOPBACK}:{stack.server_port}/mcp"
+        commands = []
+        for channel, server_kind in layout.stdio.items():
+            line, events = _stdio_command(server_kind, workdir)
+            stack.events_file = stack.events_file or events
+            commands.append(line if channel == "main" else f"channel={channel},command={line}")
+        if commands:
+            client_env["MCP_COMMAND"] = "\n".join(commands)
         stack.procs["client"] = Proc(
             f"{kind}/client", [str(binary), "run"], workdir / "client.log", client_env, workdir
         )
         _probe_until_connected(stack)
+        for channel in layout.stdio:
+            _probe_until_stdio_ready(stack.on_channel(None if channel == "main" else channel))
 
-        argv, server_env, stack.events_file = _server_argv(kind, stack.server_port, workdir)
-        server = Proc(f"{kind}/server", argv, workdir / "server.log", server_env, E2E_DIR)
-        stack.procs["server"] = server
-        _wait_for_port(server, stack.server_port)
+        if layout.http is not None:
+            argv, server_env, stack.events_file = _server_argv(layout.http, stack.server_port, workdir)
+            server = Proc(f"{kind}/server", argv, workdir / "server.log", server_env, E2E_DIR)
+            stack.procs["server"] = server
+            _wait_for_port(server, stack.server_port)
         yield stack
     finally:
         problems = _stop_stack(stack)
@@ -393,6 +514,24 @@ def fastmcp_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def everything_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with run_stack("everything", tmp_path_factory.mktemp("everything")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def fastmcp_stdio_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with run_stack("fastmcp-stdio", tmp_path_factory.mktemp("fastmcp-stdio")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def everything_stdio_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with run_stack("everything-stdio", tmp_path_factory.mktemp("everything-stdio")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def multi_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with run_stack("multi", tmp_path_factory.mktemp("multi")) as stack:
         yield stack
 
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""A small FastMCP Streamable HTTP server for mcp-tunnel's end-to-end tests.
+"""A small FastMCP server for mcp-tunnel's end-to-end tests, over Streamable HTTP or stdio.
 
 In mcp 2.x the SDK's FastMCP is called `MCPServer` (`mcp.server.mcpserver`); this is the same
-high-level server, serving the SDK's own Streamable HTTP transport (stateful sessions, answers as
-event streams) with uvicorn on a loopback port.
+high-level server, serving either the SDK's own Streamable HTTP transport (stateful sessions,
+answers as event streams) with uvicorn on a loopback port, or — with `--stdio` — the SDK's stdio
+transport (newline-delimited JSON-RPC on stdin/stdout), as `mcp-tunnel run` starts it for
+`MCP_COMMAND`.
 
 Tools:
   add(a, b)               plain tool
@@ -13,11 +15,17 @@ Tools:
   fail(reason)            raises a ToolError: the SDK answers with an isError tool result
   fail_rpc(reason)        raises an MCPError: the SDK answers with a JSON-RPC error
 
-Server-side record: every HTTP request the server answers is appended to --events-file as one JSON
-line {"method", "path", "session", "status"} when its response starts, so the tests can
-check what reached the server (e.g. the session's DELETE and its status) without reading logs.
+Server-side record, appended to --events-file one JSON line per event, so the tests can check what
+reached the server without reading logs:
+  {"kind": "http", "method", "path", "session", "status"}
+                          every HTTP request the server answers, when its response starts (HTTP
+                          only; e.g. the session's DELETE and its status)
+  {"kind": "cancelled", "tool": "progress", "step"}
+                          the progress tool was cancelled (notifications/cancelled) after `step`
+                          steps
 
 Usage: fastmcp_server.py --port PORT --events-file PATH   (listens on 127.0.0.1 only)
+       fastmcp_server.py --stdio [--events-file PATH]
 """
 
 from __future__ import annotations
@@ -42,6 +50,17 @@ FAIL_RPC_CODE = -32042
 
 server = MCPServer(SERVER_NAME, version=SERVER_VERSION, log_level="INFO")
 
+_events_path: str | None = None
+_events_lock = threading.Lock()
+
+
+def record(event: dict[str, Any]) -> None:
+    """Appends one event to --events-file (when given)."""
+    if _events_path is None:
+        return
+    with _events_lock, open(_events_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(event) + "\n")
+
 
 @server.tool()
 def add(a: int, b: int) -> int:
@@ -58,9 +77,15 @@ def echo(text: str) -> str:
 @server.tool()
 async def progress(ctx: Context, steps: int = 3, delay_ms: int = 50) -> str:
     """Work in `steps` steps, reporting progress after each."""
-    for step in range(1, steps + 1):
-        await anyio.sleep(delay_ms / 1000)
-        await ctx.report_progress(step, steps, f"step {step} of {steps}")
+    done = 0
+    try:
+        for step in range(1, steps + 1):
+            await anyio.sleep(delay_ms / 1000)
+            await ctx.report_progress(step, steps, f"step {step} of {steps}")
+            done = step
+    except anyio.get_cancelled_exc_class():
+        record({"kind": "cancelled", "tool": "progress", "step": done})
+        raise
     return f"done after {steps} steps"
 
 
@@ -77,16 +102,10 @@ def fail_rpc(reason: str = "requested") -> str:
 
 
 class RequestRecorder:
-    """ASGI middleware: one JSON line per HTTP request, written when its response starts."""
+    """ASGI middleware: one event per HTTP request, recorded when its response starts."""
 
-    def __init__(self, app: Any, path: str) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.path = path
-        self.lock = threading.Lock()
-
-    def record(self, event: dict[str, Any]) -> None:
-        with self.lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event) + "\n")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -94,6 +113,7 @@ class RequestRecorder:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         event: dict[str, Any] = {
+            "kind": "http",
             "method": scope["method"],
             "path": scope["path"],
             "session": headers.get("mcp-session-id"),
@@ -101,19 +121,29 @@ class RequestRecorder:
 
         async def recording_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                self.record({**event, "status": message["status"]})
+                record({**event, "status": message["status"]})
             await send(message)
 
         await self.app(scope, receive, recording_send)
 
 
 def main() -> int:
+    global _events_path
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--events-file", required=True)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--port", type=int, help="serve Streamable HTTP on 127.0.0.1:PORT")
+    mode.add_argument("--stdio", action="store_true", help="serve stdio (stdout carries JSON-RPC only)")
+    parser.add_argument("--events-file")
     args = parser.parse_args()
+    _events_path = args.events_file
 
-    app = RequestRecorder(server.streamable_http_app(host=HOST), args.events_file)
+    if args.stdio:
+        # The SDK logs to stderr; stdout is the protocol's.
+        server.run("stdio")
+        return 0
+    if _events_path is None:
+        parser.error("--events-file is required with --port")
+    app = RequestRecorder(server.streamable_http_app(host=HOST))
     config = uvicorn.Config(app, host=HOST, port=args.port, log_level="info")
     uvicorn.Server(config).run()
     return 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end suite: the official Python MCP SDK as the MCP host, through `mcp-tunnel relay` and
-# `mcp-tunnel run`, against a FastMCP server and @modelcontextprotocol/server-everything.
+# `mcp-tunnel run`, against a FastMCP server and @modelcontextprotocol/server-everything, each
+# over Streamable HTTP and over stdio (run by the client), and both on two channels of one tunnel.
 #
 # Idempotent set-up, then the run. From any directory; needs python3 (>= 3.10, with venv), node
 # and npm, cargo. On Debian, a missing venv module is installed with apt-get (as root).
@@ -79,4 +80,6 @@ export MCP_TUNNEL_BIN="${MCP_TUNNEL_BIN:-$ROOT/target/debug/mcp-tunnel}"
 say "pytest tests/e2e (python $("$VENV/bin/python" -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'), server-everything $(node -p 'require("./tests/e2e/node_modules/@modelcontextprotocol/server-everything/package.json").version'))"
 # No .pytest_cache nor __pycache__ in the work tree.
 export PYTHONDONTWRITEBYTECODE=1
-exec "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
+# -r fExX: the summary names failures, errors, and expected failures (known src/ bugs) with their
+# reasons, and unexpected passes.
+exec "$VENV/bin/python" -m pytest tests/e2e -q -r fExX -p no:cacheprovider "$@"
