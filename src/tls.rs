@@ -224,3 +224,40 @@ pub fn server_config(
     })?;
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_adds_to_the_mozilla_roots_instead_of_replacing_them() {
+        let dir = std::env::temp_dir().join(format!("mcp-tunnel-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let bundle = dir.join("ca.pem");
+        std::fs::write(&bundle, ca.pem()).unwrap();
+
+        let public = webpki_root_certs::TLS_SERVER_ROOT_CERTS.len();
+        match client_roots(Some(&bundle), false).unwrap() {
+            RootCerts::Specific(certs) => {
+                assert_eq!(
+                    certs.len(),
+                    public + 1,
+                    "every public root kept, ours added"
+                );
+                assert!(certs.iter().any(|c| c.der() == ca.der().as_ref()));
+            }
+            other => panic!("expected a combined list, got {other:?}"),
+        }
+        assert!(matches!(
+            client_roots(None, false).unwrap(),
+            RootCerts::WebPki
+        ));
+        let err = client_roots(Some(&dir.join("missing.pem")), false).unwrap_err();
+        assert!(err.contains("missing.pem"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
