@@ -5,7 +5,17 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/mcp-tunnel
 
-.PHONY: all build demo test test-deps e2e lint fmt static setup clean
+.PHONY: all build demo test test-deps e2e bench lint fmt static setup clean \
+	static-aarch64 setup-aarch64 dist deb rpm packages container-context package-check package-setup
+
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+# No build-machine paths in the release binary: the same commit and toolchain give the same
+# bytes wherever they are built (target-specific, so host builds are not invalidated).
+REPRO_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo --remap-path-prefix=$(CURDIR)=.
+AARCH64_TARGET := aarch64-unknown-linux-musl
+AARCH64_BIN := target/$(AARCH64_TARGET)/release/mcp-tunnel
+# Packaged timestamps: SOURCE_DATE_EPOCH if set, else the binary's commit time.
+PACKAGING := bash packaging/build.sh
 
 all: build
 
@@ -31,6 +41,11 @@ test-deps:
 e2e:
 	bash tests/e2e/run.sh
 
+## bench: mcp-tunnel against direct access, rathole and bore on loopback; rewrites
+## tests/bench/RESULTS.md and latency.svg (about 12 minutes; not part of `make test`)
+bench:
+	bash tests/bench/run.sh
+
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
@@ -39,11 +54,69 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## static: fully static x86_64 musl release binary
+## static: fully static x86_64 musl release binary (stripped, reproducible, commit embedded)
 static:
-	$(CARGO) build --release --locked --target $(MUSL_TARGET)
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(REPRO_RUSTFLAGS)" \
+		$(CARGO) build --release --locked --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN)
+
+## static-aarch64: the same for aarch64, cross-built with Debian's gcc-aarch64-linux-gnu; says
+## what is missing when the toolchain is not there
+static-aarch64:
+	@missing=""; \
+	command -v aarch64-linux-gnu-gcc >/dev/null || \
+		missing="$$missing\n  the C cross compiler for ring and the linker: apt-get install gcc-aarch64-linux-gnu"; \
+	test -e /usr/aarch64-linux-gnu/include/stdint.h || \
+		missing="$$missing\n  C headers for ring's code: apt-get install libc6-dev-arm64-cross"; \
+	rustup target list --installed 2>/dev/null | grep -qx $(AARCH64_TARGET) || \
+		missing="$$missing\n  the Rust standard library for the target: rustup target add $(AARCH64_TARGET)"; \
+	if [ -n "$$missing" ]; then printf "static-aarch64: missing:$$missing\n" >&2; exit 1; fi
+	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(REPRO_RUSTFLAGS)" \
+		$(CARGO) build --release --locked --target $(AARCH64_TARGET)
+	@file $(AARCH64_BIN)
+	@if command -v qemu-aarch64 >/dev/null; then qemu-aarch64 $(AARCH64_BIN) --version; fi
+	$(PACKAGING) dist $(AARCH64_BIN) $(AARCH64_TARGET)
+
+## setup-aarch64: what static-aarch64 needs, from Debian and rustup (qemu-user runs the result)
+setup-aarch64:
+	apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+	rustup target add $(AARCH64_TARGET)
+
+## dist: the static binary in dist/, with its size, sha256 and CycloneDX SBOM next to it
+dist: static
+	$(PACKAGING) dist $(STATIC_BIN) $(MUSL_TARGET)
+
+## deb: dist/mcp-tunnel_VERSION-1_amd64.deb, with dpkg-deb from a staged tree
+deb: dist
+	$(PACKAGING) deb $(STATIC_BIN)
+
+## rpm: dist/mcp-tunnel-VERSION-1.x86_64.rpm, with rpmbuild from packaging/rpm/mcp-tunnel.spec
+rpm: dist
+	$(PACKAGING) rpm $(STATIC_BIN)
+
+## packages: both
+packages: deb rpm
+
+## container-context: dist/container with the Dockerfile and the binary only (docker build it)
+container-context: static
+	$(PACKAGING) container-context $(STATIC_BIN)
+
+## package-check: inspect, lint, install and remove the packages (packaging/check.sh)
+package-check:
+	bash packaging/check.sh
+
+## package-setup: the Debian tools the packaging targets and their checks use
+package-setup:
+	@need=""; \
+	for p in dpkg-dev lintian rpm systemd python3 python3-yaml python3-venv file man-db; do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || need="$$need $$p"; \
+	done; \
+	if [ -n "$$need" ]; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$need; \
+	fi
 
 ## setup: install the build prerequisites on Debian (musl-tools, file, the musl Rust target)
 setup:
