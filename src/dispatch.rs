@@ -85,7 +85,10 @@ pub struct Tunnel {
     workers: usize,
     exit_on_auth_failure: bool,
     state: Mutex<State>,
-    /// Signalled on every state change: new work, a finished command, stop.
+    /// Signalled once per queued command: wakes one idle worker, not all of them.
+    work: Condvar,
+    /// Signalled when a command finishes and on stop: the poll thread (waiting for a free slot or
+    /// pausing) and `drain` wait on it.
     changed: Condvar,
     metrics: Arc<Metrics>,
     health: Health,
@@ -132,6 +135,7 @@ impl Tunnel {
             workers: cfg.mcp.max_concurrent,
             exit_on_auth_failure: cfg.ops.exit_on_auth_failure,
             state: Mutex::new(State::default()),
+            work: Condvar::new(),
             changed: Condvar::new(),
             metrics,
             health: Health::new(2 * (cp.poll_timeout + cp.poll_deadline_guardrail)),
@@ -277,12 +281,16 @@ impl Tunnel {
             if now >= deadline {
                 return true;
             }
-            if beat {
+            // Only a pause that shows signs of life needs to wake before its end.
+            let wait = if beat {
                 self.beat();
-            }
+                (deadline - now).min(HEARTBEAT_INTERVAL)
+            } else {
+                deadline - now
+            };
             state = self
                 .changed
-                .wait_timeout(state, (deadline - now).min(HEARTBEAT_INTERVAL))
+                .wait_timeout(state, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -398,8 +406,11 @@ impl Tunnel {
             return;
         }
         log::debug!("received {} command(s)", jobs.len());
+        let count = jobs.len();
         self.lock().queue.extend(jobs);
-        self.changed.notify_all();
+        for _ in 0..count {
+            self.work.notify_one();
+        }
     }
 
     fn work_loop(&self) {
@@ -411,7 +422,7 @@ impl Tunnel {
                         state.running += 1;
                         break job;
                     }
-                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
             };
             self.execute(job);

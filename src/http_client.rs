@@ -16,6 +16,13 @@ use ureq::config::AutoHeaderValue;
 use ureq::tls::{TlsConfig, TlsProvider};
 use ureq::{Agent, Proxy};
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
 use crate::net::{HopNet, ProxyChoice};
 use crate::unix_socket::{NoResolve, UnixConnector};
 
@@ -63,8 +70,56 @@ pub fn build_agent(opts: &AgentOptions, net: &HopNet) -> Result<Agent, String> {
         .build();
     Ok(match &net.unix_socket {
         Some(path) => Agent::with_parts(config, UnixConnector(path.clone()), NoResolve),
-        None => config.into(),
+        None => Agent::with_parts(config, DefaultConnector::new(), InlineResolver),
     })
+}
+
+/// Name resolution on the calling thread. ureq's default resolver starts a thread for every
+/// lookup of a request that has a timeout (all of ours do) — even for an IP address, even when a
+/// pooled connection is then reused: measurably the largest cost per command. Here an IP
+/// literal needs no lookup at all, and a name goes to the system resolver directly, whose own
+/// timeouts (resolv.conf) bound it.
+#[derive(Debug)]
+struct InlineResolver;
+
+impl Resolver for InlineResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let bad = || ureq::Error::BadUri(uri.to_string());
+        let (scheme, authority) = (
+            uri.scheme().ok_or_else(bad)?,
+            uri.authority().ok_or_else(bad)?,
+        );
+        let host_port = DefaultResolver::host_and_port(scheme, authority).ok_or_else(bad)?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = host_port
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(bad)?;
+        let found: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            // A failed lookup is "host not found" whatever the resolver's reason.
+            Err(_) => (host, port)
+                .to_socket_addrs()
+                .map_err(|_| ureq::Error::HostNotFound)?
+                .collect(),
+        };
+        let mut addrs = self.empty();
+        for addr in config.ip_family().keep_wanted(found.into_iter()).take(16) {
+            addrs.push(addr);
+        }
+        if addrs.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(addrs)
+    }
 }
 
 /// The timeout for a whole exchange (connect, send, headers and body), never zero: ureq treats a

@@ -147,6 +147,23 @@ impl Health {
         }
     }
 
+    /// Like `wait_for_status`, until the body also contains `needle` (a client that has not
+    /// polled yet is not ready either, for another reason).
+    fn wait_for_reason(&self, path: &str, status: u16, needle: &str) -> String {
+        let deadline = Instant::now() + PROMPTLY;
+        loop {
+            let (got, _, body) = self.get(path);
+            if got == status && body.contains(needle) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path}: still {got} ({body:?}) after {PROMPTLY:?}, expected {status} with {needle:?}"
+            );
+            std::thread::sleep(LOOK_AGAIN);
+        }
+    }
+
     fn metrics(&self) -> String {
         let (status, content_type, body) = self.get("/metrics");
         assert_eq!(status, 200, "{body}");
@@ -335,11 +352,7 @@ fn readyz_recovers_once_the_key_is_accepted_again() {
     control_plane.script_polls(1, Scripted::status(401));
     let _client = client_for(&control_plane, mcp.url(), &dir).spawn();
     let health = Health::of(&dir);
-    assert!(
-        health
-            .wait_for_status("/readyz", 503)
-            .contains("CONTROL_PLANE_API_KEY")
-    );
+    health.wait_for_reason("/readyz", 503, "CONTROL_PLANE_API_KEY");
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let (status, _, body) = health.get("/readyz");
