@@ -111,9 +111,34 @@ pub struct Request {
     /// The peer presented a TLS client certificate that the server's client-CA verifier
     /// accepted (always false without TLS or without a client CA).
     pub client_cert_verified: bool,
+    /// A second handle on the connection's socket, for [`Request::peer_gone`].
+    pub socket: Option<TcpStream>,
 }
 
 impl Request {
+    /// Whether the peer has closed the connection (or it broke) while the handler worked — for
+    /// long waits such as a long-poll, which should not hand work to a peer that is gone. Only
+    /// meaningful while the request is being handled: the peer sends nothing else meanwhile, so
+    /// anything readable is end-of-stream or unexpected bytes.
+    pub fn peer_gone(&self) -> bool {
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        // The connection thread is inside the handler, so nobody else uses the socket now; the
+        // blocking mode is restored before returning.
+        if socket.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let gone = match socket.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        let restored = socket.set_nonblocking(false).is_ok();
+        gone || !restored
+    }
+
     /// First value of a header, name matched case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -821,6 +846,7 @@ impl Conn<'_> {
             body,
             peer: self.peer,
             client_cert_verified: self.io.client_cert_verified(),
+            socket: self.io.tcp().try_clone().ok(),
         };
         Ok((request, exchange))
     }
@@ -1421,6 +1447,7 @@ mod tests {
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().unwrap(),
             client_cert_verified: false,
+            socket: None,
         }
     }
 

@@ -928,3 +928,60 @@ fn passthrough_forwards_authorization_and_relay_key_strips_it() {
         }
     }
 }
+
+/// A client that dies (or restarts) leaves its long-poll open at the relay until the poll's wait
+/// ends. The relay must notice that the poller is gone instead of handing it the next command,
+/// which would then be lost until its caller's timeout.
+#[test]
+fn a_poll_left_by_a_vanished_client_takes_no_command() {
+    let setup = Setup::start(
+        &["vanished"],
+        &[("--connector.timeout", "10s"), ("--poll-max-wait", "20s")],
+    );
+    let tunnel = setup.tunnel();
+    let stub = Stub::start();
+
+    // The old client: a long-poll that the relay holds, then the connection closes.
+    let poll_url = format!(
+        "{}/poll?limit=1&timeout_ms=20000",
+        setup.relay.tunnel_url(&tunnel.id)
+    );
+    let path = poll_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, path)| format!("/{path}"))
+        .expect("a path in the poll URL");
+    let addr = setup
+        .relay
+        .base_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut old_client = std::net::TcpStream::connect(&addr).expect("connect to the relay");
+    use std::io::{Read, Write};
+    write!(
+        old_client,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         X-Tunnel-Client-Instance-Id: old-client\r\n\r\n",
+        tunnel.runtime_key
+    )
+    .expect("send the poll");
+    // The relay answers a refused poll at once; silence for a moment means it is holding it.
+    old_client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let held = matches!(old_client.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut);
+    assert!(held, "the relay should hold the old client's poll");
+    drop(old_client);
+
+    // The new client: its first commands must reach it, not the vanished poll.
+    let _client = tunnel_client(&setup.relay, tunnel, stub.url()).spawn();
+    let started = Instant::now();
+    let answer = setup.connector().wait_until_client_connected();
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    assert!(
+        started.elapsed() < secs(5.0),
+        "the first request took {:?}: it went to the vanished poll",
+        started.elapsed()
+    );
+}

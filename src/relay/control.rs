@@ -106,7 +106,10 @@ pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Dur
     let instance = req
         .header("X-Tunnel-Client-Instance-Id")
         .unwrap_or("anonymous");
-    let commands = hub.poll(instance, affine_channels(req), limit, wait);
+    // A poller that disconnected (a client that died or restarted) must take nothing.
+    let commands = hub.poll(instance, affine_channels(req), limit, wait, &|| {
+        req.peer_gone()
+    });
     if commands.is_empty() {
         return Response::new(204, Vec::new());
     }

@@ -31,6 +31,9 @@ const MAX_SESSIONS: usize = 10_000;
 /// client restart brings a new instance id; without this the table would only grow.
 const FORGET_INSTANCE_AFTER: Duration = Duration::from_secs(3600);
 
+/// How often a waiting long-poll checks that its poller is still connected.
+const GONE_CHECK: Duration = Duration::from_secs(1);
+
 /// Limits that apply to every tunnel.
 #[derive(Debug, Clone)]
 pub struct HubLimits {
@@ -215,13 +218,17 @@ impl TunnelHub {
     }
 
     /// A long-poll by `instance`: waits up to `wait` for commands it may take and returns at most
-    /// `limit` of them as poll-answer JSON objects.
+    /// `limit` of them as poll-answer JSON objects. `gone` says whether the poller has
+    /// disconnected (checked before taking anything and at least every [`GONE_CHECK`]): a
+    /// client that restarted leaves its old poll open here, and a command handed to it would be
+    /// lost.
     pub fn poll(
         &self,
         instance: &str,
         affine_channels: HashSet<String>,
         limit: usize,
         wait: Duration,
+        gone: &dyn Fn() -> bool,
     ) -> Vec<Value> {
         let deadline = Instant::now() + wait;
         let mut inner = self.lock();
@@ -237,6 +244,9 @@ impl TunnelHub {
             me.last_seen = Some(Instant::now());
         }
         let taken = loop {
+            if gone() {
+                break Vec::new();
+            }
             let taken = take_eligible(&mut inner, instance, limit);
             let now = Instant::now();
             if !taken.is_empty() || now >= deadline {
@@ -244,7 +254,7 @@ impl TunnelHub {
             }
             inner = self
                 .queued
-                .wait_timeout(inner, deadline - now)
+                .wait_timeout(inner, (deadline - now).min(GONE_CHECK))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         };
@@ -414,7 +424,10 @@ mod tests {
     /// Registers `instance` as a poller (optionally declaring affine channels).
     fn announce(hub: &TunnelHub, instance: &str, affine: &[&str]) {
         let channels = affine.iter().map(|c| c.to_string()).collect();
-        assert!(hub.poll(instance, channels, 1, Duration::ZERO).is_empty());
+        assert!(
+            hub.poll(instance, channels, 1, Duration::ZERO, &|| false)
+                .is_empty()
+        );
     }
 
     fn answer(hub: &TunnelHub, command: &Value, headers: &[(&str, &str)]) {
@@ -473,9 +486,12 @@ mod tests {
         let ticket = hub
             .submit(body("main", r#"{"id":1}"#), soon(), None, false)
             .unwrap();
-        let got = hub.poll("a", HashSet::new(), 25, Duration::ZERO);
+        let got = hub.poll("a", HashSet::new(), 25, Duration::ZERO, &|| false);
         assert_eq!(got.len(), 1);
-        assert!(hub.poll("b", HashSet::new(), 25, Duration::ZERO).is_empty());
+        assert!(
+            hub.poll("b", HashSet::new(), 25, Duration::ZERO, &|| false)
+                .is_empty()
+        );
         assert!(got[0]["response_timeout"].as_str().unwrap().ends_with("ms"));
         answer(&hub, &got[0], &[]);
         assert!(ticket.answers.try_recv().is_ok());
@@ -486,6 +502,29 @@ mod tests {
         };
         let token = got[0]["shard_token"].as_str().unwrap();
         assert_eq!(hub.respond(token, again), Err(RespondError::NotPending));
+    }
+
+    #[test]
+    fn a_poller_that_left_takes_nothing() {
+        let hub = hub(8);
+        announce(&hub, "a", &[]);
+        let _ticket = hub
+            .submit(body("main", r#"{"id":1}"#), soon(), None, false)
+            .unwrap();
+        assert!(
+            hub.poll("a", HashSet::new(), 25, Duration::from_secs(5), &|| true)
+                .is_empty()
+        );
+        assert_eq!(
+            hub.queued_len(),
+            1,
+            "the command waits for a poller that is still there"
+        );
+        assert_eq!(
+            hub.poll("b", HashSet::new(), 25, Duration::ZERO, &|| false)
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -501,7 +540,9 @@ mod tests {
                 true,
             )
             .unwrap();
-        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO);
+        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO, &|| {
+            false
+        });
         answer(&hub, &delivered[0], &[]);
         let reply = init.answers.try_recv().unwrap();
         // A stdio server issues no session id: the relay minted one.
@@ -512,12 +553,24 @@ mod tests {
             .submit(body("main", r#"{"id":2}"#), soon(), Some(&session), false)
             .unwrap();
         assert!(
-            hub.poll("b", ["main".to_string()].into(), 25, Duration::ZERO)
-                .is_empty()
+            hub.poll(
+                "b",
+                ["main".to_string()].into(),
+                25,
+                Duration::ZERO,
+                &|| false
+            )
+            .is_empty()
         );
         assert_eq!(
-            hub.poll("a", ["main".to_string()].into(), 25, Duration::ZERO)
-                .len(),
+            hub.poll(
+                "a",
+                ["main".to_string()].into(),
+                25,
+                Duration::ZERO,
+                &|| false
+            )
+            .len(),
             1
         );
     }
@@ -537,7 +590,9 @@ mod tests {
                 true,
             )
             .unwrap();
-        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO);
+        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO, &|| {
+            false
+        });
         answer(&hub, &delivered[0], &[("Mcp-Session-Id", "s-1")]);
         assert_eq!(
             init.answers.try_recv().unwrap().resp_headers["Mcp-Session-Id"],
@@ -546,7 +601,11 @@ mod tests {
         // "b" keeps polling; "a" has not been seen for longer than the client timeout.
         let waiting = {
             let hub = Arc::clone(&hub);
-            std::thread::spawn(move || hub.poll("b", HashSet::new(), 1, Duration::from_millis(300)))
+            std::thread::spawn(move || {
+                hub.poll("b", HashSet::new(), 1, Duration::from_millis(300), &|| {
+                    false
+                })
+            })
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         let result = loop {
