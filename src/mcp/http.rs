@@ -244,13 +244,7 @@ impl HttpTransport {
             } else if shape.is_call() {
                 self.refuse_server_request(&shape, command_headers, deadline);
             } else if shape.id.as_ref() == Some(id) {
-                return Outcome::Reply(Reply {
-                    resp_json: Some(raw),
-                    resp_headers,
-                    resp_code: status,
-                    resp_type: RespType::JsonrpcResponse,
-                    failure: None,
-                });
+                return Outcome::Reply(Reply::upstream(raw, resp_headers, status));
             } else {
                 log::debug!("mcp server sent a response for another id on this stream; skipped");
             }
@@ -306,13 +300,7 @@ fn read_json_answer(
     }
     let failure = if status >= 400 {
         if let Some(raw) = passthrough_error(&body, id) {
-            return Outcome::Reply(Reply {
-                resp_json: Some(raw),
-                resp_headers,
-                resp_code: status,
-                resp_type: RespType::JsonrpcResponse,
-                failure: None,
-            });
+            return Outcome::Reply(Reply::upstream(raw, resp_headers, status));
         }
         // The raw body never crosses, but headers such as WWW-Authenticate still do.
         let mut reply = Reply::failure(&Failure::target_http(status), id);
@@ -329,13 +317,7 @@ fn read_json_answer(
     } else {
         match serde_json::from_slice::<Box<RawValue>>(&body) {
             Ok(raw) if raw.get().starts_with('{') => {
-                return Outcome::Reply(Reply {
-                    resp_json: Some(raw),
-                    resp_headers,
-                    resp_code: status,
-                    resp_type: RespType::JsonrpcResponse,
-                    failure: None,
-                });
+                return Outcome::Reply(Reply::upstream(raw, resp_headers, status));
             }
             _ if is_json => Failure::new(Source::Protocol, "malformed_json"),
             _ => Failure::new(Source::Protocol, "non_protocol_response"),

@@ -41,6 +41,17 @@ impl Reply {
         }
     }
 
+    /// The MCP server's own JSON-RPC answer, passed on as it came.
+    pub fn upstream(resp_json: Box<RawValue>, resp_headers: Headers, resp_code: u16) -> Reply {
+        Reply {
+            resp_json: Some(resp_json),
+            resp_headers,
+            resp_code,
+            resp_type: RespType::JsonrpcResponse,
+            failure: None,
+        }
+    }
+
     /// A JSON error body we made ourselves, with `Content-Type: application/json`.
     pub fn error_json(resp_code: u16, body: String) -> Reply {
         let mut resp_headers = BTreeMap::new();

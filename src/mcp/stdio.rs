@@ -852,7 +852,7 @@ fn stop_child(shared: &Shared, child: &mut Child) -> String {
     if let Some(status) = wait_for_exit(child, EXIT_GRACE) {
         return status;
     }
-    // SIGTERM without `unsafe`: the kill(1) utility, where the host has one.
+    // SIGTERM with no FFI (the crate forbids it): the kill(1) utility, where the host has one.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .stdout(Stdio::null())
