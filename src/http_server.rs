@@ -3,12 +3,23 @@
 //!
 //! API CONTRACT
 //!
-//! - One accept thread; one thread per connection, capped at `Limits::max_connections` (a connection
-//!   over the cap gets `503` and is closed; over TLS it is closed without a response, since answering
-//!   would need a handshake on the accept thread).
+//! - One accept thread; one thread per connection, capped at `Limits::max_connections` in all and
+//!   `Limits::max_connections_per_peer` per peer address (a connection over a cap gets `503` and is
+//!   closed; over TLS it is closed without a response, since answering would need a handshake on the
+//!   accept thread, which never waits on a peer). The last `Limits::reserved_connections` slots only
+//!   serve requests whose path `Limits::reserved_route` accepts (others get `503`), and such a
+//!   connection closes after any error response, so the reserve cannot be parked on.
+//! - A new connection must complete its TLS handshake and first request head within
+//!   `header_timeout` (silent: closed without a word; partial head: 408); so must every later head,
+//!   counted from its first byte.
+//! - Admission: once a head is parsed, and before any body byte is read or `100 Continue` sent, the
+//!   server asks the [`Admit`] function (default: admit everything) for the request's body limit, or
+//!   for a response to send instead (401, 404, ...): then the body is not read and the connection
+//!   closes if one was announced.
 //! - Requests are parsed with `httparse` (never by hand). Bodies: `Content-Length` or
 //!   `Transfer-Encoding: chunked` (chunk sizes via `httparse::parse_chunk_size`). Header block larger
-//!   than `max_header_bytes` -> 431; body larger than `max_body_bytes` -> 413; malformed -> 400; each
+//!   than `max_header_bytes` -> 431; body larger than the admitted limit (at most `max_body_bytes`)
+//!   -> 413, from `Content-Length` before reading, or as chunks arrive; malformed -> 400; each
 //!   then closes the connection. Both `Content-Length` and `Transfer-Encoding` -> 400; a transfer
 //!   coding other than plain `chunked` -> 501 (or 400 if `chunked` is not last); a request not
 //!   complete within `read_timeout` -> 408.
@@ -20,7 +31,10 @@
 //! - Responses: the server owns framing. It drops any `Content-Length`/`Transfer-Encoding` the
 //!   handler set and writes its own; a handler `Connection: close` closes after the response.
 //!   `Body::Stream` is sent chunked (close-delimited to HTTP/1.0 clients).
-//! - A panicking handler gets the client a 500 and the connection closed; the server keeps going.
+//! - A panicking handler or admission function gets the client a 500 and the connection closed; a
+//!   panicking `Body::Stream` producer gets the stream cut short (no terminating chunk) and the
+//!   connection closed; either way the server keeps going. This holds in release builds too: the
+//!   release profile unwinds (`panic = "unwind"` in Cargo.toml, checked by a test).
 //!
 //! Logging: per-connection events at debug level. Header values, targets and bodies are never
 //! logged, since they may carry credentials.
@@ -29,23 +43,18 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use rustls::{ServerConnection, StreamOwned};
 
-/// Header slots offered to `httparse`; more header fields than this is answered with 431, like an
-/// oversized header block. Generous for API clients, small enough to live on the stack.
-const MAX_HEADERS: usize = 100;
+mod request_reader;
+mod slots;
 
-/// Bytes asked of the socket per read. Big enough for a typical request in one read.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Longest chunk-size line (size plus extensions) we buffer before calling the body malformed;
-/// extensions are ignored, so there is no reason to hold more.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
+use request_reader::{Framing, Head, Incoming, READ_CHUNK, Reject, Source, Untimed, body_framing};
+use slots::{Pool, Refusal, Slots, Taken};
 
 /// How often an idle keep-alive connection wakes to notice a shutdown. Idle reads are cut into
 /// slices this long; short enough that shutdown frees idle connections promptly, long enough to
@@ -75,12 +84,23 @@ const WAKE_ATTEMPTS: usize = 3;
 pub struct Limits {
     /// Concurrent connections; one thread each. Default 256.
     pub max_connections: usize,
+    /// Concurrent connections from one peer address (IPv4 address or IPv6 /64). Default: no
+    /// separate cap (`usize::MAX`).
+    pub max_connections_per_peer: usize,
+    /// Of `max_connections`, slots kept for requests `reserved_route` accepts; at least one slot
+    /// always stays general. Default 0.
+    pub reserved_connections: usize,
+    /// Which request paths (without the query) may use a reserved slot. Default: none.
+    pub reserved_route: fn(&str) -> bool,
     /// Request line + headers. Default 16 KiB.
     pub max_header_bytes: usize,
-    /// Request body. Default 4 MiB.
+    /// Request body, the most any admission may allow. Default 4 MiB.
     pub max_body_bytes: usize,
+    /// Time allowed for a new connection's TLS handshake and first request head, and for each
+    /// later request head from its first byte. Default 5 s.
+    pub header_timeout: Duration,
     /// Time allowed to receive one whole request once its first byte arrived. Default 30 s.
-    /// Also bounds the TLS handshake and how long a write may block on a peer that does not read.
+    /// Also bounds how long a write may block on a peer that does not read.
     pub read_timeout: Duration,
     /// Time a kept-alive connection may sit idle between requests. Default 60 s.
     pub idle_timeout: Duration,
@@ -90,8 +110,12 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
+            max_connections_per_peer: usize::MAX,
+            reserved_connections: 0,
+            reserved_route: |_| false,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 4 * 1024 * 1024,
+            header_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
         }
@@ -141,17 +165,11 @@ impl Request {
 
     /// First value of a header, name matched case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        first_header(&self.headers, name)
     }
     /// The path without the query string.
     pub fn path(&self) -> &str {
-        match self.target.split_once('?') {
-            Some((path, _)) => path,
-            None => &self.target,
-        }
+        path_of(&self.target)
     }
     /// First value of a query parameter (percent-decoding of `%XX` and `+` applied).
     pub fn query_param(&self, name: &str) -> Option<String> {
@@ -160,6 +178,43 @@ impl Request {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(key) == name).then(|| percent_decode(value))
         })
+    }
+}
+
+/// A request as admission sees it: the head is read, the body (if any) is not.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// Path including the query string, as sent.
+    pub target: &'a str,
+    pub headers: &'a [(String, String)],
+    pub peer: SocketAddr,
+    /// As [`Request::client_cert_verified`].
+    pub client_cert_verified: bool,
+}
+
+impl RequestHead<'_> {
+    /// First value of a header, name matched case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        first_header(self.headers, name)
+    }
+    /// The path without the query string.
+    pub fn path(&self) -> &str {
+        path_of(self.target)
+    }
+}
+
+fn first_header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn path_of(target: &str) -> &str {
+    match target.split_once('?') {
+        Some((path, _)) => path,
+        None => target,
     }
 }
 
@@ -279,14 +334,27 @@ impl Response {
 pub trait Handler: Fn(Request) -> Response + Send + Sync + 'static {}
 impl<F: Fn(Request) -> Response + Send + Sync + 'static> Handler for F {}
 
+/// Decides, from the head alone, whether a request's body is read: `Ok(limit)` admits a body of
+/// at most `limit` bytes (and at most `Limits::max_body_bytes`); `Err(response)` answers at once,
+/// without reading the body (authorization failures, unknown routes). Must be quick: it runs on
+/// the connection's thread before the request is complete.
+pub trait Admit: Fn(&RequestHead<'_>) -> Result<usize, Response> + Send + Sync + 'static {}
+impl<F: Fn(&RequestHead<'_>) -> Result<usize, Response> + Send + Sync + 'static> Admit for F {}
+
+/// The admission of [`Server::start`]: every request, up to `Limits::max_body_bytes`.
+fn admit_all(_head: &RequestHead<'_>) -> Result<usize, Response> {
+    Ok(usize::MAX)
+}
+
 /// State shared by the accept thread, the connection threads and the `Server` handle.
 struct Shared {
     handler: Box<dyn Fn(Request) -> Response + Send + Sync>,
+    admit: Box<dyn Admit>,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
     shutdown: AtomicBool,
-    /// Connections currently holding a thread (or about to get one).
-    active: AtomicUsize,
+    /// Connections currently holding a thread (or about to get one), by pool and peer.
+    slots: Slots,
 }
 
 /// A running server. Dropping it shuts it down like [`Server::shutdown`].
@@ -298,21 +366,39 @@ pub struct Server {
 
 impl Server {
     /// Starts serving on an already-bound listener (bind `127.0.0.1:0` for an ephemeral port).
+    /// Every request is admitted with a body of up to `Limits::max_body_bytes`.
     pub fn start(
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         limits: Limits,
         handler: impl Handler,
     ) -> io::Result<Server> {
+        Server::start_with_admission(listener, tls, limits, admit_all, handler)
+    }
+
+    /// [`Server::start`], with `admit` deciding each request's body limit before its body is read.
+    pub fn start_with_admission(
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        limits: Limits,
+        admit: impl Admit,
+        handler: impl Handler,
+    ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
         // The accept loop relies on blocking accepts (shutdown wakes it by connecting).
         listener.set_nonblocking(false)?;
+        let slots = Slots::new(
+            limits.max_connections,
+            limits.reserved_connections,
+            limits.max_connections_per_peer,
+        );
         let shared = Arc::new(Shared {
             handler: Box::new(handler),
+            admit: Box::new(admit),
             tls,
             limits,
             shutdown: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
+            slots,
         });
         let accept_shared = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -381,11 +467,11 @@ impl Drop for Server {
 
 /// Releases a connection slot when the connection's thread ends (even by panic), or when the
 /// thread could not be spawned.
-struct Slot(Arc<Shared>);
+struct Slot(Arc<Shared>, Taken);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.slots.release(self.1);
     }
 }
 
@@ -412,21 +498,31 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.shutdown.load(Ordering::SeqCst) {
             break;
         }
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.limits.max_connections {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
-            debug!(
-                "{peer}: connection refused, at the cap of {}",
-                shared.limits.max_connections
-            );
-            refuse_busy(tcp, shared.tls.is_some());
-            continue;
-        }
-        let slot = Slot(Arc::clone(&shared));
+        let taken = match shared.slots.take(peer.ip()) {
+            Ok(taken) => taken,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Full => debug!(
+                        "{peer}: connection refused, at the cap of {}",
+                        shared.limits.max_connections
+                    ),
+                    Refusal::PeerCap => debug!(
+                        "{peer}: connection refused, at the per-peer cap of {}",
+                        shared.limits.max_connections_per_peer
+                    ),
+                }
+                refuse_busy(tcp, shared.tls.is_some());
+                continue;
+            }
+        };
+        // The header deadline counts from here, so a thread that starts late costs the peer.
+        let accepted = Instant::now();
+        let slot = Slot(Arc::clone(&shared), taken);
         let spawned = thread::Builder::new()
             .name("http-conn".into())
             .spawn(move || {
                 let slot = slot;
-                serve_connection(tcp, peer, &slot.0);
+                serve_connection(tcp, peer, accepted, slot.1.pool, &slot.0);
             });
         // On failure the closure, and with it the slot, has been dropped: the count is restored.
         if let Err(e) = spawned {
@@ -482,6 +578,23 @@ impl Transport {
         }
     }
 
+    /// Orderly close: TLS close_notify, FIN, then discard what the peer still sends for a while
+    /// (see `LINGER_TIME`).
+    fn close(mut self) {
+        if let Transport::Tls(t) = &mut self {
+            t.conn.send_close_notify();
+            let _ = t.flush();
+        }
+        linger(self.tcp());
+    }
+
+    /// Abrupt close: no close_notify, so a TLS peer also sees the stream cut short.
+    fn abort(self) {
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+}
+
+impl Source for Transport {
     /// Reads some bytes, failing with a timeout error once `deadline` has passed. The deadline is
     /// re-applied before every socket read (also those rustls makes internally), so a peer
     /// trickling bytes cannot stretch it.
@@ -504,21 +617,6 @@ impl Transport {
                 }
             }
         }
-    }
-
-    /// Orderly close: TLS close_notify, FIN, then discard what the peer still sends for a while
-    /// (see `LINGER_TIME`).
-    fn close(mut self) {
-        if let Transport::Tls(t) = &mut self {
-            t.conn.send_close_notify();
-            let _ = t.flush();
-        }
-        linger(self.tcp());
-    }
-
-    /// Abrupt close: no close_notify, so a TLS peer also sees the stream cut short.
-    fn abort(self) {
-        let _ = self.tcp().shutdown(Shutdown::Both);
     }
 }
 
@@ -576,7 +674,13 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
+fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+    pool: Pool,
+    shared: &Shared,
+) {
     debug!("{peer}: connection opened");
     // Responses and stream chunks are written whole; don't let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
@@ -587,9 +691,12 @@ fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
     {
         return;
     }
+    // The handshake and the first request head share one short deadline: a peer that connects and
+    // says nothing gives its slot back soon.
+    let first_head_deadline = later(accepted, shared.limits.header_timeout);
     let io = match &shared.tls {
         None => Transport::Plain(tcp),
-        Some(config) => match tls_handshake(tcp, config, shared.limits.read_timeout) {
+        Some(config) => match tls_handshake(tcp, config, first_head_deadline) {
             Ok(t) => Transport::Tls(Box::new(t)),
             Err(e) => {
                 debug!("{peer}: TLS handshake failed: {e}");
@@ -598,10 +705,11 @@ fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
         },
     };
     let mut conn = Conn {
-        io,
-        buf: Vec::new(),
+        incoming: Incoming::new(io),
         peer,
         shared,
+        pool,
+        first_head_deadline: Some(first_head_deadline),
     };
     let end = loop {
         match conn.serve_one() {
@@ -610,10 +718,20 @@ fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
     };
     match end {
-        Next::Abort => conn.io.abort(),
-        _ => conn.io.close(),
+        Next::Abort => conn.incoming.src.abort(),
+        _ => conn.incoming.src.close(),
     }
     debug!("{peer}: connection closed");
+}
+
+/// `start + duration`; a duration too large to add (a configuration of centuries) counts as a
+/// year, which is "never" for any connection.
+fn later(start: Instant, duration: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    start
+        .checked_add(duration)
+        .or_else(|| start.checked_add(FAR))
+        .unwrap_or(start)
 }
 
 /// Half-closes and reads (and discards) what the peer still sends, for at most `LINGER_TIME` and
@@ -640,11 +758,10 @@ fn linger(tcp: &TcpStream) {
 fn tls_handshake(
     tcp: TcpStream,
     config: &Arc<rustls::ServerConfig>,
-    timeout: Duration,
+    deadline: Instant,
 ) -> io::Result<StreamOwned<ServerConnection, TcpStream>> {
     let conn = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
     let mut tls = StreamOwned::new(conn, tcp);
-    let deadline = Instant::now() + timeout;
     while tls.conn.is_handshaking() {
         let mut sock = DeadlineIo {
             sock: &mut tls.sock,
@@ -680,26 +797,12 @@ enum Next {
     Abort,
 }
 
-/// Why reading a request stopped short.
-enum Reject {
-    /// Answer with this status, then close.
-    Status(u16),
-    /// Peer closed or the socket failed: close without a word.
-    Gone,
-}
-
-/// The request line and headers, copied out of the read buffer.
-struct Head {
-    method: String,
-    target: String,
-    http10: bool,
-    headers: Vec<(String, String)>,
-}
-
-/// How the request body is delimited.
-enum Framing {
-    Length(usize),
-    Chunked,
+/// What reading a request gave.
+enum Received {
+    /// A whole, admitted request for the handler.
+    Request(Request),
+    /// Admission's own answer to a request with this method; the body (if any) was not read.
+    Answer(String, Response),
 }
 
 /// Facts about the request that shape the response.
@@ -710,20 +813,36 @@ struct Exchange {
 }
 
 struct Conn<'s> {
-    io: Transport,
-    /// Received bytes not consumed yet (possibly the start of a pipelined next request).
-    buf: Vec<u8>,
+    /// The connection and the bytes received on it not consumed yet.
+    incoming: Incoming<Transport>,
     peer: SocketAddr,
     shared: &'s Shared,
+    /// A reserve connection serves only requests of the reserved route class.
+    pool: Pool,
+    /// The first request's head must be complete by then (counted from the accept); later heads
+    /// get `header_timeout` from their first byte.
+    first_head_deadline: Option<Instant>,
 }
 
 impl Conn<'_> {
     fn serve_one(&mut self) -> Next {
-        if !self.await_request() {
-            return Next::Close;
-        }
-        let deadline = Instant::now() + self.shared.limits.read_timeout;
-        let (request, mut exchange) = match self.read_request(deadline) {
+        let limits = &self.shared.limits;
+        let head_deadline = match self.first_head_deadline.take() {
+            Some(deadline) => {
+                if !self.await_request(deadline, "no request within the header timeout") {
+                    return Next::Close;
+                }
+                deadline
+            }
+            None => {
+                if !self.await_request(later(Instant::now(), limits.idle_timeout), "idle timeout") {
+                    return Next::Close;
+                }
+                later(Instant::now(), limits.header_timeout)
+            }
+        };
+        let deadline = later(Instant::now(), limits.read_timeout);
+        let (read, mut exchange) = match self.read_request(head_deadline.min(deadline), deadline) {
             Ok(r) => r,
             Err(Reject::Gone) => return Next::Abort,
             Err(Reject::Status(status)) => {
@@ -732,18 +851,27 @@ impl Conn<'_> {
                 return Next::Close;
             }
         };
-        // A large body may have grown the buffer; don't keep that memory on an idle connection.
-        self.buf.shrink_to(2 * READ_CHUNK);
-        let method = request.method.clone();
-        let handler = &self.shared.handler;
-        let response = match catch_unwind(AssertUnwindSafe(|| handler(request))) {
-            Ok(r) => r,
-            Err(_) => {
-                warn!("{}: handler panicked on a {method} request", self.peer);
-                exchange.close = true;
-                error_response(500)
+        let (method, response) = match read {
+            Received::Answer(method, response) => (method, response),
+            Received::Request(request) => {
+                // A large body may have grown the buffer; don't keep that memory on an idle
+                // connection.
+                self.incoming.buf.shrink_to(2 * READ_CHUNK);
+                let method = request.method.clone();
+                let handler = &self.shared.handler;
+                let response = match catch_unwind(AssertUnwindSafe(|| handler(request))) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        warn!("{}: handler panicked on a {method} request", self.peer);
+                        exchange.close = true;
+                        error_response(500)
+                    }
+                };
+                (method, response)
             }
         };
+        // A reserve slot is for working clients: one that is refused gives the slot back.
+        exchange.close |= self.pool == Pool::Reserve && response.status >= 400;
         // Once shutdown is flagged, this is the connection's last response.
         exchange.close |= self.shared.shutdown.load(Ordering::SeqCst);
         let status = response.status;
@@ -752,23 +880,23 @@ impl Conn<'_> {
         next
     }
 
-    /// Waits for the first byte of the next request. False means close quietly: the peer closed,
-    /// the idle timeout expired, or the server is shutting down.
-    fn await_request(&mut self) -> bool {
-        if !self.buf.is_empty() {
+    /// Waits, until `deadline`, for the first byte of the next request. False means close
+    /// quietly: the peer closed, the deadline passed (logged as `why`), or the server is shutting
+    /// down.
+    fn await_request(&mut self, deadline: Instant, why: &str) -> bool {
+        if !self.incoming.buf.is_empty() {
             return true;
         }
-        let idle_deadline = Instant::now() + self.shared.limits.idle_timeout;
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 return false;
             }
             let now = Instant::now();
-            if now >= idle_deadline {
-                debug!("{}: idle timeout", self.peer);
+            if now >= deadline {
+                debug!("{}: {why}", self.peer);
                 return false;
             }
-            match self.fill(idle_deadline.min(now + IDLE_POLL)) {
+            match self.incoming.fill(deadline.min(later(now, IDLE_POLL))) {
                 Ok(0) => return false,
                 Ok(_) => return true,
                 Err(e) if is_timeout(&e) => {}
@@ -780,171 +908,95 @@ impl Conn<'_> {
         }
     }
 
-    /// Appends what the socket has (at least one byte, or 0 at EOF) to `buf`.
-    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let result = self.io.read_until(&mut self.buf[old..], deadline);
-        self.buf.truncate(old + *result.as_ref().unwrap_or(&0));
-        result
-    }
-
-    /// `fill` for the middle of a request, where EOF and timeouts are failures.
-    fn need_more(&mut self, deadline: Instant) -> Result<(), Reject> {
-        match self.fill(deadline) {
-            Ok(0) => Err(Reject::Gone),
-            Ok(_) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(Reject::Status(408)),
-            Err(e) => {
-                debug!("{}: read failed: {e}", self.peer);
-                Err(Reject::Gone)
-            }
+    /// Reads the head (by `head_deadline`), asks admission, then reads the body (by `deadline`).
+    fn read_request(
+        &mut self,
+        head_deadline: Instant,
+        deadline: Instant,
+    ) -> Result<(Received, Exchange), Reject> {
+        let limits = &self.shared.limits;
+        let head = self
+            .incoming
+            .read_head(limits.max_header_bytes, head_deadline)?;
+        if self.pool == Pool::Reserve && !(limits.reserved_route)(path_of(&head.target)) {
+            debug!(
+                "{}: only reserved routes are served on this slot",
+                self.peer
+            );
+            return Err(Reject::Status(503));
         }
-    }
-
-    fn read_request(&mut self, deadline: Instant) -> Result<(Request, Exchange), Reject> {
-        let head = self.read_head(deadline)?;
         let framing = body_framing(&head.headers)?;
-        let max_body = self.shared.limits.max_body_bytes;
-        if let Framing::Length(len) = framing
-            && len > max_body
-        {
-            return Err(Reject::Status(413));
-        }
-        let expects_body = !matches!(framing, Framing::Length(0));
-        let expect_continue = !head.http10
-            && head.headers.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue")
-            });
-        if expect_continue && expects_body {
-            let sent = self
-                .io
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .and_then(|()| self.io.flush());
-            if sent.is_err() {
-                return Err(Reject::Gone);
-            }
-        }
-        let body = match framing {
-            Framing::Length(len) => self.read_exact_body(len, deadline)?,
-            Framing::Chunked => self.read_chunked_body(max_body, deadline)?,
-        };
         let wants_close = head.http10
             || head
                 .headers
                 .iter()
                 .any(|(n, v)| n.eq_ignore_ascii_case("connection") && has_token(v, "close"));
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             head_only: head.method == "HEAD",
             http10: head.http10,
             close: wants_close,
         };
+        let client_cert_verified = self.incoming.src.client_cert_verified();
+        let limit = match self.admit(&head, client_cert_verified) {
+            Ok(limit) => limit.min(limits.max_body_bytes),
+            Err(response) => {
+                // The body stays unread, so the connection cannot carry another request.
+                exchange.close |= framing.announces_body();
+                return Ok((Received::Answer(head.method, response), exchange));
+            }
+        };
+        framing.check_length(limit)?;
+        let expect_continue = !head.http10
+            && head.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue")
+            });
+        if expect_continue && framing.announces_body() {
+            let io = &mut self.incoming.src;
+            let sent = io
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .and_then(|()| io.flush());
+            if sent.is_err() {
+                return Err(Reject::Gone);
+            }
+        }
+        let body = self
+            .incoming
+            .read_body(framing, limit, limits.max_header_bytes, deadline)?;
+        let Head {
+            method,
+            target,
+            headers,
+            ..
+        } = head;
         let request = Request {
-            method: head.method,
-            target: head.target,
-            headers: head.headers,
+            method,
+            target,
+            headers,
             body,
             peer: self.peer,
-            client_cert_verified: self.io.client_cert_verified(),
-            socket: self.io.tcp().try_clone().ok(),
+            client_cert_verified,
+            socket: self.incoming.src.tcp().try_clone().ok(),
         };
-        Ok((request, exchange))
+        Ok((Received::Request(request), exchange))
     }
 
-    fn read_head(&mut self, deadline: Instant) -> Result<Head, Reject> {
-        let max = self.shared.limits.max_header_bytes;
-        loop {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Request::new(&mut slots);
-            match parsed.parse(&self.buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    if len > max {
-                        return Err(Reject::Status(431));
-                    }
-                    let head = owned_head(&parsed)?;
-                    self.buf.drain(..len);
-                    return Ok(head);
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => return Err(Reject::Status(431)),
-                Err(_) => return Err(Reject::Status(400)),
-            }
-            if self.buf.len() >= max {
-                return Err(Reject::Status(431));
-            }
-            self.need_more(deadline)?;
-        }
-    }
-
-    fn read_exact_body(&mut self, len: usize, deadline: Instant) -> Result<Vec<u8>, Reject> {
-        while self.buf.len() < len {
-            self.need_more(deadline)?;
-        }
-        let rest = self.buf.split_off(len);
-        Ok(std::mem::replace(&mut self.buf, rest))
-    }
-
-    fn read_chunked_body(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, Reject> {
-        let mut body = Vec::new();
-        loop {
-            let (line_len, size) = loop {
-                // httparse takes an empty size ("\r\n") as 0; we insist on at least one digit.
-                if self.buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
-                    return Err(Reject::Status(400));
-                }
-                match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete(found)) => break found,
-                    Ok(httparse::Status::Partial) if self.buf.len() < MAX_CHUNK_LINE => {
-                        self.need_more(deadline)?;
-                    }
-                    _ => return Err(Reject::Status(400)),
-                }
-            };
-            self.buf.drain(..line_len);
-            if size == 0 {
-                break;
-            }
-            let size = match usize::try_from(size) {
-                Ok(s) if s <= max - body.len() => s,
-                _ => return Err(Reject::Status(413)),
-            };
-            // The data and its CRLF.
-            while self.buf.len() < size + 2 {
-                self.need_more(deadline)?;
-            }
-            if &self.buf[size..size + 2] != b"\r\n" {
-                return Err(Reject::Status(400));
-            }
-            body.extend_from_slice(&self.buf[..size]);
-            self.buf.drain(..size + 2);
-        }
-        self.skip_trailers(deadline)?;
-        Ok(body)
-    }
-
-    /// Reads and discards the trailer section (we give trailer fields no meaning), up to and
-    /// including the final empty line.
-    fn skip_trailers(&mut self, deadline: Instant) -> Result<(), Reject> {
-        let max = self.shared.limits.max_header_bytes;
-        loop {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::parse_headers(&self.buf, &mut slots) {
-                Ok(httparse::Status::Complete((len, _))) => {
-                    if len > max {
-                        return Err(Reject::Status(431));
-                    }
-                    self.buf.drain(..len);
-                    return Ok(());
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => return Err(Reject::Status(431)),
-                Err(_) => return Err(Reject::Status(400)),
-            }
-            if self.buf.len() >= max {
-                return Err(Reject::Status(431));
-            }
-            self.need_more(deadline)?;
-        }
+    /// Runs admission on `head`; a panic in it is a 500 (and the connection closed).
+    fn admit(&self, head: &Head, client_cert_verified: bool) -> Result<usize, Response> {
+        let view = RequestHead {
+            method: &head.method,
+            target: &head.target,
+            headers: &head.headers,
+            peer: self.peer,
+            client_cert_verified,
+        };
+        let admit = &self.shared.admit;
+        catch_unwind(AssertUnwindSafe(|| admit(&view))).unwrap_or_else(|_| {
+            warn!(
+                "{}: admission panicked on a {} request",
+                self.peer, head.method
+            );
+            Err(error_response(500).with_header("Connection", "close"))
+        })
     }
 
     /// Writes the response; says whether the connection may carry another request.
@@ -976,9 +1028,10 @@ impl Conn<'_> {
                     out.extend_from_slice(&bytes);
                 }
                 if self
-                    .io
+                    .incoming
+                    .src
                     .write_all(&out)
-                    .and_then(|()| self.io.flush())
+                    .and_then(|()| self.incoming.src.flush())
                     .is_err()
                 {
                     return Next::Abort;
@@ -987,9 +1040,10 @@ impl Conn<'_> {
             Body::Stream(produce) => {
                 // Headers go out at once: an event stream may not produce its first chunk soon.
                 if self
-                    .io
+                    .incoming
+                    .src
                     .write_all(&head.bytes)
-                    .and_then(|()| self.io.flush())
+                    .and_then(|()| self.incoming.src.flush())
                     .is_err()
                 {
                     return Next::Abort;
@@ -998,7 +1052,7 @@ impl Conn<'_> {
                     return if close { Next::Close } else { Next::KeepAlive };
                 }
                 let mut writer = ChunkWriter {
-                    inner: &mut self.io,
+                    inner: &mut self.incoming.src,
                     chunked: !raw_stream,
                 };
                 match catch_unwind(AssertUnwindSafe(|| produce(&mut writer))) {
@@ -1014,9 +1068,10 @@ impl Conn<'_> {
                 }
                 if !raw_stream
                     && self
-                        .io
+                        .incoming
+                        .src
                         .write_all(b"0\r\n\r\n")
-                        .and_then(|()| self.io.flush())
+                        .and_then(|()| self.incoming.src.flush())
                         .is_err()
                 {
                     return Next::Abort;
@@ -1035,74 +1090,6 @@ impl Exchange {
             http10: false,
             close: true,
         }
-    }
-}
-
-/// Copies the parsed request line and headers out of the buffer they borrow.
-fn owned_head(parsed: &httparse::Request<'_, '_>) -> Result<Head, Reject> {
-    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
-    else {
-        return Err(Reject::Status(400));
-    };
-    let mut headers = Vec::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        // Non-UTF-8 header values have no use in our protocols; refuse rather than mangle.
-        let value = std::str::from_utf8(h.value).map_err(|_| Reject::Status(400))?;
-        headers.push((h.name.to_string(), value.to_string()));
-    }
-    Ok(Head {
-        method: method.to_string(),
-        target: target.to_string(),
-        http10: version == 0,
-        headers,
-    })
-}
-
-/// Works out how the body is delimited (RFC 9112 section 6), refusing anything ambiguous: both
-/// framings at once, conflicting or non-numeric lengths, codings other than plain `chunked`.
-fn body_framing(headers: &[(String, String)]) -> Result<Framing, Reject> {
-    let mut length: Option<u64> = None;
-    let mut codings: Vec<String> = Vec::new();
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("content-length") {
-            for item in value.split(',') {
-                let item = item.trim();
-                // str::parse would accept a leading '+'.
-                if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(Reject::Status(400));
-                }
-                // All digits but beyond u64: certainly too large.
-                let n = item.parse::<u64>().map_err(|_| Reject::Status(413))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Reject::Status(400));
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            codings.extend(
-                value
-                    .split(',')
-                    .map(|c| c.trim().to_ascii_lowercase())
-                    .filter(|c| !c.is_empty()),
-            );
-        }
-    }
-    let has_te = headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
-    match (length, has_te) {
-        (Some(_), true) => Err(Reject::Status(400)),
-        (Some(n), false) => Ok(Framing::Length(
-            usize::try_from(n).map_err(|_| Reject::Status(413))?,
-        )),
-        (None, false) => Ok(Framing::Length(0)),
-        (None, true) => match codings.last().map(String::as_str) {
-            Some("chunked") if codings.len() == 1 => Ok(Framing::Chunked),
-            // chunked last, but wrapped around a coding we do not decode.
-            Some("chunked") => Err(Reject::Status(501)),
-            // Without chunked last the body length cannot be known.
-            _ => Err(Reject::Status(400)),
-        },
     }
 }
 
@@ -1229,6 +1216,57 @@ fn error_response(status: u16) -> Response {
         status,
         format!(r#"{{"error":{{"message":"{message}","type":"{kind}","code":"{code}"}}}}"#),
     )
+}
+
+/// What [`fuzz_read_request`] made of its input.
+#[doc(hidden)]
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FuzzSummary {
+    /// Requests read completely (head and body), one after another as if pipelined.
+    pub requests: usize,
+    /// Body bytes of those requests.
+    pub body_bytes: usize,
+    /// The status a bad request is answered with; `None` when the input ended (cleanly or
+    /// mid-request).
+    pub rejected: Option<u16>,
+}
+
+/// For the fuzzer: reads requests (head, then a `Content-Length` or chunked body, default
+/// [`Limits`]) from `data` as the server reads them off a connection, without sockets or threads.
+#[doc(hidden)]
+pub fn fuzz_read_request(data: &[u8]) -> FuzzSummary {
+    let limits = Limits::default();
+    let mut incoming = Incoming::new(Untimed(data));
+    // In-memory input never times out; the deadline only satisfies the reader's signature.
+    let deadline = later(Instant::now(), limits.read_timeout);
+    let mut summary = FuzzSummary::default();
+    loop {
+        if incoming.buf.is_empty() && !matches!(incoming.fill(deadline), Ok(n) if n > 0) {
+            return summary;
+        }
+        let read = incoming
+            .read_head(limits.max_header_bytes, deadline)
+            .and_then(|head| {
+                let framing = body_framing(&head.headers)?;
+                incoming.read_body(
+                    framing,
+                    limits.max_body_bytes,
+                    limits.max_header_bytes,
+                    deadline,
+                )
+            });
+        match read {
+            Ok(body) => {
+                summary.requests += 1;
+                summary.body_bytes += body.len();
+            }
+            Err(Reject::Status(status)) => {
+                summary.rejected = Some(status);
+                return summary;
+            }
+            Err(Reject::Gone) => return summary,
+        }
+    }
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -1433,6 +1471,7 @@ mod tests {
             max_body_bytes: 16,
             read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
+            ..Limits::default()
         }
     }
 
@@ -1477,6 +1516,10 @@ mod tests {
         assert_eq!(limits.max_body_bytes, 4 * 1024 * 1024);
         assert_eq!(limits.read_timeout, Duration::from_secs(30));
         assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.header_timeout, Duration::from_secs(5));
+        assert_eq!(limits.max_connections_per_peer, usize::MAX);
+        assert_eq!(limits.reserved_connections, 0);
+        assert!(!(limits.reserved_route)("/anything"));
         assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
         assert_eq!(reason_phrase(599), "Unknown");
     }
@@ -1954,5 +1997,226 @@ ok/kQvF0FryzmjaaP21Y6uSMpSuhRANCAAQToM4d6oo9jLxhf7Fay/WNQbrRaWK9
         assert_eq!(reply.status, 200);
         assert!(reply.text().starts_with("GET /b "));
         server.shutdown();
+    }
+
+    /// Admits `/open` with a 4-byte body limit; refuses everything else with 401 before its body.
+    fn admit_open_only(head: &RequestHead<'_>) -> Result<usize, Response> {
+        match head.path() {
+            "/open" => Ok(4),
+            "/boom" => panic!("test admission panic (expected)"),
+            _ => Err(Response::new(401, "no key")),
+        }
+    }
+
+    fn start_admitting(limits: Limits) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Server::start_with_admission(listener, None, limits, admit_open_only, echo).unwrap()
+    }
+
+    #[test]
+    fn refused_admission_answers_before_the_body_and_closes() {
+        let server = start_admitting(small_limits());
+        // Only the head of a huge body is sent: the answer must come without waiting for it.
+        let (reply, mut stream) = exchange(
+            &server,
+            b"POST /x HTTP/1.1\r\nContent-Length: 30000000\r\n\r\n",
+        );
+        assert_eq!((reply.status, reply.text().as_str()), (401, "no key"));
+        assert_eq!(reply.header("connection"), Some("close"));
+        assert!(closed_by_server(&mut stream));
+        // No 100 Continue for a refused request: the first bytes are the 401.
+        let (reply, _) = exchange(
+            &server,
+            b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(reply.status, 401);
+        // Without a body the connection may stay open.
+        let mut stream = connect(&server);
+        let mut buf = Vec::new();
+        stream.write_all(b"GET /x HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut stream, &mut buf).status, 401);
+        stream.write_all(b"GET /open HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut stream, &mut buf).status, 200);
+        server.shutdown();
+    }
+
+    #[test]
+    fn admitted_limit_gives_413_before_reading_and_while_chunked() {
+        let server = start_admitting(small_limits());
+        let (reply, mut stream) = exchange(
+            &server,
+            b"POST /open HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(reply.status, 413);
+        assert!(closed_by_server(&mut stream));
+        let (reply, _) = exchange(
+            &server,
+            b"POST /open HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        );
+        assert_eq!(reply.status, 413);
+        let (reply, _) = exchange(
+            &server,
+            b"POST /open HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
+        );
+        assert_eq!(
+            (reply.status, reply.text().ends_with("body=abcd")),
+            (200, true)
+        );
+        // A panicking admission is a 500, and the server carries on.
+        let (reply, mut stream) = exchange(&server, b"GET /boom HTTP/1.1\r\n\r\n");
+        assert_eq!(reply.status, 500);
+        assert!(closed_by_server(&mut stream));
+        let (reply, _) = exchange(&server, b"GET /open HTTP/1.1\r\n\r\n");
+        assert_eq!(reply.status, 200);
+        server.shutdown();
+    }
+
+    #[test]
+    fn header_timeout_closes_silent_connections_and_408s_slow_heads() {
+        let limits = Limits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(60),
+            ..small_limits()
+        };
+        let server = start(limits, echo);
+        let started = Instant::now();
+        let mut silent = connect(&server);
+        assert!(closed_by_server(&mut silent), "silent connection kept open");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let (reply, _) = exchange(&server, b"GET / HTTP/1.1\r\nHost:");
+        assert_eq!(reply.status, 408);
+        // A kept-alive connection may idle longer than the header timeout between requests.
+        let mut stream = connect(&server);
+        let mut buf = Vec::new();
+        stream.write_all(b"GET /a HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut stream, &mut buf).status, 200);
+        thread::sleep(Duration::from_millis(600));
+        stream.write_all(b"GET /b HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut stream, &mut buf).status, 200);
+        server.shutdown();
+    }
+
+    #[test]
+    fn reserved_slots_serve_only_the_reserved_route() {
+        let limits = Limits {
+            max_connections: 2,
+            reserved_connections: 1,
+            reserved_route: |path| path.starts_with("/ctl"),
+            ..small_limits()
+        };
+        let server = start(limits, echo);
+        // A takes the only general slot and proves it by an answer.
+        let mut a = connect(&server);
+        a.write_all(b"GET /any HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut a, &mut Vec::new()).status, 200);
+        // B lands in the reserve: another route is refused.
+        let (reply, mut b) = exchange(&server, b"GET /any HTTP/1.1\r\n\r\n");
+        assert_eq!(reply.status, 503);
+        assert!(closed_by_server(&mut b));
+        // C lands in the reserve too (B's slot frees asynchronously: retry under a deadline).
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        loop {
+            let (reply, _) = exchange(
+                &server,
+                b"GET /ctl/poll HTTP/1.1\r\nConnection: close\r\n\r\n",
+            );
+            if reply.status == 200 {
+                break;
+            }
+            assert_eq!(reply.status, 503);
+            assert!(Instant::now() < deadline, "reserve slot never served /ctl");
+            thread::sleep(Duration::from_millis(10));
+        }
+        drop(a);
+        server.shutdown();
+    }
+
+    #[test]
+    fn per_peer_cap_gives_503() {
+        let limits = Limits {
+            max_connections_per_peer: 1,
+            ..small_limits()
+        };
+        let server = start(limits, echo);
+        let mut a = connect(&server);
+        a.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut a, &mut Vec::new()).status, 200);
+        let mut b = connect(&server);
+        let busy = read_reply(&mut b, &mut Vec::new());
+        assert_eq!(busy.status, 503);
+        server.shutdown();
+    }
+
+    #[test]
+    fn stream_producer_panic_cuts_the_stream_and_server_survives() {
+        let server = start(small_limits(), |req: Request| {
+            if req.path() != "/panic" {
+                return Response::new(200, "fine");
+            }
+            Response::stream(
+                200,
+                Vec::new(),
+                Box::new(|w| {
+                    w.send(b"partial")?;
+                    panic!("test stream producer panic (expected)");
+                }),
+            )
+        });
+        let mut stream = connect(&server);
+        stream.write_all(b"GET /panic HTTP/1.1\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                Err(e) if is_timeout(&e) => panic!("server did not close the connection"),
+                Err(_) => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.ends_with("\r\n\r\n7\r\npartial\r\n"), "got {text:?}");
+        let (reply, _) = exchange(&server, b"GET /ok HTTP/1.1\r\n\r\n");
+        assert_eq!((reply.status, reply.text().as_str()), (200, "fine"));
+        server.shutdown();
+    }
+
+    /// The panic promises above only hold in release builds if they unwind: `panic = "abort"`
+    /// would end the whole process at the first panic.
+    #[test]
+    fn release_profile_unwinds_on_panic() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let manifest: toml::Table = text.parse().unwrap();
+        let panic = manifest
+            .get("profile")
+            .and_then(|p| p.get("release"))
+            .and_then(|r| r.get("panic"))
+            .and_then(|p| p.as_str());
+        // Unset means the default, which is unwind.
+        assert!(
+            matches!(panic, None | Some("unwind")),
+            "[profile.release] panic = {panic:?}: the server's panic guarantees need unwind"
+        );
+    }
+
+    #[test]
+    fn fuzz_entry_reads_in_memory_requests() {
+        let ok = fuzz_read_request(
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX: y\r\n\r\n",
+        );
+        assert_eq!((ok.requests, ok.body_bytes, ok.rejected), (2, 5, None));
+        assert_eq!(fuzz_read_request(b"").requests, 0);
+        let bad = fuzz_read_request(b"GET / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx");
+        assert_eq!(bad.rejected, Some(400));
+        let huge = fuzz_read_request(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+        );
+        assert_eq!(huge.rejected, Some(400));
+        let too_big =
+            fuzz_read_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffff\r\n");
+        assert_eq!(too_big.rejected, Some(413));
+        let cut = fuzz_read_request(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc");
+        assert_eq!((cut.requests, cut.rejected), (0, None));
     }
 }
