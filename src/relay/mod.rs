@@ -31,15 +31,18 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{self, ConfigError, Opt, Sources};
-use crate::http_server::{Limits, Request, Response, Server};
+use crate::http_server::{Limits, Request, RequestHead, Response, Server};
 use crate::wire;
 use connector::ConnectorLimits;
 use hub::{HubLimits, TunnelHub};
-use tunnels::{Registry, TunnelRecord};
+use tunnels::{ConnectorAuth, Registry, TunnelRecord};
 
 /// Largest request the server reads: a response POST may carry a large tool result (the client
 /// reads MCP answers up to 32 MiB). Connector requests have their own, smaller limit.
 const MAX_REQUEST_BODY: usize = 33 * 1024 * 1024;
+/// Body limit of every route that carries no payload (metadata, poll, DELETE, health): nothing
+/// legitimate sends more, and admission refuses bigger bodies before reading them.
+const SMALL_BODY: usize = 64 * 1024;
 /// How often the tunnels file's modification time is checked for a reload.
 const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -55,6 +58,9 @@ const CONNECTOR_MAX_BODY: &str = "--connector.max-body";
 const CLIENT_TIMEOUT: &str = "--client-timeout";
 const QUEUE_CAPACITY: &str = "--queue-capacity";
 const MAX_CONNECTIONS: &str = "--max-connections";
+const MAX_CONNECTIONS_PER_PEER: &str = "--max-connections-per-peer";
+const CONTROL_PLANE_RESERVE: &str = "--control-plane-reserve-percent";
+const HEADER_TIMEOUT: &str = "--header-timeout";
 const LOG_LEVEL: &str = "--log.level";
 const LOG_FORMAT: &str = "--log.format";
 const LOG_FILE: &str = "--log.file";
@@ -149,6 +155,30 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         ..Opt::BASE
     },
     Opt {
+        flag: MAX_CONNECTIONS_PER_PEER,
+        env: &["RELAY_MAX_CONNECTIONS_PER_PEER"],
+        default: Some("64"),
+        help: "Open connections at most from one address (IPv4, or IPv6 /64), so one host cannot \
+               take every slot; 0 = no such cap (behind a reverse proxy, whose address all share).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CONTROL_PLANE_RESERVE,
+        env: &["RELAY_CONTROL_PLANE_RESERVE_PERCENT"],
+        default: Some("10"),
+        help: "Percent of --max-connections kept for tunnel clients (/v1/tunnels/...), so they \
+               can poll and answer while MCP-side connections fill the rest (0 to 50).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: HEADER_TIMEOUT,
+        env: &["RELAY_HEADER_TIMEOUT"],
+        default: Some("5s"),
+        help: "A new connection must finish its TLS handshake and send its request head within \
+               this; so must every later request head. Silent connections are closed after it.",
+        ..Opt::BASE
+    },
+    Opt {
         flag: LOG_LEVEL,
         env: &["LOG_LEVEL"],
         default: Some("info"),
@@ -188,6 +218,11 @@ pub struct RelayConfig {
     pub client_timeout: Duration,
     pub queue_capacity: usize,
     pub max_connections: usize,
+    /// Connections from one peer address; `usize::MAX` for no such cap.
+    pub max_connections_per_peer: usize,
+    /// Percent of `max_connections` reserved for control-plane requests.
+    pub control_plane_reserve_percent: usize,
+    pub header_timeout: Duration,
     pub log: config::LogConfig,
 }
 
@@ -236,6 +271,16 @@ pub fn parse_config(
         client_timeout: config::positive_duration(&src.get(CLIENT_TIMEOUT))?,
         queue_capacity: config::count(&src.get(QUEUE_CAPACITY), 1, 1_000_000)?,
         max_connections: config::count(&src.get(MAX_CONNECTIONS), 1, 100_000)?,
+        max_connections_per_peer: match config::count(
+            &src.get(MAX_CONNECTIONS_PER_PEER),
+            0,
+            100_000,
+        )? {
+            0 => usize::MAX,
+            n => n,
+        },
+        control_plane_reserve_percent: config::count(&src.get(CONTROL_PLANE_RESERVE), 0, 50)?,
+        header_timeout: config::positive_duration(&src.get(HEADER_TIMEOUT))?,
         log: config::parse_log_config(
             &src.get(LOG_LEVEL),
             &src.get(LOG_FORMAT),
@@ -266,7 +311,12 @@ pub fn api_error(status: u16, kind: &str, code: &str, message: &str) -> Response
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer(req: &Request) -> Option<&str> {
-    let value = req.header("Authorization")?.trim();
+    bearer_token(req.header("Authorization"))
+}
+
+/// The token of an `Authorization` header value of the Bearer scheme.
+fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -324,9 +374,9 @@ impl Relay {
 
     /// With `--tls-client-ca`, refuses requests without a verified client certificate on the
     /// endpoints that need one (`control_plane`: a tunnel-client endpoint).
-    fn require_client_cert(&self, req: &Request, control_plane: bool) -> Result<(), Response> {
+    fn require_client_cert(&self, verified: bool, control_plane: bool) -> Result<(), Response> {
         let required = self.cfg.client_ca.is_some() && (control_plane || self.cfg.client_auth_all);
-        if required && !req.client_cert_verified {
+        if required && !verified {
             return Err(api_error(
                 403,
                 "invalid_request_error",
@@ -337,6 +387,42 @@ impl Relay {
         Ok(())
     }
 
+    /// Admission, from the head alone: the route's client certificate, tunnel and key are checked
+    /// before any body byte is read, and the answer is the route's body limit. The handlers check
+    /// again (the tunnels file may be reloaded in between).
+    pub fn admit(&self, head: &RequestHead<'_>) -> Result<usize, Response> {
+        let segments: Vec<&str> = head.path().trim_start_matches('/').split('/').collect();
+        let key = bearer_token(head.header("Authorization"));
+        match segments.as_slice() {
+            ["healthz"] => Ok(SMALL_BODY),
+            ["v1", "tunnels", id, rest @ ..] => {
+                self.require_client_cert(head.client_cert_verified, true)?;
+                let record = self.record(id).ok_or_else(unknown_tunnel)?;
+                if !key.is_some_and(|k| record.runtime_key_matches(k)) {
+                    return Err(runtime_key_refused());
+                }
+                Ok(match (head.method, rest) {
+                    ("POST", ["response"]) => MAX_REQUEST_BODY,
+                    _ => SMALL_BODY,
+                })
+            }
+            ["v1", "mcp", id, ..] => {
+                self.require_client_cert(head.client_cert_verified, false)?;
+                let record = self.record(id).ok_or_else(unknown_tunnel)?;
+                if record.connector_auth == ConnectorAuth::RelayKey
+                    && !key.is_some_and(|k| record.connector_key_matches(k))
+                {
+                    return Err(connector_key_refused());
+                }
+                Ok(match head.method {
+                    "POST" => self.cfg.connector_max_body,
+                    _ => SMALL_BODY,
+                })
+            }
+            _ => Err(not_found()),
+        }
+    }
+
     /// Routes one request.
     pub fn handle(&self, req: Request) -> Response {
         let path = req.path().to_string();
@@ -344,7 +430,7 @@ impl Relay {
         match segments.as_slice() {
             ["healthz"] => Response::new(200, "ok\n"),
             ["v1", "tunnels", id, rest @ ..] => {
-                if let Err(denied) = self.require_client_cert(&req, true) {
+                if let Err(denied) = self.require_client_cert(req.client_cert_verified, true) {
                     return denied;
                 }
                 let Some(record) = self.record(id) else {
@@ -360,7 +446,7 @@ impl Relay {
                 }
             }
             ["v1", "mcp", id, rest @ ..] => {
-                if let Err(denied) = self.require_client_cert(&req, false) {
+                if let Err(denied) = self.require_client_cert(req.client_cert_verified, false) {
                     return denied;
                 }
                 let Some(record) = self.record(id) else {
@@ -388,6 +474,33 @@ impl Relay {
             _ => not_found(),
         }
     }
+}
+
+/// As `control`'s refusal of a missing or wrong runtime key (same status, code and challenge).
+fn runtime_key_refused() -> Response {
+    api_error(
+        401,
+        "invalid_request_error",
+        "tunnel_use_forbidden",
+        "missing or invalid runtime key for this tunnel",
+    )
+    .with_header("WWW-Authenticate", "Bearer realm=\"mcp-tunnel\"")
+}
+
+/// As `connector`'s refusal of a missing or wrong connector key.
+fn connector_key_refused() -> Response {
+    api_error(
+        401,
+        "invalid_request_error",
+        "invalid_connector_key",
+        "missing or invalid connector key: send Authorization: Bearer <connector key>",
+    )
+    .with_header("WWW-Authenticate", "Bearer realm=\"mcp-tunnel\"")
+}
+
+/// The routes tunnel clients use: the ones the reserved connection slots serve.
+fn is_control_plane(path: &str) -> bool {
+    path.starts_with("/v1/tunnels/")
 }
 
 fn unknown_tunnel() -> Response {
@@ -418,14 +531,26 @@ pub fn serve(relay: &Arc<Relay>, listener: TcpListener) -> Result<Server, String
         )?),
         None => None,
     };
+    let cfg = &relay.cfg;
     let limits = Limits {
-        max_connections: relay.cfg.max_connections,
+        max_connections: cfg.max_connections,
+        max_connections_per_peer: cfg.max_connections_per_peer,
+        reserved_connections: cfg.max_connections * cfg.control_plane_reserve_percent / 100,
+        reserved_route: is_control_plane,
+        header_timeout: cfg.header_timeout,
         max_body_bytes: MAX_REQUEST_BODY,
         ..Limits::default()
     };
-    let me = Arc::clone(relay);
-    Server::start(listener, tls, limits, move |req| me.handle(req))
-        .map_err(|e| format!("cannot start the server: {e}"))
+    let admitting = Arc::clone(relay);
+    let handling = Arc::clone(relay);
+    Server::start_with_admission(
+        listener,
+        tls,
+        limits,
+        move |head: &RequestHead<'_>| admitting.admit(head),
+        move |req| handling.handle(req),
+    )
+    .map_err(|e| format!("cannot start the server: {e}"))
 }
 
 /// `mcp-tunnel relay …`: the server, or `relay tunnel …` management. Returns the exit code.
