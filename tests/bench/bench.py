@@ -738,8 +738,10 @@ def run_all(cfg, procs, workdir, results, failures):
         f"{idle['rss_kib']['client']} KiB, relay {idle['rss_kib']['relay']} KiB")
 
     # -------- our relay
+    # Every load connection comes from 127.0.0.1: the per-peer connection cap (64 by default,
+    # a defence for a relay facing the internet) would measure the cap, not the relay.
     procs.start("relay", [B, "relay", "--listen", "127.0.0.1:0", "--tunnels-file",
-                          tunnels_file])
+                          tunnels_file, "--max-connections-per-peer", "0"])
     m = procs.wait_for_output("relay", r"relay listening on http://127\.0\.0\.1:(\d+)")
     relay_port = int(m.group(1))
     connector = lambda t: f"/v1/mcp/{t['id']}"  # noqa: E731
