@@ -28,8 +28,8 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,8 @@ pub struct Request {
     pub client_cert_verified: bool,
     /// A second handle on the connection's socket, for [`Request::peer_gone`].
     pub socket: Option<TcpStream>,
+    /// The connection this request came on; says later whether it is still open and who closed it.
+    pub connection: ConnectionHandle,
 }
 
 impl Request {
@@ -602,6 +604,7 @@ fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
         buf: Vec::new(),
         peer,
         shared,
+        connection: ConnectionHandle::default(),
     };
     let end = loop {
         match conn.serve_one() {
@@ -609,6 +612,7 @@ fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
             end => break end,
         }
     };
+    conn.connection.mark_closed(peer_closed(conn.io.tcp()));
     match end {
         Next::Abort => conn.io.abort(),
         _ => conn.io.close(),
@@ -715,6 +719,7 @@ struct Conn<'s> {
     buf: Vec<u8>,
     peer: SocketAddr,
     shared: &'s Shared,
+    connection: ConnectionHandle,
 }
 
 impl Conn<'_> {
@@ -847,6 +852,7 @@ impl Conn<'_> {
             peer: self.peer,
             client_cert_verified: self.io.client_cert_verified(),
             socket: self.io.tcp().try_clone().ok(),
+            connection: self.connection.clone(),
         };
         Ok((request, exchange))
     }
@@ -1270,6 +1276,76 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Connection liveness (used by the relay to notice that a tunnel client vanished)
+
+/// A cheap, clonable view of one connection's life: open, or how it ended. The relay keeps the
+/// handles of a client's recent requests; when every one of them was closed by the peer, the
+/// client process is most likely gone (the kernel closes a killed process's sockets).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionHandle(Arc<OnceLock<ConnectionEnd>>);
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionEnd {
+    pub at: Instant,
+    /// The peer closed it (end of stream or reset). False when we closed it (idle timeout,
+    /// shutdown, an error response, a peer that did not read): that says nothing about the peer.
+    pub by_peer: bool,
+}
+
+impl ConnectionHandle {
+    pub fn is_open(&self) -> bool {
+        self.0.get().is_none()
+    }
+
+    /// `None` while the connection is open.
+    pub fn end(&self) -> Option<ConnectionEnd> {
+        self.0.get().copied()
+    }
+
+    /// Whether both handles are of the same connection.
+    pub fn same_as(&self, other: &ConnectionHandle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Records the end (once; later calls change nothing). Public for tests of code that
+    /// tracks handles.
+    pub fn mark_closed(&self, by_peer: bool) {
+        let _ = self.0.set(ConnectionEnd {
+            at: Instant::now(),
+            by_peer,
+        });
+    }
+}
+
+/// Whether the peer has closed its side: reading without blocking finds end-of-stream or a reset
+/// (bytes still unread are discarded; the connection is ending anyway). Bounded: a peer that
+/// keeps sending is not closed.
+fn peer_closed(tcp: &TcpStream) -> bool {
+    if tcp.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut sink = [0u8; 4096];
+    let mut closed = false;
+    for _ in 0..16 {
+        match (&*tcp).read(&mut sink) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                closed = e.kind() != io::ErrorKind::WouldBlock;
+                break;
+            }
+        }
+    }
+    let _ = tcp.set_nonblocking(false);
+    closed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1448,6 +1524,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             client_cert_verified: false,
             socket: None,
+            connection: ConnectionHandle::default(),
         }
     }
 
