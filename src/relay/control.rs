@@ -5,15 +5,17 @@
 //! runtime key gets 401.
 
 use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::hub::{RespondError, TunnelHub};
+use super::hub::{Delivered, RespondError, TunnelHub};
 use super::tunnels::TunnelRecord;
 use super::{api_error, bearer};
 use crate::config::MAX_POLL_LIMIT;
-use crate::http_server::{Request, Response};
+use crate::http_server::{ChunkWriter, Request, Response};
 use crate::wire::{ResponsePayload, TunnelMetadata};
 
 /// Checks the runtime key; the error response is ready to send.
@@ -70,7 +72,19 @@ fn affine_channels(req: &Request) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Duration) -> Response {
+/// The client instance a request comes from. Clients without an instance id share one
+/// identity; affinity and gone-client detection then cannot tell them apart.
+fn instance_of(req: &Request) -> &str {
+    req.header("X-Tunnel-Client-Instance-Id")
+        .unwrap_or("anonymous")
+}
+
+pub fn poll(
+    record: &TunnelRecord,
+    hub: &Arc<TunnelHub>,
+    req: &Request,
+    max_wait: Duration,
+) -> Response {
     if let Err(denied) = authorize(record, req) {
         return denied;
     }
@@ -102,10 +116,8 @@ pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Dur
             }
         },
     };
-    // Clients without an instance id share one identity; affinity then cannot tell them apart.
-    let instance = req
-        .header("X-Tunnel-Client-Instance-Id")
-        .unwrap_or("anonymous");
+    let instance = instance_of(req);
+    hub.seen(instance, &req.connection);
     // A poller that disconnected (a client that died or restarted) must take nothing.
     let commands = hub.poll(instance, affine_channels(req), limit, wait, &|| {
         req.peer_gone()
@@ -113,14 +125,49 @@ pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Dur
     if commands.is_empty() {
         return Response::new(204, Vec::new());
     }
-    let body = serde_json::json!({ "commands": commands });
-    Response::json(200, body.to_string())
+    let hub = Arc::clone(hub);
+    Response::stream(
+        200,
+        vec![("Content-Type".into(), "application/json".into())],
+        Box::new(move |w: &mut ChunkWriter<'_>| write_commands(&hub, commands, w)),
+    )
+}
+
+/// Writes a poll answer one command per chunk, so no second copy of the batch is built. If a
+/// write fails before the answer's last chunk, the client holds an incomplete JSON text it
+/// cannot act on: the commands go back to the queue for the next poller. Once the last chunk
+/// is being written they stay delivered (the client may have it all); if that client is gone,
+/// gone-client detection fails them.
+fn write_commands(
+    hub: &TunnelHub,
+    commands: Vec<Delivered>,
+    w: &mut ChunkWriter<'_>,
+) -> io::Result<()> {
+    let mut opening = String::from("{\"commands\":[");
+    for (i, command) in commands.iter().enumerate() {
+        let mut chunk = if i == 0 {
+            std::mem::take(&mut opening)
+        } else {
+            String::from(",")
+        };
+        chunk.push_str(&command.to_json());
+        if let Err(e) = w.send(chunk.as_bytes()) {
+            log::debug!(
+                "poll answer not written ({e}); requeueing {} command(s)",
+                commands.len()
+            );
+            hub.requeue(commands);
+            return Err(e);
+        }
+    }
+    w.send(b"]}")
 }
 
 pub fn respond(record: &TunnelRecord, hub: &TunnelHub, req: &Request) -> Response {
     if let Err(denied) = authorize(record, req) {
         return denied;
     }
+    hub.seen(instance_of(req), &req.connection);
     let Some(shard_token) = req.header("X-Tunnel-Shard-Token") else {
         return api_error(
             400,

@@ -230,6 +230,11 @@ impl Relay {
         );
     }
 
+    /// The relay's process id (to read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Everything the relay has written so far, stdout then stderr.
     pub fn output(&self) -> String {
         format!("{}{}", self.process.stdout(), self.process.stderr())
