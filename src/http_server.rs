@@ -1512,6 +1512,43 @@ mod tests {
         }
     }
 
+    /// The connection handle a request carries tells a peer's close from the server's own.
+    #[test]
+    fn connection_handle_tells_who_closed() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = start(limits, move |req: Request| {
+            let _ = tx.lock().unwrap().send(req.connection.clone());
+            Response::new(200, "ok")
+        });
+        let wait_closed = |handle: &ConnectionHandle| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while handle.is_open() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            handle.end().expect("the connection ended")
+        };
+        // The peer closes.
+        let mut peer = connect(&server);
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut peer, &mut Vec::new()).status, 200);
+        let handle = rx.recv().unwrap();
+        assert!(handle.is_open());
+        drop(peer);
+        assert!(wait_closed(&handle).by_peer);
+        // The server closes an idle connection itself.
+        let mut idle = connect(&server);
+        idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut idle, &mut Vec::new()).status, 200);
+        let handle = rx.recv().unwrap();
+        assert!(!wait_closed(&handle).by_peer);
+        assert!(closed_by_server(&mut idle));
+    }
+
     fn request_with(target: &str, headers: &[(&str, &str)]) -> Request {
         Request {
             method: "GET".into(),

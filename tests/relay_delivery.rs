@@ -106,6 +106,44 @@ fn jsonrpc_bytes_cross_the_relay_and_client_unchanged() {
 }
 
 #[test]
+fn event_stream_messages_cross_the_relay_unchanged() {
+    let dir = TempDir::new("sse-bytes");
+    let (relay, tunnel) = relay_with(&dir, &[]);
+    let mcp = FakeMcp::start();
+    let note = "{\"method\":\"notifications/progress\",\"jsonrpc\":\"2.0\",\"params\":{\"progress\":1.50,\"x\":1,\"x\":2}}";
+    let last = "{\"result\":{\"n\":1.50},  \"id\":18446744073709551617,\"jsonrpc\":\"2.0\"}";
+    mcp.on_tool(
+        "exact",
+        McpReply::sse(vec![
+            SseEvent::raw(Duration::ZERO, note),
+            SseEvent::raw(Duration::from_millis(200), last),
+        ]),
+    );
+    let _client = tunnel_client(&relay, &tunnel, mcp.url()).spawn();
+    Connector::new(&relay, &tunnel).wait_until_client_connected();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(PROMPTLY))
+        .build()
+        .into();
+    let request = "{\"jsonrpc\":\"2.0\",\"id\":18446744073709551617,\"method\":\"tools/call\",\"params\":{\"name\":\"exact\"}}";
+    let response = agent
+        .post(relay.mcp_url(&tunnel.id))
+        .header("Authorization", format!("Bearer {}", tunnel.connector_key))
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .send(request.as_bytes())
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.into_body().read_to_string().unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data, [note, last], "the stream: {text}");
+}
+
+#[test]
 fn poll_answers_stay_within_the_byte_budget() {
     let dir = TempDir::new("budget");
     let (relay, tunnel) = relay_with(&dir, &[("--connector.timeout", "60s")]);

@@ -850,4 +850,85 @@ mod tests {
         assert_eq!(result, Ok(()));
         waiting.join().unwrap();
     }
+
+    #[test]
+    fn a_poll_answer_stops_at_the_byte_budget_but_always_carries_one() {
+        let hub = hub(64);
+        announce(&hub, "a", &[]);
+        let big = format!(r#"{{"id":1,"p":"{}"}}"#, "x".repeat(POLL_ANSWER_BUDGET / 3));
+        let huge = format!(r#"{{"id":1,"p":"{}"}}"#, "x".repeat(POLL_ANSWER_BUDGET * 2));
+        let _tickets: Vec<_> = [&big, &big, &big, &huge, &big]
+            .iter()
+            .map(|m| hub.submit(body("main", m), soon(), None, false).unwrap())
+            .collect();
+        let sizes = |d: Vec<Delivered>| d.len();
+        let take = || hub.poll("a", HashSet::new(), 25, Duration::ZERO, &|| false);
+        assert_eq!(
+            sizes(take()),
+            2,
+            "three thirds plus overhead pass the budget"
+        );
+        assert_eq!(
+            sizes(take()),
+            1,
+            "the third one; the huge one does not fit after it"
+        );
+        assert_eq!(sizes(take()), 1, "a command over the budget goes alone");
+        assert_eq!(sizes(take()), 1);
+    }
+
+    #[test]
+    fn unread_notifications_are_bounded_and_then_refused() {
+        let hub = hub(8);
+        announce(&hub, "a", &[]);
+        let ticket = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        let command = &values(hub.poll("a", HashSet::new(), 1, Duration::ZERO, &|| false))[0];
+        let token = command["shard_token"].as_str().unwrap();
+        let note = format!(r#"{{"p":"{}"}}"#, "n".repeat(100_000));
+        let notify = || ResponsePayload {
+            request_id: ticket.request_id.clone(),
+            resp_json: Some(RawValue::from_string(note.clone()).unwrap()),
+            resp_type: RespType::JsonrpcNotify,
+            ..empty_payload()
+        };
+        let mut accepted = 0;
+        while hub.respond(token, notify()).is_ok() {
+            accepted += 1;
+            assert!(accepted <= NOTIFY_BUFFER_BYTES / 100_000, "unbounded");
+        }
+        assert!(accepted >= NOTIFY_BUFFER_BYTES / 100_000 - 1);
+        // Later POSTs, the terminal one included, find nothing pending.
+        assert_eq!(hub.respond(token, notify()), Err(RespondError::NotPending));
+        // The connector thread drains what was buffered, then learns the request was dropped.
+        for _ in 0..accepted {
+            assert!(matches!(ticket.next(Duration::ZERO), Wait::Payload(_)));
+        }
+        assert!(matches!(ticket.next(Duration::ZERO), Wait::Dropped));
+    }
+
+    #[test]
+    fn an_instance_is_gone_only_when_the_peer_closed_its_connections() {
+        let hub = hub(8);
+        let peer_closed = ConnectionHandle::default();
+        hub.seen("a", &peer_closed);
+        announce(&hub, "a", &[]);
+        let ticket = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        assert_eq!(
+            hub.poll("a", HashSet::new(), 1, Duration::ZERO, &|| false)
+                .len(),
+            1
+        );
+        assert!(!ticket.client_gone(), "its connection is open");
+        peer_closed.mark_closed(true);
+        assert!(!ticket.client_gone(), "within the grace");
+        let later = Instant::now() + CLIENT_GONE_GRACE;
+        let gone_later = || hub.lock().instances["a"].gone(later);
+        assert!(gone_later());
+        // A connection the relay closed itself proves nothing.
+        let relay_closed = ConnectionHandle::default();
+        hub.seen("a", &relay_closed);
+        relay_closed.mark_closed(false);
+        assert!(!gone_later());
+        assert!(!ticket.client_gone());
+    }
 }
