@@ -289,6 +289,7 @@ fn callers_of_a_killed_client_get_an_error_within_seconds() {
     for caller in callers {
         let (id, answer) = caller.join().unwrap();
         let waited = killed_at.elapsed();
+        eprintln!("caller {id} answered {waited:?} after the kill");
         assert!(
             waited < Duration::from_secs(20),
             "the caller waited {waited:?}"

@@ -125,42 +125,57 @@ pub fn poll(
     if commands.is_empty() {
         return Response::new(204, Vec::new());
     }
-    let hub = Arc::clone(hub);
+    let batch = Unwritten {
+        hub: Arc::clone(hub),
+        commands,
+    };
     Response::stream(
         200,
         vec![("Content-Type".into(), "application/json".into())],
-        Box::new(move |w: &mut ChunkWriter<'_>| write_commands(&hub, commands, w)),
+        Box::new(move |w: &mut ChunkWriter<'_>| write_commands(batch, w)),
     )
 }
 
-/// Writes a poll answer one command per chunk, so no second copy of the batch is built. If a
-/// write fails before the answer's last chunk, the client holds an incomplete JSON text it
-/// cannot act on: the commands go back to the queue for the next poller. Once the last chunk
-/// is being written they stay delivered (the client may have it all); if that client is gone,
-/// gone-client detection fails them.
-fn write_commands(
-    hub: &TunnelHub,
+/// Commands taken by a poll whose answer has not been written yet. Dropped unwritten (the
+/// write failed, the head could not be sent, the producer never ran), they go back to the
+/// front of the queue for the next poller: the client holds at most an incomplete JSON text,
+/// which it cannot act on.
+struct Unwritten {
+    hub: Arc<TunnelHub>,
     commands: Vec<Delivered>,
-    w: &mut ChunkWriter<'_>,
-) -> io::Result<()> {
+}
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        if !self.commands.is_empty() {
+            log::debug!(
+                "poll answer not written; requeueing {} command(s)",
+                self.commands.len()
+            );
+            self.hub.requeue(std::mem::take(&mut self.commands));
+        }
+    }
+}
+
+/// Writes a poll answer one command per chunk, so no second copy of the batch is built. Once
+/// the last chunk is being written the commands count as delivered (the client may have it
+/// all); if that client is gone, gone-client detection fails them.
+fn write_commands(mut batch: Unwritten, w: &mut ChunkWriter<'_>) -> io::Result<()> {
     let mut opening = String::from("{\"commands\":[");
-    for (i, command) in commands.iter().enumerate() {
+    for (i, command) in batch.commands.iter().enumerate() {
         let mut chunk = if i == 0 {
             std::mem::take(&mut opening)
         } else {
             String::from(",")
         };
         chunk.push_str(&command.to_json());
-        if let Err(e) = w.send(chunk.as_bytes()) {
-            log::debug!(
-                "poll answer not written ({e}); requeueing {} command(s)",
-                commands.len()
-            );
-            hub.requeue(commands);
-            return Err(e);
-        }
+        // On failure, dropping `batch` requeues.
+        w.send(chunk.as_bytes())?;
     }
-    w.send(b"]}")
+    let delivered = std::mem::take(&mut batch.commands);
+    let result = w.send(b"]}");
+    drop(delivered);
+    result
 }
 
 pub fn respond(record: &TunnelRecord, hub: &TunnelHub, req: &Request) -> Response {
