@@ -5,6 +5,10 @@
 //! come first — an event stream with one event per payload, closed after the terminal one.
 //! DELETE becomes `session_termination`; GET is 405 (no standalone server stream).
 //!
+//! The message crosses as the caller wrote it: the command carries the body's text, and the
+//! answer's text is the response body (or an event's data). If the client that took the command
+//! is gone, the caller gets a 502 JSON-RPC error with its own id (`tunnel_client_gone`).
+//!
 //! Nothing is queued before the request is authorised and well-formed, and nothing waits longer
 //! than the connector budget: the command's `response_timeout` is the budget left, so the client
 //! never works for a caller who has gone.

@@ -7,6 +7,11 @@
 //! (deadline, or the caller left) it removes every trace of the command, so a late POST is a
 //! clean `404 pending_request_not_found`.
 //!
+//! Bounds: a poll answer carries at most [`POLL_ANSWER_BUDGET`] bytes of commands (at least one
+//! command); a request's unread notifications at most [`NOTIFY_BUFFER_BYTES`]. A client instance
+//! whose connections were all closed by its side, with nothing new from it for
+//! [`CLIENT_GONE_GRACE`], is gone: its connectors stop waiting ([`Ticket::client_gone`]).
+//!
 //! Process affinity: a client may declare channels `proc_affinity` (stdio servers hold session
 //! state in one process). The answer to `initialize` on such a channel binds its `Mcp-Session-Id`
 //! (minted here when the server issued none) to the instance that served it, and later commands
@@ -407,7 +412,7 @@ impl TunnelHub {
 
     /// A long-poll by `instance`: waits up to `wait` for commands it may take and returns at most
     /// `limit` of them, within [`POLL_ANSWER_BUDGET`]. `gone` says whether the poller has
-    /// disconnected (checked before taking anything and at least every [`GONE_CHECK`]): a
+    /// disconnected (checked before taking anything and at least every `GONE_CHECK`): a
     /// client that restarted leaves its old poll open here, and a command handed to it would be
     /// lost.
     pub fn poll(
