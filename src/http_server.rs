@@ -42,8 +42,8 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -137,6 +137,8 @@ pub struct Request {
     pub client_cert_verified: bool,
     /// A second handle on the connection's socket, for [`Request::peer_gone`].
     pub socket: Option<TcpStream>,
+    /// The connection this request came on; says later whether it is still open and who closed it.
+    pub connection: ConnectionHandle,
 }
 
 impl Request {
@@ -710,6 +712,7 @@ fn serve_connection(
         shared,
         pool,
         first_head_deadline: Some(first_head_deadline),
+        connection: ConnectionHandle::default(),
     };
     let end = loop {
         match conn.serve_one() {
@@ -717,6 +720,7 @@ fn serve_connection(
             end => break end,
         }
     };
+    conn.connection.mark_closed(peer_closed(conn.incoming.src.tcp()));
     match end {
         Next::Abort => conn.incoming.src.abort(),
         _ => conn.incoming.src.close(),
@@ -822,6 +826,7 @@ struct Conn<'s> {
     /// The first request's head must be complete by then (counted from the accept); later heads
     /// get `header_timeout` from their first byte.
     first_head_deadline: Option<Instant>,
+    connection: ConnectionHandle,
 }
 
 impl Conn<'_> {
@@ -976,6 +981,7 @@ impl Conn<'_> {
             peer: self.peer,
             client_cert_verified,
             socket: self.incoming.src.tcp().try_clone().ok(),
+            connection: self.connection.clone(),
         };
         Ok((Received::Request(request), exchange))
     }
@@ -1308,6 +1314,76 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Connection liveness (used by the relay to notice that a tunnel client vanished)
+
+/// A cheap, clonable view of one connection's life: open, or how it ended. The relay keeps the
+/// handles of a client's recent requests; when every one of them was closed by the peer, the
+/// client process is most likely gone (the kernel closes a killed process's sockets).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionHandle(Arc<OnceLock<ConnectionEnd>>);
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionEnd {
+    pub at: Instant,
+    /// The peer closed it (end of stream or reset). False when we closed it (idle timeout,
+    /// shutdown, an error response, a peer that did not read): that says nothing about the peer.
+    pub by_peer: bool,
+}
+
+impl ConnectionHandle {
+    pub fn is_open(&self) -> bool {
+        self.0.get().is_none()
+    }
+
+    /// `None` while the connection is open.
+    pub fn end(&self) -> Option<ConnectionEnd> {
+        self.0.get().copied()
+    }
+
+    /// Whether both handles are of the same connection.
+    pub fn same_as(&self, other: &ConnectionHandle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Records the end (once; later calls change nothing). Public for tests of code that
+    /// tracks handles.
+    pub fn mark_closed(&self, by_peer: bool) {
+        let _ = self.0.set(ConnectionEnd {
+            at: Instant::now(),
+            by_peer,
+        });
+    }
+}
+
+/// Whether the peer has closed its side: reading without blocking finds end-of-stream or a reset
+/// (bytes still unread are discarded; the connection is ending anyway). Bounded: a peer that
+/// keeps sending is not closed.
+fn peer_closed(tcp: &TcpStream) -> bool {
+    if tcp.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut sink = [0u8; 4096];
+    let mut closed = false;
+    for _ in 0..16 {
+        match (&*tcp).read(&mut sink) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                closed = e.kind() != io::ErrorKind::WouldBlock;
+                break;
+            }
+        }
+    }
+    let _ = tcp.set_nonblocking(false);
+    closed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1475,6 +1551,43 @@ mod tests {
         }
     }
 
+    /// The connection handle a request carries tells a peer's close from the server's own.
+    #[test]
+    fn connection_handle_tells_who_closed() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = start(limits, move |req: Request| {
+            let _ = tx.lock().unwrap().send(req.connection.clone());
+            Response::new(200, "ok")
+        });
+        let wait_closed = |handle: &ConnectionHandle| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while handle.is_open() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            handle.end().expect("the connection ended")
+        };
+        // The peer closes.
+        let mut peer = connect(&server);
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut peer, &mut Vec::new()).status, 200);
+        let handle = rx.recv().unwrap();
+        assert!(handle.is_open());
+        drop(peer);
+        assert!(wait_closed(&handle).by_peer);
+        // The server closes an idle connection itself.
+        let mut idle = connect(&server);
+        idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut idle, &mut Vec::new()).status, 200);
+        let handle = rx.recv().unwrap();
+        assert!(!wait_closed(&handle).by_peer);
+        assert!(closed_by_server(&mut idle));
+    }
+
     fn request_with(target: &str, headers: &[(&str, &str)]) -> Request {
         Request {
             method: "GET".into(),
@@ -1487,6 +1600,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             client_cert_verified: false,
             socket: None,
+            connection: ConnectionHandle::default(),
         }
     }
 

@@ -5,27 +5,41 @@
 //! come first — an event stream with one event per payload, closed after the terminal one.
 //! DELETE becomes `session_termination`; GET is 405 (no standalone server stream).
 //!
+//! The message crosses as the caller wrote it: the command carries the body's text, and the
+//! answer's text is the response body (or an event's data). If the client that took the command
+//! is gone, the caller gets a 502 JSON-RPC error with its own id (`tunnel_client_gone`).
+//!
 //! Nothing is queued before the request is authorised and well-formed, and nothing waits longer
 //! than the connector budget: the command's `response_timeout` is the budget left, so the client
 //! never works for a caller who has gone.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
 use std::sync::Arc;
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::hub::{CommandBody, SubmitError, Ticket, TunnelHub, now_rfc3339};
+use super::hub::{CommandBody, SubmitError, Ticket, TunnelHub, Wait, now_rfc3339};
 use super::tunnels::{ConnectorAuth, TunnelRecord};
 use super::{api_error, bearer};
 use crate::headers;
 use crate::http_server::{ChunkWriter, Request, Response};
-use crate::wire::{RespType, ResponsePayload, RpcShape};
+use crate::wire::{RespType, ResponsePayload};
 
 /// Time reserved at the end of the connector's budget for the client's response POST to reach
 /// us: the command's deadline is this much earlier than the connector's.
 const RESPONSE_MARGIN: Duration = Duration::from_millis(500);
+
+/// How often a waiting connector request checks whether the client that took its command is
+/// gone (see `hub::CLIENT_GONE_GRACE`).
+const CLIENT_GONE_CHECK: Duration = Duration::from_millis(500);
+
+/// Longest JSON-RPC `id` text kept for the relay's own error answers; a longer one (only a
+/// hostile caller sends that) gets `null`, so the copy stays small.
+const MAX_KEPT_ID: usize = 1024;
 
 /// Settings the connector endpoint needs.
 pub struct ConnectorLimits {
@@ -111,7 +125,7 @@ fn post(
     record: &TunnelRecord,
     hub: &Arc<TunnelHub>,
     channel: &str,
-    req: Request,
+    mut req: Request,
     limits: &ConnectorLimits,
     started: Instant,
 ) -> Response {
@@ -123,11 +137,8 @@ fn post(
             "the MCP request body is larger than this relay accepts",
         );
     }
-    let message: Option<Box<RawValue>> = serde_json::from_slice(&req.body).ok();
-    let Some((message, shape)) = message
-        .and_then(|m| RpcShape::of(m.get()).map(|s| (m, s)))
-        .filter(|(_, s)| s.is_call() || s.has_result || s.has_error)
-    else {
+    // The body becomes the command's message as is: one copy, never re-serialized.
+    let Some((message, fields)) = Message::parse(std::mem::take(&mut req.body)) else {
         return api_error(
             400,
             "invalid_request_error",
@@ -147,7 +158,7 @@ fn post(
         created_at: now_rfc3339(),
     };
     let deadline = started + limits.wait;
-    let is_initialize = shape.method.as_deref() == Some("initialize");
+    let is_initialize = fields.method.as_deref() == Some("initialize");
     let ticket = match hub.submit(
         body,
         deadline.checked_sub(RESPONSE_MARGIN).unwrap_or(deadline),
@@ -161,9 +172,68 @@ fn post(
         "tunnel {}: queued {} ({})",
         record.id,
         ticket.request_id,
-        shape.method.as_deref().unwrap_or("response")
+        fields.method.as_deref().unwrap_or("response")
     );
-    wait_for_answer(ticket, deadline, accepts_sse)
+    wait_for_answer(ticket, deadline, accepts_sse, fields.id.as_deref())
+}
+
+/// The few members of a JSON-RPC message the relay needs, read from its text without changing
+/// it. A repeated member counts with its last value, as in most JSON readers.
+#[derive(Default)]
+struct Fields {
+    /// The raw `id` text when present (`null` included) and at most [`MAX_KEPT_ID`] long.
+    id: Option<String>,
+    method: Option<String>,
+    has_result: bool,
+    has_error: bool,
+}
+
+struct Message;
+
+impl Message {
+    /// The body as a raw JSON value plus its fields, or `None` unless it is one JSON-RPC
+    /// object: a request, a notification or a response.
+    fn parse(body: Vec<u8>) -> Option<(Box<RawValue>, Fields)> {
+        let text = String::from_utf8(body).ok()?;
+        let fields: Fields = serde_json::from_str(&text).ok()?;
+        if fields.method.is_none() && !fields.has_result && !fields.has_error {
+            return None;
+        }
+        Some((RawValue::from_string(text).ok()?, fields))
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON-RPC object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut out = Fields::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    // Borrowed: values are skimmed, never copied (but the short id).
+                    let value: &RawValue = map.next_value()?;
+                    match key.as_str() {
+                        "id" => {
+                            out.id = Some(value.get())
+                                .filter(|id| id.len() <= MAX_KEPT_ID)
+                                .map(str::to_string)
+                                .or_else(|| Some("null".to_string()));
+                        }
+                        "method" => out.method = serde_json::from_str(value.get()).ok(),
+                        "result" => out.has_result = true,
+                        "error" => out.has_error = true,
+                        _ => {}
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Members)
+    }
 }
 
 fn delete(
@@ -199,7 +269,7 @@ fn delete(
         Ok(t) => t,
         Err(e) => return submit_error(e),
     };
-    let response = wait_for_answer(ticket, deadline, false);
+    let response = wait_for_answer(ticket, deadline, false, None);
     // The connector is done with the session whatever the server said (a stdio server answers
     // 405): its binding to a client instance is no longer needed.
     hub.end_session(&session);
@@ -207,19 +277,31 @@ fn delete(
 }
 
 /// Waits for the terminal payload, streaming notifications first when the caller accepts them.
-fn wait_for_answer(ticket: Ticket, deadline: Instant, accepts_sse: bool) -> Response {
+/// `id` is the raw JSON-RPC id of a request (for the relay's own error answers).
+fn wait_for_answer(
+    ticket: Ticket,
+    deadline: Instant,
+    accepts_sse: bool,
+    id: Option<&str>,
+) -> Response {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match ticket.answers.recv_timeout(left) {
-            Ok(payload) if payload.resp_type.is_terminal() => {
+        if left.is_zero() {
+            return timeout();
+        }
+        match ticket.next(left.min(CLIENT_GONE_CHECK)) {
+            Wait::Payload(payload) if payload.resp_type.is_terminal() => {
                 return final_response(payload, accepts_sse);
             }
-            Ok(notification) if accepts_sse => return stream(ticket, notification, deadline),
-            // The caller cannot take notifications in a plain JSON answer: drop them.
-            Ok(_) => continue,
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                return timeout();
+            Wait::Payload(notification) if accepts_sse => {
+                return stream(ticket, notification, deadline, id.map(str::to_string));
             }
+            // The caller cannot take notifications in a plain JSON answer: drop them.
+            Wait::Payload(_) => continue,
+            Wait::Timeout if ticket.client_gone() => return client_gone(id),
+            Wait::Timeout => continue,
+            // Only a stream's notifications can overflow; nothing more will come.
+            Wait::Dropped => return timeout(),
         }
     }
 }
@@ -231,6 +313,34 @@ fn timeout() -> Response {
         "tunnel_response_timeout",
         "the tunnel client did not answer in time",
     )
+}
+
+const CLIENT_GONE_MESSAGE: &str = "the tunnel client that took this request disconnected and \
+    did not come back; the request may or may not have been executed";
+
+/// The answer when the client that took the command is gone: for a request, a JSON-RPC error
+/// with its id (502); otherwise the relay's error shape.
+fn client_gone(id: Option<&str>) -> Response {
+    match id {
+        Some(id) => Response::json(502, client_gone_rpc(id)),
+        None => api_error(
+            502,
+            "server_error",
+            "tunnel_client_gone",
+            CLIENT_GONE_MESSAGE,
+        ),
+    }
+}
+
+/// `{"jsonrpc":"2.0","id":<id as sent>,"error":{-32603, data.code "tunnel_client_gone"}}`.
+fn client_gone_rpc(id: &str) -> String {
+    let error = serde_json::json!({
+        "code": -32603,
+        "message": "Bad Gateway",
+        "data": { "code": "tunnel_client_gone", "message": CLIENT_GONE_MESSAGE },
+    });
+    // The id is spliced in as the caller wrote it, so it matches byte for byte.
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
 }
 
 /// A terminal payload as one HTTP answer (or a one-event stream when the MCP server itself
@@ -259,15 +369,19 @@ fn final_response(payload: ResponsePayload, accepts_sse: bool) -> Response {
         );
     }
     headers.push(("Content-Type".into(), "application/json".into()));
-    with_headers(
-        Response::new(status, json.get().as_bytes().to_vec()),
-        headers,
-    )
+    // The client's text as the body, moved, not copied.
+    let body: Box<str> = json.into();
+    with_headers(Response::new(status, body.into_string()), headers)
 }
 
 /// Opens an event stream with `first` and forwards every later payload until the terminal one.
 /// The first payload's returnable headers (a session id, say) go on the stream's response.
-fn stream(ticket: Ticket, first: ResponsePayload, deadline: Instant) -> Response {
+fn stream(
+    ticket: Ticket,
+    first: ResponsePayload,
+    deadline: Instant,
+    id: Option<String>,
+) -> Response {
     let mut headers = returnable(&first.resp_headers);
     headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
     headers.push(("Content-Type".to_string(), "text/event-stream".to_string()));
@@ -281,9 +395,23 @@ fn stream(ticket: Ticket, first: ResponsePayload, deadline: Instant) -> Response
             }
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let Ok(payload) = ticket.answers.recv_timeout(left) else {
+                if left.is_zero() {
                     // Out of time: end the stream; the caller sees no final message.
                     return Ok(());
+                }
+                let payload = match ticket.next(left.min(CLIENT_GONE_CHECK)) {
+                    Wait::Payload(payload) => payload,
+                    Wait::Timeout if ticket.client_gone() => {
+                        if let Some(id) = &id {
+                            w.send(sse_event(&client_gone_rpc(id)).as_bytes())?;
+                        }
+                        return Ok(());
+                    }
+                    Wait::Timeout => continue,
+                    // The caller did not read its notifications fast enough: cut the stream.
+                    Wait::Dropped => {
+                        return Err(io::Error::other("connector not reading its event stream"));
+                    }
                 };
                 if let Some(json) = &payload.resp_json {
                     w.send(sse_event(json.get()).as_bytes())?;
@@ -297,10 +425,11 @@ fn stream(ticket: Ticket, first: ResponsePayload, deadline: Instant) -> Response
 }
 
 /// One `message` event; a JSON text spanning lines becomes several `data:` lines, which the
-/// reader joins back with newlines.
+/// reader joins back with LF. Line breaks (CR, LF or CRLF, only ever whitespace in JSON) are the
+/// one thing an event stream cannot carry byte for byte: they arrive as LF.
 fn sse_event(json: &str) -> String {
     let mut event = String::from("event: message\n");
-    for line in json.lines() {
+    for line in json.split("\r\n").flat_map(|l| l.split(['\r', '\n'])) {
         event.push_str("data: ");
         event.push_str(line);
         event.push('\n');

@@ -5,15 +5,17 @@
 //! runtime key gets 401.
 
 use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::hub::{RespondError, TunnelHub};
+use super::hub::{Delivered, RespondError, TunnelHub};
 use super::tunnels::TunnelRecord;
 use super::{api_error, bearer};
 use crate::config::MAX_POLL_LIMIT;
-use crate::http_server::{Request, Response};
+use crate::http_server::{ChunkWriter, Request, Response};
 use crate::wire::{ResponsePayload, TunnelMetadata};
 
 /// Checks the runtime key; the error response is ready to send.
@@ -70,7 +72,19 @@ fn affine_channels(req: &Request) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Duration) -> Response {
+/// The client instance a request comes from. Clients without an instance id share one
+/// identity; affinity and gone-client detection then cannot tell them apart.
+fn instance_of(req: &Request) -> &str {
+    req.header("X-Tunnel-Client-Instance-Id")
+        .unwrap_or("anonymous")
+}
+
+pub fn poll(
+    record: &TunnelRecord,
+    hub: &Arc<TunnelHub>,
+    req: &Request,
+    max_wait: Duration,
+) -> Response {
     if let Err(denied) = authorize(record, req) {
         return denied;
     }
@@ -102,10 +116,8 @@ pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Dur
             }
         },
     };
-    // Clients without an instance id share one identity; affinity then cannot tell them apart.
-    let instance = req
-        .header("X-Tunnel-Client-Instance-Id")
-        .unwrap_or("anonymous");
+    let instance = instance_of(req);
+    hub.seen(instance, &req.connection);
     // A poller that disconnected (a client that died or restarted) must take nothing.
     let commands = hub.poll(instance, affine_channels(req), limit, wait, &|| {
         req.peer_gone()
@@ -113,14 +125,64 @@ pub fn poll(record: &TunnelRecord, hub: &TunnelHub, req: &Request, max_wait: Dur
     if commands.is_empty() {
         return Response::new(204, Vec::new());
     }
-    let body = serde_json::json!({ "commands": commands });
-    Response::json(200, body.to_string())
+    let batch = Unwritten {
+        hub: Arc::clone(hub),
+        commands,
+    };
+    Response::stream(
+        200,
+        vec![("Content-Type".into(), "application/json".into())],
+        Box::new(move |w: &mut ChunkWriter<'_>| write_commands(batch, w)),
+    )
+}
+
+/// Commands taken by a poll whose answer has not been written yet. Dropped unwritten (the
+/// write failed, the head could not be sent, the producer never ran), they go back to the
+/// front of the queue for the next poller: the client holds at most an incomplete JSON text,
+/// which it cannot act on.
+struct Unwritten {
+    hub: Arc<TunnelHub>,
+    commands: Vec<Delivered>,
+}
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        if !self.commands.is_empty() {
+            log::debug!(
+                "poll answer not written; requeueing {} command(s)",
+                self.commands.len()
+            );
+            self.hub.requeue(std::mem::take(&mut self.commands));
+        }
+    }
+}
+
+/// Writes a poll answer one command per chunk, so no second copy of the batch is built. Once
+/// the last chunk is being written the commands count as delivered (the client may have it
+/// all); if that client is gone, gone-client detection fails them.
+fn write_commands(mut batch: Unwritten, w: &mut ChunkWriter<'_>) -> io::Result<()> {
+    let mut opening = String::from("{\"commands\":[");
+    for (i, command) in batch.commands.iter().enumerate() {
+        let mut chunk = if i == 0 {
+            std::mem::take(&mut opening)
+        } else {
+            String::from(",")
+        };
+        chunk.push_str(&command.to_json());
+        // On failure, dropping `batch` requeues.
+        w.send(chunk.as_bytes())?;
+    }
+    let delivered = std::mem::take(&mut batch.commands);
+    let result = w.send(b"]}");
+    drop(delivered);
+    result
 }
 
 pub fn respond(record: &TunnelRecord, hub: &TunnelHub, req: &Request) -> Response {
     if let Err(denied) = authorize(record, req) {
         return denied;
     }
+    hub.seen(instance_of(req), &req.connection);
     let Some(shard_token) = req.header("X-Tunnel-Shard-Token") else {
         return api_error(
             400,

@@ -7,20 +7,27 @@
 //! (deadline, or the caller left) it removes every trace of the command, so a late POST is a
 //! clean `404 pending_request_not_found`.
 //!
+//! Bounds: a poll answer carries at most [`POLL_ANSWER_BUDGET`] bytes of commands (at least one
+//! command); a request's unread notifications at most [`NOTIFY_BUFFER_BYTES`]. A client instance
+//! whose connections were all closed by its side, with nothing new from it for
+//! [`CLIENT_GONE_GRACE`], is gone: its connectors stop waiting ([`Ticket::client_gone`]).
+//!
 //! Process affinity: a client may declare channels `proc_affinity` (stdio servers hold session
 //! state in one process). The answer to `initialize` on such a channel binds its `Mcp-Session-Id`
 //! (minted here when the server issued none) to the instance that served it, and later commands
 //! of that session are only handed to that instance.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::backoff::random_hex;
+use crate::http_server::ConnectionHandle;
 use crate::wire::{RespType, ResponsePayload};
 
 /// The longest session → instance table kept per tunnel; the oldest binding goes first. Bounds
@@ -33,6 +40,31 @@ const FORGET_INSTANCE_AFTER: Duration = Duration::from_secs(3600);
 
 /// How often a waiting long-poll checks that its poller is still connected.
 const GONE_CHECK: Duration = Duration::from_secs(1);
+
+/// Most bytes of commands one poll answer carries (estimated: bodies and headers plus a fixed
+/// overhead each). Well under the client's 64 MiB limit on a poll answer; the first command
+/// always goes, so one command larger than this (the connector limit allows up to 33 MiB)
+/// travels alone.
+pub const POLL_ANSWER_BUDGET: usize = 16 * 1024 * 1024;
+
+/// Fixed per-command allowance in [`POLL_ANSWER_BUDGET`] for the envelope fields (ids, token,
+/// channel, timestamps).
+const COMMAND_OVERHEAD: usize = 512;
+
+/// Most bytes of notifications held for one connector request that has not taken them yet (an
+/// MCP host that opened an event stream and does not read it). When a notification would pass
+/// it, the relay drops the request: its stream is closed and the client's next POST for it gets
+/// 404. One notification larger than this is accepted when nothing is buffered.
+pub const NOTIFY_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long after its last connection was closed by the peer a client instance (without a
+/// waiting poll) counts as gone; its delivered, unanswered commands then fail. Long enough for
+/// a live client to reconnect after its HTTP library dropped a pooled connection.
+pub const CLIENT_GONE_GRACE: Duration = Duration::from_secs(5);
+
+/// Connection handles remembered per instance (its recent requests' connections). A client uses
+/// one connection per worker plus the poll; more are not needed to see that all are closed.
+const TRACKED_CONNECTIONS: usize = 32;
 
 /// Limits that apply to every tunnel.
 #[derive(Debug, Clone)]
@@ -54,7 +86,21 @@ struct Queued {
     body: CommandBody,
 }
 
-/// What a poll hands out, less the parts computed at delivery (`response_timeout`).
+impl Queued {
+    /// Bytes this command adds to a poll answer, roughly (see [`POLL_ANSWER_BUDGET`]).
+    fn answer_bytes(&self) -> usize {
+        let headers: usize = self
+            .body
+            .headers
+            .iter()
+            .map(|(n, vs)| vs.iter().map(|v| n.len() + v.len() + 8).sum::<usize>())
+            .sum();
+        self.body.jsonrpc.as_ref().map_or(0, |j| j.get().len()) + headers + COMMAND_OVERHEAD
+    }
+}
+
+/// What a poll hands out, less the parts computed at delivery (`response_timeout`). The
+/// JSON-RPC message is the connector's text itself, the only copy the relay keeps.
 pub struct CommandBody {
     pub command_type: &'static str,
     pub channel: String,
@@ -63,9 +109,56 @@ pub struct CommandBody {
     pub created_at: String,
 }
 
+/// A command taken by a poll, to be written into its answer ([`Delivered::to_json`]). If the
+/// answer cannot be written, [`TunnelHub::requeue`] puts it back.
+pub struct Delivered {
+    queued: Queued,
+    shard_token: String,
+}
+
+/// A command as it appears in a poll answer; `jsonrpc` is written as the raw text.
+#[derive(Serialize)]
+struct WireCommand<'a> {
+    request_id: &'a str,
+    shard_token: &'a str,
+    command_type: &'a str,
+    channel: &'a str,
+    created_at: &'a str,
+    response_timeout: String,
+    headers: &'a BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc: Option<&'a RawValue>,
+}
+
+impl Delivered {
+    pub fn request_id(&self) -> &str {
+        &self.queued.request_id
+    }
+
+    /// The command's JSON object; `response_timeout` is the time left now.
+    pub fn to_json(&self) -> String {
+        let q = &self.queued;
+        let left = q.deadline.saturating_duration_since(Instant::now());
+        let wire = WireCommand {
+            request_id: &q.request_id,
+            shard_token: &self.shard_token,
+            command_type: q.body.command_type,
+            channel: &q.body.channel,
+            created_at: &q.body.created_at,
+            response_timeout: format!("{}ms", left.as_millis()),
+            headers: &q.body.headers,
+            jsonrpc: q.body.jsonrpc.as_deref(),
+        };
+        // Plain strings, a string map and already-valid raw JSON: serializing cannot fail.
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+}
+
 struct Pending {
     shard_token: String,
     to_connector: Sender<ResponsePayload>,
+    /// Notification bytes sent to the connector thread and not taken by it yet.
+    buffered: Arc<AtomicUsize>,
     /// The instance the command was delivered to.
     instance: Option<String>,
     /// Set for `initialize` on a channel some instance declared process-affine.
@@ -77,6 +170,40 @@ struct Instance {
     waiting_polls: usize,
     last_seen: Option<Instant>,
     affine_channels: HashSet<String>,
+    /// Connections of its recent requests, newest last.
+    connections: VecDeque<ConnectionHandle>,
+}
+
+impl Instance {
+    /// Gone: no poll of it waits, none of its connections is open, and the one that ended last
+    /// was closed by the client's side at least [`CLIENT_GONE_GRACE`] ago. A connection the
+    /// relay closed itself (idle timeout, a client that did not read) proves nothing, so then
+    /// the instance is not gone; its commands wait for their deadline as before.
+    fn gone(&self, now: Instant) -> bool {
+        if self.waiting_polls > 0 {
+            return false;
+        }
+        let mut last: Option<crate::http_server::ConnectionEnd> = None;
+        for c in &self.connections {
+            let Some(end) = c.end() else {
+                return false;
+            };
+            if last.is_none_or(|l| end.at >= l.at) {
+                last = Some(end);
+            }
+        }
+        last.is_some_and(|l| l.by_peer && now.duration_since(l.at) >= CLIENT_GONE_GRACE)
+    }
+
+    fn track(&mut self, connection: &ConnectionHandle) {
+        if self.connections.iter().any(|c| c.same_as(connection)) {
+            return;
+        }
+        self.connections.push_back(connection.clone());
+        while self.connections.len() > TRACKED_CONNECTIONS {
+            self.connections.pop_front();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -103,8 +230,18 @@ pub enum SubmitError {
 /// Why a response POST was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RespondError {
-    /// Unknown request id, wrong shard token, already answered, or the connector left.
+    /// Unknown request id, wrong shard token, already answered, the connector left, or its
+    /// notification buffer overflowed ([`NOTIFY_BUFFER_BYTES`]).
     NotPending,
+}
+
+/// What the connector thread's wait for the next payload ended with.
+pub enum Wait {
+    Payload(ResponsePayload),
+    /// Nothing within the time asked for.
+    Timeout,
+    /// The command can get no answer any more: its notifications overflowed the buffer.
+    Dropped,
 }
 
 /// One tunnel's queue and pending commands.
@@ -120,13 +257,54 @@ pub struct TunnelHub {
 pub struct Ticket {
     hub: Arc<TunnelHub>,
     pub request_id: String,
-    pub answers: Receiver<ResponsePayload>,
+    answers: Receiver<ResponsePayload>,
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.hub.withdraw(&self.request_id);
     }
+}
+
+impl Ticket {
+    /// The next payload for this command, waiting at most `wait`.
+    pub fn next(&self, wait: Duration) -> Wait {
+        match self.answers.recv_timeout(wait) {
+            Ok(payload) => {
+                if !payload.resp_type.is_terminal() {
+                    self.buffered
+                        .fetch_sub(payload_bytes(&payload), Ordering::SeqCst);
+                }
+                Wait::Payload(payload)
+            }
+            Err(RecvTimeoutError::Timeout) => Wait::Timeout,
+            Err(RecvTimeoutError::Disconnected) => Wait::Dropped,
+        }
+    }
+
+    /// Whether the command was delivered to a client instance that is gone (see
+    /// [`CLIENT_GONE_GRACE`]): no answer will come.
+    pub fn client_gone(&self) -> bool {
+        let inner = self.hub.lock();
+        let now = Instant::now();
+        inner
+            .pending
+            .get(&self.request_id)
+            .and_then(|p| p.instance.as_ref())
+            .and_then(|i| inner.instances.get(i))
+            .is_some_and(|i| i.gone(now))
+    }
+}
+
+/// Bytes a payload holds in the notification buffer.
+fn payload_bytes(payload: &ResponsePayload) -> usize {
+    payload.resp_json.as_ref().map_or(0, |j| j.get().len())
+        + payload
+            .resp_headers
+            .iter()
+            .map(|(n, vs)| vs.iter().map(|v| n.len() + v.len()).sum::<usize>())
+            .sum::<usize>()
 }
 
 impl TunnelHub {
@@ -138,8 +316,11 @@ impl TunnelHub {
         })
     }
 
+    /// Poison-tolerant: a thread that panicked while holding the lock must not make every later
+    /// request panic. The state stays consistent because no method leaves it half-changed across
+    /// a call that could panic: each change is a single insert, remove or field store.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether any client instance has been seen recently.
@@ -151,9 +332,18 @@ impl TunnelHub {
 
     fn alive(&self, instance: &Instance, now: Instant) -> bool {
         instance.waiting_polls > 0
-            || instance
-                .last_seen
-                .is_some_and(|t| now.duration_since(t) < self.limits.client_timeout)
+            || (!instance.gone(now)
+                && instance
+                    .last_seen
+                    .is_some_and(|t| now.duration_since(t) < self.limits.client_timeout))
+    }
+
+    /// Remembers that `instance` made a request on `connection` (see [`CLIENT_GONE_GRACE`]).
+    pub fn seen(&self, instance: &str, connection: &ConnectionHandle) {
+        let mut inner = self.lock();
+        let me = inner.instances.entry(instance.to_string()).or_default();
+        me.track(connection);
+        me.last_seen = Some(Instant::now());
     }
 
     /// Queues a command. `session` is the request's `Mcp-Session-Id`, `is_initialize` whether
@@ -188,6 +378,7 @@ impl TunnelHub {
         }
         let request_id = format!("req_{}", random_hex(16));
         let (to_connector, answers) = mpsc::channel();
+        let buffered = Arc::new(AtomicUsize::new(0));
         let binds_session = is_initialize
             && inner
                 .instances
@@ -198,6 +389,7 @@ impl TunnelHub {
             Pending {
                 shard_token: random_hex(16),
                 to_connector,
+                buffered: Arc::clone(&buffered),
                 instance: None,
                 binds_session,
             },
@@ -214,12 +406,13 @@ impl TunnelHub {
             hub: Arc::clone(self),
             request_id,
             answers,
+            buffered,
         })
     }
 
     /// A long-poll by `instance`: waits up to `wait` for commands it may take and returns at most
-    /// `limit` of them as poll-answer JSON objects. `gone` says whether the poller has
-    /// disconnected (checked before taking anything and at least every [`GONE_CHECK`]): a
+    /// `limit` of them, within [`POLL_ANSWER_BUDGET`]. `gone` says whether the poller has
+    /// disconnected (checked before taking anything and at least every `GONE_CHECK`): a
     /// client that restarted leaves its old poll open here, and a command handed to it would be
     /// lost.
     pub fn poll(
@@ -229,8 +422,10 @@ impl TunnelHub {
         limit: usize,
         wait: Duration,
         gone: &dyn Fn() -> bool,
-    ) -> Vec<Value> {
-        let deadline = Instant::now() + wait;
+    ) -> Vec<Delivered> {
+        // An unrepresentable deadline (a huge wait) means "no deadline": wait is capped by the
+        // caller anyway.
+        let deadline = Instant::now().checked_add(wait);
         let mut inner = self.lock();
         inner.instances.retain(|_, i| {
             i.waiting_polls > 0
@@ -249,41 +444,47 @@ impl TunnelHub {
             }
             let taken = take_eligible(&mut inner, instance, limit);
             let now = Instant::now();
-            if !taken.is_empty() || now >= deadline {
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            if !taken.is_empty() || left == Some(Duration::ZERO) {
                 break taken;
             }
             inner = self
                 .queued
-                .wait_timeout(inner, (deadline - now).min(GONE_CHECK))
-                .unwrap_or_else(|e| e.into_inner())
+                .wait_timeout(inner, left.unwrap_or(GONE_CHECK).min(GONE_CHECK))
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         };
         let me = inner.instances.entry(instance.to_string()).or_default();
         me.waiting_polls -= 1;
         me.last_seen = Some(Instant::now());
-        let now = Instant::now();
         let mut out = Vec::with_capacity(taken.len());
         for q in taken {
             let Some(pending) = inner.pending.get_mut(&q.request_id) else {
                 continue; // withdrawn meanwhile
             };
             pending.instance = Some(instance.to_string());
-            let left = q.deadline.saturating_duration_since(now);
-            let mut command = serde_json::json!({
-                "request_id": q.request_id,
-                "shard_token": pending.shard_token,
-                "command_type": q.body.command_type,
-                "channel": q.body.channel,
-                "created_at": q.body.created_at,
-                "response_timeout": format!("{}ms", left.as_millis()),
-                "headers": q.body.headers,
+            out.push(Delivered {
+                shard_token: pending.shard_token.clone(),
+                queued: q,
             });
-            if let Some(jsonrpc) = q.body.jsonrpc {
-                command["jsonrpc"] = serde_json::from_str(jsonrpc.get()).unwrap_or(Value::Null);
-            }
-            out.push(command);
         }
         out
+    }
+
+    /// Puts commands whose poll answer could not be written back at the front of the queue, in
+    /// their order, for the next poller. Only for answers the client cannot have acted on (the
+    /// write failed before the answer's last byte); withdrawn commands are skipped.
+    pub fn requeue(&self, commands: Vec<Delivered>) {
+        let mut inner = self.lock();
+        for d in commands.into_iter().rev() {
+            let Some(pending) = inner.pending.get_mut(&d.queued.request_id) else {
+                continue;
+            };
+            pending.instance = None;
+            inner.queue.push_front(d.queued);
+        }
+        drop(inner);
+        self.queued.notify_all();
     }
 
     /// A response POST. Notifications go to the waiting connector; a terminal payload also ends
@@ -304,7 +505,22 @@ impl TunnelHub {
         let to_connector = pending.to_connector.clone();
         let instance = pending.instance.clone();
         let binds_session = pending.binds_session;
-        if payload.resp_type.is_terminal() {
+        if !payload.resp_type.is_terminal() {
+            let size = payload_bytes(&payload);
+            let held = pending.buffered.load(Ordering::SeqCst);
+            if held > 0 && held.saturating_add(size) > NOTIFY_BUFFER_BYTES {
+                // The connector does not take what it is sent: drop the request. Its thread
+                // sees the channel end; this and every later POST for it get 404.
+                log::warn!(
+                    "request {}: connector is not reading its event stream ({held} bytes \
+                     waiting); dropping the request",
+                    payload.request_id
+                );
+                inner.pending.remove(&payload.request_id);
+                return Err(RespondError::NotPending);
+            }
+            pending.buffered.fetch_add(size, Ordering::SeqCst);
+        } else {
             inner.pending.remove(&payload.request_id);
         }
         if let Some(i) = instance.as_ref().and_then(|i| inner.instances.get_mut(i)) {
@@ -350,27 +566,34 @@ impl TunnelHub {
     }
 }
 
-/// Takes up to `limit` commands `instance` may serve, dropping expired ones on the way (their
-/// connectors have already given up).
+/// Takes up to `limit` commands `instance` may serve, within [`POLL_ANSWER_BUDGET`] (the first
+/// always), dropping expired ones on the way (their connectors have already given up). Order is
+/// kept: once one command does not fit, later ones wait too.
 fn take_eligible(inner: &mut Inner, instance: &str, limit: usize) -> Vec<Queued> {
     let now = Instant::now();
     let mut taken = Vec::new();
+    let mut bytes = 0usize;
+    let mut full = false;
     let mut kept = VecDeque::with_capacity(inner.queue.len());
     while let Some(q) = inner.queue.pop_front() {
         if q.deadline <= now {
             continue;
         }
         let eligible = q.affinity.as_deref().is_none_or(|a| a == instance);
-        if eligible && taken.len() < limit {
-            taken.push(q);
-        } else {
-            kept.push_back(q);
+        if eligible && !full && taken.len() < limit {
+            let size = q.answer_bytes();
+            if taken.is_empty() || bytes.saturating_add(size) <= POLL_ANSWER_BUDGET {
+                bytes = bytes.saturating_add(size);
+                taken.push(q);
+                continue;
+            }
+            full = true;
         }
+        kept.push_back(q);
     }
     inner.queue = kept;
     taken
 }
-
 fn session_of(payload: &ResponsePayload) -> Option<String> {
     payload
         .resp_headers
@@ -398,6 +621,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::collections::BTreeMap;
 
     fn hub(capacity: usize) -> Arc<TunnelHub> {
@@ -415,6 +639,13 @@ mod tests {
             jsonrpc: Some(RawValue::from_string(message.to_string()).unwrap()),
             created_at: now_rfc3339(),
         }
+    }
+
+    fn values(delivered: Vec<Delivered>) -> Vec<Value> {
+        delivered
+            .iter()
+            .map(|d| serde_json::from_str(&d.to_json()).unwrap())
+            .collect()
     }
 
     fn soon() -> Instant {
@@ -486,7 +717,7 @@ mod tests {
         let ticket = hub
             .submit(body("main", r#"{"id":1}"#), soon(), None, false)
             .unwrap();
-        let got = hub.poll("a", HashSet::new(), 25, Duration::ZERO, &|| false);
+        let got = values(hub.poll("a", HashSet::new(), 25, Duration::ZERO, &|| false));
         assert_eq!(got.len(), 1);
         assert!(
             hub.poll("b", HashSet::new(), 25, Duration::ZERO, &|| false)
@@ -540,9 +771,12 @@ mod tests {
                 true,
             )
             .unwrap();
-        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO, &|| {
-            false
-        });
+        let delivered =
+            values(
+                hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO, &|| {
+                    false
+                }),
+            );
         answer(&hub, &delivered[0], &[]);
         let reply = init.answers.try_recv().unwrap();
         // A stdio server issues no session id: the relay minted one.
@@ -590,9 +824,12 @@ mod tests {
                 true,
             )
             .unwrap();
-        let delivered = hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO, &|| {
-            false
-        });
+        let delivered =
+            values(
+                hub.poll("a", ["main".to_string()].into(), 1, Duration::ZERO, &|| {
+                    false
+                }),
+            );
         answer(&hub, &delivered[0], &[("Mcp-Session-Id", "s-1")]);
         assert_eq!(
             init.answers.try_recv().unwrap().resp_headers["Mcp-Session-Id"],
@@ -617,5 +854,86 @@ mod tests {
         };
         assert_eq!(result, Ok(()));
         waiting.join().unwrap();
+    }
+
+    #[test]
+    fn a_poll_answer_stops_at_the_byte_budget_but_always_carries_one() {
+        let hub = hub(64);
+        announce(&hub, "a", &[]);
+        let big = format!(r#"{{"id":1,"p":"{}"}}"#, "x".repeat(POLL_ANSWER_BUDGET / 3));
+        let huge = format!(r#"{{"id":1,"p":"{}"}}"#, "x".repeat(POLL_ANSWER_BUDGET * 2));
+        let _tickets: Vec<_> = [&big, &big, &big, &huge, &big]
+            .iter()
+            .map(|m| hub.submit(body("main", m), soon(), None, false).unwrap())
+            .collect();
+        let sizes = |d: Vec<Delivered>| d.len();
+        let take = || hub.poll("a", HashSet::new(), 25, Duration::ZERO, &|| false);
+        assert_eq!(
+            sizes(take()),
+            2,
+            "three thirds plus overhead pass the budget"
+        );
+        assert_eq!(
+            sizes(take()),
+            1,
+            "the third one; the huge one does not fit after it"
+        );
+        assert_eq!(sizes(take()), 1, "a command over the budget goes alone");
+        assert_eq!(sizes(take()), 1);
+    }
+
+    #[test]
+    fn unread_notifications_are_bounded_and_then_refused() {
+        let hub = hub(8);
+        announce(&hub, "a", &[]);
+        let ticket = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        let command = &values(hub.poll("a", HashSet::new(), 1, Duration::ZERO, &|| false))[0];
+        let token = command["shard_token"].as_str().unwrap();
+        let note = format!(r#"{{"p":"{}"}}"#, "n".repeat(100_000));
+        let notify = || ResponsePayload {
+            request_id: ticket.request_id.clone(),
+            resp_json: Some(RawValue::from_string(note.clone()).unwrap()),
+            resp_type: RespType::JsonrpcNotify,
+            ..empty_payload()
+        };
+        let mut accepted = 0;
+        while hub.respond(token, notify()).is_ok() {
+            accepted += 1;
+            assert!(accepted <= NOTIFY_BUFFER_BYTES / 100_000, "unbounded");
+        }
+        assert!(accepted >= NOTIFY_BUFFER_BYTES / 100_000 - 1);
+        // Later POSTs, the terminal one included, find nothing pending.
+        assert_eq!(hub.respond(token, notify()), Err(RespondError::NotPending));
+        // The connector thread drains what was buffered, then learns the request was dropped.
+        for _ in 0..accepted {
+            assert!(matches!(ticket.next(Duration::ZERO), Wait::Payload(_)));
+        }
+        assert!(matches!(ticket.next(Duration::ZERO), Wait::Dropped));
+    }
+
+    #[test]
+    fn an_instance_is_gone_only_when_the_peer_closed_its_connections() {
+        let hub = hub(8);
+        let peer_closed = ConnectionHandle::default();
+        hub.seen("a", &peer_closed);
+        announce(&hub, "a", &[]);
+        let ticket = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        assert_eq!(
+            hub.poll("a", HashSet::new(), 1, Duration::ZERO, &|| false)
+                .len(),
+            1
+        );
+        assert!(!ticket.client_gone(), "its connection is open");
+        peer_closed.mark_closed(true);
+        assert!(!ticket.client_gone(), "within the grace");
+        let later = Instant::now() + CLIENT_GONE_GRACE;
+        let gone_later = || hub.lock().instances["a"].gone(later);
+        assert!(gone_later());
+        // A connection the relay closed itself proves nothing.
+        let relay_closed = ConnectionHandle::default();
+        hub.seen("a", &relay_closed);
+        relay_closed.mark_closed(false);
+        assert!(!gone_later());
+        assert!(!ticket.client_gone());
     }
 }

@@ -50,6 +50,14 @@ impl SseEvent {
         }
     }
 
+    /// A message whose `data:` is exactly `text` (one line), for byte-exactness checks.
+    pub fn raw(delay: Duration, text: &str) -> SseEvent {
+        SseEvent {
+            delay,
+            payload: Payload::Raw(text.to_string()),
+        }
+    }
+
     /// The final response to the request, with its id.
     pub fn result(delay: Duration, result: Value) -> SseEvent {
         SseEvent {
