@@ -117,11 +117,14 @@ fn a_client_stopped_longer_than_the_deadline_does_not_run_the_expired_command() 
     let control_plane = FakeControlPlane::start();
     let mcp = FakeMcp::start();
     mcp.on_tool("echo", McpReply::result(json!({"content": []})));
-    let client = start_client(&control_plane, &mcp);
+    // A guardrail longer than the stop, so the held poll's answer is still read after SIGCONT.
+    let client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+        .env("CONTROL_PLANE_POLL_DEADLINE_GUARDRAIL", "30s")
+        .spawn();
     serve_marker(&control_plane, "before-stop");
     signal(&client, "-STOP");
     let command = Command::jsonrpc("while-stopped", tool_call(7, "echo"))
-        .response_timeout("2s")
+        .response_timeout("1s")
         .created_at(&rfc3339_ago(Duration::ZERO));
     control_plane.push(command);
     // Longer than the timeout plus the 2 s clock-skew grace.
