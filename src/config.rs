@@ -1257,7 +1257,19 @@ pub fn positive_duration(raw: &Raw) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
+/// Longest duration a setting may have: no timeout needs more, and the bound keeps every
+/// `Instant + setting` (and sums of settings) representable.
+const MAX_SETTING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub fn any_duration(raw: &Raw) -> Result<Duration, ConfigError> {
+    let d = parse_duration_setting(raw)?;
+    if d > MAX_SETTING_DURATION {
+        return Err(err(&raw.source, "must be at most 8760h (one year)"));
+    }
+    Ok(d)
+}
+
+fn parse_duration_setting(raw: &Raw) -> Result<Duration, ConfigError> {
     duration::parse(raw.value.trim()).ok_or_else(|| {
         err(
             &raw.source,

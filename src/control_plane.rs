@@ -163,7 +163,7 @@ impl ControlPlane {
             api_key: cfg.api_key.clone(),
             extra_headers: cfg.extra_headers.clone(),
             poll_timeout: cfg.poll_timeout,
-            poll_http_timeout: cfg.poll_timeout + cfg.poll_deadline_guardrail,
+            poll_http_timeout: cfg.poll_timeout.saturating_add(cfg.poll_deadline_guardrail),
             instance_id: backoff::random_hex(16),
             server_info: server_info_header(channels),
             metrics,
@@ -342,7 +342,7 @@ impl ControlPlane {
                 wait = wait.max(hint);
             }
             if let Some(d) = deadline
-                && Instant::now() + wait >= d
+                && Instant::now().checked_add(wait).is_none_or(|at| at >= d)
             {
                 return Delivery::Failed(format!(
                     "deadline leaves no time to retry ({last_error})"
@@ -388,7 +388,7 @@ fn describe_status(status: u16, body: &[u8]) -> String {
         .ok()
         .map(|e| {
             let mut msg = e.error.message;
-            msg.truncate(200);
+            crate::text::truncate_on_char_boundary(&mut msg, 200);
             match e.error.code {
                 Some(code) => format!(": {code}: {msg}"),
                 None => format!(": {msg}"),

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use crate::backoff::Backoff;
 use crate::config::{ChannelTransport, MAX_POLL_LIMIT, RunConfig};
 use crate::control_plane::{ChannelInfo, ControlPlane, Delivery, PollError, PollOk};
+use crate::deadline;
 use crate::failure::{self, Failure, Source};
 use crate::mcp::http::HttpTransport;
 use crate::mcp::stdio::StdioTransport;
@@ -49,6 +50,10 @@ const POLL_RETRY_CAP: Duration = Duration::from_secs(10);
 const OPERATOR_RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest delay while the configuration stays rejected.
 const OPERATOR_RETRY_CAP: Duration = Duration::from_secs(300);
+/// Least time from the start of one poll to the start of the next after an empty answer: a
+/// control plane (or proxy) that answers empty polls instantly would otherwise get thousands of
+/// polls a second from us. A non-empty answer is followed by the next poll at once.
+const MIN_EMPTY_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a worker does with one queued item.
 enum Work {
@@ -67,6 +72,8 @@ struct Job {
     /// When the poll answer carrying it arrived.
     received: Instant,
     deadline: Option<Instant>,
+    /// The deadline comes from `created_at`, not the poll receipt (see [`crate::deadline`]).
+    deadline_from_created_at: bool,
 }
 
 #[derive(Default)]
@@ -138,7 +145,11 @@ impl Tunnel {
             work: Condvar::new(),
             changed: Condvar::new(),
             metrics,
-            health: Health::new(2 * (cp.poll_timeout + cp.poll_deadline_guardrail)),
+            health: Health::new(
+                cp.poll_timeout
+                    .saturating_add(cp.poll_deadline_guardrail)
+                    .saturating_mul(2),
+            ),
             auth_failed: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -229,17 +240,18 @@ impl Tunnel {
     /// Waits until no command is queued or running, at most `timeout`. Returns how many were
     /// still unfinished when it gave up.
     pub fn drain(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline::after(Instant::now(), timeout);
         let mut state = self.lock();
         loop {
             let unfinished = state.queue.len() + state.running;
             let now = Instant::now();
-            if unfinished == 0 || now >= deadline {
+            if unfinished == 0 || deadline.is_some_and(|d| now >= d) {
                 return unfinished;
             }
+            let left = deadline.map_or(Duration::MAX, |d| d - now);
             state = self
                 .changed
-                .wait_timeout(state, deadline - now)
+                .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -271,7 +283,9 @@ impl Tunnel {
     /// Sleeps for `delay` unless stopped first. Returns false when stopping. With `beat` (the
     /// poll thread), shows the thread alive at least every [`HEARTBEAT_INTERVAL`] while it waits.
     fn pause(&self, delay: Duration, beat: bool) -> bool {
-        let deadline = Instant::now() + delay;
+        let Some(deadline) = deadline::after(Instant::now(), delay) else {
+            return !self.lock().stopping; // never: no pause is that long (backoffs are capped)
+        };
         let mut state = self.lock();
         loop {
             let now = Instant::now();
@@ -304,6 +318,7 @@ impl Tunnel {
         while let Some(free) = self.free_slots() {
             let limit = free.min(MAX_POLL_LIMIT);
             self.beat();
+            let poll_started = Instant::now();
             let result = self.control.poll(limit);
             self.beat();
             let delay = match result {
@@ -319,7 +334,14 @@ impl Tunnel {
                             self.metrics.poll(PollOutcome::Commands);
                             self.enqueue(received, &commands);
                         }
-                        PollOk::Empty => self.metrics.poll(PollOutcome::Empty),
+                        PollOk::Empty => {
+                            self.metrics.poll(PollOutcome::Empty);
+                            let floor =
+                                MIN_EMPTY_POLL_INTERVAL.saturating_sub(poll_started.elapsed());
+                            if !floor.is_zero() && !self.pause(floor, true) {
+                                break;
+                            }
+                        }
                     }
                     continue;
                 }
@@ -375,11 +397,22 @@ impl Tunnel {
                         );
                         continue;
                     }
-                    let deadline = command.response_timeout.map(|t| received + t);
+                    // An unrepresentable deadline is none (the MCP call's own cap applies).
+                    let bounded = command.response_timeout.and_then(|t| {
+                        let created_at = deadline::created_at_of(raw);
+                        deadline::command_deadline(
+                            received,
+                            t,
+                            created_at.as_deref(),
+                            Instant::now(),
+                            SystemTime::now(),
+                        )
+                    });
                     jobs.push(Job {
                         work: Work::Run(command),
                         received,
-                        deadline,
+                        deadline: bounded.map(|(d, _)| d),
+                        deadline_from_created_at: bounded.is_some_and(|(_, c)| c),
                     });
                 }
                 Err(BadCommand::Unanswerable(reason)) => {
@@ -399,6 +432,7 @@ impl Tunnel {
                     },
                     received,
                     deadline: None,
+                    deadline_from_created_at: false,
                 }),
             }
         }
@@ -462,10 +496,15 @@ impl Tunnel {
             _ => "jsonrpc",
         };
         if job.deadline.is_some_and(|d| started >= d) {
+            let anchor = if job.deadline_from_created_at {
+                "counted from its created_at (a stall, or clocks more than 2 s apart)"
+            } else {
+                "counted from the poll answer"
+            };
             log::info!(
                 request_id = command.request_id.as_str(),
                 channel = command.raw_channel.as_deref().unwrap_or(wire::DEFAULT_CHANNEL);
-                "dropped command {}: its response_timeout had passed before dispatch",
+                "dropped command {}: its response_timeout, {anchor}, had passed before dispatch",
                 command.request_id
             );
             let channel = command

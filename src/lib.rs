@@ -24,6 +24,8 @@
 //! | [`duration`] | the one `<integer><unit>` duration grammar (wire and config) |
 //! | [`wire`] | control-plane JSON types; JSON-RPC bodies kept byte-exact |
 //! | [`headers`] | which headers cross the tunnel in each direction |
+//! | [`text`] | truncating foreign text on a character boundary |
+//! | [`deadline`] | checked deadline arithmetic; the `created_at` bound |
 //! | [`failure`] | errors → `-32603` with `tunnel_failure` provenance |
 //! | [`backoff`] | exponential backoff with full jitter, `Retry-After`, randomness |
 //! | [`http_client`] | the one place outbound HTTP agents are built (TLS, pooling) |
@@ -70,6 +72,7 @@ pub mod build;
 pub mod client;
 pub mod config;
 pub mod control_plane;
+pub mod deadline;
 pub mod demo;
 pub mod dispatch;
 pub mod duration;
@@ -85,6 +88,7 @@ pub mod ops;
 pub mod relay;
 pub mod secret;
 pub mod stub;
+pub mod text;
 pub mod tls;
 pub mod unix_socket;
 pub mod wire;

@@ -77,6 +77,11 @@ impl Command {
         self
     }
 
+    pub fn created_at(mut self, created_at: &str) -> Command {
+        self.set("created_at", json!(created_at));
+        self
+    }
+
     pub fn command_type(mut self, command_type: &str) -> Command {
         self.set("command_type", json!(command_type));
         self

@@ -35,6 +35,15 @@ impl Scripted {
         }
     }
 
+    /// `status` with `body` sent as given (`Content-Type: application/json`).
+    pub fn json(status: u16, body: &str) -> Scripted {
+        Scripted {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.into(),
+        }
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Scripted {
         self.headers.push((name.into(), value.into()));
         self
