@@ -11,12 +11,21 @@
 //! whose deadline passes retires its internal id, so a late answer is discarded, never mistaken for
 //! another call's. The child is started without a shell: the command is split into argv by a small
 //! tokenizer, and `;`, `|` or `$(…)` are just characters.
+//!
+//! Lifecycle and isolation: the child runs in its own process group, and every stop or restart
+//! signals the whole group (SIGTERM, then SIGKILL after [`EXIT_GRACE`]), so helpers it forked die
+//! with it. Each child is a *generation*: only its own stdout reader can end it, never the reader of
+//! an older child whose pipe a leftover helper kept open. Messages to the child wait in a queue
+//! bounded by [`MAX_QUEUED_BYTES`] and [`MAX_QUEUED_MESSAGES`]: a child that stops reading its
+//! stdin makes further calls fail at once (`client_internal`/`stdin_queue_full`) and the channel
+//! unready, instead of growing our memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,6 +40,7 @@ use super::{NotifySink, Outcome, Reply};
 use crate::backoff::Backoff;
 use crate::failure::{Failure, Source};
 use crate::wire::{RespType, RpcShape};
+use rustix::process::{Pid, Signal};
 
 /// Longest line read from the child; a longer one is skipped (and logged), not buffered.
 const MAX_LINE: usize = 32 * 1024 * 1024;
@@ -47,6 +57,12 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// Longest stderr line forwarded to our log.
 const MAX_STDERR_LINE: usize = 2000;
+/// Most bytes waiting for a child that does not read its stdin (beyond the pipe's own ~64 KiB).
+/// A message larger than this is still taken when nothing else waits, so one big call always
+/// goes through; a reading child drains the queue as fast as it reads.
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// Most messages waiting for the child, whatever their size (many tiny notifications).
+pub const MAX_QUEUED_MESSAGES: usize = 1024;
 
 /// Splits a command line into argv without a shell: whitespace separates words; single quotes
 /// keep everything literally; double quotes keep everything but `\"` and `\\`; a backslash outside
@@ -232,17 +248,74 @@ struct Shared {
     scrub: Vec<String>,
     state: Mutex<State>,
     /// The queue to the child's writer thread. Writes never block a caller, the reader or
-    /// shutdown: a child that stops reading stalls only its writer thread, and the caller's
-    /// deadline still ends the call. `None` while the child is down.
-    stdin: Mutex<Option<Sender<String>>>,
-    /// Set when the reader reaches the end of the child's stdout; `wake` announces it (and stop).
-    reader_done: Mutex<bool>,
+    /// shutdown: a child that stops reading stalls only its writer thread, and a full queue
+    /// refuses the message. `None` while the child is down.
+    stdin: Mutex<Option<StdinQueue>>,
+    /// Set when the queue refused a message; cleared when the writer has emptied it.
+    stdin_full: Arc<AtomicBool>,
+    /// Which child is current, and whether its reader reached the end of its stdout; `wake`
+    /// announces it (and stop).
+    reader: Mutex<ReaderState>,
     wake: Condvar,
     next_id: AtomicU64,
     stopping: AtomicBool,
     /// Signalled on stop and when the supervisor ends.
     changed: Condvar,
     supervisor_done: Mutex<bool>,
+}
+
+/// The current child generation and whether its stdout reader has finished.
+#[derive(Default)]
+struct ReaderState {
+    generation: u64,
+    done: bool,
+}
+
+/// Why a message could not be queued for the child.
+#[derive(Debug, PartialEq, Eq)]
+enum QueueError {
+    /// No child is running.
+    Down,
+    /// The child is not reading: [`MAX_QUEUED_BYTES`] or [`MAX_QUEUED_MESSAGES`] are waiting.
+    Full,
+}
+
+/// The sending end of one child's bounded stdin queue.
+#[derive(Clone)]
+struct StdinQueue {
+    lines: SyncSender<String>,
+    /// Bytes queued and not yet written to the pipe (the writer subtracts what it wrote).
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl StdinQueue {
+    fn new() -> (StdinQueue, Receiver<String>) {
+        let (lines, receiver) = mpsc::sync_channel(MAX_QUEUED_MESSAGES);
+        let queue = StdinQueue {
+            lines,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+        };
+        (queue, receiver)
+    }
+
+    fn push(&self, line: String) -> Result<(), QueueError> {
+        let len = line.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::SeqCst);
+        if before > 0 && before + len > MAX_QUEUED_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+            return Err(QueueError::Full);
+        }
+        match self.lines.try_send(line) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => QueueError::Full,
+                    TrySendError::Disconnected(_) => QueueError::Down,
+                })
+            }
+        }
+    }
 }
 
 /// One stdio MCP server and its supervisor.
@@ -258,19 +331,7 @@ impl StdioTransport {
         argv: Vec<String>,
         scrub: Vec<String>,
     ) -> io::Result<StdioTransport> {
-        let shared = Arc::new(Shared {
-            channel: channel.to_string(),
-            argv,
-            scrub,
-            state: Mutex::new(State::default()),
-            stdin: Mutex::new(None),
-            reader_done: Mutex::new(false),
-            wake: Condvar::new(),
-            next_id: AtomicU64::new(1),
-            stopping: AtomicBool::new(false),
-            changed: Condvar::new(),
-            supervisor_done: Mutex::new(false),
-        });
+        let shared = Arc::new(Shared::new(channel, argv, scrub));
         let supervised = Arc::clone(&shared);
         thread::Builder::new()
             .name(format!("stdio-{channel}"))
@@ -281,6 +342,20 @@ impl StdioTransport {
     /// Whether the child is running right now.
     pub fn is_up(&self) -> bool {
         self.shared.lock().up
+    }
+
+    /// Why the channel cannot take calls right now (`None`: it can), for `/readyz`.
+    pub fn problem(&self) -> Option<String> {
+        if !self.is_up() {
+            Some("stdio server is not running".to_string())
+        } else if self.shared.stdin_full.load(Ordering::SeqCst) {
+            Some(format!(
+                "stdio server is not reading its stdin (queue of {} MiB full; calls refused)",
+                MAX_QUEUED_BYTES / (1024 * 1024)
+            ))
+        } else {
+            None
+        }
     }
 
     /// How many times the child has been restarted.
@@ -319,18 +394,14 @@ impl StdioTransport {
             };
             let code = match self.shared.write_line(&outgoing) {
                 Ok(()) => 202,
-                Err(_) => 502,
+                Err(QueueError::Full) => 503,
+                Err(QueueError::Down) => 502,
             };
             return Outcome::Reply(ack(code));
         }
         let original_id = shape.id.clone().unwrap_or(Value::Null);
         let internal = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        object.set("id", &Value::from(internal));
-        let progress = object.progress_token().map(|token| {
-            let rewritten = format!("mcpt-progress-{internal}");
-            object.set_progress_token(&Value::from(rewritten.clone()));
-            (token, rewritten)
-        });
+        let progress = rewrite_for_child(&mut object, internal);
         let (events, inbox) = mpsc::channel();
         {
             let mut state = self.shared.lock();
@@ -357,9 +428,16 @@ impl StdioTransport {
             shared: &self.shared,
             id: internal,
         };
-        if self.shared.write_line(object.to_raw().get()).is_err() {
-            let failure = Failure::new(Source::TransportClosed, "closed_pipe");
-            return Outcome::Reply(Reply::failure(&failure, &original_id));
+        match self.shared.write_line(object.to_raw().get()) {
+            Ok(()) => {}
+            Err(QueueError::Down) => {
+                let failure = Failure::new(Source::TransportClosed, "closed_pipe");
+                return Outcome::Reply(Reply::failure(&failure, &original_id));
+            }
+            Err(QueueError::Full) => {
+                let failure = Failure::new(Source::ClientInternal, "stdin_queue_full");
+                return Outcome::Reply(Reply::failure(&failure, &original_id));
+            }
         }
         let limit = deadline.unwrap_or_else(|| Instant::now() + NO_DEADLINE_TIMEOUT);
         loop {
@@ -449,12 +527,7 @@ impl StdioTransport {
         self.shared.stdin_lock().take();
         // Wake the supervisor, whichever of its waits it is in (taking each lock first, so a
         // waiter that is between its check and its wait cannot miss the signal).
-        drop(
-            self.shared
-                .reader_done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        drop(self.shared.reader_lock());
         self.shared.wake.notify_all();
         drop(
             self.shared
@@ -506,24 +579,52 @@ impl Drop for Retire<'_> {
 }
 
 impl Shared {
+    fn new(channel: &str, argv: Vec<String>, scrub: Vec<String>) -> Shared {
+        Shared {
+            channel: channel.to_string(),
+            argv,
+            scrub,
+            state: Mutex::new(State::default()),
+            stdin: Mutex::new(None),
+            stdin_full: Arc::new(AtomicBool::new(false)),
+            reader: Mutex::new(ReaderState::default()),
+            wake: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            changed: Condvar::new(),
+            supervisor_done: Mutex::new(false),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stdin_lock(&self) -> MutexGuard<'_, Option<Sender<String>>> {
+    fn stdin_lock(&self) -> MutexGuard<'_, Option<StdinQueue>> {
         self.stdin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader_lock(&self) -> MutexGuard<'_, ReaderState> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues one message and its newline for the child. JSON text never contains a raw newline
     /// outside strings, but a pretty-printed message may contain them between tokens: those are
     /// replaced by spaces so the message stays on one line.
-    fn write_line(&self, json: &str) -> io::Result<()> {
+    fn write_line(&self, json: &str) -> Result<(), QueueError> {
         let mut line = json.replace(['\n', '\r'], " ");
         line.push('\n');
-        let queue = self.stdin_lock().clone();
-        queue
-            .and_then(|q| q.send(line).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "stdio server is not running"))
+        let queue = self.stdin_lock().clone().ok_or(QueueError::Down)?;
+        let pushed = queue.push(line);
+        if pushed == Err(QueueError::Full) && !self.stdin_full.swap(true, Ordering::SeqCst) {
+            log::warn!(
+                "[{}] stdio server is not reading its stdin: {} bytes queued; calls refused \
+                 and channel unready until it reads again",
+                self.channel,
+                queue.queued_bytes.load(Ordering::SeqCst)
+            );
+        }
+        pushed
     }
 
     /// Routes one line the child wrote.
@@ -654,6 +755,17 @@ fn ack(resp_code: u16) -> Reply {
     }
 }
 
+/// Gives a caller's request the internal id and, when it has one, an internal progress token.
+/// Returns the caller's token and the internal one.
+fn rewrite_for_child(object: &mut Object, internal: u64) -> Option<(Value, String)> {
+    object.set("id", &Value::from(internal));
+    object.progress_token().map(|token| {
+        let rewritten = format!("mcpt-progress-{internal}");
+        object.set_progress_token(&Value::from(rewritten.clone()));
+        (token, rewritten)
+    })
+}
+
 /// Replaces the internal id of a child's answer with the caller's.
 fn restore_id(raw: &RawValue, original: &Value) -> Box<RawValue> {
     match Object::parse(raw.get()) {
@@ -726,16 +838,16 @@ fn supervise(shared: &Arc<Shared>) {
     shared.changed.notify_all();
 }
 
-/// Returns when the child closed its stdout, exited, or we are stopping.
+/// Returns when the current child closed its stdout, exited, or we are stopping.
 fn watch(shared: &Shared, child: &mut Child) {
-    let mut done = shared.reader_done.lock().unwrap_or_else(|e| e.into_inner());
-    while !*done && !shared.stopping.load(Ordering::SeqCst) {
+    let mut reader = shared.reader_lock();
+    while !reader.done && !shared.stopping.load(Ordering::SeqCst) {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return;
         }
-        done = shared
+        reader = shared
             .wake
-            .wait_timeout(done, EXIT_CHECK_INTERVAL)
+            .wait_timeout(reader, EXIT_CHECK_INTERVAL)
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
@@ -748,6 +860,8 @@ fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
     }
     let mut child = command
         .args(&shared.argv[1..])
+        // Its own process group (id = its pid), so stop and restart can end its helpers too.
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -759,21 +873,39 @@ fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
             .name(format!("stdio-{channel}-stderr"))
             .spawn(move || forward_stderr(&channel, stderr))?;
     }
-    let (queue, lines) = mpsc::channel::<String>();
+    let (queue, lines) = StdinQueue::new();
+    shared.stdin_full.store(false, Ordering::SeqCst);
     if let Some(stdin) = child.stdin.take() {
+        let queued_bytes = Arc::clone(&queue.queued_bytes);
+        let full = Arc::clone(&shared.stdin_full);
         thread::Builder::new()
             .name(format!("stdio-{channel}-stdin"))
-            .spawn(move || write_stdin(stdin, lines))?;
+            .spawn(move || write_stdin(stdin, lines, &queued_bytes, &full))?;
     }
-    *shared.reader_done.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    let generation = {
+        let mut reader = shared.reader_lock();
+        reader.generation += 1;
+        reader.done = false;
+        reader.generation
+    };
     if let Some(stdout) = child.stdout.take() {
         let reader = Arc::clone(shared);
+        let pid = child.id();
         thread::Builder::new()
             .name(format!("stdio-{channel}-stdout"))
             .spawn(move || {
                 read_stdout(&reader, stdout);
-                *reader.reader_done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                reader.wake.notify_all();
+                log::debug!(
+                    "[{}] stdout of stdio server pid {pid} closed",
+                    reader.channel
+                );
+                // A helper of an older child may hold its stdout open long after a restart:
+                // its end says nothing about the current child.
+                let mut state = reader.reader_lock();
+                if state.generation == generation {
+                    state.done = true;
+                    reader.wake.notify_all();
+                }
             })?;
     }
     *shared.stdin_lock() = Some(queue);
@@ -782,14 +914,22 @@ fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
 }
 
 /// The writer thread: writes queued lines until the queue closes (then the pipe closes, which
-/// tells the child to exit) or the pipe breaks.
-fn write_stdin(mut stdin: ChildStdin, lines: mpsc::Receiver<String>) {
+/// tells the child to exit) or the pipe breaks. Once the queue is empty again the channel takes
+/// calls again (`full` cleared).
+fn write_stdin(
+    mut stdin: ChildStdin,
+    lines: Receiver<String>,
+    queued_bytes: &AtomicUsize,
+    full: &AtomicBool,
+) {
     for line in lines {
-        if stdin
+        let written = stdin
             .write_all(line.as_bytes())
-            .and_then(|()| stdin.flush())
-            .is_err()
-        {
+            .and_then(|()| stdin.flush());
+        if queued_bytes.fetch_sub(line.len(), Ordering::SeqCst) == line.len() {
+            full.store(false, Ordering::SeqCst);
+        }
+        if written.is_err() {
             return;
         }
     }
@@ -847,29 +987,67 @@ fn go_down(shared: &Shared) {
     }
 }
 
-/// Ends the child: stdin is already closed; wait, then SIGTERM, wait, then kill.
+/// Ends the child: stdin is already closed; wait, then SIGTERM its group, wait, then SIGKILL it;
+/// then ends whatever helpers are left in its group.
 fn stop_child(shared: &Shared, child: &mut Child) -> String {
-    if let Some(status) = wait_for_exit(child, EXIT_GRACE) {
-        return status;
+    let group = child.id();
+    let status = match wait_for_exit(child, EXIT_GRACE) {
+        Some(status) => status,
+        None => {
+            signal_group(group, Signal::TERM);
+            match wait_for_exit(child, EXIT_GRACE) {
+                Some(status) => status,
+                None => {
+                    log::warn!(
+                        "[{}] stdio server ignored stdin close and SIGTERM; killing it",
+                        shared.channel
+                    );
+                    signal_group(group, Signal::KILL);
+                    let _ = child.kill();
+                    child
+                        .wait()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|e| format!("wait failed: {e}"))
+                }
+            }
+        }
+    };
+    end_group(shared, group);
+    status
+}
+
+/// Helpers the server forked (its process group, which outlives it while any member lives):
+/// SIGTERM, then SIGKILL after [`EXIT_GRACE`]. The group id cannot be reused while the group
+/// exists, so this never signals strangers.
+fn end_group(shared: &Shared, group: u32) {
+    if !signal_group(group, Signal::TERM) {
+        return; // no member left
     }
-    // SIGTERM with no FFI (the crate forbids it): the kill(1) utility, where the host has one.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if let Some(status) = wait_for_exit(child, EXIT_GRACE) {
-        return status;
+    let deadline = Instant::now() + EXIT_GRACE;
+    while group_exists(group) {
+        if Instant::now() >= deadline {
+            log::warn!(
+                "[{}] helpers of the stdio server ignored SIGTERM; killing its process group",
+                shared.channel
+            );
+            signal_group(group, Signal::KILL);
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
-    log::warn!(
-        "[{}] stdio server ignored stdin close and SIGTERM; killing it",
-        shared.channel
-    );
-    let _ = child.kill();
-    child
-        .wait()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|e| format!("wait failed: {e}"))
+}
+
+/// Sends `signal` to process group `group`; false when the group no longer exists.
+fn signal_group(group: u32, signal: Signal) -> bool {
+    group_pid(group).is_some_and(|pid| rustix::process::kill_process_group(pid, signal).is_ok())
+}
+
+fn group_exists(group: u32) -> bool {
+    group_pid(group).is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
+}
+
+fn group_pid(group: u32) -> Option<Pid> {
+    i32::try_from(group).ok().and_then(Pid::from_raw)
 }
 
 fn wait_for_exit(child: &mut Child, grace: Duration) -> Option<String> {
@@ -908,9 +1086,70 @@ fn forward_stderr(channel: &str, stderr: impl Read) {
     }
 }
 
+/// For the fuzzer: runs `data` through the stdout line framing and routing (child → caller,
+/// with one call in flight whose id and progress token get restored) and, line by line, through
+/// the request rewriting (caller → child: id, progress token, cancellation), all in memory with no
+/// child process. Never panics, never blocks.
+#[doc(hidden)]
+pub fn fuzz_framing(data: &[u8]) {
+    let transport = StdioTransport {
+        shared: Arc::new(Shared::new("fuzz", vec!["fuzz".into()], Vec::new())),
+    };
+    let caller_id = Value::from("caller");
+    let (events, inbox) = mpsc::channel();
+    {
+        let mut state = transport.shared.lock();
+        state.tokens.insert("mcpt-progress-1".into(), 1);
+        state.calls.insert(
+            1,
+            Call {
+                events,
+                progress: Some((Value::from(7), "mcpt-progress-1".into())),
+                original_id: caller_id.clone(),
+                session: None,
+            },
+        );
+    }
+    read_stdout(&transport.shared, data);
+    for event in inbox.try_iter() {
+        if let Event::Response(raw) = event {
+            let _ = restore_id(&raw, &caller_id);
+        }
+    }
+    // The channel is down, so each request is rewritten and then refused at once.
+    let mut sink = |_: Box<RawValue>, _: &super::Headers| {};
+    let headers = [("Mcp-Session-Id".to_string(), "fuzz".to_string())];
+    for line in data.split(|&b| b == b'\n') {
+        let Ok(text) = std::str::from_utf8(line) else {
+            continue;
+        };
+        if let Ok(raw) = serde_json::from_str::<Box<RawValue>>(text) {
+            let _ = transport.call(&raw, &headers, Some(Instant::now()), &mut sink);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_framing_survives_odd_input() {
+        let inputs: [&[u8]; 9] = [
+            b"",
+            b"\n\n\r\n",
+            b"\xff\xfe not utf-8\n",
+            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"mcpt-progress-1\"}}\n{\"id\":1}",
+            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"_meta":{"progressToken":[1]}}}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"caller"}}"#,
+            br#"{"id":18446744073709551617,"id":1.50,"method":"sampling/createMessage"}"#,
+            b"[1,2,3]\nnull\n\"str\"\n{\"params\":{\"_meta\":7}}",
+        ];
+        for input in inputs {
+            fuzz_framing(input);
+        }
+    }
 
     #[test]
     fn split_command_without_a_shell() {
