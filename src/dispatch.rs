@@ -698,7 +698,7 @@ impl Report for Tunnel {
     fn readiness(&self) -> Readiness {
         for (name, transport) in &self.channels {
             if let Transport::Stdio(t) = transport {
-                let problem = (!t.is_up()).then(|| "stdio server is not running".to_string());
+                let problem = t.problem();
                 self.health.channel_seen(name, problem);
             }
         }

@@ -70,7 +70,20 @@ impl ClientBuilder {
     }
 
     pub fn spawn(self) -> TunnelClient {
-        let mut child = Command::new(BINARY)
+        self.spawn_wrapped(&[])
+    }
+
+    /// Like [`ClientBuilder::spawn`], with the binary started through `wrapper` (a program and
+    /// its arguments that exec the rest, e.g. `setpriv --reuid=…`); the pid stays the client's.
+    pub fn spawn_wrapped(self, wrapper: &[&str]) -> TunnelClient {
+        let (program, wrapper_args) = match wrapper.split_first() {
+            Some((program, rest)) => (*program, rest),
+            None => (BINARY, &[][..]),
+        };
+        let binary: &[&str] = if wrapper.is_empty() { &[] } else { &[BINARY] };
+        let mut child = Command::new(program)
+            .args(wrapper_args)
+            .args(binary)
             .args(&self.args)
             .env_clear()
             .envs(self.env)

@@ -11,190 +11,41 @@
 //! whose deadline passes retires its internal id, so a late answer is discarded, never mistaken for
 //! another call's. The child is started without a shell: the command is split into argv by a small
 //! tokenizer, and `;`, `|` or `$(…)` are just characters.
+//!
+//! Lifecycle and isolation: the child runs in its own process group, and every stop or restart
+//! signals the whole group (SIGTERM, then SIGKILL after a 3 s grace), so helpers it forked die
+//! with it. Each child is a *generation*: only its own stdout reader can end it, never the reader of
+//! an older child whose pipe a leftover helper kept open. Messages to the child wait in a queue
+//! bounded by [`MAX_QUEUED_BYTES`] and [`MAX_QUEUED_MESSAGES`]: a child that stops reading its
+//! stdin makes further calls fail at once (`client_internal`/`stdin_queue_full`) and the channel
+//! unready, instead of growing our memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+mod child;
+mod command_line;
+mod object;
+
+pub use child::{MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES};
+pub use command_line::split_command;
+
 use super::{NotifySink, Outcome, Reply};
-use crate::backoff::Backoff;
 use crate::failure::{Failure, Source};
 use crate::wire::{RespType, RpcShape};
+use child::{QueueError, StdinQueue, read_stdout, supervise};
+use object::{Object, restore_id, rewrite_for_child};
 
-/// Longest line read from the child; a longer one is skipped (and logged), not buffered.
-const MAX_LINE: usize = 32 * 1024 * 1024;
 /// Longest a call may run when the command has no deadline.
 const NO_DEADLINE_TIMEOUT: Duration = Duration::from_secs(600);
-/// First restart delay after the child exits; doubles per quick failure.
-const RESTART_BASE: Duration = Duration::from_millis(200);
-/// Longest restart delay in a crash loop.
-const RESTART_CAP: Duration = Duration::from_secs(30);
-/// A child that ran at least this long was healthy: the next restart starts from the base delay.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
-/// On shutdown, time the child gets to exit after its stdin closes (the MCP stdio convention),
-/// then again after SIGTERM, before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(3);
-/// Longest stderr line forwarded to our log.
-const MAX_STDERR_LINE: usize = 2000;
-
-/// Splits a command line into argv without a shell: whitespace separates words; single quotes
-/// keep everything literally; double quotes keep everything but `\"` and `\\`; a backslash outside
-/// quotes escapes the next character. `Err` for an unterminated quote or a trailing backslash.
-pub fn split_command(line: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => word.push(c),
-                        None => return Err("unterminated single quote".into()),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\')) => word.push(c),
-                            Some(c) => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                            None => return Err("unterminated double quote".into()),
-                        },
-                        Some(c) => word.push(c),
-                        None => return Err("unterminated double quote".into()),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => word.push(c),
-                    None => return Err("trailing backslash".into()),
-                }
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    if words.is_empty() {
-        return Err("empty command".into());
-    }
-    Ok(words)
-}
-
-/// A JSON object whose members keep their order and their exact text; only the members we
-/// rewrite (`id`, a progress token) change.
-#[derive(Debug, Default)]
-struct Object(Vec<(String, Box<RawValue>)>);
-
-impl Object {
-    fn parse(text: &str) -> Option<Object> {
-        serde_json::from_str(text).ok()
-    }
-
-    fn get(&self, key: &str) -> Option<&RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
-    }
-
-    fn set(&mut self, key: &str, value: &Value) {
-        let raw = RawValue::from_string(value.to_string()).expect("a Value is valid JSON");
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = raw,
-            None => self.0.push((key.to_string(), raw)),
-        }
-    }
-
-    fn set_raw(&mut self, key: &str, raw: Box<RawValue>) {
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = raw,
-            None => self.0.push((key.to_string(), raw)),
-        }
-    }
-
-    fn to_raw(&self) -> Box<RawValue> {
-        serde_json::value::to_raw_value(self).expect("members are valid JSON")
-    }
-
-    /// `params._meta.progressToken`, with a setter for its rewritten form.
-    fn progress_token(&self) -> Option<Value> {
-        let params: Value = serde_json::from_str(self.get("params")?.get()).ok()?;
-        params.get("_meta")?.get("progressToken").cloned()
-    }
-
-    fn set_progress_token(&mut self, token: &Value) {
-        let Some(mut params) = self.get("params").and_then(|p| Object::parse(p.get())) else {
-            return;
-        };
-        let Some(mut meta) = params.get("_meta").and_then(|m| Object::parse(m.get())) else {
-            return;
-        };
-        meta.set("progressToken", token);
-        params.set_raw("_meta", meta.to_raw());
-        self.set_raw("params", params.to_raw());
-    }
-}
-
-impl<'de> Deserialize<'de> for Object {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> Visitor<'de> for Members {
-            type Value = Object;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
-                let mut members = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    members.push((k, v));
-                }
-                Ok(Object(members))
-            }
-        }
-        d.deserialize_map(Members)
-    }
-}
-
-impl Serialize for Object {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
 
 /// What the reader thread hands a waiting call.
 enum Event {
@@ -232,17 +83,27 @@ struct Shared {
     scrub: Vec<String>,
     state: Mutex<State>,
     /// The queue to the child's writer thread. Writes never block a caller, the reader or
-    /// shutdown: a child that stops reading stalls only its writer thread, and the caller's
-    /// deadline still ends the call. `None` while the child is down.
-    stdin: Mutex<Option<Sender<String>>>,
-    /// Set when the reader reaches the end of the child's stdout; `wake` announces it (and stop).
-    reader_done: Mutex<bool>,
+    /// shutdown: a child that stops reading stalls only its writer thread, and a full queue
+    /// refuses the message. `None` while the child is down.
+    stdin: Mutex<Option<StdinQueue>>,
+    /// Set when the queue refused a message; cleared when the writer has emptied it.
+    stdin_full: Arc<AtomicBool>,
+    /// Which child is current, and whether its reader reached the end of its stdout; `wake`
+    /// announces it (and stop).
+    reader: Mutex<ReaderState>,
     wake: Condvar,
     next_id: AtomicU64,
     stopping: AtomicBool,
     /// Signalled on stop and when the supervisor ends.
     changed: Condvar,
     supervisor_done: Mutex<bool>,
+}
+
+/// The current child generation and whether its stdout reader has finished.
+#[derive(Default)]
+struct ReaderState {
+    generation: u64,
+    done: bool,
 }
 
 /// One stdio MCP server and its supervisor.
@@ -258,19 +119,7 @@ impl StdioTransport {
         argv: Vec<String>,
         scrub: Vec<String>,
     ) -> io::Result<StdioTransport> {
-        let shared = Arc::new(Shared {
-            channel: channel.to_string(),
-            argv,
-            scrub,
-            state: Mutex::new(State::default()),
-            stdin: Mutex::new(None),
-            reader_done: Mutex::new(false),
-            wake: Condvar::new(),
-            next_id: AtomicU64::new(1),
-            stopping: AtomicBool::new(false),
-            changed: Condvar::new(),
-            supervisor_done: Mutex::new(false),
-        });
+        let shared = Arc::new(Shared::new(channel, argv, scrub));
         let supervised = Arc::clone(&shared);
         thread::Builder::new()
             .name(format!("stdio-{channel}"))
@@ -281,6 +130,20 @@ impl StdioTransport {
     /// Whether the child is running right now.
     pub fn is_up(&self) -> bool {
         self.shared.lock().up
+    }
+
+    /// Why the channel cannot take calls right now (`None`: it can), for `/readyz`.
+    pub fn problem(&self) -> Option<String> {
+        if !self.is_up() {
+            Some("stdio server is not running".to_string())
+        } else if self.shared.stdin_full.load(Ordering::SeqCst) {
+            Some(format!(
+                "stdio server is not reading its stdin (queue of {} MiB full; calls refused)",
+                MAX_QUEUED_BYTES / (1024 * 1024)
+            ))
+        } else {
+            None
+        }
     }
 
     /// How many times the child has been restarted.
@@ -319,18 +182,14 @@ impl StdioTransport {
             };
             let code = match self.shared.write_line(&outgoing) {
                 Ok(()) => 202,
-                Err(_) => 502,
+                Err(QueueError::Full) => 503,
+                Err(QueueError::Down) => 502,
             };
             return Outcome::Reply(ack(code));
         }
         let original_id = shape.id.clone().unwrap_or(Value::Null);
         let internal = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        object.set("id", &Value::from(internal));
-        let progress = object.progress_token().map(|token| {
-            let rewritten = format!("mcpt-progress-{internal}");
-            object.set_progress_token(&Value::from(rewritten.clone()));
-            (token, rewritten)
-        });
+        let progress = rewrite_for_child(&mut object, internal);
         let (events, inbox) = mpsc::channel();
         {
             let mut state = self.shared.lock();
@@ -357,9 +216,16 @@ impl StdioTransport {
             shared: &self.shared,
             id: internal,
         };
-        if self.shared.write_line(object.to_raw().get()).is_err() {
-            let failure = Failure::new(Source::TransportClosed, "closed_pipe");
-            return Outcome::Reply(Reply::failure(&failure, &original_id));
+        match self.shared.write_line(object.to_raw().get()) {
+            Ok(()) => {}
+            Err(QueueError::Down) => {
+                let failure = Failure::new(Source::TransportClosed, "closed_pipe");
+                return Outcome::Reply(Reply::failure(&failure, &original_id));
+            }
+            Err(QueueError::Full) => {
+                let failure = Failure::new(Source::ClientInternal, "stdin_queue_full");
+                return Outcome::Reply(Reply::failure(&failure, &original_id));
+            }
         }
         let limit = deadline.unwrap_or_else(|| Instant::now() + NO_DEADLINE_TIMEOUT);
         loop {
@@ -449,12 +315,7 @@ impl StdioTransport {
         self.shared.stdin_lock().take();
         // Wake the supervisor, whichever of its waits it is in (taking each lock first, so a
         // waiter that is between its check and its wait cannot miss the signal).
-        drop(
-            self.shared
-                .reader_done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        drop(self.shared.reader_lock());
         self.shared.wake.notify_all();
         drop(
             self.shared
@@ -506,24 +367,52 @@ impl Drop for Retire<'_> {
 }
 
 impl Shared {
+    fn new(channel: &str, argv: Vec<String>, scrub: Vec<String>) -> Shared {
+        Shared {
+            channel: channel.to_string(),
+            argv,
+            scrub,
+            state: Mutex::new(State::default()),
+            stdin: Mutex::new(None),
+            stdin_full: Arc::new(AtomicBool::new(false)),
+            reader: Mutex::new(ReaderState::default()),
+            wake: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            changed: Condvar::new(),
+            supervisor_done: Mutex::new(false),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stdin_lock(&self) -> MutexGuard<'_, Option<Sender<String>>> {
+    fn stdin_lock(&self) -> MutexGuard<'_, Option<StdinQueue>> {
         self.stdin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader_lock(&self) -> MutexGuard<'_, ReaderState> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues one message and its newline for the child. JSON text never contains a raw newline
     /// outside strings, but a pretty-printed message may contain them between tokens: those are
     /// replaced by spaces so the message stays on one line.
-    fn write_line(&self, json: &str) -> io::Result<()> {
+    fn write_line(&self, json: &str) -> Result<(), QueueError> {
         let mut line = json.replace(['\n', '\r'], " ");
         line.push('\n');
-        let queue = self.stdin_lock().clone();
-        queue
-            .and_then(|q| q.send(line).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "stdio server is not running"))
+        let queue = self.stdin_lock().clone().ok_or(QueueError::Down)?;
+        let pushed = queue.push(line);
+        if pushed == Err(QueueError::Full) && !self.stdin_full.swap(true, Ordering::SeqCst) {
+            log::warn!(
+                "[{}] stdio server is not reading its stdin: {} bytes queued; calls refused \
+                 and channel unready until it reads again",
+                self.channel,
+                queue.queued_bytes.load(Ordering::SeqCst)
+            );
+        }
+        pushed
     }
 
     /// Routes one line the child wrote.
@@ -654,256 +543,45 @@ fn ack(resp_code: u16) -> Reply {
     }
 }
 
-/// Replaces the internal id of a child's answer with the caller's.
-fn restore_id(raw: &RawValue, original: &Value) -> Box<RawValue> {
-    match Object::parse(raw.get()) {
-        Some(mut object) => {
-            object.set("id", original);
-            object.to_raw()
-        }
-        None => raw.to_owned(),
+/// For the fuzzer: runs `data` through the stdout line framing and routing (child → caller,
+/// with one call in flight whose id and progress token get restored) and, line by line, through
+/// the request rewriting (caller → child: id, progress token, cancellation), all in memory with no
+/// child process. Never panics, never blocks.
+#[doc(hidden)]
+pub fn fuzz_framing(data: &[u8]) {
+    let transport = StdioTransport {
+        shared: Arc::new(Shared::new("fuzz", vec!["fuzz".into()], Vec::new())),
+    };
+    let caller_id = Value::from("caller");
+    let (events, inbox) = mpsc::channel();
+    {
+        let mut state = transport.shared.lock();
+        state.tokens.insert("mcpt-progress-1".into(), 1);
+        state.calls.insert(
+            1,
+            Call {
+                events,
+                progress: Some((Value::from(7), "mcpt-progress-1".into())),
+                original_id: caller_id.clone(),
+                session: None,
+            },
+        );
     }
-}
-
-/// How often the supervisor checks whether its child has exited while waiting for the reader or
-/// a stop (the standard library cannot wait for a child with a timeout).
-const EXIT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The supervisor: start, watch until the child goes away (or we stop), fail its calls, back off,
-/// repeat.
-fn supervise(shared: &Arc<Shared>) {
-    let mut backoff = Backoff::new(RESTART_BASE, RESTART_CAP);
-    while !shared.stopping.load(Ordering::SeqCst) {
-        let started = Instant::now();
-        match spawn_child(shared) {
-            Ok(mut child) => {
-                log::info!(
-                    "[{}] stdio server started (pid {})",
-                    shared.channel,
-                    child.id()
-                );
-                watch(shared, &mut child);
-                go_down(shared);
-                let status = stop_child(shared, &mut child);
-                if shared.stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if started.elapsed() >= HEALTHY_RUN {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay().max(RESTART_BASE);
-                let restarts = {
-                    let mut state = shared.lock();
-                    state.restarts += 1;
-                    state.restarts
-                };
-                log::warn!(
-                    "[{}] stdio server exited ({status}); restart #{restarts} in {delay:?}",
-                    shared.channel
-                );
-                if !shared.pause(delay) {
-                    break;
-                }
-            }
-            Err(e) => {
-                let delay = backoff.next_delay().max(RESTART_BASE);
-                log::error!(
-                    "[{}] cannot start stdio server {:?}: {e}; retrying in {delay:?}",
-                    shared.channel,
-                    shared.argv[0]
-                );
-                if !shared.pause(delay) {
-                    break;
-                }
-            }
+    read_stdout(&transport.shared, data);
+    for event in inbox.try_iter() {
+        if let Event::Response(raw) = event {
+            let _ = restore_id(&raw, &caller_id);
         }
     }
-    go_down(shared);
-    *shared
-        .supervisor_done
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = true;
-    shared.changed.notify_all();
-}
-
-/// Returns when the child closed its stdout, exited, or we are stopping.
-fn watch(shared: &Shared, child: &mut Child) {
-    let mut done = shared.reader_done.lock().unwrap_or_else(|e| e.into_inner());
-    while !*done && !shared.stopping.load(Ordering::SeqCst) {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        done = shared
-            .wake
-            .wait_timeout(done, EXIT_CHECK_INTERVAL)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-}
-
-fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
-    let mut command = Command::new(&shared.argv[0]);
-    for name in &shared.scrub {
-        command.env_remove(name);
-    }
-    let mut child = command
-        .args(&shared.argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let channel = shared.channel.clone();
-    if let Some(stderr) = child.stderr.take() {
-        let channel = channel.clone();
-        thread::Builder::new()
-            .name(format!("stdio-{channel}-stderr"))
-            .spawn(move || forward_stderr(&channel, stderr))?;
-    }
-    let (queue, lines) = mpsc::channel::<String>();
-    if let Some(stdin) = child.stdin.take() {
-        thread::Builder::new()
-            .name(format!("stdio-{channel}-stdin"))
-            .spawn(move || write_stdin(stdin, lines))?;
-    }
-    *shared.reader_done.lock().unwrap_or_else(|e| e.into_inner()) = false;
-    if let Some(stdout) = child.stdout.take() {
-        let reader = Arc::clone(shared);
-        thread::Builder::new()
-            .name(format!("stdio-{channel}-stdout"))
-            .spawn(move || {
-                read_stdout(&reader, stdout);
-                *reader.reader_done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                reader.wake.notify_all();
-            })?;
-    }
-    *shared.stdin_lock() = Some(queue);
-    shared.lock().up = true;
-    Ok(child)
-}
-
-/// The writer thread: writes queued lines until the queue closes (then the pipe closes, which
-/// tells the child to exit) or the pipe breaks.
-fn write_stdin(mut stdin: ChildStdin, lines: mpsc::Receiver<String>) {
-    for line in lines {
-        if stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| stdin.flush())
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Reads lines until the child closes stdout, routing each.
-fn read_stdout(shared: &Arc<Shared>, stdout: impl Read) {
-    let mut reader = BufReader::new(stdout);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader
-            .by_ref()
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) => return,
-            Ok(_) if line.len() > MAX_LINE => {
-                log::warn!(
-                    "[{}] stdio server wrote a line over {MAX_LINE} bytes; skipped",
-                    shared.channel
-                );
-                if skip_rest_of_line(&mut reader).is_err() {
-                    return;
-                }
-            }
-            Ok(_) => shared.route(&line),
-            Err(_) => return,
-        }
-    }
-}
-
-fn skip_rest_of_line(reader: &mut impl BufRead) -> io::Result<()> {
-    loop {
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            reader.consume(pos + 1);
-            return Ok(());
-        }
-        let len = buf.len();
-        reader.consume(len);
-    }
-}
-
-/// Marks the channel down and fails every call in flight at once.
-fn go_down(shared: &Shared) {
-    shared.stdin_lock().take();
-    let mut state = shared.lock();
-    state.up = false;
-    for call in state.calls.values() {
-        let _ = call.events.send(Event::Closed);
-    }
-}
-
-/// Ends the child: stdin is already closed; wait, then SIGTERM, wait, then kill.
-fn stop_child(shared: &Shared, child: &mut Child) -> String {
-    if let Some(status) = wait_for_exit(child, EXIT_GRACE) {
-        return status;
-    }
-    // SIGTERM with no FFI (the crate forbids it): the kill(1) utility, where the host has one.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if let Some(status) = wait_for_exit(child, EXIT_GRACE) {
-        return status;
-    }
-    log::warn!(
-        "[{}] stdio server ignored stdin close and SIGTERM; killing it",
-        shared.channel
-    );
-    let _ = child.kill();
-    child
-        .wait()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|e| format!("wait failed: {e}"))
-}
-
-fn wait_for_exit(child: &mut Child, grace: Duration) -> Option<String> {
-    let deadline = Instant::now() + grace;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status.to_string()),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            _ => return None,
-        }
-    }
-}
-
-fn forward_stderr(channel: &str, stderr: impl Read) {
-    let mut reader = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader
-            .by_ref()
-            .take(MAX_STDERR_LINE as u64)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end();
-                if !text.is_empty() {
-                    log::info!("[{channel}] {text}");
-                }
-                if !line.ends_with(b"\n") && skip_rest_of_line(&mut reader).is_err() {
-                    return;
-                }
-            }
+    // The channel is down, so each request is rewritten and then refused at once.
+    let mut sink = |_: Box<RawValue>, _: &super::Headers| {};
+    let headers = [("Mcp-Session-Id".to_string(), "fuzz".to_string())];
+    for line in data.split(|&b| b == b'\n') {
+        let Ok(text) = std::str::from_utf8(line) else {
+            continue;
+        };
+        if let Ok(raw) = serde_json::from_str::<Box<RawValue>>(text) {
+            let _ = transport.call(&raw, &headers, Some(Instant::now()), &mut sink);
         }
     }
 }
@@ -913,24 +591,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_command_without_a_shell() {
-        assert_eq!(
-            split_command("npx -y @scope/server").unwrap(),
-            ["npx", "-y", "@scope/server"]
-        );
-        assert_eq!(
-            split_command(r#"python -c 'print("a b")' "x \"y\"" z\ w"#).unwrap(),
-            ["python", "-c", r#"print("a b")"#, r#"x "y""#, "z w"]
-        );
-        assert_eq!(
-            split_command("a;b | c $(d)").unwrap(),
-            ["a;b", "|", "c", "$(d)"]
-        );
-        assert_eq!(split_command("''").unwrap(), [""]);
-        assert!(split_command("'open").is_err());
-        assert!(split_command("\"open").is_err());
-        assert!(split_command("trailing\\").is_err());
-        assert!(split_command("   ").is_err());
+    fn fuzz_framing_survives_odd_input() {
+        let inputs: [&[u8]; 9] = [
+            b"",
+            b"\n\n\r\n",
+            b"\xff\xfe not utf-8\n",
+            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"mcpt-progress-1\"}}\n{\"id\":1}",
+            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"_meta":{"progressToken":[1]}}}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"caller"}}"#,
+            br#"{"id":18446744073709551617,"id":1.50,"method":"sampling/createMessage"}"#,
+            b"[1,2,3]\nnull\n\"str\"\n{\"params\":{\"_meta\":7}}",
+        ];
+        for input in inputs {
+            fuzz_framing(input);
+        }
     }
 
     #[test]
