@@ -5,7 +5,7 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/mcp-tunnel
 
-.PHONY: all build demo test test-deps e2e bench lint fmt static setup clean \
+.PHONY: all build demo test test-deps e2e bench lint fmt static setup clean fuzz fuzz-smoke fuzz-setup \
 	static-aarch64 setup-aarch64 dist deb rpm packages container-context package-check package-setup
 
 CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
@@ -16,6 +16,20 @@ AARCH64_TARGET := aarch64-unknown-linux-musl
 AARCH64_BIN := target/$(AARCH64_TARGET)/release/mcp-tunnel
 # Packaged timestamps: SOURCE_DATE_EPOCH if set, else the binary's commit time.
 PACKAGING := bash packaging/build.sh
+
+# Fuzzing (fuzz/README.md). Seconds per target for `make fuzz`, and in all for `make fuzz-smoke`.
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 60
+FUZZ_CARGO ?= cargo +nightly
+# Every file in fuzz/fuzz_targets/ is a target: adding one needs no change here.
+FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs))))
+# Debug assertions on, so integer overflow is a finding as it is in `cargo test`. Each input
+# gets at most 10 s (a slower one is reported as a hang). $(1): seconds per target.
+FUZZ_BUILD := $(FUZZ_CARGO) fuzz build --debug-assertions
+fuzz_targets = cd fuzz && $(FUZZ_BUILD) && for t in $(FUZZ_TARGETS); do \
+	mkdir -p corpus/$$t && echo "== fuzz $$t: $(1) s" && \
+	$(FUZZ_CARGO) fuzz run --debug-assertions $$t corpus/$$t seeds/$$t -- \
+		-max_total_time=$(1) -timeout=10 -print_final_stats=1 || exit 1; done
 
 all: build
 
@@ -45,6 +59,21 @@ e2e:
 ## tests/bench/RESULTS.md and latency.svg (about 12 minutes; not part of `make test`)
 bench:
 	bash tests/bench/run.sh
+
+## fuzz: every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each, one after another, with
+## libFuzzer on nightly (the product stays on stable). Corpora grow in fuzz/corpus/ (not in git);
+## a crash stops the run and leaves its input in fuzz/artifacts/TARGET/ (fuzz/README.md says
+## what to do with it). Record runs in tests/fuzz/RESULTS.md.
+fuzz: fuzz-setup
+	@$(call fuzz_targets,$(FUZZ_SECONDS))
+
+## fuzz-smoke: every fuzz target, FUZZ_SMOKE_SECONDS of fuzzing in all (CI; plus the build)
+fuzz-smoke: fuzz-setup
+	@$(call fuzz_targets,$$(( $(FUZZ_SMOKE_SECONDS) / $(words $(FUZZ_TARGETS)) )))
+
+## fuzz-setup: nightly and cargo-fuzz, installed when missing
+fuzz-setup:
+	bash tests/fuzz/setup.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:

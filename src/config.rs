@@ -1380,6 +1380,24 @@ pub fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Fuzzing entry point (`fuzz/`): one `--mcp.server-url` (or, with `command`, `--mcp.command`)
+/// entry through the parsing steps of `parse_channels`, without the per-channel options' file and
+/// environment lookups. Returns the channel name.
+#[doc(hidden)]
+pub fn fuzz_channel_entry(raw: &Raw, command: bool) -> Result<String, ConfigError> {
+    let (name, value) = split_channel_entry(raw, if command { "command" } else { "url" })?;
+    if command {
+        crate::mcp::stdio::split_command(&value).map_err(|e| err(&raw.source, &e))?;
+    } else {
+        let (url, _options) = split_url_options(&value);
+        validate_mcp_url(&Raw {
+            source: raw.source.clone(),
+            value: url,
+        })?;
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

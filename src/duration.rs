@@ -32,8 +32,12 @@ pub fn parse(text: &str) -> Option<Duration> {
 /// Formats a duration the way [`parse`] reads it, picking the largest exact unit.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+    if !d.subsec_nanos().is_multiple_of(1_000) {
         return format!("{}ns", d.as_nanos());
+    }
+    // Microseconds before nanoseconds: a parsed `<u64>us` in ns would not fit `parse`'s u64.
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}us", d.as_micros());
     }
     if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");

@@ -143,6 +143,12 @@ pub fn load(path: &Path) -> Result<Registry, String> {
     }
 }
 
+/// Parses and validates the text of a tunnels file, as [`load`] does; errors name `tunnels file`
+/// where `load` names the path.
+pub fn parse_text(text: &str) -> Result<Registry, String> {
+    parse(Path::new("tunnels file"), text).map_err(Fail::message)
+}
+
 /// The file's text; `None` if it does not exist.
 fn read(path: &Path) -> Result<Option<String>, Fail> {
     match fs::read_to_string(path) {
