@@ -395,4 +395,15 @@ mod tests {
         assert_eq!(r.id, Some(Value::Null));
         assert!(RpcShape::of("[]").is_none());
     }
+
+    #[test]
+    fn rpc_shape_keeps_the_id_exact() {
+        // Synthesized errors and restored stdio ids are written from this id: beyond u64 or with
+        // a fraction it must come out as the caller wrote it (serde_json's arbitrary_precision).
+        for id in ["18446744073709551617", "-9223372036854775809", "1.50"] {
+            let shape = RpcShape::of(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x"}}"#));
+            let written = serde_json::to_string(&shape.unwrap().id.unwrap()).unwrap();
+            assert_eq!(written, id);
+        }
+    }
 }
