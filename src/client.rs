@@ -120,7 +120,9 @@ pub fn run(cfg: &RunConfig) -> i32 {
         server.stop();
     }
     log::info!("stopped");
-    if tunnel.auth_failed() {
+    if tunnel.internal_failure() {
+        crate::contain::EXIT_INTERNAL
+    } else if tunnel.auth_failed() {
         EXIT_AUTH_FAILURE
     } else {
         0

@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 
 use crate::backoff::Backoff;
 use crate::config::{ChannelTransport, MAX_POLL_LIMIT, RunConfig};
+use crate::contain::{self, Settled};
 use crate::control_plane::{ChannelInfo, ControlPlane, Delivery, PollError, PollOk};
 use crate::deadline;
 use crate::failure::{self, Failure, Source};
@@ -76,6 +77,46 @@ struct Job {
     deadline_from_created_at: bool,
 }
 
+/// What a worker needs to answer a command whose execution panicked, taken before it runs.
+struct PanicAnswer {
+    request_id: String,
+    channel: String,
+    shard_token: Secret,
+    client_request_id: Option<String>,
+    /// The JSON-RPC id to answer (null when the body has none).
+    id: Value,
+    deadline: Option<Instant>,
+}
+
+impl PanicAnswer {
+    /// `None` for a malformed command: its answer is a fixed 400 with nothing to go wrong.
+    fn for_job(job: &Job) -> Option<PanicAnswer> {
+        let Work::Run(command) = &job.work else {
+            return None;
+        };
+        let id = match &command.kind {
+            CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
+            _ => None,
+        };
+        let channel = wire::canonical_channel(command.raw_channel.as_deref())
+            .or_else(|| command.raw_channel.clone())
+            .unwrap_or_else(|| wire::DEFAULT_CHANNEL.to_string());
+        Some(PanicAnswer {
+            request_id: command.request_id.clone(),
+            channel,
+            shard_token: command.shard_token.clone(),
+            client_request_id: command.header("X-Request-Id").map(str::to_string),
+            id: id.unwrap_or(Value::Null),
+            deadline: job.deadline,
+        })
+    }
+
+    /// The `-32603` it answers with: `client_internal`/`panic`, the caller's id unchanged.
+    fn reply(&self) -> Reply {
+        Reply::failure(&Failure::new(Source::ClientInternal, "panic"), &self.id)
+    }
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Job>,
@@ -101,6 +142,8 @@ pub struct Tunnel {
     health: Health,
     /// Set when the control plane rejected the key and `--exit-on-auth-failure` asked to stop.
     auth_failed: AtomicBool,
+    /// A poll or probe thread panicked.
+    internal_failure: AtomicBool,
     /// Milliseconds since `started` at the poll thread's last sign of life (for the watchdog).
     heartbeat_ms: AtomicU64,
     started: Instant,
@@ -151,6 +194,7 @@ impl Tunnel {
                     .saturating_mul(2),
             ),
             auth_failed: AtomicBool::new(false),
+            internal_failure: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             started: Instant::now(),
         }))
@@ -178,12 +222,29 @@ impl Tunnel {
         let me = Arc::clone(self);
         thread::Builder::new()
             .name("poll".into())
-            .spawn(move || me.poll_loop())?;
+            .spawn(move || me.stop_if_it_panics("poll", || me.poll_loop()))?;
         let me = Arc::clone(self);
         thread::Builder::new()
             .name("probe".into())
-            .spawn(move || me.probe_loop())?;
+            .spawn(move || me.stop_if_it_panics("probe", || me.probe_loop()))?;
         Ok(())
+    }
+
+    /// Runs a thread's loop; if it panics, stops the client (it drains, then exits with
+    /// [`contain::EXIT_INTERNAL`]) rather than run on without polling or probing.
+    fn stop_if_it_panics(&self, thread: &str, body: impl FnOnce()) {
+        if contain::contained(body).is_none() {
+            log::error!(
+                "the {thread} thread stopped on an internal error; stopping so that the supervisor restarts us"
+            );
+            self.internal_failure.store(true, Ordering::SeqCst);
+            self.stop();
+        }
+    }
+
+    /// Whether a thread of the client panicked (exit code [`contain::EXIT_INTERNAL`]).
+    pub fn internal_failure(&self) -> bool {
+        self.internal_failure.load(Ordering::SeqCst)
     }
 
     /// Whether the client stopped because the control plane rejected its key (exit code 3).
@@ -459,13 +520,45 @@ impl Tunnel {
                     state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            self.execute(job);
+            let if_it_panics = PanicAnswer::for_job(&job);
+            let settled = Settled::default();
+            if contain::contained(|| self.execute(job, &settled)).is_none() {
+                self.after_panic(if_it_panics, &settled);
+            }
             self.lock().running -= 1;
             self.changed.notify_all();
         }
     }
 
-    fn execute(&self, job: Job) {
+    /// A command whose execution panicked gets a `-32603` (`client_internal`/`panic`), unless
+    /// its answer had been posted or deliberately withheld before the panic.
+    fn after_panic(&self, answer: Option<PanicAnswer>, settled: &Settled) {
+        let Some(answer) = answer.filter(|_| !settled.is_marked()) else {
+            return;
+        };
+        log::error!(
+            request_id = answer.request_id.as_str(), channel = answer.channel.as_str();
+            "command {}: internal error while running it; answering with a JSON-RPC error",
+            answer.request_id
+        );
+        let reply = answer.reply();
+        // Contained too: a panic while answering must not take the worker with it.
+        contain::contained(|| {
+            self.deliver(
+                &answer.request_id,
+                &answer.channel,
+                &answer.shard_token,
+                answer.client_request_id.as_deref(),
+                reply,
+                answer.deadline,
+            )
+        });
+        self.metrics
+            .command("jsonrpc", &answer.channel, CommandOutcome::Failed);
+    }
+
+    /// Runs one command; `settled` is marked once its answer is posted or deliberately withheld.
+    fn execute(&self, job: Job, settled: &Settled) {
         let command = match job.work {
             Work::Run(command) => command,
             Work::Reject {
@@ -485,6 +578,7 @@ impl Tunnel {
                 let body = failure::error_response(&Value::Null, "invalid tunnel command", None);
                 let reply = Reply::error_json(400, body);
                 self.deliver(&request_id, &channel, &shard_token, None, reply, None);
+                settled.mark();
                 self.metrics
                     .command("invalid", &channel, CommandOutcome::Rejected);
                 return;
@@ -511,6 +605,7 @@ impl Tunnel {
                 .raw_channel
                 .as_deref()
                 .unwrap_or(wire::DEFAULT_CHANNEL);
+            settled.mark();
             self.metrics.command(kind, channel, CommandOutcome::Expired);
             return;
         }
@@ -541,6 +636,7 @@ impl Tunnel {
                 reply,
                 job.deadline,
             );
+            settled.mark();
             // Unknown names stay out of the labels (unbounded cardinality).
             self.metrics
                 .command(kind, "(unknown)", CommandOutcome::Rejected);
@@ -584,11 +680,15 @@ impl Tunnel {
             CommandKind::SessionTermination => {
                 transport.terminate_session(&command.headers, job.deadline)
             }
-            CommandKind::Unknown(_) => return,
+            CommandKind::Unknown(_) => {
+                settled.mark();
+                return;
+            }
         };
         self.metrics.mcp_latency(channel, started.elapsed());
         match outcome {
             Outcome::Cancelled => {
+                settled.mark();
                 log::info!(
                     request_id = command.request_id.as_str(), channel = channel.as_str();
                     "command {}: cancelled by the caller; nothing posted",
@@ -598,6 +698,7 @@ impl Tunnel {
                     .command(kind, channel, CommandOutcome::Cancelled);
             }
             Outcome::Expired => {
+                settled.mark();
                 log::info!(
                     request_id = command.request_id.as_str(),
                     channel = channel.as_str(),
@@ -630,6 +731,7 @@ impl Tunnel {
                     reply,
                     job.deadline,
                 );
+                settled.mark();
                 let outcome = match (delivered, synthesized) {
                     (false, _) => CommandOutcome::NotDelivered,
                     (true, true) => CommandOutcome::Failed,
@@ -779,4 +881,39 @@ fn operator_advice(status: u16, message: &str) -> String {
         }
     };
     format!("control plane answered {message}; {fix}. Retrying slowly.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(command: &str) -> Job {
+        let raw = RawValue::from_string(command.to_string()).unwrap();
+        Job {
+            work: Work::Run(Command::from_json(&raw).unwrap()),
+            received: Instant::now(),
+            deadline: None,
+            deadline_from_created_at: false,
+        }
+    }
+
+    #[test]
+    fn a_command_that_panicked_is_answered_with_its_exact_id() {
+        let job = job(
+            r#"{"request_id":"r1","channel":"main","shard_token":"t","type":"jsonrpc","response_timeout":"30s","headers":{"X-Request-Id":["x1"]},"jsonrpc":{"jsonrpc":"2.0","id":18446744073709551617,"method":"tools/call"}}"#,
+        );
+        let answer = PanicAnswer::for_job(&job).unwrap();
+        assert_eq!(
+            (answer.request_id.as_str(), answer.channel.as_str()),
+            ("r1", "main")
+        );
+        assert_eq!(answer.client_request_id.as_deref(), Some("x1"));
+        let reply = answer.reply();
+        let body: Value = serde_json::from_str(reply.resp_json.unwrap().get()).unwrap();
+        assert_eq!(body["id"].to_string(), "18446744073709551617");
+        assert_eq!(body["error"]["code"], -32603);
+        let provenance = &body["error"]["data"]["tunnel_failure"];
+        assert_eq!(provenance["source"], "client_internal");
+        assert_eq!(provenance["transport_error_kind"], "panic");
+    }
 }

@@ -27,6 +27,7 @@
 //! | [`text`] | truncating foreign text on a character boundary |
 //! | [`deadline`] | checked deadline arithmetic; the `created_at` bound |
 //! | [`failure`] | errors → `-32603` with `tunnel_failure` provenance |
+//! | [`contain`] | panic containment: a bug costs one answer, never the process |
 //! | [`backoff`] | exponential backoff with full jitter, `Retry-After`, randomness |
 //! | [`http_client`] | the one place outbound HTTP agents are built (TLS, pooling) |
 //! | [`control_plane`] | metadata, poll and response calls with their retries |
@@ -64,6 +65,9 @@
 //! - Secrets (API key, extra header values, shard tokens) are [`secret::Secret`]s: `Debug` and
 //!   `Display` print `***`, and third-party debug logging is capped.
 //! - TLS verification is always on.
+//! - A panic (a bug) in a worker answers its command with a `-32603` (`client_internal`/`panic`)
+//!   and the worker goes on; one in the poll thread stops the client with exit code 70 so that
+//!   its supervisor restarts it. Panic messages that could quote data are withheld from the log.
 
 #![forbid(unsafe_code)]
 
@@ -71,6 +75,7 @@ pub mod backoff;
 pub mod build;
 pub mod client;
 pub mod config;
+pub mod contain;
 pub mod control_plane;
 pub mod deadline;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! The `mcp-tunnel` command: subcommand dispatch and exit codes.
 //!
-//! Exit codes: 0 clean stop, 1 runtime failure, 2 configuration or usage error.
+//! Exit codes: 0 clean stop, 1 runtime failure, 2 configuration or usage error, 3 key rejected
+//! (with `--exit-on-auth-failure`), 70 internal error (see `contain`).
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let command = args.remove(0);
+    // Before any thread starts: a panic is reported without quoting data (see `contain`).
+    mcp_tunnel::contain::report_panics();
     match command.to_str().unwrap_or("") {
         "run" => run(args),
         "relay" => exit_code(relay::main(args)),
