@@ -7,6 +7,8 @@
 use std::io::{self, BufRead, BufReader};
 
 use mcp_tunnel::config::{self, Raw};
+use mcp_tunnel::http_server;
+use mcp_tunnel::mcp::stdio;
 use mcp_tunnel::mcp::sse::{Event, SseReader};
 use mcp_tunnel::relay::tunnels;
 use mcp_tunnel::wire::{self, Command, CommandKind, PollEnvelope, RpcShape};
@@ -22,6 +24,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("envfile", envfile),
     ("channel_entry", channel_entry),
     ("tunnels_file", tunnels_file),
+    ("http_request", http_request),
+    ("stdio_framing", stdio_framing),
 ];
 
 /// The client's decode of a 200 poll answer: the envelope, then each command on its own
@@ -205,4 +209,28 @@ pub fn tunnels_file(data: &[u8]) {
         }
         Err(message) => assert!(message.starts_with("tunnels file: "), "{message}"),
     }
+}
+
+/// The relay's HTTP/1.1 reader: request heads and `Content-Length` or chunked bodies, pipelined
+/// one after another as they would arrive on one connection. Invariants: a bad request gets a
+/// status the server documents (400, 413, 431, 501); no body passes the default body limit; every
+/// request read consumed input (no request out of nothing).
+pub fn http_request(data: &[u8]) {
+    let summary = http_server::fuzz_read_request(data);
+    if let Some(status) = summary.rejected {
+        assert!(
+            [400, 413, 431, 501].contains(&status),
+            "rejected with an undocumented status {status}"
+        );
+    }
+    let max_body = http_server::Limits::default().max_body_bytes;
+    assert!(summary.body_bytes <= summary.requests.saturating_mul(max_body));
+    assert!(summary.requests <= data.len(), "more requests than input bytes");
+}
+
+/// The stdio transport's line framing and id rewriting, with no child process: `data` is both
+/// what a child writes on stdout and, line by line, what callers send. Invariant: no panic and no
+/// blocking on any input (libFuzzer's timeout catches a hang).
+pub fn stdio_framing(data: &[u8]) {
+    stdio::fuzz_framing(data);
 }
