@@ -18,6 +18,8 @@ AARCH64_BIN := target/$(AARCH64_TARGET)/release/mcp-tunnel
 PACKAGING := bash packaging/build.sh
 
 # Fuzzing (fuzz/README.md). Seconds per target for `make fuzz`, and in all for `make fuzz-smoke`.
+# FUZZ_RUNS (unset by default): also stop a target after that many executions, e.g. the long
+# run recorded in tests/fuzz/RESULTS.md: make fuzz FUZZ_RUNS=10000000 FUZZ_SECONDS=3600.
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 60
 FUZZ_CARGO ?= cargo +nightly
@@ -29,7 +31,8 @@ FUZZ_BUILD := $(FUZZ_CARGO) fuzz build --debug-assertions
 fuzz_targets = cd fuzz && $(FUZZ_BUILD) && for t in $(FUZZ_TARGETS); do \
 	mkdir -p corpus/$$t && echo "== fuzz $$t: $(1) s" && \
 	$(FUZZ_CARGO) fuzz run --debug-assertions $$t corpus/$$t seeds/$$t -- \
-		-max_total_time=$(1) -timeout=10 -print_final_stats=1 || exit 1; done
+		-max_total_time=$(1) $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS)) -timeout=10 \
+		-print_final_stats=1 || exit 1; done
 
 all: build
 

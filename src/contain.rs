@@ -93,7 +93,10 @@ mod tests {
             panic!("a bug");
         });
         assert!(result.is_none());
-        assert!(settled.is_marked(), "what ran before the panic still counts");
+        assert!(
+            settled.is_marked(),
+            "what ran before the panic still counts"
+        );
     }
 
     #[test]

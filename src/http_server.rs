@@ -720,7 +720,8 @@ fn serve_connection(
             end => break end,
         }
     };
-    conn.connection.mark_closed(peer_closed(conn.incoming.src.tcp()));
+    conn.connection
+        .mark_closed(peer_closed(conn.incoming.src.tcp()));
     match end {
         Next::Abort => conn.incoming.src.abort(),
         _ => conn.incoming.src.close(),

@@ -8,16 +8,19 @@ use std::io::{self, BufRead, BufReader};
 
 use mcp_tunnel::config::{self, Raw};
 use mcp_tunnel::http_server;
-use mcp_tunnel::mcp::stdio;
 use mcp_tunnel::mcp::sse::{Event, SseReader};
+use mcp_tunnel::mcp::stdio;
 use mcp_tunnel::relay::tunnels;
 use mcp_tunnel::wire::{self, Command, CommandKind, PollEnvelope, RpcShape};
 use mcp_tunnel::{duration, envfile};
 use serde_json::value::RawValue;
 
+/// A target's body: the bytes libFuzzer (or a saved input) provides; a panic is a finding.
+pub type Check = fn(&[u8]);
+
 /// Every target by name: the directory names under `tests/fuzz/regressions/` and `fuzz/seeds/`,
 /// and the file names in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("poll_answer", poll_answer),
     ("duration", duration),
     ("sse", sse),
@@ -225,7 +228,10 @@ pub fn http_request(data: &[u8]) {
     }
     let max_body = http_server::Limits::default().max_body_bytes;
     assert!(summary.body_bytes <= summary.requests.saturating_mul(max_body));
-    assert!(summary.requests <= data.len(), "more requests than input bytes");
+    assert!(
+        summary.requests <= data.len(),
+        "more requests than input bytes"
+    );
 }
 
 /// The stdio transport's line framing and id rewriting, with no child process: `data` is both
