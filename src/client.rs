@@ -29,7 +29,7 @@ pub fn run(cfg: &RunConfig) -> i32 {
     // Before any child exists: a stdio server runs as our uid, and a dumpable process lets any
     // same-uid process read /proc/<pid>/environ (the original block, secrets included, however we
     // edit our environment later), /proc/<pid>/mem, or ptrace us.
-    make_non_dumpable();
+    crate::secret::make_non_dumpable();
     // First, before any side effect: is another copy already running?
     let _pid_file = match &cfg.ops.pid_file {
         None => None,
@@ -126,19 +126,6 @@ pub fn run(cfg: &RunConfig) -> i32 {
         EXIT_AUTH_FAILURE
     } else {
         0
-    }
-}
-
-/// Closes `/proc/<pid>/environ`, `/proc/<pid>/mem` and ptrace to other processes of our uid
-/// (root keeps them). It also disables core dumps, which would hold the key too.
-fn make_non_dumpable() {
-    match rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
-        Ok(()) => log::debug!("process made non-dumpable (PR_SET_DUMPABLE 0)"),
-        // Not fatal: the key is still never given to a child; say what is left open.
-        Err(e) => log::warn!(
-            "cannot make the process non-dumpable ({e}); same-uid processes, stdio servers \
-             included, can read its environment"
-        ),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! `Debug` and `Display` both print `***`, so a secret that ends up in a log line, an error or a
 //! `{:?}` dump of the config shows nothing. The only way to the real text is [`Secret::expose`],
-//! which makes every use easy to find in an audit.
+//! which makes every use easy to find in an audit. [`make_non_dumpable`] keeps them from other
+//! processes of our uid (stdio servers included).
 
 use std::fmt;
 
@@ -30,6 +31,19 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// Closes `/proc/<pid>/environ`, `/proc/<pid>/mem` and ptrace to other processes of our uid
+/// (root keeps them). It also disables core dumps, which would hold the key too.
+pub fn make_non_dumpable() {
+    match rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        Ok(()) => log::debug!("process made non-dumpable (PR_SET_DUMPABLE 0)"),
+        // Not fatal: the key is still never given to a child; say what is left open.
+        Err(e) => log::warn!(
+            "cannot make the process non-dumpable ({e}); same-uid processes, stdio servers \
+             included, can read its environment"
+        ),
     }
 }
 

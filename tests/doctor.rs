@@ -25,7 +25,7 @@ use serde_json::Value;
 use serde_json::json;
 use support::{
     API_KEY, ClientBuilder, FakeControlPlane, FakeMcp, McpReply, PROMPTLY, SseEvent, Stub,
-    TUNNEL_ID, TempDir, TunnelClient, add_tunnel, dead_loopback_url,
+    TUNNEL_ID, TempDir, TunnelClient, add_tunnel, dead_loopback_url, process_gone, running_as_root,
 };
 
 /// Longest a whole doctor run may take: each check has a 10 s deadline, and these setups make
@@ -625,6 +625,75 @@ fn stdio_channel_is_started_asked_for_its_tools_and_stopped() {
     let start = missing.assert_failed("channel main: start");
     assert!(start.contains("no-such-mcp-server-program"), "{start}");
     missing.assert_never_shows("hidden");
+}
+
+/// Doctor starts a stdio server as `run` does: the key neither in its environment nor readable
+/// from doctor's `/proc/<pid>/environ`, and the helpers it forked ended with it.
+#[test]
+fn stdio_server_started_by_doctor_cannot_reach_the_key_and_its_helpers_end() {
+    let control_plane = FakeControlPlane::start();
+    let dir = TempDir::new("doctor-stdio");
+    std::fs::write(dir.path().join("secret"), API_KEY).unwrap();
+    // As in tests/stdio_isolation.rs: root reads any process's environment, so a root run
+    // becomes `nobody` for doctor and hence its child.
+    let wrapper: &[&str] = if running_as_root() {
+        let open = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        std::fs::set_permissions(dir.path(), open).unwrap();
+        let read = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+        std::fs::set_permissions(dir.path().join("secret"), read).unwrap();
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+    } else {
+        &[]
+    };
+    let server = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stdio_lifecycle_server.py"
+    );
+    let mut process = doctor(control_plane.base_url(), API_KEY, "unused")
+        .without_env("MCP_SERVER_URL")
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "MCP_COMMAND",
+            &format!("python3 '{server}' report '{}'", dir.path().display()),
+        )
+        .spawn_wrapped(wrapper);
+    process
+        .wait_exit(DOCTOR_DONE)
+        .unwrap_or_else(|| panic!("doctor did not finish within {DOCTOR_DONE:?}"));
+    let report = std::fs::read_to_string(dir.path().join("environ.json")).unwrap_or_else(|e| {
+        panic!(
+            "the stdio server wrote no report ({e}):\n{}",
+            process.stderr()
+        )
+    });
+    let seen: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        seen["own_env_has_secret"], false,
+        "inherited the key: {seen}"
+    );
+    assert_eq!(
+        seen["has_secret"], false,
+        "read the key from doctor's environ: {seen}"
+    );
+    assert_eq!(seen["error"], "PermissionError", "{seen}");
+    let helper: u32 = std::fs::read_to_string(dir.path().join("grandchildren"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    while !process_gone(helper) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "helper {helper} outlived doctor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

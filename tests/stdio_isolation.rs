@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     ClientBuilder, Command, FakeControlPlane, PROMPTLY, PostedResponse, TempDir, TunnelClient,
-    rpc_request,
+    process_gone, rpc_request, running_as_root,
 };
 
 const LIFECYCLE_SERVER: &str = concat!(
@@ -96,17 +96,6 @@ fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Whether process `pid` is gone (a zombie waiting for its reaper counts as gone).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // "pid (comm) S ...": the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
 /// The pids listed one per line in `path`, once it lists at least `count`.
 fn wait_for_pids(path: &Path, count: usize) -> Vec<u32> {
     let mut pids = Vec::new();
@@ -120,15 +109,6 @@ fn wait_for_pids(path: &Path, count: usize) -> Vec<u32> {
     });
     assert!(listed, "{} never listed {count} pid(s)", path.display());
     pids
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        .unwrap_or(false)
 }
 
 /// The client's resident set size in KiB.

@@ -15,6 +15,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -56,6 +57,8 @@ const SKIP: &str = "–";
 
 /// `mcp-tunnel doctor [--json] [run's options]`. Returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
+    // Doctor starts the stdio servers `run` would: they get the same protection from us.
+    crate::secret::make_non_dumpable();
     let json_output = args.iter().any(|a| a == "--json");
     let args: Vec<OsString> = args.into_iter().filter(|a| a != "--json").collect();
     let env = |name: &str| std::env::var(name).ok();
@@ -272,7 +275,9 @@ fn check_all(cfg: &RunConfig, report: &mut Report) {
             ChannelTransport::Http { url, net } => {
                 check_http_channel(cfg, &label, url, net, report)
             }
-            ChannelTransport::Stdio { argv } => check_stdio_channel(&label, argv, report),
+            ChannelTransport::Stdio { argv } => {
+                check_stdio_channel(&label, argv, &cfg.secret_env_vars, report)
+            }
         }
     }
 }
@@ -1641,25 +1646,37 @@ impl Drop for StdioServer {
         // The MCP stdio convention: closing stdin asks the server to exit.
         drop(self.stdin.take());
         let deadline = Instant::now() + STDIO_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
             thread::sleep(Duration::from_millis(20));
+        }
+        // Whatever is left of its process group (its pid, kept while any member lives): helpers
+        // it forked, and the server itself if it ignored the hint.
+        if let Some(group) = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn check_stdio_channel(label: &str, argv: &[String], report: &mut Report) {
+/// Starts the server as `run` would: without our secrets in its environment, in its own process
+/// group (so its helpers end with it).
+fn check_stdio_channel(label: &str, argv: &[String], scrub: &[String], report: &mut Report) {
     let name = |check: &str| format!("{label}: {check}");
     let Some(program) = argv.first() else {
         report.fail(name("start"), "the command is empty", "set MCP_COMMAND");
         return;
     };
-    let spawned = Command::new(program)
+    let mut command = Command::new(program);
+    for name in scrub {
+        command.env_remove(name);
+    }
+    let spawned = command
         .args(&argv[1..])
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
