@@ -1400,6 +1400,21 @@ mod tests {
         Server::start(listener, None, limits, handler).unwrap()
     }
 
+    /// Everything the server sends until it closes the connection (a read timeout fails).
+    fn read_until_closed(stream: &mut TcpStream) -> String {
+        let mut raw = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                Err(e) if is_timeout(&e) => panic!("server did not close the connection"),
+                Err(_) => break,
+            }
+        }
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
     fn connect(server: &Server) -> TcpStream {
         let stream = TcpStream::connect(server.local_addr()).unwrap();
         stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
@@ -1933,17 +1948,7 @@ mod tests {
         });
         let mut stream = connect(&server);
         stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let mut raw = Vec::new();
-        loop {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&chunk[..n]),
-                Err(e) if is_timeout(&e) => panic!("server did not close the connection"),
-                Err(_) => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&raw);
+        let text = read_until_closed(&mut stream);
         assert!(text.ends_with("\r\n\r\n7\r\npartial\r\n"), "got {text:?}");
         assert!(!text.contains("\r\n0\r\n"));
         server.shutdown();
@@ -2279,17 +2284,7 @@ ok/kQvF0FryzmjaaP21Y6uSMpSuhRANCAAQToM4d6oo9jLxhf7Fay/WNQbrRaWK9
         });
         let mut stream = connect(&server);
         stream.write_all(b"GET /panic HTTP/1.1\r\n\r\n").unwrap();
-        let mut raw = Vec::new();
-        loop {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&chunk[..n]),
-                Err(e) if is_timeout(&e) => panic!("server did not close the connection"),
-                Err(_) => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&raw);
+        let text = read_until_closed(&mut stream);
         assert!(text.ends_with("\r\n\r\n7\r\npartial\r\n"), "got {text:?}");
         let (reply, _) = exchange(&server, b"GET /ok HTTP/1.1\r\n\r\n");
         assert_eq!((reply.status, reply.text().as_str()), (200, "fine"));

@@ -25,7 +25,8 @@ use serde_json::Value;
 use serde_json::json;
 use support::{
     API_KEY, ClientBuilder, FakeControlPlane, FakeMcp, McpReply, PROMPTLY, SseEvent, Stub,
-    TUNNEL_ID, TempDir, TunnelClient, add_tunnel, dead_loopback_url, process_gone, running_as_root,
+    TUNNEL_ID, TempDir, TunnelClient, add_tunnel, as_nobody_if_root, dead_loopback_url,
+    process_gone,
 };
 
 /// Longest a whole doctor run may take: each check has a 10 s deadline, and these setups make
@@ -634,22 +635,10 @@ fn stdio_server_started_by_doctor_cannot_reach_the_key_and_its_helpers_end() {
     let control_plane = FakeControlPlane::start();
     let dir = TempDir::new("doctor-stdio");
     std::fs::write(dir.path().join("secret"), API_KEY).unwrap();
-    // As in tests/stdio_isolation.rs: root reads any process's environment, so a root run
-    // becomes `nobody` for doctor and hence its child.
-    let wrapper: &[&str] = if running_as_root() {
-        let open = std::os::unix::fs::PermissionsExt::from_mode(0o777);
-        std::fs::set_permissions(dir.path(), open).unwrap();
-        let read = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-        std::fs::set_permissions(dir.path().join("secret"), read).unwrap();
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ]
-    } else {
-        &[]
-    };
+    // The secret file must stay readable once the wrapper makes us `nobody`.
+    let read = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(dir.path().join("secret"), read).unwrap();
+    let wrapper = as_nobody_if_root(dir.path());
     let server = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/stdio_lifecycle_server.py"

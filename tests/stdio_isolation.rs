@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     ClientBuilder, Command, FakeControlPlane, PROMPTLY, PostedResponse, TempDir, TunnelClient,
-    process_gone, rpc_request, running_as_root,
+    as_nobody_if_root, process_gone, rpc_request,
 };
 
 const LIFECYCLE_SERVER: &str = concat!(
@@ -151,24 +151,7 @@ fn readyz(dir: &TempDir) -> (u16, String) {
 fn a_stdio_child_cannot_read_the_runtime_key_from_its_parents_environment() {
     let control_plane = FakeControlPlane::start();
     let dir = TempDir::new("stdio-environ");
-    // Root (CAP_SYS_PTRACE) reads any process's environment whatever we do; the deployment this
-    // guards is a client and its stdio server under one ordinary uid. A root test run becomes
-    // that uid (`nobody`, through util-linux `setpriv`) for the client and hence its child.
-    let wrapper: &[&str] = if running_as_root() {
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .expect("open the directory to nobody");
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ]
-    } else {
-        &[]
-    };
+    let wrapper = as_nobody_if_root(dir.path());
     let command = format!(
         "/usr/bin/env python3 '{LIFECYCLE_SERVER}' serve '{}'",
         dir.path().display()

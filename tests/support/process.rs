@@ -260,3 +260,21 @@ pub fn running_as_root() -> bool {
         .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
         .unwrap_or(false)
 }
+
+/// The wrapper that runs a client (and so its children) as `nobody` when the tests run as root:
+/// root reads any process's environment whatever we do, and the deployment these tests guard is
+/// a client and its stdio server under one ordinary uid. Opens `dir` to that user. Empty (no
+/// wrapper) otherwise.
+pub fn as_nobody_if_root(dir: &std::path::Path) -> &'static [&'static str] {
+    if !running_as_root() {
+        return &[];
+    }
+    let open = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(dir, open).expect("open the directory to nobody");
+    &[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+}
