@@ -26,7 +26,7 @@ use serde_json::json;
 use support::{
     API_KEY, ClientBuilder, FakeControlPlane, FakeMcp, McpReply, PROMPTLY, SseEvent, Stub,
     TUNNEL_ID, TempDir, TunnelClient, add_tunnel, as_nobody_if_root, dead_loopback_url,
-    process_gone,
+    fixture_copy, process_gone,
 };
 
 /// Longest a whole doctor run may take: each check has a 10 s deadline, and these setups make
@@ -639,9 +639,12 @@ fn stdio_server_started_by_doctor_cannot_reach_the_key_and_its_helpers_end() {
     let read = std::os::unix::fs::PermissionsExt::from_mode(0o644);
     std::fs::set_permissions(dir.path().join("secret"), read).unwrap();
     let wrapper = as_nobody_if_root(dir.path());
-    let server = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/stdio_lifecycle_server.py"
+    let server = fixture_copy(
+        dir.path(),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/stdio_lifecycle_server.py"
+        ),
     );
     let mut process = doctor(control_plane.base_url(), API_KEY, "unused")
         .without_env("MCP_SERVER_URL")

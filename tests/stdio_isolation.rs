@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     ClientBuilder, Command, FakeControlPlane, PROMPTLY, PostedResponse, TempDir, TunnelClient,
-    as_nobody_if_root, process_gone, rpc_request,
+    as_nobody_if_root, fixture_copy, process_gone, rpc_request,
 };
 
 const LIFECYCLE_SERVER: &str = concat!(
@@ -152,8 +152,9 @@ fn a_stdio_child_cannot_read_the_runtime_key_from_its_parents_environment() {
     let control_plane = FakeControlPlane::start();
     let dir = TempDir::new("stdio-environ");
     let wrapper = as_nobody_if_root(dir.path());
+    let server = fixture_copy(dir.path(), LIFECYCLE_SERVER);
     let command = format!(
-        "/usr/bin/env python3 '{LIFECYCLE_SERVER}' serve '{}'",
+        "/usr/bin/env python3 '{server}' serve '{}'",
         dir.path().display()
     );
     let client = ClientBuilder::run(control_plane.base_url(), control_plane.api_key(), "unused")

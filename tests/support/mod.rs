@@ -17,7 +17,9 @@ mod watched;
 pub use commands::{Command, notification, rpc_request, tool_call};
 pub use control_plane::{API_KEY, FakeControlPlane, PostedResponse, Scripted, TUNNEL_ID};
 pub use mcp::{FakeMcp, McpReply, SseEvent};
-pub use process::{ClientBuilder, TunnelClient, as_nobody_if_root, process_gone, running_as_root};
+pub use process::{
+    ClientBuilder, TunnelClient, as_nobody_if_root, fixture_copy, process_gone, running_as_root,
+};
 pub use relay::{
     ArrivedEvent, Connector, HttpAnswer, Poller, Relay, RelayBuilder, Stub, TempDir, Tunnel,
     add_tunnel, add_tunnel_with_auth, remove_tunnel, request_id_of, result_payload, shard_token_of,

@@ -278,3 +278,12 @@ pub fn as_nobody_if_root(dir: &std::path::Path) -> &'static [&'static str] {
         "--clear-groups",
     ]
 }
+
+/// A copy of fixture script `path` inside `dir`, so that `nobody` (see [`as_nobody_if_root`]) can
+/// run it even when the checkout is not readable by other users (a `mktemp -d` clone is 0700).
+pub fn fixture_copy(dir: &std::path::Path, path: &str) -> String {
+    let name = std::path::Path::new(path).file_name().expect("a file name");
+    let copy = dir.join(name);
+    std::fs::copy(path, &copy).expect("copy the fixture");
+    copy.display().to_string()
+}
