@@ -59,30 +59,7 @@ pub fn jitter(max: Duration) -> Duration {
     if nanos == 0 {
         return Duration::ZERO;
     }
-    Duration::from_nanos(random_u64() % (nanos + 1))
-}
-
-/// Eight bytes from the operating system's random generator (through ring, already used by TLS).
-pub fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    random_fill(&mut bytes);
-    u64::from_le_bytes(bytes)
-}
-
-/// Fills `buf` from the operating system's random generator.
-pub fn random_fill(buf: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    // The OS generator failing is not something a network tool can recover from.
-    ring::rand::SystemRandom::new()
-        .fill(buf)
-        .expect("the operating system's random generator failed");
-}
-
-/// `len` random bytes as lowercase hex.
-pub fn random_hex(len: usize) -> String {
-    let mut bytes = vec![0u8; len];
-    random_fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Duration::from_nanos(crate::crypto::random_u64() % (nanos + 1))
 }
 
 /// Parses a `Retry-After` value: delta-seconds or an HTTP-date. Malformed, negative or past
@@ -142,16 +119,5 @@ mod tests {
         assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(7)));
         let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
         assert_eq!(parse_retry_after(&past, now), None);
-    }
-
-    #[test]
-    fn random_hex_has_the_asked_length() {
-        let a = random_hex(16);
-        assert_eq!(a.len(), 32);
-        assert!(
-            a.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
-        assert_ne!(a, random_hex(16));
     }
 }

@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
-
 use crate::config::RunConfig;
 use crate::dispatch::Tunnel;
 use crate::ops::health::{HealthServer, Report};
 use crate::ops::notify;
 use crate::ops::pidfile::{Acquired, PidFile};
+use crate::signals::{Signal, SignalStream};
 
 /// How long stdio servers get to exit on shutdown (stdin closed, then SIGTERM, then kill).
 const STDIO_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,19 +158,19 @@ fn start_watchdog(tunnel: Arc<Tunnel>, cfg: &RunConfig) {
 /// The first SIGTERM/SIGINT stops polling; a second one exits at once with code 1. SIGHUP
 /// reopens the log file (logrotate).
 fn watch_signals(tunnel: Arc<Tunnel>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let signals = SignalStream::stop_and_hangup()?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
-            for signal in signals.forever() {
-                if signal == SIGHUP {
+            for signal in signals {
+                let Signal::Stop(number) = signal else {
                     crate::logging::reopen();
                     continue;
-                }
+                };
                 seen += 1;
                 if seen == 1 {
-                    log::info!("signal {signal} received; second signal exits immediately");
+                    log::info!("signal {number} received; second signal exits immediately");
                     tunnel.stop();
                 } else {
                     log::warn!("second signal; exiting without draining");
@@ -181,16 +179,4 @@ fn watch_signals(tunnel: Arc<Tunnel>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
-}
-
-/// Blocks until SIGTERM or SIGINT (for the servers, which have nothing to drain).
-pub fn wait_for_stop_signal() {
-    match Signals::new([SIGTERM, SIGINT]) {
-        Ok(mut signals) => {
-            if let Some(signal) = signals.forever().next() {
-                log::info!("signal {signal} received; stopping");
-            }
-        }
-        Err(e) => log::error!("cannot install signal handlers: {e}"),
-    }
 }

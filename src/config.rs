@@ -637,7 +637,7 @@ pub fn parse_run(
     let cp_extra = get(CP_EXTRA_HEADERS);
     let cp_extra_headers = parse_headers(&cp_extra, &resolve_secret(&cp_extra, env)?)?;
     for (name, _) in &cp_extra_headers {
-        if crate::control_plane::is_reserved_header(name) {
+        if crate::headers::is_reserved_header(name) {
             return Err(err(
                 &cp_extra.source,
                 &format!("header {name} is set by mcp-tunnel itself and cannot be overridden"),
@@ -995,7 +995,7 @@ fn parse_channels(
     }
     for raw in commands {
         let (name, line) = split_channel_entry(raw, "command")?;
-        let argv = crate::mcp::stdio::split_command(&line)
+        let argv = crate::argv::split_command(&line)
             .map_err(|e| err(&raw.source, &format!("cannot split the command line: {e}")))?;
         add(
             raw,
@@ -1354,7 +1354,7 @@ pub fn parse_headers(raw: &Raw, text: &Secret) -> Result<Vec<(String, Secret)>, 
             ));
         };
         let name = name.trim();
-        if !is_token(name) {
+        if !crate::headers::is_token(name) {
             return Err(err(
                 &raw.source,
                 &format!("entry {} does not start with a valid header name", i + 1),
@@ -1372,14 +1372,6 @@ pub fn parse_headers(raw: &Raw, text: &Secret) -> Result<Vec<(String, Secret)>, 
     Ok(out)
 }
 
-/// An HTTP header name (RFC 9110 token).
-pub fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// Fuzzing entry point (`fuzz/`): one `--mcp.server-url` (or, with `command`, `--mcp.command`)
 /// entry through the parsing steps of `parse_channels`, without the per-channel options' file and
 /// environment lookups. Returns the channel name.
@@ -1387,7 +1379,7 @@ pub fn is_token(name: &str) -> bool {
 pub fn fuzz_channel_entry(raw: &Raw, command: bool) -> Result<String, ConfigError> {
     let (name, value) = split_channel_entry(raw, if command { "command" } else { "url" })?;
     if command {
-        crate::mcp::stdio::split_command(&value).map_err(|e| err(&raw.source, &e))?;
+        crate::argv::split_command(&value).map_err(|e| err(&raw.source, &e))?;
     } else {
         let (url, _options) = split_url_options(&value);
         validate_mcp_url(&Raw {

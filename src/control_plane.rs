@@ -17,7 +17,10 @@ use crate::config::ControlPlaneConfig;
 use crate::http_client::{self, AgentOptions};
 use crate::ops::Metrics;
 use crate::secret::Secret;
-use crate::wire::{ApiErrorResponse, PollEnvelope, ResponsePayload, TunnelMetadata};
+use crate::wire::{
+    ApiErrorResponse, ChannelInfo, PollEnvelope, ResponsePayload, SERVER_INFO_HEADER, ServerInfo,
+    TunnelMetadata,
+};
 
 /// Largest poll answer we read: 25 commands with generous bodies. Beyond this the answer is
 /// refused rather than buffered without bound.
@@ -37,65 +40,8 @@ const POST_RETRY_BASE: Duration = Duration::from_millis(200);
 /// Longest single wait between POST attempts.
 const POST_RETRY_CAP: Duration = Duration::from_secs(5);
 
-/// Headers this client sets on control-plane requests; operator extra headers may not override
-/// them (matched case-insensitively).
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "accept",
-    "user-agent",
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "host",
-    "x-tunnel-client-name",
-    "x-tunnel-client-version",
-    "x-tunnel-client-instance-id",
-    "x-tunnel-mcp-server-info",
-    "x-tunnel-shard-token",
-    "x-client-request-id",
-];
-
-/// Whether an operator extra header would clash with one we set.
-pub fn is_reserved_header(name: &str) -> bool {
-    RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
-}
-
 /// The client's name in `X-Tunnel-Client-Name`.
 pub const CLIENT_NAME: &str = "mcp-tunnel";
-
-/// One channel as declared in `X-Tunnel-MCP-Server-Info`.
-pub struct ChannelInfo {
-    pub name: String,
-    /// Commands of one MCP session must stay on this client instance (stdio channels).
-    pub proc_affinity: bool,
-}
-
-/// The compact JSON of `X-Tunnel-MCP-Server-Info`, `version` first as in the contract's examples.
-pub fn server_info_header(channels: &[ChannelInfo]) -> String {
-    #[derive(serde::Serialize)]
-    struct Info<'a> {
-        version: u32,
-        channels: Vec<Entry<'a>>,
-    }
-    #[derive(serde::Serialize)]
-    struct Entry<'a> {
-        name: &'a str,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        proc_affinity: bool,
-    }
-    let info = Info {
-        version: 1,
-        channels: channels
-            .iter()
-            .map(|c| Entry {
-                name: &c.name,
-                proc_affinity: c.proc_affinity,
-            })
-            .collect(),
-    };
-    serde_json::to_string(&info).expect("plain strings and numbers always serialize")
-}
 
 /// A poll that returned.
 pub enum PollOk {
@@ -164,8 +110,8 @@ impl ControlPlane {
             extra_headers: cfg.extra_headers.clone(),
             poll_timeout: cfg.poll_timeout,
             poll_http_timeout: cfg.poll_timeout.saturating_add(cfg.poll_deadline_guardrail),
-            instance_id: backoff::random_hex(16),
-            server_info: server_info_header(channels),
+            instance_id: crate::crypto::random_hex(16),
+            server_info: ServerInfo::new(channels.to_vec()).to_header(),
             metrics,
             proxy_name: cfg.net.proxy_name(),
         })
@@ -186,7 +132,7 @@ impl ControlPlane {
             .header("X-Tunnel-Client-Name", CLIENT_NAME)
             .header("X-Tunnel-Client-Version", env!("CARGO_PKG_VERSION"))
             .header("X-Tunnel-Client-Instance-Id", &self.instance_id)
-            .header("X-Tunnel-MCP-Server-Info", &self.server_info)
+            .header(SERVER_INFO_HEADER, &self.server_info)
     }
 
     /// A transport error for a log line, naming the proxy when it refused the tunnel (never its
@@ -401,31 +347,6 @@ fn describe_status(status: u16, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_info_is_compact_and_marks_affinity_only_when_true() {
-        let info = server_info_header(&[
-            ChannelInfo {
-                name: "main".into(),
-                proc_affinity: false,
-            },
-            ChannelInfo {
-                name: "tools".into(),
-                proc_affinity: true,
-            },
-        ]);
-        assert_eq!(
-            info,
-            r#"{"version":1,"channels":[{"name":"main"},{"name":"tools","proc_affinity":true}]}"#
-        );
-    }
-
-    #[test]
-    fn reserved_headers_match_any_case() {
-        assert!(is_reserved_header("AUTHORIZATION"));
-        assert!(is_reserved_header("x-tunnel-client-name"));
-        assert!(!is_reserved_header("X-Gateway-Key"));
-    }
 
     #[test]
     fn status_description_uses_the_error_body() {

@@ -203,7 +203,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
         connector_key.expose()
     );
     println!("  or point any MCP client (Streamable HTTP) at the endpoint with that bearer token.");
-    crate::client::wait_for_stop_signal();
+    crate::signals::wait_for_stop();
     stop(&tunnel, relay_server, stub_server);
     Ok(())
 }

@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use crate::backoff::Backoff;
 use crate::config::{ChannelTransport, MAX_POLL_LIMIT, RunConfig};
 use crate::contain::{self, Settled};
-use crate::control_plane::{ChannelInfo, ControlPlane, Delivery, PollError, PollOk};
+use crate::control_plane::{ControlPlane, Delivery, PollError, PollOk};
 use crate::deadline;
 use crate::failure::{self, Failure, Source};
 use crate::mcp::http::HttpTransport;
@@ -36,6 +36,7 @@ use crate::ops::health::Report;
 use crate::ops::metrics::{CommandOutcome, Gauges, PollOutcome};
 use crate::ops::{Health, Metrics, Readiness};
 use crate::secret::Secret;
+use crate::wire::ChannelInfo;
 use crate::wire::{self, BadCommand, Command, CommandKind, RespType, ResponsePayload, RpcShape};
 
 /// How often idle channels are probed for reachability (readiness).

@@ -5,7 +5,11 @@
 //! headers. The service filters too; this is defence in depth. Back toward the connector only a
 //! short allowlist of MCP-relevant response headers travels.
 //!
-//! Shared by the client and the relay.
+//! It also holds the header grammar every other module checks against: what a header name is
+//! (an RFC 9110 token), what our own HTTP server will write, and which names the client sets on
+//! control-plane requests so that an operator's extra header may not replace them.
+//!
+//! Shared by the client, the relay and the HTTP server.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +58,44 @@ const ALLOWED_RESPONSE: &[&str] = &[
     "www-authenticate",
 ];
 
+/// Headers this client sets on control-plane requests; operator extra headers may not override
+/// them (matched case-insensitively).
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "accept",
+    "user-agent",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "host",
+    "x-tunnel-client-name",
+    "x-tunnel-client-version",
+    "x-tunnel-client-instance-id",
+    "x-tunnel-mcp-server-info",
+    "x-tunnel-shard-token",
+    "x-client-request-id",
+];
+
+/// Whether an operator extra header would clash with one we set.
+pub fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// An HTTP header name (RFC 9110 token).
+pub fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether a header can be written without breaking the message apart: a token name and a value
+/// without CR, LF or NUL.
+pub fn is_writable(name: &str, value: &str) -> bool {
+    is_token(name) && !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
 /// Names nominated as hop-by-hop by any `Connection` header value in `headers`, lowercased.
 fn connection_nominated<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
     headers
@@ -71,7 +113,7 @@ pub fn forwardable(headers: &[(String, String)]) -> Vec<(String, String)> {
         .iter()
         .filter(|(name, _)| {
             let lower = name.to_ascii_lowercase();
-            crate::config::is_token(name)
+            is_token(name)
                 && !BLOCKED_FORWARD.contains(&lower.as_str())
                 && !BLOCKED_FORWARD_PREFIXES
                     .iter()
@@ -127,6 +169,25 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn control_plane_reserved_headers_match_any_case() {
+        assert!(is_reserved_header("AUTHORIZATION"));
+        assert!(is_reserved_header("x-tunnel-client-name"));
+        assert!(!is_reserved_header("X-Gateway-Key"));
+    }
+
+    #[test]
+    fn token_and_writable_grammar() {
+        assert!(is_token("X-Trace_1.a~"));
+        assert!(!is_token(""));
+        assert!(!is_token("Bad Name"));
+        assert!(!is_token("a:b"));
+        assert!(is_writable("X-A", "v w"));
+        assert!(!is_writable("X-A", "v\r\nX-B: y"));
+        assert!(!is_writable("X-A", "v\0"));
+        assert!(!is_writable("X A", "v"));
     }
 
     #[test]

@@ -1144,7 +1144,7 @@ fn render_head(
         {
             continue;
         }
-        if !valid_header(name, value) {
+        if !crate::headers::is_writable(name, value) {
             // The name may be what is wrong with it, so do not echo it either.
             warn!("dropping a response header that is not valid HTTP");
             continue;
@@ -1181,15 +1181,6 @@ fn render_full(response: Response, close: bool) -> Vec<u8> {
         out.extend_from_slice(&body);
     }
     out
-}
-
-/// A header is written only if it cannot break the message apart: a token name and a value
-/// without CR, LF or NUL.
-fn valid_header(name: &str, value: &str) -> bool {
-    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    !name.is_empty()
-        && name.bytes().all(token_char)
-        && !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 /// The server's own error responses, in the JSON error shape the rest of the project uses.

@@ -71,12 +71,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod argv;
 pub mod backoff;
 pub mod build;
 pub mod client;
 pub mod config;
 pub mod contain;
 pub mod control_plane;
+pub mod crypto;
 pub mod deadline;
 pub mod demo;
 pub mod dispatch;
@@ -92,6 +94,7 @@ pub mod net;
 pub mod ops;
 pub mod relay;
 pub mod secret;
+pub mod signals;
 pub mod stub;
 pub mod text;
 pub mod tls;

@@ -31,7 +31,6 @@ use std::time::Duration;
 use log::debug;
 use serde_json::{Map, Number, Value, json};
 
-use crate::backoff;
 use crate::config::{self, Opt, Sources};
 use crate::http_server::{ChunkWriter, Limits, Request, Response, Server};
 use crate::secret::Secret;
@@ -211,7 +210,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         "mcp-tunnel stub serving http://{}{ENDPOINT}",
         server.local_addr()
     );
-    crate::client::wait_for_stop_signal();
+    crate::signals::wait_for_stop();
     server.shutdown();
     0
 }
@@ -316,7 +315,10 @@ impl Stub {
             return false;
         };
         scheme.eq_ignore_ascii_case("Bearer")
-            && constant_time_eq(token.trim().as_bytes(), expected.expose().as_bytes())
+            && crate::crypto::constant_time_eq(
+                token.trim().as_bytes(),
+                expected.expose().as_bytes(),
+            )
     }
 
     fn session(&self, req: &Request) -> Session {
@@ -339,7 +341,7 @@ impl Stub {
     }
 
     fn new_session(&self) -> String {
-        let id = backoff::random_hex(SESSION_ID_BYTES);
+        let id = crate::crypto::random_hex(SESSION_ID_BYTES);
         let mut sessions = self.lock_sessions();
         if sessions.len() >= MAX_SESSIONS {
             let evicted = sessions.iter().next().cloned();
@@ -793,12 +795,6 @@ fn has_header(response: &Response, name: &str) -> bool {
         .headers
         .iter()
         .any(|(n, _)| n.eq_ignore_ascii_case(name))
-}
-
-/// Compares without stopping at the first difference, so response timing does not reveal how much
-/// of a guessed token was right. (The length may show; it is not the secret.)
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -282,9 +282,82 @@ impl RpcShape {
     }
 }
 
+/// The header in which a polling client declares the channels it serves.
+pub const SERVER_INFO_HEADER: &str = "X-Tunnel-MCP-Server-Info";
+
+/// One channel as declared in `X-Tunnel-MCP-Server-Info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    pub name: String,
+    /// Commands of one MCP session must stay on this client instance (stdio channels).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proc_affinity: bool,
+}
+
+/// The `X-Tunnel-MCP-Server-Info` declaration: compact JSON, `version` first as in the
+/// contract's examples. The relay reads only the channels; unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    #[serde(default)]
+    pub version: u32,
+    #[serde(default)]
+    pub channels: Vec<ChannelInfo>,
+}
+
+impl ServerInfo {
+    /// The declaration this client version sends (version 1).
+    pub fn new(channels: Vec<ChannelInfo>) -> ServerInfo {
+        ServerInfo {
+            version: 1,
+            channels,
+        }
+    }
+
+    /// The header value.
+    pub fn to_header(&self) -> String {
+        serde_json::to_string(self).expect("plain strings and numbers always serialize")
+    }
+
+    /// A header value as a client sent it; `None` if it is not the declaration's JSON.
+    pub fn from_header(value: &str) -> Option<ServerInfo> {
+        serde_json::from_str(value).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_info_is_compact_and_marks_affinity_only_when_true() {
+        let info = ServerInfo::new(vec![
+            ChannelInfo {
+                name: "main".into(),
+                proc_affinity: false,
+            },
+            ChannelInfo {
+                name: "tools".into(),
+                proc_affinity: true,
+            },
+        ])
+        .to_header();
+        assert_eq!(
+            info,
+            r#"{"version":1,"channels":[{"name":"main"},{"name":"tools","proc_affinity":true}]}"#
+        );
+    }
+
+    #[test]
+    fn server_info_round_trips_and_ignores_unknown_fields() {
+        let info = ServerInfo::from_header(
+            r#"{"version":1,"extra":true,"channels":[{"name":"a","proc_affinity":true,"x":1},{"name":"b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(info.channels.len(), 2);
+        assert!(info.channels[0].proc_affinity && !info.channels[1].proc_affinity);
+        assert_eq!(ServerInfo::from_header(&info.to_header()), Some(info));
+        assert_eq!(ServerInfo::from_header("not json"), None);
+    }
 
     fn cmd(json: &str) -> Result<Command, BadCommand> {
         let raw: Box<RawValue> = serde_json::from_str(json).unwrap();

@@ -27,12 +27,13 @@ use ureq::http::{Response, Uri};
 use ureq::{Agent, Body};
 
 use crate::config::{self, ChannelTransport, Parsed, RunConfig};
-use crate::control_plane::{self, ChannelInfo};
+use crate::control_plane;
 use crate::http_client::{self, AgentOptions};
 use crate::mcp::sse::SseReader;
 use crate::net::{HopNet, ProxyChoice};
 use crate::secret::Secret;
 use crate::wire::TunnelMetadata;
+use crate::wire::{ChannelInfo, SERVER_INFO_HEADER, ServerInfo};
 
 /// The longest any one check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -995,14 +996,8 @@ fn check_metadata(cfg: &RunConfig, hop: &Hop<'_>, report: &mut Report) {
         .header("Accept", "application/json")
         .header("X-Tunnel-Client-Name", control_plane::CLIENT_NAME)
         .header("X-Tunnel-Client-Version", env!("CARGO_PKG_VERSION"))
-        .header(
-            "X-Tunnel-Client-Instance-Id",
-            crate::backoff::random_hex(16),
-        )
-        .header(
-            "X-Tunnel-MCP-Server-Info",
-            control_plane::server_info_header(&channels),
-        );
+        .header("X-Tunnel-Client-Instance-Id", crate::crypto::random_hex(16))
+        .header(SERVER_INFO_HEADER, ServerInfo::new(channels).to_header());
     let result = http_client::with_timeout(req, CHECK_TIMEOUT).call();
     let Some(mut resp) = first_answer(hop, result, "auth", report) else {
         return;

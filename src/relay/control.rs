@@ -9,14 +9,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::hub::{Delivered, RespondError, TunnelHub};
 use super::tunnels::TunnelRecord;
 use super::{api_error, bearer};
 use crate::config::MAX_POLL_LIMIT;
 use crate::http_server::{ChunkWriter, Request, Response};
-use crate::wire::{ResponsePayload, TunnelMetadata};
+use crate::wire::{self, ResponsePayload, TunnelMetadata};
 
 /// Checks the runtime key; the error response is ready to send.
 fn authorize(record: &TunnelRecord, req: &Request) -> Result<(), Response> {
@@ -44,24 +42,10 @@ pub fn metadata(record: &TunnelRecord, req: &Request) -> Response {
     Response::json(200, serde_json::to_vec(&meta).unwrap_or_default())
 }
 
-/// The `X-Tunnel-MCP-Server-Info` declaration, as far as the relay uses it.
-#[derive(Deserialize)]
-struct ServerInfo {
-    #[serde(default)]
-    channels: Vec<ChannelDecl>,
-}
-
-#[derive(Deserialize)]
-struct ChannelDecl {
-    name: String,
-    #[serde(default)]
-    proc_affinity: bool,
-}
-
 /// Channels the polling instance declared process-affine.
 fn affine_channels(req: &Request) -> HashSet<String> {
-    req.header("X-Tunnel-MCP-Server-Info")
-        .and_then(|v| serde_json::from_str::<ServerInfo>(v).ok())
+    req.header(wire::SERVER_INFO_HEADER)
+        .and_then(wire::ServerInfo::from_header)
         .map(|info| {
             info.channels
                 .into_iter()

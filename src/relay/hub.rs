@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::backoff::random_hex;
+use crate::crypto::random_hex;
 use crate::http_server::ConnectionHandle;
 use crate::wire::{RespType, ResponsePayload};
 

@@ -8,7 +8,7 @@
 
 use ring::digest;
 
-use crate::backoff::random_hex;
+use crate::crypto::{constant_time_eq, random_hex};
 use crate::secret::Secret;
 
 /// Which side of a tunnel a key authenticates.
@@ -89,19 +89,6 @@ fn decode_sha256_hex(s: &str) -> Option<[u8; digest::SHA256_OUTPUT_LEN]> {
         *byte = u8::from_str_radix(pair, 16).ok()?;
     }
     Some(out)
-}
-
-/// Compares two digests without an early exit. ring's `constant_time::verify_slices_are_equal` is
-/// deprecated in 0.17, so this is the usual fold. The inputs are fixed-length digests, so the
-/// length check reveals nothing; and since an attacker cannot choose digest bytes one at a time,
-/// even a leaky compare would tell little — this just removes the question.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // Keeps the optimizer from turning the fold back into an early-exit compare.
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -191,13 +178,5 @@ mod tests {
         ] {
             assert!(!matches("abc", bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn constant_time_eq_basics() {
-        assert!(constant_time_eq(b"", b""));
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

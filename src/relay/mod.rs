@@ -27,9 +27,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
-
 use crate::config::{self, ConfigError, Opt, Sources};
 use crate::http_server::{Limits, Request, RequestHead, Response, Server};
 use crate::wire;
@@ -618,20 +615,23 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
 
 /// Blocks until SIGTERM/SIGINT; SIGHUP reloads the tunnels file.
 fn wait_for_signals(relay: &Relay) -> i32 {
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    let signals = match crate::signals::SignalStream::stop_and_hangup() {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot install signal handlers: {e}");
             return 1;
         }
     };
-    for signal in signals.forever() {
-        if signal == SIGHUP {
-            crate::logging::reopen();
-            report_reload(relay.reload(), "SIGHUP");
-        } else {
-            log::info!("signal {signal} received; stopping");
-            return 0;
+    for signal in signals {
+        match signal {
+            crate::signals::Signal::Hangup => {
+                crate::logging::reopen();
+                report_reload(relay.reload(), "SIGHUP");
+            }
+            crate::signals::Signal::Stop(number) => {
+                log::info!("signal {number} received; stopping");
+                return 0;
+            }
         }
     }
     0

@@ -243,7 +243,7 @@ pub fn save(path: &Path, reg: &Registry) -> io::Result<()> {
     tmp_name.push(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        crate::backoff::random_hex(4)
+        crate::crypto::random_hex(4)
     ));
     let tmp = dir.join(tmp_name);
     let written = (|| {
@@ -722,7 +722,7 @@ mod tests {
             let dir = std::env::temp_dir().join(format!(
                 "mcpt-tunnels-test-{}-{}",
                 std::process::id(),
-                crate::backoff::random_hex(8)
+                crate::crypto::random_hex(8)
             ));
             fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)

@@ -32,11 +32,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 mod child;
-mod command_line;
 mod object;
 
 pub use child::{MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES};
-pub use command_line::split_command;
 
 use super::{NotifySink, Outcome, Reply};
 use crate::failure::{Failure, Source};

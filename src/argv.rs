@@ -1,4 +1,5 @@
-//! The command line of a stdio MCP server, split into argv without a shell.
+//! A command line split into argv without a shell: how a stdio MCP server's `--mcp.command` (and
+//! `MCP_COMMAND`) becomes the program and arguments we execute, with no shell in between.
 
 /// Splits a command line into argv without a shell: whitespace separates words; single quotes
 /// keep everything literally; double quotes keep everything but `\"` and `\\`; a backslash outside
