@@ -25,6 +25,15 @@ pub(super) trait Source {
     fn read_until(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize>;
 }
 
+/// Whether a read failed by running out of time (the deadline of a [`Source`], or a socket
+/// timeout).
+pub(super) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 /// A plain reader as a [`Source`] that never times out (in-memory input).
 pub(super) struct Untimed<R>(pub R);
 
@@ -102,7 +111,7 @@ impl<S: Source> Incoming<S> {
         match self.fill(deadline) {
             Ok(0) => Err(Reject::Gone),
             Ok(_) => Ok(()),
-            Err(e) if super::is_timeout(&e) => Err(Reject::Status(408)),
+            Err(e) if is_timeout(&e) => Err(Reject::Status(408)),
             Err(e) => {
                 log::debug!("read failed: {e}");
                 Err(Reject::Gone)

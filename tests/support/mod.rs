@@ -1,7 +1,8 @@
 //! Loopback test fakes for the end-to-end tests: a fake control plane, a fake Streamable HTTP MCP
 //! server, a wrapper around the real `mcp-tunnel` processes, and the relay-side roles (tunnels
 //! files, relay and stub processes, a connector and a manual poller). All of them bind or call
-//! `127.0.0.1` only, and bound every wait by a deadline.
+//! `127.0.0.1` only, and bound every wait by a deadline. `http_wire` is a raw HTTP/1.1 client for
+//! the tests of our own HTTP server.
 
 // Each integration-test binary compiles its own copy of this module and uses a subset of it
 // (including of the re-exports below).
@@ -9,6 +10,7 @@
 
 mod commands;
 mod control_plane;
+pub mod http_wire;
 mod mcp;
 mod process;
 mod relay;
