@@ -121,23 +121,42 @@ impl<S: Source> Incoming<S> {
 
     /// The request line and headers (at most `max_header` bytes), consumed from the buffer.
     pub fn read_head(&mut self, max_header: usize, deadline: Instant) -> Result<Head, Reject> {
-        loop {
+        self.read_header_block(max_header, deadline, |buf| {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Request::new(&mut slots);
-            match parsed.parse(&self.buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    if len > max_header {
+            Ok(match parsed.parse(buf)? {
+                httparse::Status::Complete(len) => {
+                    httparse::Status::Complete((len, owned_head(&parsed)))
+                }
+                httparse::Status::Partial => httparse::Status::Partial,
+            })
+        })?
+    }
+
+    /// One block of header fields — a request head, or a chunked body's trailer section — read
+    /// until `parse` finds it complete, then consumed from the buffer; `parse` gives its length and
+    /// what it made of it. A block over `max` bytes, or with more than `MAX_HEADERS` fields, is
+    /// 431; one `httparse` refuses is 400.
+    fn read_header_block<T>(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+        parse: impl Fn(&[u8]) -> httparse::Result<(usize, T)>,
+    ) -> Result<T, Reject> {
+        loop {
+            match parse(&self.buf) {
+                Ok(httparse::Status::Complete((len, parsed))) => {
+                    if len > max {
                         return Err(Reject::Status(431));
                     }
-                    let head = owned_head(&parsed)?;
                     self.buf.drain(..len);
-                    return Ok(head);
+                    return Ok(parsed);
                 }
                 Ok(httparse::Status::Partial) => {}
                 Err(httparse::Error::TooManyHeaders) => return Err(Reject::Status(431)),
                 Err(_) => return Err(Reject::Status(400)),
             }
-            if self.buf.len() >= max_header {
+            if self.buf.len() >= max {
                 return Err(Reject::Status(431));
             }
             self.need_more(deadline)?;
@@ -222,25 +241,13 @@ impl<S: Source> Incoming<S> {
     /// Reads and discards the trailer section (we give trailer fields no meaning), up to and
     /// including the final empty line.
     fn skip_trailers(&mut self, max: usize, deadline: Instant) -> Result<(), Reject> {
-        loop {
+        self.read_header_block(max, deadline, |buf| {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::parse_headers(&self.buf, &mut slots) {
-                Ok(httparse::Status::Complete((len, _))) => {
-                    if len > max {
-                        return Err(Reject::Status(431));
-                    }
-                    self.buf.drain(..len);
-                    return Ok(());
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => return Err(Reject::Status(431)),
-                Err(_) => return Err(Reject::Status(400)),
-            }
-            if self.buf.len() >= max {
-                return Err(Reject::Status(431));
-            }
-            self.need_more(deadline)?;
-        }
+            Ok(match httparse::parse_headers(buf, &mut slots)? {
+                httparse::Status::Complete((len, _)) => httparse::Status::Complete((len, ())),
+                httparse::Status::Partial => httparse::Status::Partial,
+            })
+        })
     }
 }
 
@@ -309,5 +316,60 @@ pub(super) fn body_framing(headers: &[(String, String)]) -> Result<Framing, Reje
             // Without chunked last the body length cannot be known.
             _ => Err(Reject::Status(400)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads one request from `data`: the head, then the body with `max_header` also bounding the
+    /// trailers. Gives the body, or why reading stopped.
+    fn read_one(data: &[u8], max_header: usize) -> Result<Vec<u8>, Reject> {
+        let mut incoming = Incoming::new(Untimed(data));
+        let deadline = Instant::now();
+        let head = incoming.read_head(max_header, deadline)?;
+        let framing = body_framing(&head.headers)?;
+        incoming.read_body(framing, 1024, max_header, deadline)
+    }
+
+    /// The head and the trailer section go through the same header-block reader: the same size
+    /// bound, field-count bound and grammar.
+    #[test]
+    fn head_and_trailers_share_one_header_block_reader() {
+        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n";
+        let with_trailers = |trailers: &str| format!("{chunked}{trailers}\r\n");
+        assert_eq!(
+            read_one(with_trailers("X: y\r\n").as_bytes(), 64),
+            Ok(b"hi".to_vec())
+        );
+        // Over the size bound: complete, or still partial.
+        let long = format!("X: {}\r\n", "y".repeat(80));
+        assert_eq!(
+            read_one(with_trailers(&long).as_bytes(), 64),
+            Err(Reject::Status(431))
+        );
+        let cut = format!("{chunked}{long}");
+        assert_eq!(read_one(cut.as_bytes(), 64), Err(Reject::Status(431)));
+        // More fields than MAX_HEADERS.
+        let many = "X: y\r\n".repeat(MAX_HEADERS + 1);
+        assert_eq!(
+            read_one(with_trailers(&many).as_bytes(), 4096),
+            Err(Reject::Status(431))
+        );
+        // Not a header field.
+        assert_eq!(
+            read_one(with_trailers("no colon\r\n").as_bytes(), 64),
+            Err(Reject::Status(400))
+        );
+        // A head over the bound is 431 even when it would also be malformed (non-UTF-8 value).
+        let head = b"GET / HTTP/1.1\r\nX: \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\r\n\r\n";
+        assert_eq!(read_one(head, 16), Err(Reject::Status(431)));
+        assert_eq!(read_one(head, 64), Err(Reject::Status(400)));
+        // Input that ends mid-block is the peer gone.
+        assert_eq!(
+            read_one(b"GET / HTTP/1.1\r\nX: y\r\n", 64),
+            Err(Reject::Gone)
+        );
     }
 }
