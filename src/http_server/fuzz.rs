@@ -1,6 +1,7 @@
 //! The fuzzer's way in: the request reader driven from memory, exactly as a connection drives it
-//! (head, admission-free body framing, default [`Limits`]), with no sockets or threads. Hidden
-//! from the docs; `fuzz/src/lib.rs` and the fuzz regression tests are its only callers.
+//! (the head, then the body as framed, with no admission step and default [`Limits`]), with no
+//! sockets or threads. Hidden from the docs; `fuzz/src/lib.rs` and the fuzz regression tests are
+//! its only callers.
 
 use std::time::Instant;
 
