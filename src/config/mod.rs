@@ -33,9 +33,7 @@ pub use run::{
     ControlPlaneConfig, MAX_POLL_LIMIT, McpConfig, OpsConfig, Parsed, RunConfig, parse_run,
 };
 pub use run_options::{RUN_OPTIONS, run_help};
-pub use table::{
-    ArgError, ConfigError, ENV_FILE, Opt, Raw, Sources, env_file_layer, err, help_text,
-};
+pub use table::{ArgError, ConfigError, ENV_FILE, Opt, Raw, Sources, err, help_text};
 pub use values::{
     any_duration, count, is_loopback_host, is_reference, parse_bool, parse_headers,
     positive_duration, resolve_secret,

@@ -17,7 +17,13 @@ use std::time::Duration;
 use super::channels::{ChannelConfig, parse_channels};
 use super::log_options::{LogConfig, log_config};
 use super::network::hop_nets;
-use super::run_options::*;
+use super::run_options::{
+    API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
+    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
+    HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_EXTRA_HEADERS,
+    MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_URL, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT,
+    RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+};
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
     any_duration, count, is_reference, parse_bool, parse_headers, positive_duration,
