@@ -156,7 +156,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         let Some(src) = src else { return Ok(None) };
         if src
             .flag(REQUIRE_BEARER)
-            .is_some_and(|v| !v.starts_with("env:") && !v.starts_with("file:"))
+            .is_some_and(|v| !config::is_reference(v))
         {
             return Err(config::err(
                 REQUIRE_BEARER,

@@ -1,0 +1,738 @@
+//! `run`'s validated, immutable [`RunConfig`] (and its parts), built from the flags, the
+//! environment and the env file by [`parse_run`].
+//!
+//! Precedence: flag > environment variable > env file > default. Every error names the offending
+//! key (the flag or variable the value came from) and says how to fix it; no error ever repeats a
+//! secret's value. The process exits with code 2 on any of them.
+//!
+//! Secret-bearing options (API key, extra header sets) accept references instead of values:
+//! `env:VAR` reads another environment variable, `file:/path` reads a file (trailing newline
+//! trimmed). On the command line the API key *must* be a reference: argv is visible to every user
+//! of the host through `ps` and `/proc`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::channels::{ChannelConfig, parse_channels};
+use super::log_options::{LogConfig, log_config};
+use super::network::hop_nets;
+use super::run_options::{
+    API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
+    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
+    HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_EXTRA_HEADERS,
+    MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_URL, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT,
+    RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+};
+use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
+use super::values::{
+    any_duration, count, is_reference, parse_bool, parse_headers, positive_duration,
+    resolve_secret, validate_base_url, validate_listen_addr, validate_tunnel_id, validate_url_path,
+};
+use crate::net::HopNet;
+use crate::secret::Secret;
+
+/// The hard ceiling the contract puts on one poll's `limit`.
+pub const MAX_POLL_LIMIT: usize = 25;
+
+/// Validated settings for the control-plane hop.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// `scheme://host[:port]`, no trailing slash.
+    pub base_url: String,
+    /// `""` or `/prefix` without a trailing slash.
+    pub url_path: String,
+    pub tunnel_id: String,
+    pub api_key: Secret,
+    pub poll_timeout: Duration,
+    pub poll_deadline_guardrail: Duration,
+    pub max_inflight: usize,
+    pub extra_headers: Vec<(String, Secret)>,
+    pub net: HopNet,
+}
+
+impl ControlPlaneConfig {
+    /// `{base}{prefix}/v1/tunnels/{id}`; the endpoints hang below it.
+    pub fn tunnel_url(&self) -> String {
+        format!(
+            "{}{}/v1/tunnels/{}",
+            self.base_url, self.url_path, self.tunnel_id
+        )
+    }
+}
+
+/// Validated settings for the MCP hop.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// At least `main`, names unique and canonical.
+    pub channels: Vec<ChannelConfig>,
+    pub max_concurrent: usize,
+    pub extra_headers: Vec<(String, Secret)>,
+    pub connection_max_ttl: Duration,
+}
+
+/// Everything `mcp-tunnel run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub control_plane: ControlPlaneConfig,
+    pub mcp: McpConfig,
+    /// Environment variables holding our secrets (the key, extra headers, client keys, proxy
+    /// credentials, and any `env:` reference among them): a stdio MCP server must not inherit
+    /// them.
+    pub secret_env_vars: Vec<String>,
+    pub drain_timeout: Duration,
+    pub log: LogConfig,
+    pub ops: OpsConfig,
+}
+
+/// The operator surface of `run`.
+#[derive(Debug, Clone, Default)]
+pub struct OpsConfig {
+    /// Where /healthz, /readyz and /metrics listen; `None` when disabled.
+    pub health_listen: Option<String>,
+    pub health_url_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub exit_on_auth_failure: bool,
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Box<RunConfig>),
+    Help,
+}
+
+/// Reads `run`'s arguments (after the subcommand) and the environment into a [`RunConfig`].
+/// `env` is injected so tests need not touch the process environment.
+pub fn parse_run(
+    args: Vec<OsString>,
+    process_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Parsed, ConfigError> {
+    let (args, file_vars) = env_file_layer(args, process_env)?;
+    let env = &|name: &str| process_env(name).or_else(|| file_vars.get(name).cloned());
+    let Some(src) = Sources::parse(RUN_OPTIONS, args, env, "run")? else {
+        return Ok(Parsed::Help);
+    };
+    // A literal key on argv would be visible in `ps`; refuse before anything else looks at it.
+    if src.flag(API_KEY).is_some_and(|v| !is_reference(v)) {
+        return Err(err(
+            API_KEY,
+            "a key on the command line is visible to every user of the host; \
+             pass env:VAR or file:/path instead, or set CONTROL_PLANE_API_KEY",
+        ));
+    }
+    let get = |flag| src.get(flag);
+    let required = |flag| src.required(flag);
+
+    let base_url = validate_base_url(&get(BASE_URL))?;
+    let url_path = validate_url_path(&get(URL_PATH))?;
+    let tunnel_id = validate_tunnel_id(&required(TUNNEL_ID)?)?;
+    let api_key_raw = required(API_KEY)?;
+    let api_key = resolve_secret(&api_key_raw, env)?;
+    if api_key.expose().trim().is_empty() {
+        return Err(err(&api_key_raw.source, "the API key is empty"));
+    }
+    let poll_timeout = positive_duration(&get(POLL_TIMEOUT))?;
+    let poll_deadline_guardrail = positive_duration(&get(POLL_GUARDRAIL))?;
+    let max_inflight = count(&get(MAX_INFLIGHT), 1, 10_000)?;
+    let cp_extra = get(CP_EXTRA_HEADERS);
+    let cp_extra_headers = parse_headers(&cp_extra, &resolve_secret(&cp_extra, env)?)?;
+    for (name, _) in &cp_extra_headers {
+        if crate::headers::is_reserved_header(name) {
+            return Err(err(
+                &cp_extra.source,
+                &format!("header {name} is set by mcp-tunnel itself and cannot be overridden"),
+            ));
+        }
+    }
+
+    // Outbound networking, shared by both hops unless a narrower setting wins.
+    let nets = hop_nets(&src)?;
+    // OpenAI serves mutual-TLS clients on a separate host.
+    let base_url = if nets.control_plane.identity.is_some() && base_url == DEFAULT_BASE_URL {
+        DEFAULT_MTLS_BASE_URL.to_string()
+    } else {
+        base_url
+    };
+
+    let channels = parse_channels(
+        &src.values(MCP_URL),
+        &src.values(MCP_COMMAND),
+        &nets.mcp_defaults,
+        env,
+    )?;
+    let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
+    let mcp_extra = get(MCP_EXTRA_HEADERS);
+    let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
+    let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
+    let drain_timeout = any_duration(&get(DRAIN_TIMEOUT))?;
+    let log = log_config(&src)?;
+    let health = get(HEALTH_LISTEN);
+    let health_listen = match health.value.trim() {
+        "" | "off" => None,
+        addr => Some(validate_listen_addr(&health, addr)?),
+    };
+    let optional_path = |raw: Raw| {
+        let v = raw.value.trim();
+        (!v.is_empty()).then(|| PathBuf::from(v))
+    };
+    let ops = OpsConfig {
+        health_listen,
+        health_url_file: optional_path(get(HEALTH_URL_FILE)),
+        pid_file: optional_path(get(PID_FILE)),
+        exit_on_auth_failure: parse_bool(&get(EXIT_ON_AUTH_FAILURE))?,
+    };
+
+    let secret_env_vars = secret_env_vars(&src);
+
+    Ok(Parsed::Run(Box::new(RunConfig {
+        secret_env_vars,
+        control_plane: ControlPlaneConfig {
+            base_url,
+            url_path,
+            tunnel_id,
+            api_key,
+            poll_timeout,
+            poll_deadline_guardrail,
+            max_inflight,
+            extra_headers: cp_extra_headers,
+            net: nets.control_plane,
+        },
+        mcp: McpConfig {
+            channels,
+            max_concurrent,
+            extra_headers: mcp_extra_headers,
+            connection_max_ttl,
+        },
+        drain_timeout,
+        log,
+        ops,
+    })))
+}
+
+/// Options whose values are secrets or may carry credentials.
+const SECRET_OPTIONS: &[&str] = &[
+    API_KEY,
+    CP_EXTRA_HEADERS,
+    MCP_EXTRA_HEADERS,
+    CP_CLIENT_KEY,
+    MCP_CLIENT_KEY,
+    HTTP_PROXY,
+    CP_HTTP_PROXY,
+    MCP_HTTP_PROXY,
+];
+
+/// Every environment variable that holds (or that an `env:` reference points at) a secret.
+fn secret_env_vars(src: &Sources<'_>) -> Vec<String> {
+    let mut vars: Vec<String> = Vec::new();
+    for flag in SECRET_OPTIONS {
+        let o = RUN_OPTIONS
+            .iter()
+            .find(|o| o.flag == *flag)
+            .expect("known option");
+        vars.extend(o.env.iter().map(|v| (*v).to_string()));
+        if let Some(var) = src
+            .lookup(flag)
+            .and_then(|r| r.value.strip_prefix("env:").map(str::to_string))
+        {
+            vars.push(var);
+        }
+    }
+    // Per-channel options may reference variables too (client-key=env:…, http-proxy=env:…).
+    for raw in src.values(MCP_URL) {
+        for piece in raw.value.split(',') {
+            if let Some((_, value)) = piece.split_once('=')
+                && let Some(var) = value.strip_prefix("env:")
+            {
+                vars.push(var.to_string());
+            }
+        }
+    }
+    vars.sort();
+    vars.dedup();
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::channels::ChannelTransport;
+    use crate::config::run_options::run_help;
+    use crate::net::ProxyChoice;
+
+    const KEY: &str = "sk-test-0123456789";
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn base_env() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (
+                "CONTROL_PLANE_TUNNEL_ID",
+                "tunnel_0123456789abcdef0123456789abcdef",
+            ),
+            ("CONTROL_PLANE_API_KEY", KEY),
+            ("MCP_SERVER_URL", "http://127.0.0.1:3000/mcp"),
+        ]
+    }
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<RunConfig, ConfigError> {
+        let args = args.iter().map(OsString::from).collect();
+        match parse_run(args, &env_of(env))? {
+            Parsed::Run(c) => Ok(*c),
+            Parsed::Help => panic!("unexpected help"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(&[], &base_env()).unwrap();
+        assert_eq!(c.control_plane.base_url, "https://api.openai.com");
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.control_plane.poll_deadline_guardrail,
+            Duration::from_secs(5)
+        );
+        assert_eq!(c.control_plane.max_inflight, 20);
+        assert_eq!(c.mcp.max_concurrent, 10);
+        assert_eq!(c.mcp.connection_max_ttl, Duration::from_secs(600));
+        assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.control_plane.api_key.expose(), KEY);
+        assert_eq!(
+            c.control_plane.tunnel_url(),
+            "https://api.openai.com/v1/tunnels/tunnel_0123456789abcdef0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn flags_beat_env_beats_default() {
+        let mut env = base_env();
+        env.push(("CONTROL_PLANE_POLL_TIMEOUT", "10s"));
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_secs(10));
+        let c = parse(&["--control-plane.poll-timeout", "4500ms"], &env).unwrap();
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_millis(4500));
+        let c = parse(&["--control-plane.poll-timeout=2s"], &env).unwrap();
+        assert_eq!(c.control_plane.poll_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn openai_api_key_is_the_fallback() {
+        let env = [
+            ("CONTROL_PLANE_TUNNEL_ID", "tunnel_x"),
+            ("OPENAI_API_KEY", "sk-fallback"),
+            ("MCP_SERVER_URL", "http://127.0.0.1:3000/mcp"),
+        ];
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(c.control_plane.api_key.expose(), "sk-fallback");
+    }
+
+    #[test]
+    fn missing_required_names_the_variable() {
+        let e = parse(&[], &[("CONTROL_PLANE_API_KEY", KEY)]).unwrap_err();
+        assert_eq!(e.key, "CONTROL_PLANE_TUNNEL_ID");
+    }
+
+    #[test]
+    fn literal_key_on_argv_is_refused_without_echo() {
+        let e = parse(
+            &["--control-plane.api-key", "sk-literal-on-argv"],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, API_KEY);
+        assert!(!e.to_string().contains("sk-literal-on-argv"));
+    }
+
+    #[test]
+    fn key_references_resolve() {
+        let mut env = base_env();
+        env.push(("MY_KEY", "sk-from-env"));
+        let c = parse(&["--control-plane.api-key", "env:MY_KEY"], &env).unwrap();
+        assert_eq!(c.control_plane.api_key.expose(), "sk-from-env");
+
+        let path = std::env::temp_dir().join(format!("mcp-tunnel-key-{}", std::process::id()));
+        std::fs::write(&path, "sk-from-file\n").unwrap();
+        let arg = format!("file:{}", path.display());
+        let c = parse(&["--control-plane.api-key", &arg], &env).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.control_plane.api_key.expose(), "sk-from-file");
+
+        let e = parse(&["--control-plane.api-key", "env:NOPE"], &env).unwrap_err();
+        assert!(e.message.contains("NOPE"));
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        let mut env = base_env();
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            env.push(("CONTROL_PLANE_BASE_URL", ok));
+            assert!(parse(&[], &env).is_ok(), "{ok}");
+            env.pop();
+        }
+        env.push(("CONTROL_PLANE_BASE_URL", "http://example.com"));
+        let e = parse(&[], &env).unwrap_err();
+        assert_eq!(e.key, "CONTROL_PLANE_BASE_URL");
+        assert!(e.message.contains("https://"));
+    }
+
+    #[test]
+    fn base_url_with_path_is_an_error() {
+        let e = parse(
+            &["--control-plane.base-url", "https://x.example/v1"],
+            &base_env(),
+        );
+        assert_eq!(e.unwrap_err().key, BASE_URL);
+        let c = parse(
+            &["--control-plane.base-url", "https://x.example/"],
+            &base_env(),
+        )
+        .unwrap();
+        assert_eq!(c.control_plane.base_url, "https://x.example");
+    }
+
+    #[test]
+    fn url_path_prefix_is_normalised() {
+        let c = parse(&["--control-plane.url-path", "/gw/"], &base_env()).unwrap();
+        assert_eq!(c.control_plane.url_path, "/gw");
+        assert!(
+            c.control_plane
+                .tunnel_url()
+                .ends_with("/gw/v1/tunnels/tunnel_0123456789abcdef0123456789abcdef")
+        );
+        assert!(parse(&["--control-plane.url-path", "gw?x=1"], &base_env()).is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "--control-plane.poll-timeout",
+                "30",
+                "--control-plane.poll-timeout",
+            ),
+            (
+                "--control-plane.max-inflight",
+                "0",
+                "--control-plane.max-inflight",
+            ),
+            (
+                "--mcp.max-concurrent-requests",
+                "x",
+                "--mcp.max-concurrent-requests",
+            ),
+            ("--mcp.server-url", "ftp://x/", "--mcp.server-url"),
+            ("--log.level", "loud", "--log.level"),
+            ("--mcp.extra-headers", "NoColon", "--mcp.extra-headers"),
+        ];
+        for (flag, value, key) in cases {
+            let e = parse(&[flag, value], &base_env()).unwrap_err();
+            assert_eq!(&e.key, key, "{flag}={value}");
+        }
+        let e = parse(&["--no-such-flag", "1"], &base_env()).unwrap_err();
+        assert_eq!(e.key, "--no-such-flag");
+    }
+
+    #[test]
+    fn extra_headers_parse_and_stay_masked() {
+        let mut env = base_env();
+        env.push((
+            "MCP_EXTRA_HEADERS",
+            "Authorization: Bearer abc, X-Team: blue",
+        ));
+        let c = parse(&[], &env).unwrap();
+        let names: Vec<_> = c
+            .mcp
+            .extra_headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(names, ["Authorization", "X-Team"]);
+        assert_eq!(c.mcp.extra_headers[0].1.expose(), "Bearer abc");
+        assert!(!format!("{c:?}").contains("Bearer abc"));
+        assert!(!format!("{c:?}").contains(KEY));
+    }
+
+    #[test]
+    fn control_plane_headers_cannot_override_ours() {
+        let mut env = base_env();
+        env.push(("CONTROL_PLANE_EXTRA_HEADERS", "authorization: Bearer other"));
+        let e = parse(&[], &env).unwrap_err();
+        assert_eq!(e.key, "CONTROL_PLANE_EXTRA_HEADERS");
+        assert!(!e.message.contains("Bearer other"));
+    }
+
+    #[test]
+    fn help_lists_every_option_with_env_and_default() {
+        let help = run_help();
+        for o in RUN_OPTIONS {
+            assert!(help.contains(o.flag), "{}", o.flag);
+            for var in o.env {
+                assert!(help.contains(var), "{var}");
+            }
+        }
+        assert!(help.contains("https://api.openai.com"));
+    }
+
+    fn channels(env: &[(&str, &str)], args: &[&str]) -> Result<Vec<ChannelConfig>, ConfigError> {
+        let mut all = vec![
+            (
+                "CONTROL_PLANE_TUNNEL_ID",
+                "tunnel_0123456789abcdef0123456789abcdef",
+            ),
+            ("CONTROL_PLANE_API_KEY", KEY),
+        ];
+        all.extend_from_slice(env);
+        parse(args, &all).map(|c| c.mcp.channels)
+    }
+
+    #[test]
+    fn bare_url_and_command_are_channel_main() {
+        let c = channels(&[("MCP_SERVER_URL", "http://127.0.0.1:1/mcp")], &[]).unwrap();
+        assert_eq!(c[0].name, "main");
+        let c = channels(&[("MCP_COMMAND", "npx -y 'my server'")], &[]).unwrap();
+        assert!(matches!(&c[0].transport,
+            ChannelTransport::Stdio { argv } if argv == &["npx", "-y", "my server"]));
+    }
+
+    #[test]
+    fn qualified_channels_from_flags_and_env_lines() {
+        let c = channels(
+            &[],
+            &[
+                "--mcp.server-url",
+                "http://127.0.0.1:1/mcp",
+                "--mcp.server-url",
+                "channel=analytics,url=https://a.example/mcp",
+                "--mcp.command",
+                "channel=tools,command=python3 -m srv --opt=a,b",
+            ],
+        )
+        .unwrap();
+        let names: Vec<_> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["main", "analytics", "tools"]);
+        assert!(matches!(&c[2].transport,
+            ChannelTransport::Stdio { argv } if argv == &["python3", "-m", "srv", "--opt=a,b"]));
+        let c = channels(
+            &[(
+                "MCP_SERVER_URL",
+                "http://127.0.0.1:1/mcp\nchannel=b,url=http://127.0.0.1:2/mcp\n",
+            )],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn channel_mistakes_are_named() {
+        let dup = channels(
+            &[
+                ("MCP_SERVER_URL", "http://127.0.0.1:1/mcp"),
+                ("MCP_COMMAND", "srv"),
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(dup.key, "MCP_COMMAND");
+        assert!(dup.message.contains("twice"));
+        let no_main = channels(
+            &[("MCP_SERVER_URL", "channel=x,url=http://127.0.0.1:1/mcp")],
+            &[],
+        );
+        assert!(no_main.unwrap_err().message.contains("main"));
+        let bad_name = channels(&[("MCP_COMMAND", "channel=Bad Name,command=srv")], &[]);
+        assert_eq!(bad_name.unwrap_err().key, "MCP_COMMAND");
+        let bad_quote = channels(&[("MCP_COMMAND", "srv 'open")], &[]);
+        assert!(bad_quote.unwrap_err().message.contains("quote"));
+        let none = channels(&[], &[]).unwrap_err();
+        assert_eq!(none.key, "MCP_SERVER_URL");
+    }
+
+    fn proxy_of(net: &HopNet) -> String {
+        match &net.proxy {
+            ProxyChoice::Explicit(p) => p.to_string(),
+            ProxyChoice::FromEnvironment => "env".into(),
+            ProxyChoice::Direct => "direct".into(),
+        }
+    }
+
+    fn http_net(c: &ChannelConfig) -> &HopNet {
+        match &c.transport {
+            ChannelTransport::Http { net, .. } => net,
+            ChannelTransport::Stdio { .. } => panic!("not an http channel"),
+        }
+    }
+
+    #[test]
+    fn proxies_layer_channel_over_mcp_over_global() {
+        let mut env = base_env();
+        env.push(("TUNNEL_CLIENT_HTTP_PROXY", "http://global:1"));
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(proxy_of(&c.control_plane.net), "http://global:1");
+        assert_eq!(proxy_of(http_net(&c.mcp.channels[0])), "http://global:1");
+
+        env.push(("CONTROL_PLANE_HTTP_PROXY", "http://u:pw@cp:2"));
+        env.push(("MCP_HTTP_PROXY", "env:MY_PROXY"));
+        env.push(("MY_PROXY", "http://mcp:3"));
+        let c = parse(
+            &[
+                "--mcp.server-url",
+                "channel=main,url=http://127.0.0.1:1/mcp,http-proxy=http://ch:4",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(proxy_of(&c.control_plane.net), "http://cp:2");
+        assert_eq!(proxy_of(http_net(&c.mcp.channels[0])), "http://ch:4");
+        assert!(!format!("{c:?}").contains("pw@"));
+
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(proxy_of(http_net(&c.mcp.channels[0])), "http://mcp:3");
+        let c = parse(&[], &base_env()).unwrap();
+        assert_eq!(proxy_of(&c.control_plane.net), "env");
+    }
+
+    #[test]
+    fn unix_socket_excludes_a_proxy() {
+        let e = parse(
+            &[
+                "--mcp.server-url",
+                "channel=main,url=http://mcp/mcp,unix-socket=/run/mcp.sock,http-proxy=http://p:1",
+            ],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "--mcp.server-url");
+        let c = parse(
+            &[
+                "--mcp.server-url",
+                "channel=main,url=http://mcp/mcp,unix-socket=/run/mcp.sock",
+            ],
+            &base_env(),
+        )
+        .unwrap();
+        let net = http_net(&c.mcp.channels[0]);
+        assert_eq!(
+            net.unix_socket.as_deref(),
+            Some(std::path::Path::new("/run/mcp.sock"))
+        );
+    }
+
+    /// A throwaway self-signed certificate and key as PEM files in a fresh directory.
+    fn cert_files(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("mcp-tunnel-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn client_certificates_are_checked_at_startup() {
+        let (cert, key) = cert_files("a");
+        let (_, other_key) = cert_files("b");
+        let (cert, key, other_key) = (
+            cert.display().to_string(),
+            key.display().to_string(),
+            other_key.display().to_string(),
+        );
+        let c = parse(
+            &[
+                "--control-plane.client-cert",
+                &cert,
+                "--control-plane.client-key",
+                &key,
+            ],
+            &base_env(),
+        )
+        .unwrap();
+        assert!(c.control_plane.net.identity.is_some());
+        // mutual TLS with OpenAI goes to its mTLS host
+        assert_eq!(c.control_plane.base_url, "https://mtls.api.openai.com");
+
+        let e = parse(&["--control-plane.client-cert", &cert], &base_env()).unwrap_err();
+        assert_eq!(e.key, "--control-plane.client-key");
+        let e = parse(
+            &["--mcp.client-cert", &cert, "--mcp.client-key", &other_key],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "--mcp.client-cert");
+        assert!(e.message.contains("does not belong"), "{e}");
+        let e = parse(
+            &["--mcp.client-cert", &key, "--mcp.client-key", &key],
+            &base_env(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("CERTIFICATE"), "{e}");
+    }
+
+    #[test]
+    fn ca_bundle_errors_name_the_key() {
+        let e = parse(&["--ca-bundle", "/nonexistent/ca.pem"], &base_env()).unwrap_err();
+        assert_eq!(e.key, "--ca-bundle");
+        let (cert, _) = cert_files("ca");
+        assert!(parse(&["--ca-bundle", &cert.display().to_string()], &base_env()).is_ok());
+    }
+
+    #[test]
+    fn switches_work_bare_and_with_a_value() {
+        let c = parse(
+            &["--exit-on-auth-failure", "--log.level", "debug"],
+            &base_env(),
+        )
+        .unwrap();
+        assert!(c.ops.exit_on_auth_failure);
+        let c = parse(&["--exit-on-auth-failure=false"], &base_env()).unwrap();
+        assert!(!c.ops.exit_on_auth_failure);
+        let mut env = base_env();
+        env.push(("EXIT_ON_AUTH_FAILURE", "true"));
+        assert!(parse(&[], &env).unwrap().ops.exit_on_auth_failure);
+    }
+
+    #[test]
+    fn secret_variables_are_listed_for_scrubbing() {
+        let mut env = base_env();
+        env.push(("MY_KEY", "sk-x"));
+        env.push(("PROXY_CREDS", "http://u:p@proxy:1"));
+        let c = parse(
+            &[
+                "--control-plane.api-key",
+                "env:MY_KEY",
+                "--mcp.server-url",
+                "channel=main,url=http://127.0.0.1:1/mcp,http-proxy=env:PROXY_CREDS",
+            ],
+            &env,
+        )
+        .unwrap();
+        for var in [
+            "CONTROL_PLANE_API_KEY",
+            "OPENAI_API_KEY",
+            "MCP_EXTRA_HEADERS",
+            "MY_KEY",
+            "PROXY_CREDS",
+        ] {
+            assert!(c.secret_env_vars.iter().any(|v| v == var), "{var}");
+        }
+        assert!(!c.secret_env_vars.iter().any(|v| v == "PATH"));
+    }
+}

@@ -1,0 +1,281 @@
+//! `run`'s option table: every flag, its environment variables, default and help line, in
+//! `--help` order, and the key constants the rest of `config` reads them by.
+//!
+//! Names are the official `tunnel-client`'s, so an operator who followed its docs switches
+//! binaries without rewriting anything. What each value must look like is checked where the
+//! [`RunConfig`](super::RunConfig) is built ([`super::run`]); this file only declares.
+
+use super::log_options::{LOG_FILE, LOG_FORMAT, LOG_LEVEL};
+use super::table::{ENV_FILE, Opt, help_text};
+
+// Option keys, shared by the table and the code that validates the values.
+pub(super) const BASE_URL: &str = "--control-plane.base-url";
+pub(super) const URL_PATH: &str = "--control-plane.url-path";
+pub(super) const TUNNEL_ID: &str = "--control-plane.tunnel-id";
+pub(super) const API_KEY: &str = "--control-plane.api-key";
+pub(super) const POLL_TIMEOUT: &str = "--control-plane.poll-timeout";
+pub(super) const POLL_GUARDRAIL: &str = "--control-plane.poll-deadline-guardrail";
+pub(super) const MAX_INFLIGHT: &str = "--control-plane.max-inflight";
+pub(super) const CP_EXTRA_HEADERS: &str = "--control-plane.extra-headers";
+pub(super) const MCP_URL: &str = "--mcp.server-url";
+pub(super) const MCP_COMMAND: &str = "--mcp.command";
+pub(super) const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
+pub(super) const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
+pub(super) const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
+pub(super) const DRAIN_TIMEOUT: &str = "--shutdown.drain-timeout";
+pub(super) const CA_BUNDLE: &str = "--ca-bundle";
+pub(super) const CA_BUNDLE_SYSTEM: &str = "--ca-bundle.system";
+pub(super) const HTTP_PROXY: &str = "--http-proxy";
+pub(super) const CP_HTTP_PROXY: &str = "--control-plane.http-proxy";
+pub(super) const CP_CLIENT_CERT: &str = "--control-plane.client-cert";
+pub(super) const CP_CLIENT_KEY: &str = "--control-plane.client-key";
+pub(super) const MCP_HTTP_PROXY: &str = "--mcp.http-proxy";
+pub(super) const MCP_CLIENT_CERT: &str = "--mcp.client-cert";
+pub(super) const MCP_CLIENT_KEY: &str = "--mcp.client-key";
+pub(super) const HEALTH_LISTEN: &str = "--health.listen-addr";
+pub(super) const HEALTH_URL_FILE: &str = "--health.url-file";
+pub(super) const PID_FILE: &str = "--pid-file";
+pub(super) const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
+
+/// The default control plane, and where it expects mutual-TLS clients.
+pub(super) const DEFAULT_BASE_URL: &str = "https://api.openai.com";
+pub(super) const DEFAULT_MTLS_BASE_URL: &str = "https://mtls.api.openai.com";
+
+/// Every option of `run`, in `--help` order.
+pub const RUN_OPTIONS: &[Opt] = &[
+    Opt {
+        flag: BASE_URL,
+        env: &["CONTROL_PLANE_BASE_URL"],
+        default: Some(DEFAULT_BASE_URL),
+        help: "Control-plane origin (scheme://host[:port], no path). http:// only for loopback hosts.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: URL_PATH,
+        env: &["CONTROL_PLANE_URL_PATH"],
+        default: Some(""),
+        help: "Path prefix put before /v1/tunnels/... (for API gateways).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TUNNEL_ID,
+        env: &["CONTROL_PLANE_TUNNEL_ID"],
+        default: None,
+        help: "Tunnel id, e.g. tunnel_0123456789abcdef0123456789abcdef. Required.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: API_KEY,
+        env: &["CONTROL_PLANE_API_KEY", "OPENAI_API_KEY"],
+        default: None,
+        help: "Runtime API key. Required. On the command line only as env:VAR or file:/path.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: POLL_TIMEOUT,
+        env: &["CONTROL_PLANE_POLL_TIMEOUT"],
+        default: Some("30s"),
+        help: "How long one long-poll may wait on the control plane for work.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: POLL_GUARDRAIL,
+        env: &["CONTROL_PLANE_POLL_DEADLINE_GUARDRAIL"],
+        default: Some("5s"),
+        help: "Extra time allowed for a poll's HTTP exchange beyond the poll wait.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MAX_INFLIGHT,
+        env: &["CONTROL_PLANE_MAX_INFLIGHT_REQUESTS"],
+        default: Some("20"),
+        help: "Commands held at once (queued + running); the poll asks for at most the free slots.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CP_EXTRA_HEADERS,
+        env: &["CONTROL_PLANE_EXTRA_HEADERS"],
+        default: Some(""),
+        help: "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_URL,
+        env: &["MCP_SERVER_URL"],
+        default: None,
+        help: "A Streamable HTTP MCP server: URL (channel main) or channel=NAME,url=URL[,client-cert=P,\
+         client-key=P,http-proxy=URL,unix-socket=PATH]. Repeatable; in the variable one entry \
+         per line.",
+        repeatable: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_COMMAND,
+        env: &["MCP_COMMAND"],
+        default: None,
+        help: "A stdio MCP server: command line (channel main) or channel=NAME,command=LINE. Split \
+         into argv with quotes and backslashes, never run by a shell. Repeatable; in the \
+         variable one entry per line.",
+        repeatable: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_MAX_CONCURRENT,
+        env: &["MCP_MAX_CONCURRENT_REQUESTS"],
+        default: Some("10"),
+        help: "Worker threads: MCP calls running at once.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_EXTRA_HEADERS,
+        env: &["MCP_EXTRA_HEADERS"],
+        default: Some(""),
+        help: "Static headers for the MCP server, \"K: V, K2: V2\" (or env:VAR / file:/path); \
+         headers carried by a command win.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_CONN_TTL,
+        env: &["MCP_CONNECTION_MAX_TTL"],
+        default: Some("10m"),
+        help: "Longest time an idle pooled MCP connection is kept for reuse.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CA_BUNDLE,
+        env: &["CA_BUNDLE"],
+        default: Some(""),
+        help: "PEM file of extra CA certificates (a private CA, a TLS-inspecting proxy), trusted in \
+         addition to the built-in Mozilla roots, for every outbound TLS connection.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CA_BUNDLE_SYSTEM,
+        env: &["CA_BUNDLE_SYSTEM"],
+        default: Some("false"),
+        help: "true: also trust the operating system's CA bundle \
+         (/etc/ssl/certs/ca-certificates.crt, /etc/pki/tls/certs/ca-bundle.crt).",
+        switch: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: HTTP_PROXY,
+        env: &["TUNNEL_CLIENT_HTTP_PROXY"],
+        default: Some(""),
+        help: "Proxy for both hops: http(s)://[user:pass@]host:port or env:VAR. An explicit proxy \
+         ignores NO_PROXY; without one, HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CP_HTTP_PROXY,
+        env: &["CONTROL_PLANE_HTTP_PROXY"],
+        default: Some(""),
+        help: "Proxy for the control plane only (wins over --http-proxy).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CP_CLIENT_CERT,
+        env: &["CONTROL_PLANE_CLIENT_CERT"],
+        default: Some(""),
+        help: "Client certificate for mutual TLS with the control plane: a PEM path, file:/path or \
+         env:VAR. With the default base URL, https://mtls.api.openai.com is used.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CP_CLIENT_KEY,
+        env: &["CONTROL_PLANE_CLIENT_KEY"],
+        default: Some(""),
+        help: "Its private key (PEM path, file:/path or env:VAR).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_HTTP_PROXY,
+        env: &["MCP_HTTP_PROXY"],
+        default: Some(""),
+        help: "Proxy for the MCP servers (wins over --http-proxy; a channel's http-proxy= wins over it).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_CLIENT_CERT,
+        env: &["MCP_CLIENT_CERT"],
+        default: Some(""),
+        help: "Client certificate presented to the MCP servers' origins (PEM path, file:/path or \
+         env:VAR); a channel's client-cert= wins.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_CLIENT_KEY,
+        env: &["MCP_CLIENT_KEY"],
+        default: Some(""),
+        help: "Its private key.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: DRAIN_TIMEOUT,
+        env: &["SHUTDOWN_DRAIN_TIMEOUT"],
+        default: Some("10s"),
+        help: "On SIGTERM/SIGINT, how long in-flight commands may take to finish and post.",
+        ..Opt::BASE
+    },
+    LOG_LEVEL,
+    LOG_FORMAT,
+    LOG_FILE,
+    Opt {
+        flag: HEALTH_LISTEN,
+        env: &["HEALTH_LISTEN_ADDR"],
+        default: Some("127.0.0.1:8080"),
+        help: "Address of /healthz, /readyz and /metrics; :0 picks a free port, off disables.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: HEALTH_URL_FILE,
+        env: &["HEALTH_URL_FILE"],
+        default: Some(""),
+        help: "Write the health server's base URL here (atomically; removed on exit).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: PID_FILE,
+        env: &["PID_FILE"],
+        default: Some(""),
+        help: "Hold this pid file with an exclusive lock; if another copy holds it, exit 0 at once \
+         (for cron and init scripts).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: EXIT_ON_AUTH_FAILURE,
+        env: &["EXIT_ON_AUTH_FAILURE"],
+        default: Some("false"),
+        help: "true: exit with code 3 when the control plane rejects the API key (401/403) instead of \
+         retrying slowly.",
+        switch: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: ENV_FILE,
+        env: &["ENV_FILE"],
+        default: Some(""),
+        help: "KEY=VALUE file (the /etc/default and systemd EnvironmentFile format) read after the \
+         process environment: flags > environment > this file > defaults. --config is an alias.",
+        ..Opt::BASE
+    },
+];
+
+/// `--help` text for `run`, generated from [`RUN_OPTIONS`].
+pub fn run_help() -> String {
+    help_text(
+        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server",
+        "mcp-tunnel run [OPTIONS]",
+        RUN_OPTIONS,
+    )
+}
+
+/// The first environment variable of `run`'s option `flag`, for naming a value that was not
+/// given at all by the variable its partner was given by; `flag` itself if it has none.
+pub(super) fn first_env_var(flag: &str) -> &str {
+    RUN_OPTIONS
+        .iter()
+        .find(|o| o.flag == flag)
+        .and_then(|o| o.env.first().copied())
+        .unwrap_or(flag)
+}

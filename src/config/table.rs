@@ -1,0 +1,345 @@
+//! The one command-line machinery: an option table ([`Opt`]) and the generic parser that turns
+//! flags, the environment and an env file into raw values ([`Sources`], [`Raw`]).
+//!
+//! Every subcommand (`run`, `relay`, `stub`, `demo`, `relay tunnel …`) declares its options as a
+//! `&[Opt]` table written `Opt { flag, env, default, help, ..Opt::BASE }`; the same table drives
+//! parsing and `--help`, so they cannot drift. Precedence: flag > environment variable (first
+//! non-empty one of the option's list) > the env file > the table's default. Errors are
+//! [`ConfigError`]s naming the key (flag or variable) a value came from; this file never looks at
+//! what a value means, so it never echoes one.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+/// One option: its flag, the environment variables it is read from (first set wins), its default
+/// and its help line.
+#[derive(Clone, Copy)]
+pub struct Opt {
+    pub flag: &'static str,
+    pub env: &'static [&'static str],
+    /// `None` for a required option; `Some("")` for one that is simply unset by default.
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+    /// May be given several times (flags repeated, or one entry per line in the variable).
+    pub repeatable: bool,
+    /// A true/false option: the bare flag means true; `--flag=false` also works.
+    pub switch: bool,
+    /// A path whose flag value may be any bytes, not only UTF-8; read it with [`Sources::path`].
+    pub os_path: bool,
+}
+
+impl Opt {
+    /// A starting point for option tables: `Opt { flag, help, ..Opt::BASE }`.
+    pub const BASE: Opt = Opt {
+        flag: "",
+        env: &[],
+        default: None,
+        help: "",
+        repeatable: false,
+        switch: false,
+        os_path: false,
+    };
+}
+
+/// A configuration problem, naming the key it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A [`ConfigError`] for `key`.
+pub fn err(key: &str, message: &str) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Why [`Sources::parse_known`] could not read the command line. Kept apart from
+/// [`ConfigError`] so each front end words a repeat its own way.
+#[derive(Debug)]
+pub enum ArgError {
+    /// A flag that is not repeatable was given more than once.
+    Repeated(&'static str),
+    /// A flag's value could not be read (missing, or not UTF-8).
+    Invalid(ConfigError),
+}
+
+/// A raw value and the key it was read from (a flag or an environment variable), for messages.
+pub struct Raw {
+    pub source: String,
+    pub value: String,
+}
+
+/// Where option values come from: parsed flags, then the environment, then the table's defaults.
+pub struct Sources<'a> {
+    options: &'static [Opt],
+    flags: HashMap<&'static str, Vec<OsString>>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> Sources<'a> {
+    /// Parses `args` against `options`. `Ok(None)` means `-h`/`--help` was asked for. Each flag
+    /// may be given once (unless repeatable); anything else is an error naming it and pointing
+    /// at `mcp-tunnel {command} --help`.
+    pub fn parse(
+        options: &'static [Opt],
+        args: Vec<OsString>,
+        env: &'a dyn Fn(&str) -> Option<String>,
+        command: &str,
+    ) -> Result<Option<Sources<'a>>, ConfigError> {
+        let parsed = Sources::parse_known(options, args, env).map_err(|e| match e {
+            ArgError::Repeated(flag) => err(flag, "given more than once; give it once"),
+            ArgError::Invalid(e) => e,
+        })?;
+        let Some((sources, rest)) = parsed else {
+            return Ok(None);
+        };
+        if let Some(extra) = rest.first() {
+            return Err(ConfigError {
+                key: extra.to_string_lossy().into_owned(),
+                message: format!("unknown argument; see `mcp-tunnel {command} --help`"),
+            });
+        }
+        Ok(Some(sources))
+    }
+
+    /// Takes every option of `options` out of `args` and hands back what is left (positional
+    /// arguments, unknown flags) for the caller to judge. `Ok(None)` means `-h`/`--help`.
+    pub fn parse_known(
+        options: &'static [Opt],
+        args: Vec<OsString>,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<(Sources<'a>, Vec<OsString>)>, ArgError> {
+        // A bare switch means true: give it a value before the parser sees it.
+        let args = args
+            .into_iter()
+            .map(|a| match options.iter().find(|o| o.switch && a == o.flag) {
+                Some(o) => OsString::from(format!("{}=true", o.flag)),
+                None => a,
+            })
+            .collect();
+        let mut pargs = pico_args::Arguments::from_vec(args);
+        if pargs.contains(["-h", "--help"]) {
+            return Ok(None);
+        }
+        let mut flags = HashMap::new();
+        for o in options {
+            let invalid = |e: pico_args::Error| {
+                ArgError::Invalid(ConfigError {
+                    key: o.flag.to_string(),
+                    message: format!("{e}"),
+                })
+            };
+            let values: Vec<OsString> = if o.os_path {
+                pargs
+                    .values_from_os_str(o.flag, |s| Ok::<_, Infallible>(s.to_owned()))
+                    .map_err(invalid)?
+            } else {
+                let values: Vec<String> = pargs.values_from_str(o.flag).map_err(invalid)?;
+                values.into_iter().map(OsString::from).collect()
+            };
+            if values.len() > 1 && !o.repeatable {
+                return Err(ArgError::Repeated(o.flag));
+            }
+            if !values.is_empty() {
+                flags.insert(o.flag, values);
+            }
+        }
+        let sources = Sources {
+            options,
+            flags,
+            env,
+        };
+        Ok(Some((sources, pargs.finish())))
+    }
+
+    /// The value given on the command line, if any.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        self.flags
+            .get(flag)
+            .and_then(|v| v.first())
+            .and_then(|v| v.to_str())
+    }
+
+    /// Every value of a repeatable option: all its flags if given, else one per non-empty line
+    /// of the first set environment variable.
+    pub fn values(&self, flag: &str) -> Vec<Raw> {
+        if let Some(values) = self.flags.get(flag) {
+            return values
+                .iter()
+                .map(|v| Raw {
+                    source: flag.to_string(),
+                    value: v.to_string_lossy().into_owned(),
+                })
+                .collect();
+        }
+        for var in self.option(flag).env {
+            if let Some(v) = (self.env)(var).filter(|v| !v.trim().is_empty()) {
+                return v
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| Raw {
+                        source: (*var).to_string(),
+                        value: l.to_string(),
+                    })
+                    .collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// The environment lookup, for following `env:` references.
+    pub fn env(&self) -> &'a dyn Fn(&str) -> Option<String> {
+        self.env
+    }
+
+    /// Flag, else the first non-empty environment variable, else the default.
+    pub fn lookup(&self, flag: &str) -> Option<Raw> {
+        if let Some(v) = self.flags.get(flag).and_then(|v| v.first()) {
+            return Some(Raw {
+                source: flag.to_string(),
+                value: v.to_string_lossy().into_owned(),
+            });
+        }
+        let o = self.option(flag);
+        for var in o.env {
+            if let Some(v) = (self.env)(var).filter(|v| !v.is_empty()) {
+                return Some(Raw {
+                    source: (*var).to_string(),
+                    value: v,
+                });
+            }
+        }
+        o.default.map(|d| Raw {
+            source: flag.to_string(),
+            value: d.to_string(),
+        })
+    }
+
+    /// Like [`lookup`](Self::lookup) for an [`Opt::os_path`] option: the flag's bytes exactly as
+    /// given, else the environment or the default.
+    pub fn path(&self, flag: &str) -> Option<PathBuf> {
+        match self.flags.get(flag).and_then(|v| v.first()) {
+            Some(v) => Some(PathBuf::from(v)),
+            None => self.lookup(flag).map(|raw| PathBuf::from(raw.value)),
+        }
+    }
+
+    /// Like [`lookup`](Self::lookup), with an error naming the variable when nothing is set.
+    pub fn required(&self, flag: &str) -> Result<Raw, ConfigError> {
+        self.lookup(flag).ok_or_else(|| {
+            let o = self.option(flag);
+            let var = o.env.first().copied().unwrap_or(o.flag);
+            ConfigError {
+                key: var.to_string(),
+                message: format!("is required; set {var} or pass {flag}"),
+            }
+        })
+    }
+
+    /// For options that have a default.
+    pub fn get(&self, flag: &str) -> Raw {
+        self.lookup(flag).expect("option with a default")
+    }
+
+    fn option(&self, flag: &str) -> &'static Opt {
+        self.options
+            .iter()
+            .find(|o| o.flag == flag)
+            .expect("flag is in this command's option table")
+    }
+}
+
+/// The flag of the env-file option, and the spelling `--config` that is rewritten to it.
+pub const ENV_FILE: &str = "--env-file";
+const ENV_FILE_ALIAS: &str = "--config";
+/// The variable naming the env file when no flag does.
+const ENV_FILE_VAR: &str = "ENV_FILE";
+
+/// The environment with an env file beneath it: finds `--env-file`/`--config` (or `ENV_FILE`)
+/// before anything else and loads that KEY=VALUE file, whose variables then fill in what the
+/// process environment lacks. `--config` is rewritten to `--env-file` so the option table knows
+/// one name. Returns the rewritten arguments and the file's variables.
+pub fn env_file_layer(
+    args: Vec<OsString>,
+    process_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<OsString>, HashMap<String, String>), ConfigError> {
+    let mut path: Option<(String, String)> = None;
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let (flag, inline) = match text.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (text.clone(), None),
+        };
+        if flag == ENV_FILE_ALIAS || flag == ENV_FILE {
+            let value = match inline {
+                Some(v) => v,
+                None => match iter.next() {
+                    Some(v) => v.to_string_lossy().into_owned(),
+                    None => return Err(err(&flag, "needs a file path")),
+                },
+            };
+            out.push(OsString::from(format!("{ENV_FILE}={value}")));
+            path = Some((flag, value));
+        } else {
+            out.push(arg);
+        }
+    }
+    let path = path.or_else(|| {
+        process_env(ENV_FILE_VAR)
+            .filter(|v| !v.is_empty())
+            .map(|v| (ENV_FILE_VAR.to_string(), v))
+    });
+    let vars = match path {
+        Some((source, file)) => {
+            crate::envfile::load(std::path::Path::new(&file)).map_err(|e| err(&source, &e))?
+        }
+        None => HashMap::new(),
+    };
+    Ok((out, vars))
+}
+
+/// `--help` text for any option table: each option with its variables and default.
+pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
+    let mut out = format!(
+        "{title}\n\nUsage: {usage}\n\n\
+         Every option is also read from the environment variable shown; a flag wins over the\n\
+         environment, which wins over the default. Durations: <integer><ns|us|ms|s|m|h>.\n\n\
+         Options:\n"
+    );
+    for o in options {
+        if o.switch {
+            out.push_str(&format!("  {}[=true|false]\n", o.flag));
+        } else {
+            out.push_str(&format!("  {} <value>\n", o.flag));
+        }
+        out.push_str(&format!("      {}\n", o.help));
+        let default = match o.default {
+            None => "(required)".to_string(),
+            Some("") => "(none)".to_string(),
+            Some(d) => d.to_string(),
+        };
+        out.push_str(&format!(
+            "      env: {}   default: {default}\n",
+            o.env.join(", ")
+        ));
+    }
+    out.push_str("  -h, --help\n      Print this help.\n");
+    out
+}

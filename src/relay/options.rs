@@ -1,0 +1,252 @@
+//! `mcp-tunnel relay`'s options: the option table, in `--help` order, and the validated
+//! [`RelayConfig`] it parses into.
+//!
+//! Parsed with the shared [`crate::config`] machinery, so precedence (flag > environment >
+//! default), error wording and the `--log.*` options are those of every other command. Every
+//! error names the flag or variable at fault; the process exits with code 2 on any of them.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::tunnels;
+use crate::config::{self, ConfigError, LOG_FILE, LOG_FORMAT, LOG_LEVEL, Opt, Sources};
+
+/// Largest request the server reads: a response POST may carry a large tool result (the client
+/// reads MCP answers up to 32 MiB). Connector requests have their own, smaller limit, which
+/// `--connector.max-body` may raise at most to this.
+pub(super) const MAX_REQUEST_BODY: usize = 33 * 1024 * 1024;
+
+// Option keys, shared by the table and the validation in `parse_config`.
+pub(super) const LISTEN: &str = "--listen";
+pub(super) const TUNNELS_FILE: &str = "--tunnels-file";
+const TLS_CERT: &str = "--tls-cert";
+const TLS_KEY: &str = "--tls-key";
+const TLS_CLIENT_CA: &str = "--tls-client-ca";
+const TLS_CLIENT_AUTH: &str = "--tls-client-auth";
+const POLL_MAX_WAIT: &str = "--poll-max-wait";
+const CONNECTOR_TIMEOUT: &str = "--connector.timeout";
+const CONNECTOR_MAX_BODY: &str = "--connector.max-body";
+const CLIENT_TIMEOUT: &str = "--client-timeout";
+const QUEUE_CAPACITY: &str = "--queue-capacity";
+const MAX_CONNECTIONS: &str = "--max-connections";
+const MAX_CONNECTIONS_PER_PEER: &str = "--max-connections-per-peer";
+const CONTROL_PLANE_RESERVE: &str = "--control-plane-reserve-percent";
+const HEADER_TIMEOUT: &str = "--header-timeout";
+
+/// Every option of `relay`, in `--help` order.
+pub const RELAY_OPTIONS: &[Opt] = &[
+    Opt {
+        flag: LISTEN,
+        env: &["RELAY_LISTEN"],
+        // Not 8080: that is the client's health port, and both may share a host.
+        default: Some("127.0.0.1:8000"),
+        help: "Address to listen on for both tunnel clients and MCP hosts.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TUNNELS_FILE,
+        env: &[tunnels::TUNNELS_FILE_ENV],
+        default: Some(tunnels::DEFAULT_TUNNELS_FILE),
+        help: "Tunnels and key hashes (TOML). Re-read on SIGHUP and when it changes.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TLS_CERT,
+        env: &["RELAY_TLS_CERT"],
+        default: Some(""),
+        help: "PEM certificate chain; with --tls-key the relay serves HTTPS.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TLS_KEY,
+        env: &["RELAY_TLS_KEY"],
+        default: Some(""),
+        help: "PEM private key for --tls-cert.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TLS_CLIENT_CA,
+        env: &["RELAY_TLS_CLIENT_CA"],
+        default: Some(""),
+        help: "PEM CA bundle: require client certificates it signed (mutual TLS), so a stolen \
+               runtime key alone is not enough. Needs --tls-cert.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: TLS_CLIENT_AUTH,
+        env: &["RELAY_TLS_CLIENT_AUTH"],
+        default: Some("control-plane"),
+        help: "Where --tls-client-ca is required: control-plane (tunnel clients) or all (MCP \
+               hosts too).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: POLL_MAX_WAIT,
+        env: &["RELAY_POLL_MAX_WAIT"],
+        default: Some("25s"),
+        help: "Longest a long-poll is held; under 60 s so proxies that cut idle requests survive.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CONNECTOR_TIMEOUT,
+        env: &["RELAY_CONNECTOR_TIMEOUT"],
+        default: Some("120s"),
+        help: "How long an MCP host's request may wait for its answer before 504.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CONNECTOR_MAX_BODY,
+        env: &["RELAY_CONNECTOR_MAX_BODY"],
+        default: Some("4194304"),
+        help: "Largest MCP request body in bytes; larger ones get 413.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CLIENT_TIMEOUT,
+        env: &["RELAY_CLIENT_TIMEOUT"],
+        default: Some("60s"),
+        help: "A tunnel client counts as connected this long after its last poll or response.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: QUEUE_CAPACITY,
+        env: &["RELAY_QUEUE_CAPACITY"],
+        default: Some("256"),
+        help: "Commands waiting per tunnel; beyond it MCP hosts get 503 + Retry-After.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MAX_CONNECTIONS,
+        env: &["RELAY_MAX_CONNECTIONS"],
+        default: Some("2048"),
+        help: "Open connections at most (one thread each, idle long-polls included).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MAX_CONNECTIONS_PER_PEER,
+        env: &["RELAY_MAX_CONNECTIONS_PER_PEER"],
+        default: Some("64"),
+        help: "Open connections at most from one address (IPv4, or IPv6 /64), so one host cannot \
+               take every slot; 0 = no such cap (behind a reverse proxy, whose address all share).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: CONTROL_PLANE_RESERVE,
+        env: &["RELAY_CONTROL_PLANE_RESERVE_PERCENT"],
+        default: Some("10"),
+        help: "Percent of --max-connections kept for tunnel clients (/v1/tunnels/...), so they \
+               can poll and answer while MCP-side connections fill the rest (0 to 50).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: HEADER_TIMEOUT,
+        env: &["RELAY_HEADER_TIMEOUT"],
+        default: Some("5s"),
+        help: "A new connection must finish its TLS handshake and send its request head within \
+               this; so must every later request head. Silent connections are closed after it.",
+        ..Opt::BASE
+    },
+    LOG_LEVEL,
+    LOG_FORMAT,
+    LOG_FILE,
+];
+
+/// Validated relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub listen: String,
+    pub tunnels_file: PathBuf,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Client certificates must chain to this CA bundle (on the endpoints `client_auth_all` says).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: the MCP endpoint requires a client certificate too, not only the
+    /// control plane.
+    pub client_auth_all: bool,
+    pub poll_max_wait: Duration,
+    pub connector_timeout: Duration,
+    pub connector_max_body: usize,
+    pub client_timeout: Duration,
+    pub queue_capacity: usize,
+    pub max_connections: usize,
+    /// Connections from one peer address; `usize::MAX` for no such cap.
+    pub max_connections_per_peer: usize,
+    /// Percent of `max_connections` reserved for control-plane requests.
+    pub control_plane_reserve_percent: usize,
+    pub header_timeout: Duration,
+    pub log: config::LogConfig,
+}
+
+/// Parses `relay`'s options; `Ok(None)` for `--help`.
+pub fn parse_config(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RelayConfig>, ConfigError> {
+    let Some(src) = Sources::parse(RELAY_OPTIONS, args, env, "relay")? else {
+        return Ok(None);
+    };
+    let cert = src.get(TLS_CERT);
+    let key = src.get(TLS_KEY);
+    let tls = match (cert.value.is_empty(), key.value.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((PathBuf::from(cert.value), PathBuf::from(key.value))),
+        (false, true) => return Err(config::err(TLS_KEY, "is required with --tls-cert")),
+        (true, false) => return Err(config::err(TLS_CERT, "is required with --tls-key")),
+    };
+    let client_ca = src.get(TLS_CLIENT_CA);
+    let client_ca = if client_ca.value.is_empty() {
+        None
+    } else if tls.is_none() {
+        return Err(config::err(
+            &client_ca.source,
+            "client certificates need TLS: set --tls-cert and --tls-key too",
+        ));
+    } else {
+        Some(PathBuf::from(client_ca.value))
+    };
+    let auth = src.get(TLS_CLIENT_AUTH);
+    let client_auth_all = match auth.value.as_str() {
+        "control-plane" => false,
+        "all" => true,
+        _ => return Err(config::err(&auth.source, "must be control-plane or all")),
+    };
+    Ok(Some(RelayConfig {
+        listen: src.get(LISTEN).value,
+        tunnels_file: PathBuf::from(src.get(TUNNELS_FILE).value),
+        tls,
+        client_ca,
+        client_auth_all,
+        poll_max_wait: config::positive_duration(&src.get(POLL_MAX_WAIT))?,
+        connector_timeout: config::positive_duration(&src.get(CONNECTOR_TIMEOUT))?,
+        connector_max_body: config::count(&src.get(CONNECTOR_MAX_BODY), 1, MAX_REQUEST_BODY)?,
+        client_timeout: config::positive_duration(&src.get(CLIENT_TIMEOUT))?,
+        queue_capacity: config::count(&src.get(QUEUE_CAPACITY), 1, 1_000_000)?,
+        max_connections: config::count(&src.get(MAX_CONNECTIONS), 1, 100_000)?,
+        max_connections_per_peer: match config::count(
+            &src.get(MAX_CONNECTIONS_PER_PEER),
+            0,
+            100_000,
+        )? {
+            0 => usize::MAX,
+            n => n,
+        },
+        control_plane_reserve_percent: config::count(&src.get(CONTROL_PLANE_RESERVE), 0, 50)?,
+        header_timeout: config::positive_duration(&src.get(HEADER_TIMEOUT))?,
+        log: config::log_config(&src)?,
+    }))
+}
+
+/// `--help` text for `mcp-tunnel relay`, generated from [`RELAY_OPTIONS`].
+pub fn help() -> String {
+    let mut text = config::help_text(
+        "mcp-tunnel relay: self-hosted control plane and public MCP endpoint",
+        "mcp-tunnel relay [OPTIONS]\n       mcp-tunnel relay tunnel <add|list|remove|rotate-key> [--help]",
+        RELAY_OPTIONS,
+    );
+    text.push_str(
+        "\nEndpoints:\n  /v1/tunnels/{id}[/poll|/response]   tunnel clients (runtime key)\n  \
+         /v1/mcp/{id}[/{channel}]            MCP hosts (connector key, or passthrough)\n  \
+         /healthz                            liveness\n",
+    );
+    text
+}
