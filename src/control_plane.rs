@@ -5,7 +5,6 @@
 //! own pacing lives in [`crate::dispatch`].
 
 use std::io::Read;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +14,6 @@ use ureq::Agent;
 use crate::backoff::{self, Backoff};
 use crate::config::ControlPlaneConfig;
 use crate::http_client::{self, AgentOptions};
-use crate::ops::Metrics;
 use crate::secret::Secret;
 use crate::wire::{
     ApiErrorResponse, ChannelInfo, PollEnvelope, ResponsePayload, SERVER_INFO_HEADER, ServerInfo,
@@ -66,6 +64,14 @@ pub enum PollError {
     },
 }
 
+/// A response POST's outcome and how many times it was retried (for the caller's metrics: the
+/// control-plane client counts nothing itself).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Posted {
+    pub delivery: Delivery,
+    pub retries: u32,
+}
+
 /// How a response POST ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -85,7 +91,6 @@ pub struct ControlPlane {
     poll_http_timeout: Duration,
     instance_id: String,
     server_info: String,
-    metrics: Arc<Metrics>,
     /// The proxy, as it may be shown, for errors about it.
     proxy_name: String,
 }
@@ -95,7 +100,6 @@ impl ControlPlane {
         cfg: &ControlPlaneConfig,
         channels: &[ChannelInfo],
         workers: usize,
-        metrics: Arc<Metrics>,
     ) -> Result<ControlPlane, String> {
         let options = AgentOptions {
             max_idle_age: Duration::from_secs(90),
@@ -112,7 +116,6 @@ impl ControlPlane {
             poll_http_timeout: cfg.poll_timeout.saturating_add(cfg.poll_deadline_guardrail),
             instance_id: crate::crypto::random_hex(16),
             server_info: ServerInfo::new(channels.to_vec()).to_header(),
-            metrics,
             proxy_name: cfg.net.proxy_name(),
         })
     }
@@ -226,6 +229,25 @@ impl ControlPlane {
         shard_token: &Secret,
         client_request_id: Option<&str>,
         deadline: Option<Instant>,
+    ) -> Posted {
+        let mut retries = 0;
+        let delivery = self.post_with_retries(
+            payload,
+            shard_token,
+            client_request_id,
+            deadline,
+            &mut retries,
+        );
+        Posted { delivery, retries }
+    }
+
+    fn post_with_retries(
+        &self,
+        payload: &ResponsePayload,
+        shard_token: &Secret,
+        client_request_id: Option<&str>,
+        deadline: Option<Instant>,
+        retries: &mut u32,
     ) -> Delivery {
         let terminal = payload.resp_type.is_terminal();
         let body = match serde_json::to_string(payload) {
@@ -298,7 +320,7 @@ impl ControlPlane {
                 "response POST for {} failed ({last_error}); retry {attempt} in {wait:?}",
                 payload.request_id
             );
-            self.metrics.post_retry();
+            *retries += 1;
             thread::sleep(wait);
         }
         Delivery::Failed(last_error)

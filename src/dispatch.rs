@@ -151,6 +151,22 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
+    /// Posts one payload and counts its retries: the control-plane client retries, dispatch
+    /// keeps the books.
+    fn post(
+        &self,
+        payload: &ResponsePayload,
+        shard_token: &Secret,
+        client_request_id: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Delivery {
+        let posted = self
+            .control
+            .post_response(payload, shard_token, client_request_id, deadline);
+        self.metrics.post_retries(posted.retries);
+        posted.delivery
+    }
+
     /// Builds the client; stdio channels start their servers now.
     pub fn new(cfg: &RunConfig) -> Result<Arc<Tunnel>, String> {
         let mut channels = HashMap::new();
@@ -172,12 +188,7 @@ impl Tunnel {
             channels.insert(channel.name.clone(), transport);
         }
         let metrics = Arc::new(Metrics::default());
-        let control = ControlPlane::new(
-            &cfg.control_plane,
-            &info,
-            cfg.mcp.max_concurrent,
-            Arc::clone(&metrics),
-        )?;
+        let control = ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent)?;
         let cp = &cfg.control_plane;
         Ok(Arc::new(Tunnel {
             control,
@@ -659,7 +670,7 @@ impl Tunnel {
                             resp_code: 200,
                             resp_type: RespType::JsonrpcNotify,
                         };
-                        let delivery = self.control.post_response(
+                        let delivery = self.post(
                             &payload,
                             &command.shard_token,
                             request_id_header,
@@ -764,10 +775,7 @@ impl Tunnel {
             resp_code: reply.resp_code,
             resp_type: reply.resp_type,
         };
-        match self
-            .control
-            .post_response(&payload, shard_token, client_request_id, deadline)
-        {
+        match self.post(&payload, shard_token, client_request_id, deadline) {
             Delivery::Accepted => {
                 log::debug!(
                     request_id,
