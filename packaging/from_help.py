@@ -5,7 +5,7 @@
     from_help.py man   BINARY                   > mcp-tunnel.1
     from_help.py check BINARY run|relay ENVFILE   every variable of `--help` is in ENVFILE
 
-The help format parsed (src/config.rs `help_text`):
+The help format parsed (src/config/table.rs `help_text`):
 
       --flag <value>
           One or more lines of explanation.

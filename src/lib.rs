@@ -15,34 +15,50 @@
 //! ```
 //!
 //! Data flows one way. Blocking I/O on a few plain threads: one poll thread, a fixed pool of
-//! workers, one signal thread; no async runtime. Each module holds one concept:
+//! workers, one signal thread; no async runtime.
 //!
-//! | module | what it holds |
-//! |---|---|
-//! | [`config`] | flags + environment → one validated, immutable [`config::RunConfig`] |
-//! | [`secret`] | the masked [`secret::Secret`] type: secrets never print |
-//! | [`duration`] | the one `<integer><unit>` duration grammar (wire and config) |
-//! | [`wire`] | control-plane JSON types; JSON-RPC bodies kept byte-exact |
-//! | [`headers`] | which headers cross the tunnel in each direction |
-//! | [`text`] | truncating foreign text on a character boundary |
-//! | [`deadline`] | checked deadline arithmetic; the `created_at` bound |
-//! | [`failure`] | errors → `-32603` with `tunnel_failure` provenance |
-//! | [`contain`] | panic containment: a bug costs one answer, never the process |
-//! | [`backoff`] | exponential backoff with full jitter, `Retry-After`, randomness |
-//! | [`http_client`] | the one place outbound HTTP agents are built (TLS, pooling) |
-//! | [`control_plane`] | metadata, poll and response calls with their retries |
-//! | [`mcp`] | transports to the MCP server ([`mcp::http`] Streamable HTTP, [`mcp::sse`]) |
-//! | [`dispatch`] | poll loop, queue, workers, deadlines, drain |
-//! | [`client`] | `mcp-tunnel run`: wiring and signals |
-//! | [`http_server`] | the one small synchronous HTTP/1.1 server (relay, stub, test fakes) |
-//! | [`stub`] | `mcp-tunnel stub`: a tiny Streamable HTTP MCP server for demos, smoke tests, benchmarks |
-//! | [`logging`] | log format; third-party crates capped so nothing secret is logged |
-//! | [`tls`] | PEM loading and the rustls server configuration |
-//! | [`relay`] | `mcp-tunnel relay`: self-hosted control plane + public MCP endpoint |
-//! | [`demo`] | `mcp-tunnel demo`: relay, client and stub in one process, one scripted session |
+//! ## Module map
 //!
-//! Modules depend downward only: transports know nothing of the control plane (notifications
-//! leave through a callback), and the control-plane client knows nothing of MCP.
+//! One concept per module. The layer number is a rule, not a hint: a module uses only modules of
+//! a strictly lower layer (so there is no import cycle), and `tests/layering.rs` reads this table
+//! and the `use crate::` edges of every file and fails on any edge against it, or on a module the
+//! table does not name.
+//!
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | 0 | [`build`] | the version string every command reports |
+//! | 0 | [`text`] | truncating foreign text on a character boundary |
+//! | 0 | [`secret`] | the masked [`secret::Secret`] type: secrets never print; non-dumpable process |
+//! | 0 | [`duration`] | the one `<integer><unit>` duration grammar (wire and config) |
+//! | 0 | [`crypto`] | OS randomness and constant-time comparison (through ring) |
+//! | 0 | [`argv`] | a command line split into argv without a shell |
+//! | 0 | [`headers`] | header grammar, and which headers cross the tunnel in each direction |
+//! | 0 | [`signals`] | the one place signal handlers are installed |
+//! | 0 | [`envfile`] | the `--env-file` format |
+//! | 0 | [`contain`] | panic containment: a bug costs one answer, never the process |
+//! | 0 | [`unix_socket`] | HTTP over a Unix socket for the outbound agents |
+//! | 1 | [`wire`] | control-plane JSON types; JSON-RPC bodies kept byte-exact |
+//! | 1 | [`deadline`] | checked deadline arithmetic; the `created_at` bound |
+//! | 1 | [`failure`] | errors → `-32603` with `tunnel_failure` provenance |
+//! | 1 | [`backoff`] | exponential backoff with full jitter, `Retry-After` |
+//! | 1 | [`tls`] | PEM loading and the rustls configurations |
+//! | 1 | [`http_server`] | the one small synchronous HTTP/1.1 server (relay, stub, health, fakes) |
+//! | 2 | [`net`] | one hop's network settings: proxy choice, CA bundle, client identity |
+//! | 3 | [`http_client`] | the one place outbound HTTP agents are built (TLS, proxy, pooling) |
+//! | 4 | [`config`] | flags + environment → one validated, immutable [`config::RunConfig`] |
+//! | 5 | [`logging`] | log format; third-party crates capped so nothing secret is logged |
+//! | 5 | [`control_plane`] | metadata, poll and response calls with their retries |
+//! | 5 | [`mcp`] | transports to the MCP server (Streamable HTTP, SSE, stdio) and its session steps |
+//! | 5 | [`ops`] | readiness, metrics, health server, systemd notification, pid file |
+//! | 6 | [`dispatch`] | poll loop, queue, workers (admit → call → settle), deadlines, drain |
+//! | 7 | [`client`] | `mcp-tunnel run`: wiring and signals |
+//! | 7 | [`doctor`] | `mcp-tunnel doctor`: each hop tried for real, on `run`'s own code |
+//! | 7 | [`relay`] | `mcp-tunnel relay`: self-hosted control plane + public MCP endpoint |
+//! | 7 | [`stub`] | `mcp-tunnel stub`: a tiny Streamable HTTP MCP server for demos and tests |
+//! | 8 | [`demo`] | `mcp-tunnel demo`: relay, client and stub in one process, one scripted session |
+//!
+//! Transports know nothing of the control plane (notifications leave through a callback), and
+//! the control-plane client knows nothing of MCP.
 //!
 //! ## Architecture of the relay
 //!
@@ -82,6 +98,7 @@ pub mod crypto;
 pub mod deadline;
 pub mod demo;
 pub mod dispatch;
+pub mod doctor;
 pub mod duration;
 pub mod envfile;
 pub mod failure;

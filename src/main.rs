@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         "relay" => exit_code(relay::main(args)),
         "stub" => exit_code(stub::main(args)),
         "demo" => exit_code(demo::main(args)),
-        "doctor" => exit_code(mcp_tunnel::ops::doctor::main(args)),
+        "doctor" => exit_code(mcp_tunnel::doctor::main(args)),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             ExitCode::SUCCESS

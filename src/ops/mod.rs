@@ -2,7 +2,6 @@
 //! notification and the pid file. The client records what happens ([`Health`], [`Metrics`]);
 //! these modules only report it.
 
-pub mod doctor;
 pub mod health;
 pub mod metrics;
 pub mod notify;
