@@ -16,55 +16,40 @@
 //! state in one process). The answer to `initialize` on such a channel binds its `Mcp-Session-Id`
 //! (minted here when the server issued none) to the instance that served it, and later commands
 //! of that session are only handed to that instance.
+//!
+//! This is the relay's only shared mutable state besides the registry: one lock per tunnel
+//! guards the queue, the pending commands, the instances and the session bindings, and no
+//! method leaves them half-changed. Here: the hub, its tickets and response routing; `queue` the
+//! commands and poll-answer budget, `instance` the client instances and when one is gone,
+//! `sessions` the session → instance table.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+mod instance;
+mod queue;
+mod sessions;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
-
-use serde::Serialize;
-use serde_json::value::RawValue;
+use std::time::{Duration, Instant};
 
 use crate::crypto::random_hex;
 use crate::http_server::ConnectionHandle;
 use crate::wire::{RespType, ResponsePayload};
-
-/// The longest session → instance table kept per tunnel; the oldest binding goes first. Bounds
-/// memory when connectors open sessions and never end them.
-const MAX_SESSIONS: usize = 10_000;
-
-/// How long a client instance that stopped polling is remembered before it is forgotten. Every
-/// client restart brings a new instance id; without this the table would only grow.
-const FORGET_INSTANCE_AFTER: Duration = Duration::from_secs(3600);
+pub use instance::CLIENT_GONE_GRACE;
+use instance::{FORGET_INSTANCE_AFTER, Instance};
+pub use queue::{CommandBody, Delivered, POLL_ANSWER_BUDGET, now_rfc3339};
+use queue::{Queued, take_eligible};
+use sessions::{SessionTable, session_of};
 
 /// How often a waiting long-poll checks that its poller is still connected.
 const GONE_CHECK: Duration = Duration::from_secs(1);
-
-/// Most bytes of commands one poll answer carries (estimated: bodies and headers plus a fixed
-/// overhead each). Well under the client's 64 MiB limit on a poll answer; the first command
-/// always goes, so one command larger than this (the connector limit allows up to 33 MiB)
-/// travels alone.
-pub const POLL_ANSWER_BUDGET: usize = 16 * 1024 * 1024;
-
-/// Fixed per-command allowance in [`POLL_ANSWER_BUDGET`] for the envelope fields (ids, token,
-/// channel, timestamps).
-const COMMAND_OVERHEAD: usize = 512;
 
 /// Most bytes of notifications held for one connector request that has not taken them yet (an
 /// MCP host that opened an event stream and does not read it). When a notification would pass
 /// it, the relay drops the request: its stream is closed and the client's next POST for it gets
 /// 404. One notification larger than this is accepted when nothing is buffered.
 pub const NOTIFY_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-
-/// How long after its last connection was closed by the peer a client instance (without a
-/// waiting poll) counts as gone; its delivered, unanswered commands then fail. Long enough for
-/// a live client to reconnect after its HTTP library dropped a pooled connection.
-pub const CLIENT_GONE_GRACE: Duration = Duration::from_secs(5);
-
-/// Connection handles remembered per instance (its recent requests' connections). A client uses
-/// one connection per worker plus the poll; more are not needed to see that all are closed.
-const TRACKED_CONNECTIONS: usize = 32;
 
 /// Limits that apply to every tunnel.
 #[derive(Debug, Clone)]
@@ -76,84 +61,7 @@ pub struct HubLimits {
     pub client_timeout: Duration,
 }
 
-/// A command waiting in the queue.
-struct Queued {
-    request_id: String,
-    /// The client must be done (MCP call and response POST) by then.
-    deadline: Instant,
-    /// Only this instance may take it (process affinity).
-    affinity: Option<String>,
-    body: CommandBody,
-}
-
-impl Queued {
-    /// Bytes this command adds to a poll answer, roughly (see [`POLL_ANSWER_BUDGET`]).
-    fn answer_bytes(&self) -> usize {
-        let headers: usize = self
-            .body
-            .headers
-            .iter()
-            .map(|(n, vs)| vs.iter().map(|v| n.len() + v.len() + 8).sum::<usize>())
-            .sum();
-        self.body.jsonrpc.as_ref().map_or(0, |j| j.get().len()) + headers + COMMAND_OVERHEAD
-    }
-}
-
-/// What a poll hands out, less the parts computed at delivery (`response_timeout`). The
-/// JSON-RPC message is the connector's text itself, the only copy the relay keeps.
-pub struct CommandBody {
-    pub command_type: &'static str,
-    pub channel: String,
-    pub headers: BTreeMap<String, Vec<String>>,
-    pub jsonrpc: Option<Box<RawValue>>,
-    pub created_at: String,
-}
-
-/// A command taken by a poll, to be written into its answer ([`Delivered::to_json`]). If the
-/// answer cannot be written, [`TunnelHub::requeue`] puts it back.
-pub struct Delivered {
-    queued: Queued,
-    shard_token: String,
-}
-
-/// A command as it appears in a poll answer; `jsonrpc` is written as the raw text.
-#[derive(Serialize)]
-struct WireCommand<'a> {
-    request_id: &'a str,
-    shard_token: &'a str,
-    command_type: &'a str,
-    channel: &'a str,
-    created_at: &'a str,
-    response_timeout: String,
-    headers: &'a BTreeMap<String, Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jsonrpc: Option<&'a RawValue>,
-}
-
-impl Delivered {
-    pub fn request_id(&self) -> &str {
-        &self.queued.request_id
-    }
-
-    /// The command's JSON object; `response_timeout` is the time left now.
-    pub fn to_json(&self) -> String {
-        let q = &self.queued;
-        let left = q.deadline.saturating_duration_since(Instant::now());
-        let wire = WireCommand {
-            request_id: &q.request_id,
-            shard_token: &self.shard_token,
-            command_type: q.body.command_type,
-            channel: &q.body.channel,
-            created_at: &q.body.created_at,
-            response_timeout: format!("{}ms", left.as_millis()),
-            headers: &q.body.headers,
-            jsonrpc: q.body.jsonrpc.as_deref(),
-        };
-        // Plain strings, a string map and already-valid raw JSON: serializing cannot fail.
-        serde_json::to_string(&wire).unwrap_or_default()
-    }
-}
-
+/// A command from submit until its terminal answer or its withdrawal.
 struct Pending {
     shard_token: String,
     to_connector: Sender<ResponsePayload>,
@@ -166,55 +74,12 @@ struct Pending {
 }
 
 #[derive(Default)]
-struct Instance {
-    waiting_polls: usize,
-    last_seen: Option<Instant>,
-    affine_channels: HashSet<String>,
-    /// Connections of its recent requests, newest last.
-    connections: VecDeque<ConnectionHandle>,
-}
-
-impl Instance {
-    /// Gone: no poll of it waits, none of its connections is open, and the one that ended last
-    /// was closed by the client's side at least [`CLIENT_GONE_GRACE`] ago. A connection the
-    /// relay closed itself (idle timeout, a client that did not read) proves nothing, so then
-    /// the instance is not gone; its commands wait for their deadline as before.
-    fn gone(&self, now: Instant) -> bool {
-        if self.waiting_polls > 0 {
-            return false;
-        }
-        let mut last: Option<crate::http_server::ConnectionEnd> = None;
-        for c in &self.connections {
-            let Some(end) = c.end() else {
-                return false;
-            };
-            if last.is_none_or(|l| end.at >= l.at) {
-                last = Some(end);
-            }
-        }
-        last.is_some_and(|l| l.by_peer && now.duration_since(l.at) >= CLIENT_GONE_GRACE)
-    }
-
-    fn track(&mut self, connection: &ConnectionHandle) {
-        if self.connections.iter().any(|c| c.same_as(connection)) {
-            return;
-        }
-        self.connections.push_back(connection.clone());
-        while self.connections.len() > TRACKED_CONNECTIONS {
-            self.connections.pop_front();
-        }
-    }
-}
-
-#[derive(Default)]
 struct Inner {
     queue: VecDeque<Queued>,
     pending: HashMap<String, Pending>,
     instances: HashMap<String, Instance>,
-    /// Mcp-Session-Id → instance id, for process-affine channels; with insertion order for
-    /// eviction.
-    sessions: HashMap<String, String>,
-    session_order: VecDeque<String>,
+    /// Which instance holds each session of a process-affine channel.
+    sessions: SessionTable,
 }
 
 /// Why a command could not be queued.
@@ -360,7 +225,7 @@ impl TunnelHub {
         if !inner.instances.values().any(|i| self.alive(i, now)) {
             return Err(SubmitError::NotConnected);
         }
-        let affinity = match session.and_then(|s| inner.sessions.get(s)) {
+        let affinity = match session.and_then(|s| inner.sessions.owner(s)) {
             Some(instance) => {
                 let alive = inner
                     .instances
@@ -442,7 +307,7 @@ impl TunnelHub {
             if gone() {
                 break Vec::new();
             }
-            let taken = take_eligible(&mut inner, instance, limit);
+            let taken = take_eligible(&mut inner.queue, instance, limit);
             let now = Instant::now();
             let left = deadline.map(|d| d.saturating_duration_since(now));
             if !taken.is_empty() || left == Some(Duration::ZERO) {
@@ -539,7 +404,7 @@ impl TunnelHub {
                     .insert("Mcp-Session-Id".to_string(), vec![minted.clone()]);
                 minted
             });
-            bind_session(&mut inner, session, instance);
+            inner.sessions.bind(session, instance);
         }
         drop(inner);
         to_connector
@@ -557,7 +422,7 @@ impl TunnelHub {
     /// Forgets a session binding (after a successful DELETE).
     pub fn end_session(&self, session: &str) {
         let mut inner = self.lock();
-        inner.sessions.remove(session);
+        inner.sessions.end(session);
     }
 
     /// Commands queued right now (for tests and metrics).
@@ -566,62 +431,11 @@ impl TunnelHub {
     }
 }
 
-/// Takes up to `limit` commands `instance` may serve, within [`POLL_ANSWER_BUDGET`] (the first
-/// always), dropping expired ones on the way (their connectors have already given up). Order is
-/// kept: once one command does not fit, later ones wait too.
-fn take_eligible(inner: &mut Inner, instance: &str, limit: usize) -> Vec<Queued> {
-    let now = Instant::now();
-    let mut taken = Vec::new();
-    let mut bytes = 0usize;
-    let mut full = false;
-    let mut kept = VecDeque::with_capacity(inner.queue.len());
-    while let Some(q) = inner.queue.pop_front() {
-        if q.deadline <= now {
-            continue;
-        }
-        let eligible = q.affinity.as_deref().is_none_or(|a| a == instance);
-        if eligible && !full && taken.len() < limit {
-            let size = q.answer_bytes();
-            if taken.is_empty() || bytes.saturating_add(size) <= POLL_ANSWER_BUDGET {
-                bytes = bytes.saturating_add(size);
-                taken.push(q);
-                continue;
-            }
-            full = true;
-        }
-        kept.push_back(q);
-    }
-    inner.queue = kept;
-    taken
-}
-fn session_of(payload: &ResponsePayload) -> Option<String> {
-    payload
-        .resp_headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("mcp-session-id"))
-        .and_then(|(_, v)| v.first().cloned())
-}
-
-fn bind_session(inner: &mut Inner, session: String, instance: String) {
-    if inner.sessions.insert(session.clone(), instance).is_none() {
-        inner.session_order.push_back(session);
-    }
-    while inner.session_order.len() > MAX_SESSIONS {
-        if let Some(old) = inner.session_order.pop_front() {
-            inner.sessions.remove(&old);
-        }
-    }
-}
-
-/// `created_at` for a command queued now.
-pub fn now_rfc3339() -> String {
-    crate::logging::utc_timestamp(SystemTime::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Value;
+    use serde_json::value::RawValue;
     use std::collections::BTreeMap;
 
     fn hub(capacity: usize) -> Arc<TunnelHub> {
