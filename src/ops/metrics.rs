@@ -170,8 +170,10 @@ impl Metrics {
         lock(&self.command_latency).observe(took.as_secs_f64());
     }
 
-    pub fn post_retry(&self) {
-        self.post_retries.fetch_add(1, Ordering::Relaxed);
+    /// `count` more retried response POSTs (each wait between two attempts counts one).
+    pub fn post_retries(&self, count: u32) {
+        self.post_retries
+            .fetch_add(u64::from(count), Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -359,7 +361,7 @@ mod tests {
         m.command("jsonrpc", "main", CommandOutcome::Answered);
         m.mcp_latency("main", Duration::from_millis(30));
         m.mcp_latency("main", Duration::from_secs(200));
-        m.post_retry();
+        m.post_retries(1);
         let mut gauges = Gauges {
             queued: 2,
             running: 1,
