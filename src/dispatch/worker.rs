@@ -144,26 +144,35 @@ impl Tunnel {
                     state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            let if_it_panics = PanicAnswer::for_job(&job);
-            let settled = Settled::default();
-            if contain::contained(|| self.run(job, &settled)).is_none() {
-                self.after_panic(if_it_panics, &settled);
-            }
+            self.run(job);
             self.lock().running -= 1;
             self.changed.notify_all();
         }
     }
 
-    /// Every command ends with exactly one terminal POST or a documented drop: admit turns away
-    /// what cannot run, with its ending; call runs the rest on its channel and returns how that
-    /// ended; settle carries out the ending, the only place that posts a terminal answer.
-    /// `settled` is marked once the answer is posted or deliberately withheld.
-    fn run(&self, job: Job, settled: &Settled) {
-        let ending = match self.admit(job) {
-            Admission::Run(admitted) => self.call(admitted),
-            Admission::TurnedAway(ending) => ending,
-        };
-        self.settle(ending, settled);
+    /// Runs one job to its end. Every command ends with exactly one terminal POST or a documented
+    /// drop: admit turns away what cannot run, with its ending; call runs the rest on its channel
+    /// and says how that ended; settle carries out the ending, posting the one terminal answer
+    /// if it has one. `settled` is marked once that answer is posted or deliberately withheld, so
+    /// that a run which panics is answered (`-32603`, `client_internal`/`panic`) only when it had
+    /// not been yet.
+    fn run(&self, job: Job) {
+        let if_it_panics = PanicAnswer::for_job(&job);
+        let settled = Settled::default();
+        let finished = contain::contained(|| {
+            let ending = match self.admit(job) {
+                Admission::Run(admitted) => self.call(admitted),
+                Admission::TurnedAway(ending) => ending,
+            };
+            self.settle(ending, &settled);
+        });
+        if finished.is_none()
+            && !settled.is_marked()
+            && let Some(answer) = if_it_panics
+        {
+            // Contained too: a panic while answering must not take the worker with it.
+            contain::contained(|| self.settle(Ending::Panicked(answer), &settled));
+        }
     }
 
     /// Lets a command through to its channel, or says how it ends without one.
@@ -287,16 +296,6 @@ impl Tunnel {
                 reply,
             },
         }
-    }
-
-    /// A command whose execution panicked gets a `-32603` (`client_internal`/`panic`), unless
-    /// its answer had been posted or deliberately withheld before the panic.
-    fn after_panic(&self, answer: Option<PanicAnswer>, settled: &Settled) {
-        let Some(answer) = answer.filter(|_| !settled.is_marked()) else {
-            return;
-        };
-        // Contained too: a panic while answering must not take the worker with it.
-        contain::contained(|| self.settle(Ending::Panicked(answer), settled));
     }
 }
 
