@@ -3,6 +3,11 @@
 //! Every request carries the same identifying headers (added in one place, `decorate`). This
 //! module makes single exchanges and the per-POST retries the contract prescribes; the poll loop's
 //! own pacing lives in [`crate::dispatch`].
+//!
+//! A poll answer leaves here typed: each command is decoded on its own ([`Command::from_json`]),
+//! so a malformed one cannot sink the others in its batch, and comes with its deadline, anchored
+//! at the instant the answer's headers arrived. Nothing here counts or decides what a command's
+//! fate is: a POST reports how it ended and how many retries it took, and the caller counts.
 
 use std::io::Read;
 use std::thread;
@@ -13,11 +18,12 @@ use ureq::Agent;
 
 use crate::backoff::{self, Backoff};
 use crate::config::ControlPlaneConfig;
+use crate::deadline;
 use crate::http_client::{self, AgentOptions};
 use crate::secret::Secret;
 use crate::wire::{
-    ApiErrorResponse, ChannelInfo, PollEnvelope, ResponsePayload, SERVER_INFO_HEADER, ServerInfo,
-    TunnelMetadata,
+    ApiErrorResponse, BadCommand, ChannelInfo, Command, PollEnvelope, ResponsePayload,
+    SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
 };
 
 /// Largest poll answer we read: 25 commands with generous bodies. Beyond this the answer is
@@ -48,8 +54,45 @@ pub enum PollOk {
     /// Commands, with the instant the answer's headers arrived: every deadline is anchored there.
     Commands {
         received: Instant,
-        commands: Vec<Box<RawValue>>,
+        commands: Vec<Polled>,
     },
+}
+
+/// One command of a poll answer, decoded, with its deadline.
+#[derive(Debug)]
+pub struct Polled {
+    /// The command, or why it cannot run ([`BadCommand`] says whether it can still be answered).
+    pub command: Result<Command, BadCommand>,
+    /// When its `response_timeout` runs out; `None` for no deadline (none given, or one too far
+    /// to represent: the MCP call's own cap applies) and for a malformed command.
+    pub deadline: Option<Instant>,
+    /// The deadline comes from `created_at`, not the poll receipt (see [`crate::deadline`]).
+    pub deadline_from_created_at: bool,
+}
+
+impl Polled {
+    /// Decodes one element of a poll answer whose headers arrived at `received`.
+    fn decode(raw: &RawValue, received: Instant) -> Polled {
+        let command = Command::from_json(raw);
+        let bounded = match &command {
+            Ok(command) => command.response_timeout.and_then(|timeout| {
+                let created_at = deadline::created_at_of(raw);
+                deadline::command_deadline(
+                    received,
+                    timeout,
+                    created_at.as_deref(),
+                    Instant::now(),
+                    SystemTime::now(),
+                )
+            }),
+            Err(_) => None,
+        };
+        Polled {
+            command,
+            deadline: bounded.map(|(at, _)| at),
+            deadline_from_created_at: bounded.is_some_and(|(_, from_created_at)| from_created_at),
+        }
+    }
 }
 
 /// A poll that failed, classified by what the loop should do about it.
@@ -64,17 +107,17 @@ pub enum PollError {
     },
 }
 
-/// A response POST's outcome and how many times it was retried (for the caller's metrics: the
-/// control-plane client counts nothing itself).
+/// How a response POST ended, and what it cost.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Posted {
-    pub delivery: Delivery,
+pub struct Delivery {
+    pub outcome: PostOutcome,
+    /// Attempts after the first (for the metrics).
     pub retries: u32,
 }
 
-/// How a response POST ended.
+/// The end of a response POST.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Delivery {
+pub enum PostOutcome {
     Accepted,
     /// 404: already fulfilled or no longer pending. Terminal; never replay the MCP call.
     NotPending,
@@ -216,7 +259,11 @@ impl ControlPlane {
         }
         Ok(PollOk::Commands {
             received,
-            commands: envelope.commands,
+            commands: envelope
+                .commands
+                .iter()
+                .map(|raw| Polled::decode(raw, received))
+                .collect(),
         })
     }
 
@@ -229,18 +276,19 @@ impl ControlPlane {
         shard_token: &Secret,
         client_request_id: Option<&str>,
         deadline: Option<Instant>,
-    ) -> Posted {
+    ) -> Delivery {
         let mut retries = 0;
-        let delivery = self.post_with_retries(
+        let outcome = self.post_with_retries(
             payload,
             shard_token,
             client_request_id,
             deadline,
             &mut retries,
         );
-        Posted { delivery, retries }
+        Delivery { outcome, retries }
     }
 
+    /// [`post_response`](Self::post_response)'s attempts; `retries` counts the waits between.
     fn post_with_retries(
         &self,
         payload: &ResponsePayload,
@@ -248,11 +296,11 @@ impl ControlPlane {
         client_request_id: Option<&str>,
         deadline: Option<Instant>,
         retries: &mut u32,
-    ) -> Delivery {
+    ) -> PostOutcome {
         let terminal = payload.resp_type.is_terminal();
         let body = match serde_json::to_string(payload) {
             Ok(b) => b,
-            Err(e) => return Delivery::Failed(format!("cannot encode response: {e}")),
+            Err(e) => return PostOutcome::Failed(format!("cannot encode response: {e}")),
         };
         let url = format!("{}/response", self.tunnel_url);
         let attempts = if terminal {
@@ -266,7 +314,7 @@ impl ControlPlane {
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => left.min(POST_TIMEOUT),
-                    _ => return Delivery::Failed(format!("deadline passed ({last_error})")),
+                    _ => return PostOutcome::Failed(format!("deadline passed ({last_error})")),
                 },
                 None => POST_TIMEOUT,
             };
@@ -285,20 +333,20 @@ impl ControlPlane {
                     retry_after_hint = retry_after(resp.headers());
                     let text = read_limited(resp.body_mut().as_reader(), MAX_SMALL_BODY);
                     match status {
-                        200..=299 => return Delivery::Accepted,
-                        404 => return Delivery::NotPending,
+                        200..=299 => return PostOutcome::Accepted,
+                        404 => return PostOutcome::NotPending,
                         _ => last_error = describe_status(status, &text),
                     }
                     let retryable =
                         status == 429 || (terminal && matches!(status, 408 | 502 | 503 | 504));
                     if !retryable {
-                        return Delivery::Failed(last_error);
+                        return PostOutcome::Failed(last_error);
                     }
                 }
                 Err(e) => {
                     last_error = self.describe_transport(&e);
                     if !(terminal || never_sent(&e)) {
-                        return Delivery::Failed(last_error);
+                        return PostOutcome::Failed(last_error);
                     }
                 }
             }
@@ -312,7 +360,7 @@ impl ControlPlane {
             if let Some(d) = deadline
                 && Instant::now().checked_add(wait).is_none_or(|at| at >= d)
             {
-                return Delivery::Failed(format!(
+                return PostOutcome::Failed(format!(
                     "deadline leaves no time to retry ({last_error})"
                 ));
             }
@@ -323,7 +371,7 @@ impl ControlPlane {
             *retries += 1;
             thread::sleep(wait);
         }
-        Delivery::Failed(last_error)
+        PostOutcome::Failed(last_error)
     }
 }
 

@@ -170,9 +170,10 @@ impl Metrics {
         lock(&self.command_latency).observe(took.as_secs_f64());
     }
 
-    pub fn post_retries(&self, retries: u32) {
+    /// `count` more retried response POSTs (each wait between two attempts counts one).
+    pub fn post_retries(&self, count: u32) {
         self.post_retries
-            .fetch_add(u64::from(retries), Ordering::Relaxed);
+            .fetch_add(u64::from(count), Ordering::Relaxed);
     }
 
     /// The exposition text.
