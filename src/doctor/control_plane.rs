@@ -72,7 +72,8 @@ pub(super) fn check_metadata(cfg: &RunConfig, hop: &Hop<'_>, report: &mut Report
         .header("X-Tunnel-Client-Instance-Id", crate::crypto::random_hex(16))
         .header(SERVER_INFO_HEADER, ServerInfo::new(channels).to_header());
     let result = http_client::with_timeout(req, CHECK_TIMEOUT).call();
-    let Some(mut resp) = first_answer(hop, result, "auth", report) else {
+    let answered = first_answer(hop, result.as_ref().map(|_| ()), "auth", report);
+    let (true, Ok(mut resp)) = (answered, result) else {
         return;
     };
     let status = resp.status().as_u16();

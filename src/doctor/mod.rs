@@ -14,7 +14,7 @@
 //!
 //! This file holds the command, the report and the order of checks; one file per hop kind:
 //! [`reach`] (DNS, TCP, proxy, Unix socket), [`tls`] (the first request: `CONNECT`, TLS),
-//! [`control_plane`] (the metadata call), [`mcp_http`] and [`mcp_stdio`] (the MCP session).
+//! [`control_plane`] (the metadata call), [`mcp`] (the MCP session, on `run`'s transports).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -23,14 +23,12 @@ use std::time::Duration;
 use crate::config::{self, ChannelTransport, Parsed, RunConfig};
 
 mod control_plane;
-mod mcp_http;
-mod mcp_stdio;
+mod mcp;
 mod reach;
 mod tls;
 
 use control_plane::*;
-use mcp_http::*;
-use mcp_stdio::*;
+use mcp::*;
 use reach::*;
 use tls::*;
 
@@ -38,16 +36,15 @@ use tls::*;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a stdio server gets to exit after its stdin closes, before it is killed.
-const STDIO_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait for a stdio server to stop (`run`'s stop: stdin closed, SIGTERM, SIGKILL, each
+/// after a grace), so doctor never exits leaving it behind.
+const STDIO_STOP_TIMEOUT: Duration = Duration::from_secs(12);
 /// The MCP protocol version doctor asks for.
 const PROTOCOL_VERSION: &str = "2025-06-18";
 /// `clientInfo.name` in doctor's `initialize`.
 const CLIENT_INFO_NAME: &str = "mcp-tunnel-doctor";
-/// Largest answer (JSON body, one event, one stdio line) doctor reads.
+/// Largest control-plane answer doctor reads.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
-/// Most `tools/list` pages followed.
-const MAX_TOOL_PAGES: usize = 20;
 /// Longest piece of server-provided text (an error message, a name) shown.
 const MAX_SHOWN: usize = 200;
 
@@ -276,17 +273,70 @@ fn check_all(cfg: &RunConfig, report: &mut Report) {
                 check_http_channel(cfg, &label, url, net, report)
             }
             ChannelTransport::Stdio { argv } => {
-                check_stdio_channel(&label, argv, &cfg.secret_env_vars, report)
+                check_stdio_channel(&channel.name, &label, argv, &cfg.secret_env_vars, report)
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wording helpers
+
+/// A (bounded) response body; what could not be read is left out.
+fn read_body(resp: &mut ureq::http::Response<ureq::Body>) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let _ = resp
+        .body_mut()
+        .as_reader()
+        .take(MAX_ANSWER as u64)
+        .read_to_end(&mut buf);
+    buf
+}
+
+fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A URL without its query or fragment (which may carry tokens) and without user info.
+fn shown_url(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let (base, rest) = url.split_at(cut);
+    let base = match base.split_once("://") {
+        Some((scheme, after)) => {
+            let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{authority}{path}")
+        }
+        None => base.to_string(),
+    };
+    if rest.is_empty() {
+        base
+    } else {
+        format!("{base}?…")
+    }
+}
+
+/// Server-provided text, cut to a readable length and to one line.
+fn shorten(text: &str) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() > MAX_SHOWN {
+        let cut: String = one_line.chars().take(MAX_SHOWN).collect();
+        format!("{cut}…")
+    } else {
+        one_line
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-    use std::time::Instant;
 
     #[test]
     fn shown_urls_lose_queries_and_credentials() {
@@ -298,32 +348,6 @@ mod tests {
             shown_url("http://127.0.0.1:1/mcp"),
             "http://127.0.0.1:1/mcp"
         );
-    }
-
-    #[test]
-    fn answers_match_their_id_only() {
-        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
-        assert!(is_answer(&answer, &json!(1)));
-        assert!(!is_answer(&answer, &json!(2)));
-        let request = json!({"jsonrpc": "2.0", "id": 1, "method": "roots/list"});
-        assert!(!is_answer(&request, &json!(1)));
-    }
-
-    #[test]
-    fn tools_are_counted_over_pages() {
-        let mut pages = vec![
-            json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [{}]}}),
-            json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": [{}, {}], "nextCursor": "n"}}),
-        ];
-        let count = list_tools(Instant::now() + CHECK_TIMEOUT, |request, _| {
-            assert_eq!(request["method"], "tools/list");
-            Ok(pages.pop().unwrap())
-        });
-        assert_eq!(count, Ok(3));
-        let error = list_tools(Instant::now() + CHECK_TIMEOUT, |_, _| {
-            Ok(json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32601, "message": "nope"}}))
-        });
-        assert!(error.unwrap_err().contains("-32601 nope"));
     }
 
     #[test]

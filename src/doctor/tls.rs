@@ -1,20 +1,17 @@
 //! The hop's first request through the agent `run` builds: the proxy's `CONNECT`, then TLS,
 //! and for a TLS failure the most precise detail and fix rustls lets us give.
 
-use ureq::Body;
-use ureq::http::Response;
-
 use super::*;
 
 /// The stages of the hop's first request through its agent: the proxy's `CONNECT`, then TLS.
 /// Reports a line for each stage it got through (or the one that failed); `stage` names the
-/// check a plain transport failure is reported under. `None` when the request got no answer.
+/// check a plain transport failure is reported under. False when the request got no answer.
 pub(super) fn first_answer(
     hop: &Hop<'_>,
-    result: Result<Response<Body>, ureq::Error>,
+    result: Result<(), &ureq::Error>,
     stage: &str,
     report: &mut Report,
-) -> Option<Response<Body>> {
+) -> bool {
     let connect_proxy = match &hop.route {
         Route::Proxy(p) if p.connect => Some(p),
         _ => None,
@@ -33,18 +30,18 @@ pub(super) fn first_answer(
         );
     };
     let e = match result {
-        Ok(resp) => {
+        Ok(()) => {
             if let Some(p) = connect_proxy {
                 connect_ok(report, p);
             }
             if hop.https {
                 tls_ok(report);
             }
-            return Some(resp);
+            return true;
         }
         Err(e) => e,
     };
-    if let ureq::Error::ConnectProxyFailed(reason) = &e {
+    if let ureq::Error::ConnectProxyFailed(reason) = e {
         let shown = connect_proxy.map_or("the proxy".to_string(), |p| p.shown.clone());
         let setting = connect_proxy.map_or(hop.keys.proxy.to_string(), |p| p.setting.clone());
         let status = reason
@@ -82,9 +79,9 @@ pub(super) fn first_answer(
             ),
         };
         report.fail(hop.name("proxy CONNECT"), detail, fix);
-        return None;
+        return false;
     }
-    if let Some(tls) = tls_problem(&e) {
+    if let Some(tls) = tls_problem(e) {
         // A plain-HTTP proxy has answered CONNECT before TLS starts; an https:// proxy may be the
         // TLS peer that failed.
         if let Some(p) = connect_proxy.filter(|p| p.shown.starts_with("http://")) {
@@ -92,14 +89,14 @@ pub(super) fn first_answer(
         }
         let (detail, fix) = describe_tls(hop, &tls);
         report.fail(hop.name("TLS"), detail, fix);
-        return None;
+        return false;
     }
     let via = match &hop.route {
         Route::Proxy(p) => format!(" through {}", p.shown),
         Route::Unix(path) => format!(" over {}", path.display()),
         Route::Direct => String::new(),
     };
-    let (detail, fix) = match &e {
+    let (detail, fix) = match e {
         ureq::Error::Timeout(_) => (
             format!(
                 "no answer from {target}{via} within {}s",
@@ -135,7 +132,7 @@ pub(super) fn first_answer(
         ),
     };
     report.fail(hop.name(stage), detail, fix);
-    None
+    false
 }
 
 /// A TLS failure inside a transport error.

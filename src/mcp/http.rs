@@ -17,6 +17,11 @@ use ureq::http::Response;
 
 use super::sse::SseReader;
 use super::{NotifySink, Outcome, Reply};
+
+/// Sees each HTTP exchange's result before it is read (the response's status and headers, or the
+/// error that kept it from arriving). `run` passes none; `doctor` uses it to diagnose a hop
+/// precisely (a proxy's refusal, the TLS alert, a redirect's target) on `run`'s own requests.
+pub type Observer<'a> = dyn FnMut(Result<&Response<ureq::Body>, &ureq::Error>) + 'a;
 use crate::config::McpConfig;
 use crate::failure::{Failure, Source};
 use crate::headers;
@@ -75,6 +80,18 @@ impl HttpTransport {
         deadline: Option<Instant>,
         on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
+        self.call_observed(message, command_headers, deadline, on_notify, &mut |_| {})
+    }
+
+    /// [`HttpTransport::call`], with `observe` shown the exchange before it is read.
+    pub fn call_observed(
+        &self,
+        message: &RawValue,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        on_notify: &mut NotifySink<'_>,
+        observe: &mut Observer<'_>,
+    ) -> Outcome {
         let Some(shape) = RpcShape::of(message.get()) else {
             let failure = Failure::new(Source::Protocol, "malformed_json");
             return Outcome::Reply(Reply::failure(&failure, &Value::Null));
@@ -84,6 +101,7 @@ impl HttpTransport {
         let req = self.with_headers(self.agent.post(&self.url), command_headers);
         let req = http_client::with_timeout(req, budget).header("Content-Type", "application/json");
         let result = req.send(message.get());
+        observe(result.as_ref());
         if expired(deadline) {
             return Outcome::Expired;
         }
@@ -151,8 +169,19 @@ impl HttpTransport {
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
     ) -> Outcome {
+        self.terminate_observed(command_headers, deadline, &mut |_| {})
+    }
+
+    /// [`HttpTransport::terminate_session`], with `observe` shown the exchange.
+    pub fn terminate_observed(
+        &self,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        observe: &mut Observer<'_>,
+    ) -> Outcome {
         let req = self.with_headers(self.agent.delete(&self.url), command_headers);
         let result = http_client::with_timeout(req, budget(deadline)).call();
+        observe(result.as_ref());
         if expired(deadline) {
             return Outcome::Expired;
         }

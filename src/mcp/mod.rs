@@ -1,8 +1,10 @@
 //! Transports to the private MCP server. They know MCP and HTTP, never the control plane: a
 //! transport takes one command's message and returns one [`Reply`] (or reports the deadline
-//! passed), handing notifications to a callback as they arrive.
+//! passed), handing notifications to a callback as they arrive. [`session`] holds the MCP
+//! session's own steps (initialize, tools/list, the end), spoken through these transports.
 
 pub mod http;
+pub mod session;
 pub mod sse;
 pub mod stdio;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
-use super::{Event, Shared};
+use super::{ChildStatus, Event, Shared};
 use crate::backoff::Backoff;
 
 /// Longest line read from the child; a longer one is skipped (and logged), not buffered.
@@ -100,9 +100,11 @@ pub(super) fn supervise(shared: &Arc<Shared>) {
                     shared.channel,
                     child.id()
                 );
+                shared.set_status(ChildStatus::Running(child.id()));
                 watch(shared, &mut child);
                 go_down(shared);
                 let status = stop_child(shared, &mut child);
+                shared.set_status(ChildStatus::Exited(status.clone()));
                 if shared.stopping.load(Ordering::SeqCst) {
                     break;
                 }
@@ -124,6 +126,10 @@ pub(super) fn supervise(shared: &Arc<Shared>) {
                 }
             }
             Err(e) => {
+                shared.set_status(ChildStatus::NotStarted {
+                    error: e.to_string(),
+                    not_found: e.kind() == io::ErrorKind::NotFound,
+                });
                 let delay = backoff.next_delay().max(RESTART_BASE);
                 log::error!(
                     "[{}] cannot start stdio server {:?}: {e}; retrying in {delay:?}",

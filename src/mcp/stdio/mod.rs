@@ -72,6 +72,19 @@ struct State {
     tokens: HashMap<String, u64>,
     up: bool,
     restarts: u64,
+    /// How the latest start went; `status_changed` announces each change.
+    status: Option<ChildStatus>,
+}
+
+/// How the child's latest start went, for a caller that waits for it (`doctor`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChildStatus {
+    /// Running, with this pid.
+    Running(u32),
+    /// It could not be started: why, and whether the program was not found.
+    NotStarted { error: String, not_found: bool },
+    /// It exited or closed its stdout: its exit status.
+    Exited(String),
 }
 
 struct Shared {
@@ -90,6 +103,8 @@ struct Shared {
     /// announces it (and stop).
     reader: Mutex<ReaderState>,
     wake: Condvar,
+    /// Signalled (with `state` locked) when [`State::status`] changes.
+    status_changed: Condvar,
     next_id: AtomicU64,
     stopping: AtomicBool,
     /// Signalled on stop and when the supervisor ends.
@@ -141,6 +156,29 @@ impl StdioTransport {
             ))
         } else {
             None
+        }
+    }
+
+    /// Waits at most `timeout` for a child status that `wanted` accepts; the latest status
+    /// either way (`None`: the supervisor has not tried to start a child yet).
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(&ChildStatus) -> bool,
+    ) -> Option<ChildStatus> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        loop {
+            let now = Instant::now();
+            if state.status.as_ref().is_some_and(&wanted) || now >= deadline {
+                return state.status.clone();
+            }
+            state = self
+                .shared
+                .status_changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -375,6 +413,7 @@ impl Shared {
             stdin_full: Arc::new(AtomicBool::new(false)),
             reader: Mutex::new(ReaderState::default()),
             wake: Condvar::new(),
+            status_changed: Condvar::new(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             changed: Condvar::new(),
@@ -388,6 +427,11 @@ impl Shared {
 
     fn stdin_lock(&self) -> MutexGuard<'_, Option<StdinQueue>> {
         self.stdin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_status(&self, status: ChildStatus) {
+        self.lock().status = Some(status);
+        self.status_changed.notify_all();
     }
 
     fn reader_lock(&self) -> MutexGuard<'_, ReaderState> {
