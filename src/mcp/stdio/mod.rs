@@ -19,6 +19,9 @@
 //! bounded by [`MAX_QUEUED_BYTES`] and [`MAX_QUEUED_MESSAGES`]: a child that stops reading its
 //! stdin makes further calls fail at once (`client_internal`/`stdin_queue_full`) and the channel
 //! unready, instead of growing our memory.
+//!
+//! This file is the call side of the multiplexer (ids rewritten, answers awaited, cancellation
+//! translated); [`route`] is its return path, [`supervisor`] the child's life.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -31,16 +34,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-mod child;
 mod object;
+mod route;
+mod supervisor;
 
-pub use child::{MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES};
+pub use supervisor::{MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES};
 
 use super::{NotifySink, Outcome, Reply};
 use crate::failure::{Failure, Source};
 use crate::wire::{RespType, RpcShape};
-use child::{QueueError, StdinQueue, read_stdout, supervise};
 use object::{Object, restore_id, rewrite_for_child};
+use supervisor::{QueueError, StdinQueue, read_stdout, supervise};
 
 /// Longest a call may run when the command has no deadline.
 const NO_DEADLINE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -455,99 +459,6 @@ impl Shared {
             );
         }
         pushed
-    }
-
-    /// Routes one line the child wrote.
-    fn route(self: &Arc<Self>, line: &[u8]) {
-        let text = match std::str::from_utf8(line) {
-            Ok(t) if !t.trim().is_empty() => t.trim(),
-            Ok(_) => return,
-            Err(_) => {
-                log::warn!(
-                    "[{}] stdio server wrote a line that is not UTF-8; skipped",
-                    self.channel
-                );
-                return;
-            }
-        };
-        let (Some(shape), Some(object)) = (RpcShape::of(text), Object::parse(text)) else {
-            log::warn!(
-                "[{}] stdio server wrote a line that is not a JSON-RPC object; skipped",
-                self.channel
-            );
-            return;
-        };
-        match (&shape.method, &shape.id) {
-            (Some(method), Some(id)) => self.refuse_request(method, id),
-            (Some(method), None) => self.route_notification(method, object),
-            (None, Some(id)) => {
-                let state = self.lock();
-                match id.as_u64().and_then(|n| state.calls.get(&n)) {
-                    Some(call) => {
-                        let _ = call.events.send(Event::Response(object.to_raw()));
-                    }
-                    None => log::debug!(
-                        "[{}] answer for a retired or unknown id discarded",
-                        self.channel
-                    ),
-                }
-            }
-            (None, None) => {
-                log::warn!(
-                    "[{}] stdio server wrote a message with neither id nor method; skipped",
-                    self.channel
-                )
-            }
-        }
-    }
-
-    fn route_notification(&self, method: &str, mut object: Object) {
-        let state = self.lock();
-        let target = if method == "notifications/progress" {
-            object
-                .get("params")
-                .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-                .and_then(|p| {
-                    p.get("progressToken")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .and_then(|token| state.tokens.get(&token).copied())
-        } else if state.calls.len() == 1 {
-            state.calls.keys().next().copied()
-        } else {
-            None
-        };
-        let Some(call) = target.and_then(|id| state.calls.get(&id)) else {
-            log::debug!(
-                "[{}] notification {method} has no call to go to; dropped",
-                self.channel
-            );
-            return;
-        };
-        if let Some((original, _)) = &call.progress
-            && method == "notifications/progress"
-            && let Some(mut params) = object.get("params").and_then(|p| Object::parse(p.get()))
-        {
-            params.set("progressToken", original);
-            object.set_raw("params", params.to_raw());
-        }
-        let _ = call.events.send(Event::Notification(object.to_raw()));
-    }
-
-    /// A server→client request (sampling, roots, elicitation) cannot cross the tunnel: answer it
-    /// with an error so the server does not wait forever.
-    fn refuse_request(&self, method: &str, id: &Value) {
-        log::info!(
-            "[{}] stdio server sent a {method} request; answered 'not supported through tunnel'",
-            self.channel
-        );
-        let reply = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": -32601, "message": "not supported through tunnel" },
-        });
-        let _ = self.write_line(&reply.to_string());
     }
 
     /// Sleeps `delay` unless stopping first. Returns false when stopping.

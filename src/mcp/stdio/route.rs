@@ -1,0 +1,107 @@
+//! The multiplexer's return path: each line the child writes goes to the call it answers
+//! (by internal id), a progress notification to the call that owns its token, another
+//! notification to the one call in flight (or nowhere), and a server→client request is refused
+//! so the server never waits for an answer that cannot come.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::object::Object;
+use super::{Event, Shared};
+use crate::wire::RpcShape;
+
+impl Shared {
+    /// Routes one line the child wrote.
+    pub(super) fn route(self: &Arc<Self>, line: &[u8]) {
+        let text = match std::str::from_utf8(line) {
+            Ok(t) if !t.trim().is_empty() => t.trim(),
+            Ok(_) => return,
+            Err(_) => {
+                log::warn!(
+                    "[{}] stdio server wrote a line that is not UTF-8; skipped",
+                    self.channel
+                );
+                return;
+            }
+        };
+        let (Some(shape), Some(object)) = (RpcShape::of(text), Object::parse(text)) else {
+            log::warn!(
+                "[{}] stdio server wrote a line that is not a JSON-RPC object; skipped",
+                self.channel
+            );
+            return;
+        };
+        match (&shape.method, &shape.id) {
+            (Some(method), Some(id)) => self.refuse_request(method, id),
+            (Some(method), None) => self.route_notification(method, object),
+            (None, Some(id)) => {
+                let state = self.lock();
+                match id.as_u64().and_then(|n| state.calls.get(&n)) {
+                    Some(call) => {
+                        let _ = call.events.send(Event::Response(object.to_raw()));
+                    }
+                    None => log::debug!(
+                        "[{}] answer for a retired or unknown id discarded",
+                        self.channel
+                    ),
+                }
+            }
+            (None, None) => {
+                log::warn!(
+                    "[{}] stdio server wrote a message with neither id nor method; skipped",
+                    self.channel
+                )
+            }
+        }
+    }
+
+    fn route_notification(&self, method: &str, mut object: Object) {
+        let state = self.lock();
+        let target = if method == "notifications/progress" {
+            object
+                .get("params")
+                .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                .and_then(|p| {
+                    p.get("progressToken")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .and_then(|token| state.tokens.get(&token).copied())
+        } else if state.calls.len() == 1 {
+            state.calls.keys().next().copied()
+        } else {
+            None
+        };
+        let Some(call) = target.and_then(|id| state.calls.get(&id)) else {
+            log::debug!(
+                "[{}] notification {method} has no call to go to; dropped",
+                self.channel
+            );
+            return;
+        };
+        if let Some((original, _)) = &call.progress
+            && method == "notifications/progress"
+            && let Some(mut params) = object.get("params").and_then(|p| Object::parse(p.get()))
+        {
+            params.set("progressToken", original);
+            object.set_raw("params", params.to_raw());
+        }
+        let _ = call.events.send(Event::Notification(object.to_raw()));
+    }
+
+    /// A server→client request (sampling, roots, elicitation) cannot cross the tunnel: answer it
+    /// with an error so the server does not wait forever.
+    fn refuse_request(&self, method: &str, id: &Value) {
+        log::info!(
+            "[{}] stdio server sent a {method} request; answered 'not supported through tunnel'",
+            self.channel
+        );
+        let reply = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": -32601, "message": "not supported through tunnel" },
+        });
+        let _ = self.write_line(&reply.to_string());
+    }
+}
