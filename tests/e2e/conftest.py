@@ -229,6 +229,11 @@ class Layout:
 
     http: str | None = None
     stdio: dict[str, str] = field(default_factory=dict)
+    # Extra `key=value` options of a stdio channel's entry (e.g. sessions=per-session).
+    stdio_options: dict[str, str] = field(default_factory=dict)
+    # Whether teardown checks that each stdio channel's child started exactly once (off for
+    # stacks whose tests kill children or start one per session or era).
+    one_child_per_channel: bool = True
 
 
 LAYOUTS = {
@@ -238,6 +243,14 @@ LAYOUTS = {
     "everything-stdio": Layout(stdio={"main": "everything"}),
     # One tunnel, two channels: FastMCP over HTTP on main, server-everything over stdio.
     "multi": Layout(http="fastmcp", stdio={"everything": "everything"}),
+    # For test_eras_and_hosts.py: FastMCP over stdio used by hosts of both eras (one child per
+    # era), and once per connector session; mcp-server-time (strict about initialize), whose
+    # child a test kills.
+    "fastmcp-eras": Layout(stdio={"main": "fastmcp"}, one_child_per_channel=False),
+    "fastmcp-per-session": Layout(
+        stdio={"main": "fastmcp"}, stdio_options={"main": "sessions=per-session"}, one_child_per_channel=False
+    ),
+    "time-stdio": Layout(stdio={"main": "time"}, one_child_per_channel=False),
 }
 
 
@@ -397,6 +410,9 @@ def _stdio_command(kind: str, workdir: Path) -> tuple[str, Path | None]:
     if kind == "everything":
         _require_server_everything()
         return shlex.join(["node", str(SERVER_EVERYTHING_ENTRY), "stdio"]), None
+    if kind == "time":
+        # mcp-server-time (tests/e2e/requirements.txt), UTC so its answers do not depend on the host.
+        return shlex.join([sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]), None
     raise ValueError(kind)
 
 
@@ -416,7 +432,8 @@ def _stop_stack(stack: Stack) -> list[str]:
     if client is not None:
         # One child per stdio channel for the whole session: none crashed and was restarted.
         starts = len(re.findall(r"\] stdio server started \(pid \d+\)", client.log()))
-        if starts != len(LAYOUTS[stack.name].stdio):
+        layout = LAYOUTS[stack.name]
+        if layout.one_child_per_channel and starts != len(layout.stdio):
             problems.append(
                 f"{client.name} started stdio servers {starts} times for {len(LAYOUTS[stack.name].stdio)} channel(s)"
             )
@@ -476,7 +493,11 @@ def run_stack(kind: str, workdir: Path, client_settings: dict[str, str] | None =
         for channel, server_kind in layout.stdio.items():
             line, events = _stdio_command(server_kind, workdir)
             stack.events_file = stack.events_file or events
-            commands.append(line if channel == "main" else f"channel={channel},command={line}")
+            options = layout.stdio_options.get(channel)
+            if options is not None:
+                commands.append(f"channel={channel},{options},command={line}")
+            else:
+                commands.append(line if channel == "main" else f"channel={channel},command={line}")
         if commands:
             client_env["MCP_COMMAND"] = "\n".join(commands)
         stack.procs["client"] = Proc(
@@ -484,6 +505,8 @@ def run_stack(kind: str, workdir: Path, client_settings: dict[str, str] | None =
         )
         _probe_until_connected(stack)
         for channel in layout.stdio:
+            if "sessions=per-session" in layout.stdio_options.get(channel, ""):
+                continue  # a child starts with a session's initialize; a ping starts none
             _probe_until_stdio_ready(stack.on_channel(None if channel == "main" else channel))
 
         if layout.http is not None:

@@ -14,12 +14,15 @@ Tools:
                           reports progress with ctx.report_progress after every step
   fail(reason)            raises a ToolError: the SDK answers with an isError tool result
   fail_rpc(reason)        raises an MCPError: the SDK answers with a JSON-RPC error
+  remember(value)         keeps `value` in this process (for per-session isolation tests)
+  recall()                the value this process keeps ("" when none)
 
 Server-side record, appended to --events-file one JSON line per event, so the tests can check what
 reached the server without reading logs:
-  {"kind": "http", "method", "path", "session", "status"}
-                          every HTTP request the server answers, when its response starts (HTTP
-                          only; e.g. the session's DELETE and its status)
+  {"kind": "http", "method", "path", "session", "status", "mcp_method", "mcp_name",
+   "protocol"}            every HTTP request the server answers, when its response starts (HTTP
+                          only; e.g. the session's DELETE and its status), with the Mcp-Method,
+                          Mcp-Name and MCP-Protocol-Version headers it carried
   {"kind": "cancelled", "tool": "progress", "step"}
                           the progress tool was cancelled (notifications/cancelled) after `step`
                           steps
@@ -101,6 +104,23 @@ def fail_rpc(reason: str = "requested") -> str:
     raise MCPError(FAIL_RPC_CODE, f"deliberate JSON-RPC error: {reason}", {"reason": reason})
 
 
+_remembered = ""
+
+
+@server.tool()
+def remember(value: str) -> str:
+    """Keep `value` in this server process."""
+    global _remembered
+    _remembered = value
+    return value
+
+
+@server.tool()
+def recall() -> str:
+    """The value this server process keeps."""
+    return _remembered
+
+
 class RequestRecorder:
     """ASGI middleware: one event per HTTP request, recorded when its response starts."""
 
@@ -117,6 +137,9 @@ class RequestRecorder:
             "method": scope["method"],
             "path": scope["path"],
             "session": headers.get("mcp-session-id"),
+            "mcp_method": headers.get("mcp-method"),
+            "mcp_name": headers.get("mcp-name"),
+            "protocol": headers.get("mcp-protocol-version"),
         }
 
         async def recording_send(message: dict[str, Any]) -> None:

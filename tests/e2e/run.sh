@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# End-to-end suite: the official Python MCP SDK as the MCP host, through `mcp-tunnel relay` and
-# `mcp-tunnel run`, against a FastMCP server and @modelcontextprotocol/server-everything, each
-# over Streamable HTTP and over stdio (run by the client), and both on two channels of one tunnel.
+# End-to-end suite: the official Python MCP SDK as the MCP host (forced to each MCP era), through
+# `mcp-tunnel relay` and `mcp-tunnel run`, against a FastMCP server and
+# @modelcontextprotocol/server-everything, each over Streamable HTTP and over stdio (run by the
+# client), both on two channels of one tunnel, and mcp-server-time over stdio; other hosts too:
+# the TypeScript SDK client, the MCP Inspector CLI and mcp-remote (test_eras_and_hosts.py).
 #
 # Idempotent set-up, then the run. From any directory; needs python3 (>= 3.10, with venv), node
 # and npm, cargo. On Debian, a missing venv module is installed with apt-get (as root).
 #   - Python venv at target/e2e/venv, from tests/e2e/requirements.txt (reinstalled when it changes)
-#   - node_modules in tests/e2e, from package-lock.json with `npm ci` (again when the lock changes)
+#   - node_modules in tests/e2e, from package-lock.json with `npm ci` (again when the lock changes):
+#     server-everything, the TypeScript SDK, the Inspector, mcp-remote
 #   - the debug binary (`cargo build`), used by the tests as $MCP_TUNNEL_BIN
 # Extra arguments go to pytest (e.g. `tests/e2e/run.sh -k fastmcp -x`).
 set -euo pipefail
