@@ -273,3 +273,51 @@ pub fn help() -> String {
     );
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<RelayConfig, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        parse_config(args.iter().map(OsString::from).collect(), &lookup)
+            .map(|cfg| cfg.expect("not --help"))
+    }
+
+    #[test]
+    fn cors_origins_come_from_repeated_flags_commas_or_lines_and_default_to_none() {
+        assert!(!parse(&[], &[]).unwrap().cors.enabled());
+        let flags = parse(
+            &[
+                "--cors-origin",
+                "http://localhost:6274",
+                "--cors-origin=https://a.example,https://b.example",
+            ],
+            &[],
+        )
+        .unwrap();
+        let env = parse(
+            &[],
+            &[(
+                "RELAY_CORS_ORIGIN",
+                "http://localhost:6274\nhttps://a.example, https://b.example",
+            )],
+        )
+        .unwrap();
+        assert!(flags.cors.enabled());
+        assert_eq!(flags.cors, env.cors);
+    }
+
+    #[test]
+    fn a_bad_cors_origin_is_an_error_naming_its_source() {
+        let e = parse(&["--cors-origin", "*"], &[]).unwrap_err();
+        assert_eq!(e.key, "--cors-origin");
+        assert!(e.message.contains("scheme://host"), "{e}");
+        let e = parse(&[], &[("RELAY_CORS_ORIGIN", "http://ok.example\nnull")]).unwrap_err();
+        assert_eq!(e.key, "RELAY_CORS_ORIGIN");
+    }
+}
