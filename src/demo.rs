@@ -133,6 +133,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             max_connections_per_peer: usize::MAX,
             control_plane_reserve_percent: 10,
             header_timeout: Duration::from_secs(5),
+            cors: Default::default(),
             log: config::LogConfig::stderr(level),
         },
         registry,

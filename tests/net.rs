@@ -372,7 +372,12 @@ impl Answer {
 
     fn error_code(&self) -> Option<String> {
         let body: Value = serde_json::from_str(&self.body).ok()?;
-        body["error"]["code"].as_str().map(str::to_string)
+        // The MCP endpoint's JSON-RPC errors carry it in `error.data.code`, the control plane's
+        // contract shape in `error.code`.
+        body["error"]["data"]["code"]
+            .as_str()
+            .or_else(|| body["error"]["code"].as_str())
+            .map(str::to_string)
     }
 
     fn is_not_connected(&self) -> bool {

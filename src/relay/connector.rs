@@ -3,11 +3,17 @@
 //! A POST becomes a `jsonrpc` command and the HTTP request is held until the tunnel client
 //! answers: one JSON response, or — when the caller accepts `text/event-stream` and notifications
 //! come first — an event stream with one event per payload, closed after the terminal one.
-//! DELETE becomes `session_termination`; GET is 405 (no standalone server stream).
+//! DELETE with an `Mcp-Session-Id` (a 2025 session host ending its session) becomes
+//! `session_termination`. GET is 405: with a session id (a 2025 host asking for the standalone
+//! server stream) `Allow: POST, DELETE`; GET or DELETE without one (a stateless 2026-07-28
+//! host, for which only POST means something) `Allow: POST`.
 //!
 //! The message crosses as the caller wrote it: the command carries the body's text, and the
-//! answer's text is the response body (or an event's data). If the client that took the command
-//! is gone, the caller gets a 502 JSON-RPC error with its own id (`tunnel_client_gone`).
+//! answer's text is the response body (or an event's data); `Mcp-Method`, `Mcp-Name`,
+//! `Mcp-Param-*` and `MCP-Protocol-Version` travel in the command's headers as sent. Every error
+//! the relay makes itself is a JSON-RPC error object ([`super::mcp_error`]) carrying the
+//! request's id when the body was read: 502 `tunnel_client_gone` when the client that took the
+//! command is gone, 503, 504, 404 `session_not_found`, 400 for a body that is not one message.
 //!
 //! Nothing is queued before the request is authorised and well-formed, and nothing waits longer
 //! than the connector budget: the command's `response_timeout` is the budget left, so the client
@@ -23,8 +29,9 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::hub::{CommandBody, SubmitError, Ticket, TunnelHub, Wait, now_rfc3339};
+use super::mcp_error::{self, McpError};
 use super::tunnels::{ConnectorAuth, TunnelRecord};
-use super::{api_error, bearer};
+use super::{bearer, bearer_token};
 use crate::headers;
 use crate::http_server::{ChunkWriter, Request, Response};
 use crate::wire::{RespType, ResponsePayload};
@@ -47,6 +54,8 @@ pub struct ConnectorLimits {
     pub wait: Duration,
     /// Largest request body accepted.
     pub max_body: usize,
+    /// CORS is on: `OPTIONS` is one more allowed method.
+    pub cors: bool,
 }
 
 pub fn handle(
@@ -60,25 +69,21 @@ pub fn handle(
     if record.connector_auth == ConnectorAuth::RelayKey {
         let authorised = bearer(&req).is_some_and(|key| record.connector_key_matches(key));
         if !authorised {
-            return api_error(
-                401,
-                "invalid_request_error",
-                "invalid_connector_key",
-                "missing or invalid connector key: send Authorization: Bearer <connector key>",
-            )
-            .with_header("WWW-Authenticate", "Bearer realm=\"mcp-tunnel\"");
+            let presented = bearer_token(req.header("Authorization")).is_some();
+            return mcp_error::unauthorized(presented);
         }
     }
+    let in_session = req.header("Mcp-Session-Id").is_some();
+    let options = if limits.cors { ", OPTIONS" } else { "" };
     match req.method.as_str() {
         "POST" => post(record, hub, channel, req, limits, started),
-        "DELETE" => delete(record, hub, channel, req, limits, started),
-        _ => api_error(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
-            "this endpoint offers no standalone event stream; use POST or DELETE",
-        )
-        .with_header("Allow", "POST, DELETE"),
+        "DELETE" if in_session => delete(record, hub, channel, req, limits, started),
+        "GET" | "DELETE" if !in_session => mcp_error::METHOD_NOT_ALLOWED_STATELESS
+            .response(None)
+            .with_header("Allow", &format!("POST{options}")),
+        _ => mcp_error::METHOD_NOT_ALLOWED
+            .response(None)
+            .with_header("Allow", &format!("POST, DELETE{options}")),
     }
 }
 
@@ -97,28 +102,14 @@ fn command_headers(record: &TunnelRecord, req: &Request) -> BTreeMap<String, Vec
     map
 }
 
-fn submit_error(e: SubmitError) -> Response {
-    match e {
-        SubmitError::NotConnected => api_error(
-            503,
-            "server_error",
-            "tunnel_client_not_connected",
-            "no tunnel client is connected for this tunnel; start mcp-tunnel run",
-        ),
-        SubmitError::QueueFull => api_error(
-            503,
-            "server_error",
-            "tunnel_queue_full",
-            "the tunnel's request queue is full; retry shortly",
-        )
-        .with_header("Retry-After", "1"),
-        SubmitError::SessionGone => api_error(
-            404,
-            "invalid_request_error",
-            "session_not_found",
-            "the client instance holding this MCP session is gone; initialize a new session",
-        ),
-    }
+/// The answer when a command cannot be queued; `id` is the request's raw JSON-RPC id.
+fn submit_error(e: SubmitError, id: Option<&str>) -> Response {
+    let error = match e {
+        SubmitError::NotConnected => mcp_error::TUNNEL_CLIENT_NOT_CONNECTED,
+        SubmitError::QueueFull => mcp_error::TUNNEL_QUEUE_FULL,
+        SubmitError::SessionGone => mcp_error::SESSION_NOT_FOUND,
+    };
+    error.response(id)
 }
 
 fn post(
@@ -130,22 +121,15 @@ fn post(
     started: Instant,
 ) -> Response {
     if req.body.len() > limits.max_body {
-        return api_error(
-            413,
-            "invalid_request_error",
-            "request_body_too_large",
-            "the MCP request body is larger than this relay accepts",
-        );
+        return mcp_error::REQUEST_BODY_TOO_LARGE.response(None);
     }
     // The body becomes the command's message as is: one copy, never re-serialized.
-    let Some((message, fields)) = Message::parse(std::mem::take(&mut req.body)) else {
-        return api_error(
-            400,
-            "invalid_request_error",
-            "invalid_json_payload",
-            "the body must be one JSON-RPC message (a JSON object)",
-        );
+    let (message, fields) = match Message::parse(std::mem::take(&mut req.body)) {
+        Ok(parsed) => parsed,
+        Err((error, fields)) => return error.response(fields.request_id()),
     };
+    // The id the relay's own errors carry: a request's (a response's id is not the caller's).
+    let id = fields.request_id();
     let accepts_sse = req
         .header("Accept")
         .is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"));
@@ -166,7 +150,7 @@ fn post(
         is_initialize,
     ) {
         Ok(t) => t,
-        Err(e) => return submit_error(e),
+        Err(e) => return submit_error(e, id),
     };
     log::debug!(
         "tunnel {}: queued {} ({})",
@@ -174,7 +158,7 @@ fn post(
         ticket.request_id,
         fields.method.as_deref().unwrap_or("response")
     );
-    wait_for_answer(ticket, deadline, accepts_sse, fields.id.as_deref())
+    wait_for_answer(ticket, deadline, accepts_sse, id)
 }
 
 /// The few members of a JSON-RPC message the relay needs, read from its text without changing
@@ -188,18 +172,36 @@ struct Fields {
     has_error: bool,
 }
 
+impl Fields {
+    /// The raw id of a request (a message with a `method`), for the relay's own errors.
+    fn request_id(&self) -> Option<&str> {
+        self.method.as_ref().and(self.id.as_deref())
+    }
+}
+
 struct Message;
 
 impl Message {
-    /// The body as a raw JSON value plus its fields, or `None` unless it is one JSON-RPC
-    /// object: a request, a notification or a response.
-    fn parse(body: Vec<u8>) -> Option<(Box<RawValue>, Fields)> {
-        let text = String::from_utf8(body).ok()?;
-        let fields: Fields = serde_json::from_str(&text).ok()?;
+    /// The body as a raw JSON value plus its fields, unless it is not one JSON-RPC object (a
+    /// request, a notification or a response): then the error to answer, with what was read.
+    fn parse(body: Vec<u8>) -> Result<(Box<RawValue>, Fields), (McpError, Fields)> {
+        let not_json = || (mcp_error::INVALID_JSON, Fields::default());
+        let text = String::from_utf8(body).map_err(|_| not_json())?;
+        let fields: Fields = match serde_json::from_str(&text) {
+            Ok(fields) => fields,
+            // JSON, but not an object (a batch, a bare value): an invalid request.
+            Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() => {
+                return Err((mcp_error::INVALID_JSON_RPC, Fields::default()));
+            }
+            Err(_) => return Err(not_json()),
+        };
         if fields.method.is_none() && !fields.has_result && !fields.has_error {
-            return None;
+            return Err((mcp_error::INVALID_JSON_RPC, fields));
         }
-        Some((RawValue::from_string(text).ok()?, fields))
+        match RawValue::from_string(text) {
+            Ok(raw) => Ok((raw, fields)),
+            Err(_) => Err(not_json()),
+        }
     }
 }
 
@@ -244,13 +246,9 @@ fn delete(
     limits: &ConnectorLimits,
     started: Instant,
 ) -> Response {
+    // `handle` routes only a DELETE with a session id here; without one it is a 405.
     let Some(session) = req.header("Mcp-Session-Id").map(str::to_string) else {
-        return api_error(
-            400,
-            "invalid_request_error",
-            "missing_mcp_session_id",
-            "DELETE needs the Mcp-Session-Id header of the session to end",
-        );
+        return mcp_error::METHOD_NOT_ALLOWED_STATELESS.response(None);
     };
     let body = CommandBody {
         command_type: "session_termination",
@@ -267,7 +265,7 @@ fn delete(
         false,
     ) {
         Ok(t) => t,
-        Err(e) => return submit_error(e),
+        Err(e) => return submit_error(e, None),
     };
     let response = wait_for_answer(ticket, deadline, false, None);
     // The connector is done with the session whatever the server said (a stdio server answers
@@ -287,7 +285,7 @@ fn wait_for_answer(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return timeout();
+            return mcp_error::TUNNEL_RESPONSE_TIMEOUT.response(id);
         }
         match ticket.next(left.min(CLIENT_GONE_CHECK)) {
             Wait::Payload(payload) if payload.resp_type.is_terminal() => {
@@ -298,49 +296,14 @@ fn wait_for_answer(
             }
             // The caller cannot take notifications in a plain JSON answer: drop them.
             Wait::Payload(_) => continue,
-            Wait::Timeout if ticket.client_gone() => return client_gone(id),
+            Wait::Timeout if ticket.client_gone() => {
+                return mcp_error::TUNNEL_CLIENT_GONE.response(id);
+            }
             Wait::Timeout => continue,
             // Only a stream's notifications can overflow; nothing more will come.
-            Wait::Dropped => return timeout(),
+            Wait::Dropped => return mcp_error::TUNNEL_RESPONSE_TIMEOUT.response(id),
         }
     }
-}
-
-fn timeout() -> Response {
-    api_error(
-        504,
-        "server_error",
-        "tunnel_response_timeout",
-        "the tunnel client did not answer in time",
-    )
-}
-
-const CLIENT_GONE_MESSAGE: &str = "the tunnel client that took this request disconnected and \
-    did not come back; the request may or may not have been executed";
-
-/// The answer when the client that took the command is gone: for a request, a JSON-RPC error
-/// with its id (502); otherwise the relay's error shape.
-fn client_gone(id: Option<&str>) -> Response {
-    match id {
-        Some(id) => Response::json(502, client_gone_rpc(id)),
-        None => api_error(
-            502,
-            "server_error",
-            "tunnel_client_gone",
-            CLIENT_GONE_MESSAGE,
-        ),
-    }
-}
-
-/// `{"jsonrpc":"2.0","id":<id as sent>,"error":{-32603, data.code "tunnel_client_gone"}}`.
-fn client_gone_rpc(id: &str) -> String {
-    let error = serde_json::json!({
-        "code": -32603,
-        "message": "Bad Gateway",
-        "data": { "code": "tunnel_client_gone", "message": CLIENT_GONE_MESSAGE },
-    });
-    // The id is spliced in as the caller wrote it, so it matches byte for byte.
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
 }
 
 /// A terminal payload as one HTTP answer (or a one-event stream when the MCP server itself
@@ -403,7 +366,9 @@ fn stream(
                     Wait::Payload(payload) => payload,
                     Wait::Timeout if ticket.client_gone() => {
                         if let Some(id) = &id {
-                            w.send(sse_event(&client_gone_rpc(id)).as_bytes())?;
+                            w.send(
+                                sse_event(&mcp_error::TUNNEL_CLIENT_GONE.body(Some(id))).as_bytes(),
+                            )?;
                         }
                         return Ok(());
                     }

@@ -5,41 +5,48 @@
 //! | path | who calls it | module |
 //! |---|---|---|
 //! | `GET /v1/tunnels/{id}`, `GET …/poll`, `POST …/response` | tunnel clients (runtime key) | [`control`] |
-//! | `POST`/`DELETE /v1/mcp/{id}[/{channel}]` | MCP hosts (connector key) | [`connector`] |
+//! | `POST`/`DELETE /v1/mcp/{id}[/{channel}][/]` | MCP hosts (connector key) | [`connector`] |
+//! | `OPTIONS /v1/mcp/…` | browsers' CORS preflights (no key) | [`cors`] |
 //! | `GET /healthz` | load balancers | here |
 //!
+//! On `/v1/mcp/…` every error the relay makes is a JSON-RPC error object ([`mcp_error`]); the
+//! control plane keeps the contract's `{"error":{"message","type","code"}}` ([`api_error`]).
+//!
 //! Tunnels and their key hashes live in a small TOML file ([`tunnels`]), managed with
-//! `mcp-tunnel relay tunnel add|list|remove|rotate-key` and re-read on SIGHUP or when it changes,
-//! without dropping connections. Queues and pending requests live in memory ([`hub`]); a relay
+//! `mcp-tunnel relay tunnel add|list|remove|rotate-key` and re-read on SIGHUP, when it changes,
+//! and when a request names a tunnel the relay does not know ([`reload`]), without dropping
+//! connections. Queues and pending requests live in memory ([`hub`]); a relay
 //! restart fails the requests in flight, which their callers see as errors, never as hangs.
 
 pub mod connector;
 pub mod control;
+pub mod cors;
 pub mod hub;
 pub mod keys;
+pub mod mcp_error;
 pub mod options;
+pub mod reload;
 pub mod tunnels;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread;
-use std::time::{Duration, SystemTime};
 
 use crate::http_server::{Limits, Request, RequestHead, Response, Server};
 use crate::wire;
 use connector::ConnectorLimits;
+use cors::Preflight;
 use hub::{HubLimits, TunnelHub};
+use mcp_error::McpError;
 use options::{LISTEN, MAX_REQUEST_BODY, TUNNELS_FILE};
 pub use options::{RELAY_OPTIONS, RelayConfig, help, parse_config};
+use reload::{ReloadGate, report_reload, watch_tunnels_file};
 use tunnels::{ConnectorAuth, Registry, TunnelRecord};
 
 /// Body limit of every route that carries no payload (metadata, poll, DELETE, health): nothing
 /// legitimate sends more, and admission refuses bigger bodies before reading them.
 const SMALL_BODY: usize = 64 * 1024;
-/// How often the tunnels file's modification time is checked for a reload.
-const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// An error in the contract's shape: `{"error":{"message","type","code"}}`.
 pub fn api_error(status: u16, kind: &str, code: &str, message: &str) -> Response {
@@ -67,6 +74,7 @@ pub struct Relay {
     cfg: RelayConfig,
     registry: RwLock<Arc<Registry>>,
     hubs: Mutex<HashMap<String, Arc<TunnelHub>>>,
+    reload_gate: Mutex<ReloadGate>,
 }
 
 impl Relay {
@@ -75,6 +83,7 @@ impl Relay {
             cfg,
             registry: RwLock::new(Arc::new(registry)),
             hubs: Mutex::new(HashMap::new()),
+            reload_gate: Mutex::new(ReloadGate::default()),
         })
     }
 
@@ -83,7 +92,13 @@ impl Relay {
         self.hub(tunnel_id).connected()
     }
 
+    /// The tunnel `id`; an unknown id first re-reads the tunnels file (see [`reload`]).
     fn record(&self, id: &str) -> Option<TunnelRecord> {
+        self.known(id)
+            .or_else(|| self.reload_on_miss(id).then(|| self.known(id)).flatten())
+    }
+
+    fn known(&self, id: &str) -> Option<TunnelRecord> {
         let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
         registry.get(id).cloned()
     }
@@ -98,16 +113,15 @@ impl Relay {
         }))
     }
 
-    /// Re-reads the tunnels file. Hubs of tunnels that still exist keep their queues; a removed
-    /// tunnel's waiting requests end by their deadline.
-    pub fn reload(&self) -> Result<usize, String> {
-        let registry = tunnels::load(&self.cfg.tunnels_file)?;
+    /// Puts a freshly read registry in place: hubs of tunnels that still exist keep their
+    /// queues; a removed tunnel's waiting requests end by their deadline.
+    fn install(&self, registry: Registry) -> usize {
         let count = registry.tunnels.len();
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         hubs.retain(|id, _| registry.get(id).is_some());
         drop(hubs);
         *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
-        Ok(count)
+        count
     }
 
     /// With `--tls-client-ca`, refuses requests without a verified client certificate on the
@@ -144,21 +158,43 @@ impl Relay {
                     _ => SMALL_BODY,
                 })
             }
-            ["v1", "mcp", id, ..] => {
-                self.require_client_cert(head.client_cert_verified, false)?;
-                let record = self.record(id).ok_or_else(unknown_tunnel)?;
-                if record.connector_auth == ConnectorAuth::RelayKey
-                    && !key.is_some_and(|k| record.connector_key_matches(k))
-                {
-                    return Err(connector_key_refused());
-                }
-                Ok(match head.method {
-                    "POST" => self.cfg.connector_max_body,
-                    _ => SMALL_BODY,
-                })
-            }
+            ["v1", "mcp", rest @ ..] => self
+                .admit_mcp(head, rest.first().copied().unwrap_or_default())
+                .map_err(|refused| self.cfg.cors.decorate(refused, head.header("Origin"))),
             _ => Err(not_found()),
         }
+    }
+
+    /// Admission of `/v1/mcp/{id}…`. `OPTIONS` is admitted unchecked: its answer (a CORS
+    /// preflight, or `Allow`) needs no key, and browsers send none with it.
+    fn admit_mcp(&self, head: &RequestHead<'_>, id: &str) -> Result<usize, Response> {
+        if head.method == "OPTIONS" {
+            return Ok(SMALL_BODY);
+        }
+        self.require_client_cert(head.client_cert_verified, false)
+            .map_err(|_| mcp_error::CLIENT_CERTIFICATE_REQUIRED.response(None))?;
+        let record = self
+            .record(id)
+            .ok_or_else(|| mcp_error::TUNNEL_NOT_FOUND.response(None))?;
+        let authorization = head.header("Authorization");
+        if record.connector_auth == ConnectorAuth::RelayKey
+            && !bearer_token(authorization).is_some_and(|k| record.connector_key_matches(k))
+        {
+            return Err(mcp_error::unauthorized(
+                bearer_token(authorization).is_some(),
+            ));
+        }
+        if head.method != "POST" {
+            return Ok(SMALL_BODY);
+        }
+        // Checked here rather than left to the server, whose 413 is not a JSON-RPC error.
+        let declared = head
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.cfg.connector_max_body as u64) {
+            return Err(mcp_error::REQUEST_BODY_TOO_LARGE.response(None));
+        }
+        Ok(self.cfg.connector_max_body)
     }
 
     /// Routes one request.
@@ -183,33 +219,69 @@ impl Relay {
                     _ => not_found(),
                 }
             }
-            ["v1", "mcp", id, rest @ ..] => {
-                if let Err(denied) = self.require_client_cert(req.client_cert_verified, false) {
-                    return denied;
+            ["v1", "mcp", rest @ ..] => {
+                if req.method == "OPTIONS" {
+                    return self.options(&req);
                 }
-                let Some(record) = self.record(id) else {
-                    return unknown_tunnel();
+                let origin = req.header("Origin").map(str::to_string);
+                let resp = match self.handle_mcp(rest, req) {
+                    Ok(resp) => resp,
+                    Err(e) => e.response(None),
                 };
-                let channel = match rest {
-                    [] => Some(wire::DEFAULT_CHANNEL.to_string()),
-                    [channel] => wire::canonical_channel(Some(channel)),
-                    _ => return not_found(),
-                };
-                let Some(channel) = channel else {
-                    return api_error(
-                        400,
-                        "invalid_request_error",
-                        "invalid_channel_format",
-                        "channel names are lowercase letters, digits, - and _ (at most 64)",
-                    );
-                };
-                let limits = ConnectorLimits {
-                    wait: self.cfg.connector_timeout,
-                    max_body: self.cfg.connector_max_body,
-                };
-                connector::handle(&record, &self.hub(id), &channel, req, &limits)
+                self.cfg.cors.decorate(resp, origin.as_deref())
             }
             _ => not_found(),
+        }
+    }
+}
+
+impl Relay {
+    /// `/v1/mcp/{id}[/{channel}][/]` after admission: the tunnel, the channel, then the connector.
+    fn handle_mcp(&self, segments: &[&str], req: Request) -> Result<Response, McpError> {
+        let (id, mut rest) = segments.split_first().ok_or(mcp_error::NOT_FOUND)?;
+        // A trailing slash names the same endpoint.
+        if let Some((&"", before)) = rest.split_last() {
+            rest = before;
+        }
+        if self
+            .require_client_cert(req.client_cert_verified, false)
+            .is_err()
+        {
+            return Err(mcp_error::CLIENT_CERTIFICATE_REQUIRED);
+        }
+        let record = self.record(id).ok_or(mcp_error::TUNNEL_NOT_FOUND)?;
+        let channel = match rest {
+            [] => wire::DEFAULT_CHANNEL.to_string(),
+            [channel] => {
+                wire::canonical_channel(Some(channel)).ok_or(mcp_error::INVALID_CHANNEL_FORMAT)?
+            }
+            _ => return Err(mcp_error::NOT_FOUND),
+        };
+        let limits = ConnectorLimits {
+            wait: self.cfg.connector_timeout,
+            max_body: self.cfg.connector_max_body,
+            cors: self.cfg.cors.enabled(),
+        };
+        Ok(connector::handle(
+            &record,
+            &self.hub(id),
+            &channel,
+            req,
+            &limits,
+        ))
+    }
+
+    /// `OPTIONS` on the MCP endpoint, before any key is checked: a CORS preflight is answered
+    /// for listed origins and refused (403, no CORS headers) for others; a plain `OPTIONS`
+    /// learns the methods.
+    fn options(&self, req: &Request) -> Response {
+        let header = |name: &str| req.header(name).map(str::to_string);
+        match self.cfg.cors.preflight(&header) {
+            Preflight::Allowed(resp) => resp,
+            Preflight::Refused => mcp_error::CORS_ORIGIN_NOT_ALLOWED.response(None),
+            Preflight::NotPreflight => {
+                Response::new(204, Vec::new()).with_header("Allow", "POST, DELETE, OPTIONS")
+            }
         }
     }
 }
@@ -221,17 +293,6 @@ fn runtime_key_refused() -> Response {
         "invalid_request_error",
         "tunnel_use_forbidden",
         "missing or invalid runtime key for this tunnel",
-    )
-    .with_header("WWW-Authenticate", "Bearer realm=\"mcp-tunnel\"")
-}
-
-/// As `connector`'s refusal of a missing or wrong connector key.
-fn connector_key_refused() -> Response {
-    api_error(
-        401,
-        "invalid_request_error",
-        "invalid_connector_key",
-        "missing or invalid connector key: send Authorization: Bearer <connector key>",
     )
     .with_header("WWW-Authenticate", "Bearer realm=\"mcp-tunnel\"")
 }
@@ -376,37 +437,4 @@ fn wait_for_signals(relay: &Relay) -> i32 {
         }
     }
     0
-}
-
-/// Reloads the tunnels file whenever its modification time changes, so `relay tunnel add`
-/// takes effect without a signal.
-fn watch_tunnels_file(relay: Arc<Relay>) {
-    let modified = |relay: &Relay| -> Option<SystemTime> {
-        std::fs::metadata(&relay.cfg.tunnels_file)
-            .and_then(|m| m.modified())
-            .ok()
-    };
-    let mut last = modified(&relay);
-    let spawned = thread::Builder::new()
-        .name("tunnels-watch".into())
-        .spawn(move || {
-            loop {
-                thread::sleep(RELOAD_CHECK_INTERVAL);
-                let now = modified(&relay);
-                if now != last {
-                    last = now;
-                    report_reload(relay.reload(), "file change");
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::warn!("cannot watch the tunnels file ({e}); reload with SIGHUP");
-    }
-}
-
-fn report_reload(result: Result<usize, String>, why: &str) {
-    match result {
-        Ok(n) => log::info!("tunnels reloaded ({why}): {n} tunnel(s)"),
-        Err(e) => log::error!("tunnels not reloaded ({why}), keeping the previous set: {e}"),
-    }
 }

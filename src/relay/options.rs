@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::cors::Cors;
 use super::tunnels;
 use crate::config::{self, ConfigError, LOG_FILE, LOG_FORMAT, LOG_LEVEL, Opt, Sources};
 
@@ -33,6 +34,7 @@ const MAX_CONNECTIONS: &str = "--max-connections";
 const MAX_CONNECTIONS_PER_PEER: &str = "--max-connections-per-peer";
 const CONTROL_PLANE_RESERVE: &str = "--control-plane-reserve-percent";
 const HEADER_TIMEOUT: &str = "--header-timeout";
+const CORS_ORIGIN: &str = "--cors-origin";
 
 /// Every option of `relay`, in `--help` order.
 pub const RELAY_OPTIONS: &[Opt] = &[
@@ -147,6 +149,16 @@ pub const RELAY_OPTIONS: &[Opt] = &[
                this; so must every later request head. Silent connections are closed after it.",
         ..Opt::BASE
     },
+    Opt {
+        flag: CORS_ORIGIN,
+        env: &["RELAY_CORS_ORIGIN"],
+        default: Some(""),
+        help: "A browser origin (scheme://host[:port]) allowed to call /v1/mcp/... : preflights \
+               answered and CORS headers sent for it. Repeatable or comma-separated; in the \
+               variable one or more per line. None: no CORS headers at all.",
+        repeatable: true,
+        ..Opt::BASE
+    },
     LOG_LEVEL,
     LOG_FORMAT,
     LOG_FILE,
@@ -174,6 +186,8 @@ pub struct RelayConfig {
     /// Percent of `max_connections` reserved for control-plane requests.
     pub control_plane_reserve_percent: usize,
     pub header_timeout: Duration,
+    /// Browser origins allowed on the MCP endpoint (`--cors-origin`); empty: no CORS.
+    pub cors: Cors,
     pub log: config::LogConfig,
 }
 
@@ -210,6 +224,14 @@ pub fn parse_config(
         "all" => true,
         _ => return Err(config::err(&auth.source, "must be control-plane or all")),
     };
+    let mut origins = Vec::new();
+    for raw in src.values(CORS_ORIGIN) {
+        // One value at a time first, so that an error names the flag or variable at fault.
+        Cors::parse([raw.value.as_str()]).map_err(|e| config::err(&raw.source, &e))?;
+        origins.push(raw.value);
+    }
+    let cors = Cors::parse(origins.iter().map(String::as_str))
+        .map_err(|e| config::err(CORS_ORIGIN, &e))?;
     Ok(Some(RelayConfig {
         listen: src.get(LISTEN).value,
         tunnels_file: PathBuf::from(src.get(TUNNELS_FILE).value),
@@ -232,6 +254,7 @@ pub fn parse_config(
         },
         control_plane_reserve_percent: config::count(&src.get(CONTROL_PLANE_RESERVE), 0, 50)?,
         header_timeout: config::positive_duration(&src.get(HEADER_TIMEOUT))?,
+        cors,
         log: config::log_config(&src)?,
     }))
 }
@@ -249,4 +272,52 @@ pub fn help() -> String {
          /healthz                            liveness\n",
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<RelayConfig, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        parse_config(args.iter().map(OsString::from).collect(), &lookup)
+            .map(|cfg| cfg.expect("not --help"))
+    }
+
+    #[test]
+    fn cors_origins_come_from_repeated_flags_commas_or_lines_and_default_to_none() {
+        assert!(!parse(&[], &[]).unwrap().cors.enabled());
+        let flags = parse(
+            &[
+                "--cors-origin",
+                "http://localhost:6274",
+                "--cors-origin=https://a.example,https://b.example",
+            ],
+            &[],
+        )
+        .unwrap();
+        let env = parse(
+            &[],
+            &[(
+                "RELAY_CORS_ORIGIN",
+                "http://localhost:6274\nhttps://a.example, https://b.example",
+            )],
+        )
+        .unwrap();
+        assert!(flags.cors.enabled());
+        assert_eq!(flags.cors, env.cors);
+    }
+
+    #[test]
+    fn a_bad_cors_origin_is_an_error_naming_its_source() {
+        let e = parse(&["--cors-origin", "*"], &[]).unwrap_err();
+        assert_eq!(e.key, "--cors-origin");
+        assert!(e.message.contains("scheme://host"), "{e}");
+        let e = parse(&[], &[("RELAY_CORS_ORIGIN", "http://ok.example\nnull")]).unwrap_err();
+        assert_eq!(e.key, "RELAY_CORS_ORIGIN");
+    }
 }

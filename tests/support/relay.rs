@@ -338,10 +338,15 @@ impl HttpAnswer {
             .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:#?}"))
     }
 
-    /// `error.code` of a relay error body, if the body is one.
+    /// The relay's string error code of an error body, if the body is one.
     pub fn error_code(&self) -> Option<String> {
         let body: Value = serde_json::from_str(&self.body).ok()?;
-        body["error"]["code"].as_str().map(str::to_string)
+        // The MCP endpoint's JSON-RPC errors carry it in `error.data.code`, the control plane's
+        // contract shape in `error.code`.
+        body["error"]["data"]["code"]
+            .as_str()
+            .or_else(|| body["error"]["code"].as_str())
+            .map(str::to_string)
     }
 }
 
