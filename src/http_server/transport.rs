@@ -21,8 +21,10 @@ use super::request_reader::Source;
 /// response before the peer reads it.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
-/// ... and for at most this many discarded bytes.
-const LINGER_MAX_BYTES: usize = 1024 * 1024;
+/// ... and for at most this many discarded bytes. Many HTTP clients (httpx, the Python MCP SDK's)
+/// send the whole body before they read the answer, so a 413 reaches them only if we read past
+/// what they send; 64 MiB covers any body a host would try, and [`LINGER_TIME`] bounds the cost.
+const LINGER_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The connection's byte stream, plain or TLS, so that everything above shares one code path.
 pub(super) enum Transport {

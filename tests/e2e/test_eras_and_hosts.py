@@ -267,8 +267,17 @@ def test_tunnel_added_to_a_running_relay_serves_its_first_call_within_5s(fastmcp
         "MCP_SERVER_URL": f"http://{LOOPBACK}:{fastmcp_stack.server_port}/mcp",
     }
     client = Proc("late/client", [str(_binary()), "run"], tmp_path / "client.log", env, tmp_path)
-    body = {"jsonrpc": "2.0", "id": "late", "method": "server/discover", "params": {}}
-    headers = {"Authorization": f"Bearer {tunnel.connector_key}", "Accept": "application/json, text/event-stream"}
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": LATEST_MODERN_VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": "late", "method": "server/discover", "params": {"_meta": meta}}
+    headers = {
+        "Authorization": f"Bearer {tunnel.connector_key}",
+        "Accept": "application/json, text/event-stream",
+        "Mcp-Method": "server/discover",
+        "MCP-Protocol-Version": LATEST_MODERN_VERSION,
+    }
 
     def answered() -> bool:
         client.ensure_running()
