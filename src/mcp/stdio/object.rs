@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 /// A JSON object whose members keep their order and their exact text; only the members we
 /// rewrite (`id`, a progress token) change.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Object(Vec<(String, Box<RawValue>)>);
 
 impl Object {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::object::Object;
-use super::{Event, Shared};
+use super::process::{Event, Shared};
 use crate::wire::RpcShape;
 
 impl Shared {

@@ -6,14 +6,16 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
-use super::{ChildStatus, Event, Shared};
+use super::ChildStatus;
+use super::process::{Event, Shared};
 use crate::backoff::Backoff;
 
 /// Longest line read from the child; a longer one is skipped (and logged), not buffered.
@@ -45,16 +47,32 @@ pub(super) enum QueueError {
     Full,
 }
 
+/// What became of a queued line that a caller tracks ([`Line::fate`]): a line the child never got
+/// may be sent again to its successor, one it may have read must not (it could run twice).
+pub(super) mod fate {
+    pub const QUEUED: u8 = 0;
+    pub const WRITING: u8 = 1;
+    pub const WRITTEN: u8 = 2;
+    /// The write failed (the child was gone) or was never tried: the child did not get it.
+    pub const UNDELIVERED: u8 = 3;
+}
+
+/// One line for the child, and where the writer records its fate when a caller asks.
+pub(super) struct Line {
+    pub(super) text: String,
+    pub(super) fate: Option<Arc<AtomicU8>>,
+}
+
 /// The sending end of one child's bounded stdin queue.
 #[derive(Clone)]
 pub(super) struct StdinQueue {
-    pub(super) lines: SyncSender<String>,
+    pub(super) lines: SyncSender<Line>,
     /// Bytes queued and not yet written to the pipe (the writer subtracts what it wrote).
     pub(super) queued_bytes: Arc<AtomicUsize>,
 }
 
 impl StdinQueue {
-    pub(super) fn new() -> (StdinQueue, Receiver<String>) {
+    pub(super) fn new() -> (StdinQueue, Receiver<Line>) {
         let (lines, receiver) = mpsc::sync_channel(MAX_QUEUED_MESSAGES);
         let queue = StdinQueue {
             lines,
@@ -63,8 +81,8 @@ impl StdinQueue {
         (queue, receiver)
     }
 
-    pub(super) fn push(&self, line: String) -> Result<(), QueueError> {
-        let len = line.len();
+    pub(super) fn push(&self, line: Line) -> Result<(), QueueError> {
+        let len = line.text.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::SeqCst);
         if before > 0 && before + len > MAX_QUEUED_BYTES {
             self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
@@ -101,6 +119,7 @@ pub(super) fn supervise(shared: &Arc<Shared>) {
                     child.id()
                 );
                 shared.set_status(ChildStatus::Running(child.id()));
+                prepare(shared);
                 watch(shared, &mut child);
                 go_down(shared);
                 let status = stop_child(shared, &mut child);
@@ -148,6 +167,20 @@ pub(super) fn supervise(shared: &Arc<Shared>) {
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = true;
     shared.changed.notify_all();
+}
+
+/// Makes a new child ready: the channel's era probe when this process owes it one, the cached
+/// handshake replayed; only then may calls go to it (they wait for `ready`).
+fn prepare(shared: &Shared) {
+    if let Some(slot) = &shared.probe {
+        slot.probe_once(shared);
+    }
+    shared.replay_handshake();
+    let gone = shared.reader_lock().done;
+    let mut state = shared.lock();
+    state.ready = state.up && !gone;
+    drop(state);
+    shared.status_changed.notify_all();
 }
 
 /// Returns when the current child closed its stdout, exited, or we are stopping.
@@ -230,16 +263,34 @@ fn spawn_child(shared: &Arc<Shared>) -> io::Result<Child> {
 /// calls again (`full` cleared).
 fn write_stdin(
     mut stdin: ChildStdin,
-    lines: Receiver<String>,
+    lines: Receiver<Line>,
     queued_bytes: &AtomicUsize,
     full: &AtomicBool,
 ) {
     for line in lines {
-        let written = stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| stdin.flush());
-        if queued_bytes.fetch_sub(line.len(), Ordering::SeqCst) == line.len() {
-            full.store(false, Ordering::SeqCst);
+        let claimed = line.fate.as_ref().is_none_or(|f| {
+            f.compare_exchange(fate::QUEUED, fate::WRITING, SeqCst, SeqCst)
+                .is_ok()
+        });
+        let written = if claimed {
+            stdin
+                .write_all(line.text.as_bytes())
+                .and_then(|()| stdin.flush())
+        } else {
+            Ok(()) // its caller gave it up: the child went away before it was written
+        };
+        if let Some(f) = &line.fate
+            && claimed
+        {
+            let state = if written.is_ok() {
+                fate::WRITTEN
+            } else {
+                fate::UNDELIVERED
+            };
+            f.store(state, SeqCst);
+        }
+        if queued_bytes.fetch_sub(line.text.len(), SeqCst) == line.text.len() {
+            full.store(false, SeqCst);
         }
         if written.is_err() {
             return;
@@ -294,6 +345,8 @@ fn go_down(shared: &Shared) {
     shared.stdin_lock().take();
     let mut state = shared.lock();
     state.up = false;
+    state.ready = false;
+    state.handshake.child_gone();
     for call in state.calls.values() {
         let _ = call.events.send(Event::Closed);
     }
