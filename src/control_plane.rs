@@ -10,6 +10,7 @@
 //! fate is: a POST reports how it ended and how many retries it took, and the caller counts.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -136,6 +137,8 @@ pub struct ControlPlane {
     server_info: String,
     /// The proxy, as it may be shown, for errors about it.
     proxy_name: String,
+    /// A metadata read succeeded: the control plane knows the tunnel and accepts our key.
+    metadata_accepted: AtomicBool,
 }
 
 impl ControlPlane {
@@ -160,6 +163,7 @@ impl ControlPlane {
             instance_id: crate::crypto::random_hex(16),
             server_info: ServerInfo::new(channels.to_vec()).to_header(),
             proxy_name: cfg.net.proxy_name(),
+            metadata_accepted: AtomicBool::new(false),
         })
     }
 
@@ -195,7 +199,14 @@ impl ControlPlane {
         }
     }
 
-    /// `GET /v1/tunnels/{id}`, for the startup log line only.
+    /// Whether a metadata read has succeeded, i.e. the control plane accepted our key for the
+    /// tunnel (readiness uses it; see [`crate::ops::Health`]).
+    pub fn metadata_accepted(&self) -> bool {
+        self.metadata_accepted.load(Ordering::SeqCst)
+    }
+
+    /// `GET /v1/tunnels/{id}`: for the startup log line, and as proof that the control plane
+    /// accepts our key for the tunnel ([`metadata_accepted`](Self::metadata_accepted)).
     pub fn metadata(&self) -> Result<TunnelMetadata, String> {
         let req = http_client::with_timeout(
             self.decorate(self.agent.get(&self.tunnel_url)),
@@ -207,7 +218,10 @@ impl ControlPlane {
         if status != 200 {
             return Err(describe_status(status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("unreadable metadata: {e}"))
+        let meta: TunnelMetadata =
+            serde_json::from_slice(&body).map_err(|e| format!("unreadable metadata: {e}"))?;
+        self.metadata_accepted.store(true, Ordering::SeqCst);
+        Ok(meta)
     }
 
     /// One long-poll asking for at most `limit` commands.

@@ -1,10 +1,13 @@
 //! `mcp-tunnel demo`: the whole system in one process on loopback.
 //!
 //! Starts the relay (with a tunnel and keys made up for this run), the built-in stub MCP server and
-//! a tunnel client between them, then plays an MCP host: one real session (initialize →
-//! tools/list → a progress-notifying tool call → another call → session end) crossing
-//! MCP host → relay → client → MCP server and back, printing what came back. Then it keeps serving
-//! until Ctrl-C so any MCP client can be pointed at the printed URL and key.
+//! a tunnel client between them, then plays an MCP host: one real 2025 session (initialize →
+//! tools/list → a progress-notifying tool call → another call → session end), then one stateless
+//! MCP 2026-07-28 exchange (`server/discover`, a `tools/call` with `_meta` and the `Mcp-Method` /
+//! `Mcp-Name` headers, and the same call with a wrong `Mcp-Name`, which the stub refuses: proof
+//! that the headers crossed untouched), each crossing MCP host → relay → client → MCP server and
+//! back, printing what came back. Then it keeps serving until Ctrl-C so any MCP client can be
+//! pointed at the printed URL and key.
 
 use std::ffi::OsString;
 use std::io::BufReader;
@@ -34,6 +37,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest event the scripted session reads.
 const MAX_EVENT: usize = 1024 * 1024;
+/// The stateless revision the second part of the script speaks.
+const MODERN_PROTOCOL: &str = "2026-07-28";
 
 const LISTEN: &str = "--listen";
 const LOG_LEVEL: &str = "--log.level";
@@ -58,12 +63,12 @@ pub const DEMO_OPTIONS: &[Opt] = &[
 pub fn help() -> String {
     let mut text = config::help_text(
         "mcp-tunnel demo: relay + tunnel client + stub MCP server on loopback, with one real MCP \
-         session through the tunnel",
+         session and one stateless MCP 2026-07-28 exchange through the tunnel",
         "mcp-tunnel demo [--once] [OPTIONS]",
         DEMO_OPTIONS,
     );
     text.push_str(
-        "  --once\n      Exit after the scripted session instead of serving until Ctrl-C.\n",
+        "  --once\n      Exit after the scripted exchanges instead of serving until Ctrl-C.\n",
     );
     text
 }
@@ -191,6 +196,10 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
     println!("One MCP session through the tunnel (MCP host → relay → tunnel client → MCP server):");
     let host = DemoHost::new(mcp_url.clone(), connector_key.clone());
     host.session()?;
+    println!(
+        "\nOne stateless MCP {MODERN_PROTOCOL} exchange (no session; version in _meta, Mcp-Method/Mcp-Name headers):"
+    );
+    host.modern_exchange()?;
 
     if once {
         stop(&tunnel, relay_server, stub_server);
@@ -201,6 +210,14 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
         "  curl -s {mcp_url} -H 'Authorization: Bearer {}' \\\n    \
          -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\\n    \
          -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"text\":\"hi\"}}}}}}'",
+        connector_key.expose()
+    );
+    println!(
+        "  or statelessly (MCP {MODERN_PROTOCOL}):\n  \
+         curl -s {mcp_url} -H 'Authorization: Bearer {}' \\\n    \
+         -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\\n    \
+         -H 'MCP-Protocol-Version: {MODERN_PROTOCOL}' -H 'Mcp-Method: server/discover' \\\n    \
+         -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server/discover\"}}'",
         connector_key.expose()
     );
     println!("  or point any MCP client (Streamable HTTP) at the endpoint with that bearer token.");
@@ -320,6 +337,67 @@ impl DemoHost {
 
         let status = self.delete()?;
         println!("  → DELETE (end session)          ← HTTP {status}");
+        *self.session.borrow_mut() = None;
+        Ok(())
+    }
+
+    /// The 2026-07-28 part: every request self-contained, no session.
+    fn modern_exchange(&self) -> Result<(), String> {
+        let discover = self.post_with(
+            modern_request("discover-1", "server/discover", json!({})),
+            &[
+                ("MCP-Protocol-Version", MODERN_PROTOCOL),
+                ("Mcp-Method", "server/discover"),
+            ],
+            &mut |_| {},
+        )?;
+        let result = final_result(&discover, "server/discover")?;
+        let versions: Vec<&str> = result["supportedVersions"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "  → server/discover               ← {} {}, versions {}",
+            result["serverInfo"]["name"].as_str().unwrap_or("?"),
+            result["serverInfo"]["version"].as_str().unwrap_or("?"),
+            versions.join(", ")
+        );
+
+        let echo = json!({"name": "echo", "arguments": {"text": "hello, stateless"}});
+        let call = self.post_with(
+            modern_request("call-1", "tools/call", echo.clone()),
+            &[
+                ("MCP-Protocol-Version", MODERN_PROTOCOL),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "echo"),
+            ],
+            &mut |_| {},
+        )?;
+        println!(
+            "  → tools/call echo               ← result: {}",
+            text_of(final_result(&call, "tools/call echo")?)
+        );
+
+        let wrong = self.post_with(
+            modern_request("call-2", "tools/call", echo),
+            &[
+                ("MCP-Protocol-Version", MODERN_PROTOCOL),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "add"),
+            ],
+            &mut |_| {},
+        )?;
+        let error = wrong
+            .messages
+            .last()
+            .and_then(|m| m.get("error"))
+            .ok_or_else(|| format!("tools/call with a wrong Mcp-Name: HTTP {}", wrong.status))?;
+        println!(
+            "  → tools/call, Mcp-Name: add     ← HTTP {}, {}: {}",
+            wrong.status,
+            error["code"],
+            error["message"].as_str().unwrap_or("?")
+        );
         Ok(())
     }
 
@@ -335,9 +413,23 @@ impl DemoHost {
 
     /// POSTs one message; notifications in an event-stream answer go to `on_note` as they arrive.
     fn post(&self, message: Value, on_note: &mut dyn FnMut(&Value)) -> Result<Answer, String> {
-        let resp = self
+        self.post_with(message, &[], on_note)
+    }
+
+    /// [`post`](Self::post) with extra request headers (the modern era's `Mcp-*`).
+    fn post_with(
+        &self,
+        message: Value,
+        headers: &[(&str, &str)],
+        on_note: &mut dyn FnMut(&Value),
+    ) -> Result<Answer, String> {
+        let mut req = self
             .request(self.agent.post(&self.url))
-            .header("Content-Type", "application/json")
+            .header("Content-Type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req
             .send(message.to_string().as_str())
             .map_err(|e| format!("request failed: {e}"))?;
         let status = resp.status().as_u16();
@@ -386,6 +478,16 @@ impl DemoHost {
             .map_err(|e| format!("request failed: {e}"))?;
         Ok(resp.status().as_u16())
     }
+}
+
+/// A 2026-07-28 request: `params` with the `_meta` that makes it self-contained.
+fn modern_request(id: &str, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL,
+        "io.modelcontextprotocol/clientInfo": {"name": "mcp-tunnel-demo", "version": env!("CARGO_PKG_VERSION")},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
 }
 
 /// The `result` of the answer's final message, or an error describing what came instead.

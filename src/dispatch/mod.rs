@@ -10,7 +10,10 @@
 //!   abandoned and nothing is posted.
 //! - **Pacing**: transient poll failures back off exponentially with full jitter (200 ms → 10 s,
 //!   never sooner than `Retry-After`); operator errors (400/401/403/404) wait 30 s → 5 min and are
-//!   logged once per change with the fix.
+//!   logged once per change with the fix — except a 404 in the first seconds, before any poll
+//!   succeeded, which is retried within a second (a tunnel the relay has not loaded yet).
+//! - **Readiness**: a poll held by the control plane counts as working polling (see
+//!   [`crate::ops::Health`]), so a fresh client is ready without waiting for a long-poll to end.
 //! - **Shutdown**: [`Tunnel::stop`] stops polling at once; [`Tunnel::drain`] waits until every
 //!   queued and running command has finished (or the drain timeout passes).
 //!

@@ -7,6 +7,13 @@
 //!   the last one started; a non-empty one at once.
 //! - Transient failures back off exponentially with full jitter, never sooner than `Retry-After`;
 //!   a rejected configuration waits far longer and is logged once per change, with the fix.
+//! - Except at start: until a poll has succeeded, for [`STARTUP_404_WINDOW`], a 404 (unknown
+//!   tunnel) is retried within a second. A relay re-reads its tunnels file every few seconds, so a
+//!   tunnel added just before its client started is found moments later; waiting the 30 s an
+//!   operator error gets would leave it unusable for half a minute or more.
+//! - Readiness ([`crate::ops::Health`]): each poll is announced before it is sent, so that a poll
+//!   the control plane holds counts; after a rejected configuration the metadata is read again
+//!   before the next poll, so that a fixed one shows as soon as its poll is held.
 //! - While it waits it shows it is alive (the watchdog reads [`super::Tunnel::poll_thread_idle`]).
 
 use std::sync::atomic::Ordering;
@@ -32,6 +39,14 @@ const POLL_RETRY_CAP: Duration = Duration::from_secs(10);
 const OPERATOR_RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest delay while the configuration stays rejected.
 const OPERATOR_RETRY_CAP: Duration = Duration::from_secs(300);
+/// How long after the poll loop starts a 404 still gets quick retries, as long as no poll has
+/// succeeded yet: a few of a relay's 2 s re-reads of its tunnels file. After a success a 404
+/// means the tunnel was removed, and gets the operator backoff at once.
+const STARTUP_404_WINDOW: Duration = Duration::from_secs(10);
+/// First delay of those quick retries: 250 ms, doubling to [`STARTUP_404_RETRY_CAP`] (each delay
+/// at least the base, jittered above it).
+const STARTUP_404_RETRY_BASE: Duration = Duration::from_millis(250);
+const STARTUP_404_RETRY_CAP: Duration = Duration::from_secs(1);
 /// Least time from the start of one poll to the start of the next after an empty answer: a
 /// control plane (or proxy) that answers empty polls instantly would otherwise get thousands of
 /// polls a second from us. A non-empty answer is followed by the next poll at once.
@@ -86,20 +101,34 @@ impl Tunnel {
     }
 
     pub(super) fn poll_loop(&self) {
+        let loop_started = Instant::now();
         let mut transient = Backoff::new(POLL_RETRY_BASE, POLL_RETRY_CAP);
         let mut operator = Backoff::new(OPERATOR_RETRY_BASE, OPERATOR_RETRY_CAP);
+        let mut startup = Backoff::new(STARTUP_404_RETRY_BASE, STARTUP_404_RETRY_CAP);
         // The last problem logged, so a problem that persists is logged once, not every poll.
         let mut last_problem: Option<String> = None;
+        let mut ever_succeeded = false;
+        // The startup metadata read (by `client::run`) already proved the key.
+        let mut reread_metadata = false;
+        if self.control.metadata_accepted() {
+            self.health.key_accepted();
+        }
         while let Some(free) = self.free_slots() {
             let limit = free.min(MAX_POLL_LIMIT);
             self.beat();
+            if std::mem::take(&mut reread_metadata) && self.control.metadata().is_ok() {
+                self.health.key_accepted();
+                self.beat();
+            }
             let poll_started = Instant::now();
+            self.health.poll_started();
             let result = self.control.poll(limit);
             self.beat();
             let delay = match result {
                 Ok(result) => {
                     transient.reset();
                     operator.reset();
+                    ever_succeeded = true;
                     self.health.poll_succeeded();
                     if last_problem.take().is_some() {
                         log::info!(target: LOG_TARGET, "control plane polling works again");
@@ -123,6 +152,24 @@ impl Tunnel {
                 Err(PollError::Operator { status, message }) => {
                     self.metrics.poll(PollOutcome::Rejected);
                     self.health.poll_failed(readiness_reason(status, &message));
+                    reread_metadata = true;
+                    if quick_404_retry(status, ever_succeeded, loop_started.elapsed()) {
+                        let note = format!(
+                            "control plane answered {message}: the tunnel may have been added \
+                             just now; retrying within a second for up to {}s",
+                            STARTUP_404_WINDOW.as_secs()
+                        );
+                        if last_problem.as_deref() != Some(note.as_str()) {
+                            log::info!(target: LOG_TARGET, "{note}");
+                            last_problem = Some(note);
+                        }
+                        let delay = startup.next_delay_at_least(STARTUP_404_RETRY_BASE);
+                        log::debug!(target: LOG_TARGET, "next poll in {delay:?}");
+                        if !self.pause(delay, true) {
+                            break;
+                        }
+                        continue;
+                    }
                     let advice = operator_advice(status, &message);
                     if last_problem.as_deref() != Some(advice.as_str()) {
                         log::error!(target: LOG_TARGET, "{advice}");
@@ -177,6 +224,12 @@ impl Tunnel {
     }
 }
 
+/// Whether a rejected poll gets a quick retry: a 404 before any poll succeeded, within
+/// [`STARTUP_404_WINDOW`] of the start.
+fn quick_404_retry(status: u16, ever_succeeded: bool, since_start: Duration) -> bool {
+    status == 404 && !ever_succeeded && since_start < STARTUP_404_WINDOW
+}
+
 /// The one-line `/readyz` reason for a configuration the control plane rejected.
 fn readiness_reason(status: u16, message: &str) -> String {
     match status {
@@ -215,4 +268,35 @@ fn operator_advice(status: u16, message: &str) -> String {
         }
     };
     format!("control plane answered {message}; {fix}. Retrying slowly.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_404_at_start_is_retried_quickly() {
+        let early = Duration::from_secs(1);
+        assert!(quick_404_retry(404, false, early));
+        assert!(quick_404_retry(
+            404,
+            false,
+            STARTUP_404_WINDOW - Duration::from_millis(1)
+        ));
+        // After the window, after a success (the tunnel was removed), or another status: slow.
+        assert!(!quick_404_retry(404, false, STARTUP_404_WINDOW));
+        assert!(!quick_404_retry(404, true, early));
+        for status in [400, 401, 403] {
+            assert!(!quick_404_retry(status, false, early), "{status}");
+        }
+    }
+
+    #[test]
+    fn quick_retries_stay_between_the_base_and_the_cap() {
+        let mut startup = Backoff::new(STARTUP_404_RETRY_BASE, STARTUP_404_RETRY_CAP);
+        for _ in 0..10 {
+            let delay = startup.next_delay_at_least(STARTUP_404_RETRY_BASE);
+            assert!(delay >= STARTUP_404_RETRY_BASE && delay <= STARTUP_404_RETRY_CAP);
+        }
+    }
 }

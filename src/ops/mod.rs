@@ -21,11 +21,27 @@ struct ChannelState {
     seen: Instant,
 }
 
+/// How long a poll must be in flight, unanswered, before it counts as held (see [`Health`]). A
+/// control plane that refuses a poll (401/403/404, 5xx, a proxy's error page) answers at once;
+/// one that accepted it keeps it open until work arrives or its wait ends.
+pub const HELD_AFTER: Duration = Duration::from_millis(500);
+
 /// Readiness: the last successful poll, the control plane's standing complaint, and each
 /// channel's reachability as the last call or probe found it.
+///
+/// The control plane counts as working when a poll returned recently, **or** when a poll is being
+/// held: in flight for [`HELD_AFTER`] without an answer, on a connection whose key and tunnel the
+/// control plane accepted since the last poll failure (a metadata read or a returned poll; see
+/// [`Health::key_accepted`]). The blocking HTTP client cannot tell "sent and held" from "still
+/// connecting", so the acceptance is what rules out a control plane that never saw the request:
+/// it came over the same pooled connection moments before. Without it a fresh client would be
+/// "not ready" for a whole long-poll wait (up to 25 s) on a healthy setup. Any poll failure
+/// withdraws the acceptance, so a control plane that refuses or fails never shows ready this way.
 pub struct Health {
     /// A poll older than this makes the client not ready (2 × (poll wait + guardrail)).
     poll_window: Duration,
+    /// [`HELD_AFTER`]; a field so that the unit tests need not wait for it.
+    held_after: Duration,
     state: Mutex<HealthState>,
 }
 
@@ -34,6 +50,10 @@ struct HealthState {
     last_poll_ok: Option<Instant>,
     control_plane_problem: Option<String>,
     last_poll_error: Option<String>,
+    /// When the poll now in flight was sent; `None` between polls.
+    poll_in_flight: Option<Instant>,
+    /// The control plane accepted our key and tunnel since the last poll failure.
+    accepted: bool,
     channels: BTreeMap<String, ChannelState>,
 }
 
@@ -51,6 +71,7 @@ impl Health {
     pub fn new(poll_window: Duration) -> Health {
         Health {
             poll_window,
+            held_after: HELD_AFTER,
             state: Mutex::new(HealthState::default()),
         }
     }
@@ -59,22 +80,41 @@ impl Health {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A poll is about to be sent.
+    pub fn poll_started(&self) {
+        self.lock().poll_in_flight = Some(Instant::now());
+    }
+
+    /// The control plane accepted our key for the tunnel on a request other than a poll (the
+    /// metadata read): a poll held after this proves the connection.
+    pub fn key_accepted(&self) {
+        self.lock().accepted = true;
+    }
+
     pub fn poll_succeeded(&self) {
         let mut s = self.lock();
         s.last_poll_ok = Some(Instant::now());
         s.control_plane_problem = None;
         s.last_poll_error = None;
+        s.poll_in_flight = None;
+        s.accepted = true;
     }
 
     /// A problem the operator must fix, shown by `/readyz` at once.
     pub fn poll_failed(&self, problem: String) {
-        self.lock().control_plane_problem = Some(problem);
+        let mut s = self.lock();
+        s.control_plane_problem = Some(problem);
+        s.poll_in_flight = None;
+        s.accepted = false;
     }
 
     /// A transient poll failure: readiness turns only when no poll succeeds for the poll
     /// window, and then names this as the last error.
     pub fn poll_error(&self, reason: &str) {
-        self.lock().last_poll_error = Some(reason.to_string());
+        let mut s = self.lock();
+        s.last_poll_error = Some(reason.to_string());
+        s.poll_in_flight = None;
+        s.accepted = false;
     }
 
     /// The latest evidence about a channel: `None` when its server answered (whatever it said).
@@ -109,7 +149,11 @@ impl Health {
             .as_ref()
             .map(|e| format!(" (last error: {e})"))
             .unwrap_or_default();
+        let held = s.accepted
+            && s.poll_in_flight
+                .is_some_and(|sent| sent.elapsed() >= self.held_after);
         let poll = match (&s.control_plane_problem, s.last_poll_ok) {
+            _ if held => None,
             (Some(problem), _) => Some(problem.clone()),
             (None, None) => Some(format!("no successful poll yet{last_error}")),
             (None, Some(at)) if at.elapsed() > self.poll_window => Some(format!(
@@ -163,6 +207,45 @@ mod tests {
             "mcp channel main unreachable: connection refused"
         );
         assert!(!h.channel_up("main"));
+    }
+
+    fn without_held_delay() -> Health {
+        Health {
+            held_after: Duration::ZERO,
+            ..Health::new(Duration::from_secs(60))
+        }
+    }
+
+    #[test]
+    fn a_held_poll_is_ready_only_after_the_key_was_accepted() {
+        let h = without_held_delay();
+        h.poll_started();
+        assert_eq!(h.readiness().reason, "no successful poll yet");
+        h.key_accepted();
+        assert!(h.readiness().ready, "{:?}", h.readiness());
+        // The poll comes back refused: not ready, and the next held poll needs a new acceptance.
+        h.poll_failed("control plane auth failed (401): check CONTROL_PLANE_API_KEY".into());
+        h.poll_started();
+        assert!(h.readiness().reason.contains("401"));
+        h.key_accepted();
+        assert!(h.readiness().ready);
+        h.poll_error("HTTP 503");
+        h.poll_started();
+        assert!(!h.readiness().ready);
+        // A returned poll is an acceptance of its own.
+        h.poll_succeeded();
+        h.poll_started();
+        assert!(h.readiness().ready);
+    }
+
+    #[test]
+    fn a_poll_not_yet_held_is_not_ready() {
+        let h = Health::new(Duration::from_secs(60));
+        h.key_accepted();
+        h.poll_started();
+        // Well within HELD_AFTER: a refusal could still come.
+        assert_eq!(h.readiness().reason, "no successful poll yet");
+        assert!(h.held_after >= Duration::from_millis(100));
     }
 
     #[test]

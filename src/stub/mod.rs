@@ -2,18 +2,21 @@
 //! tests, benchmarks and our own tests. Built on [`crate::http_server`]; no state beyond the set of
 //! live session ids.
 //!
-//! Protocol: MCP revision 2025-06-18 over Streamable HTTP (2025-03-26 and 2024-11-05 are also
-//! accepted). The endpoint is `/mcp`:
+//! Protocol: both eras over Streamable HTTP. Sessions: MCP revision 2025-06-18 (2025-03-26 and
+//! 2024-11-05 are also accepted). Stateless: MCP 2026-07-28 — `server/discover`, and requests
+//! that carry their version in `_meta` (see `modern` for how a request is told apart and what is
+//! checked). The endpoint is `/mcp`:
 //!
 //! - `POST` carries one JSON-RPC message. A request is answered with one `application/json`
 //!   response, except a `progress` tool call from a client that accepts `text/event-stream`: that
 //!   one is answered with an event stream of `notifications/progress` then the result.
 //!   Notifications and client responses get `202`. Batches are refused (`-32600`).
-//! - `DELETE` ends a session; `GET` (a server-initiated stream) is not offered: `405`.
+//! - `DELETE` with a session ends it; `GET` (a server-initiated stream) is not offered, and a
+//!   `DELETE` without a session has nothing to end: both `405`.
 //!
-//! Sessions: `initialize` hands out a fresh `Mcp-Session-Id`. A request naming an unknown session
-//! gets `404` (the spec's signal to re-initialize); a request naming none is served anyway, so
-//! stateless clients work too.
+//! Sessions: `initialize` hands out a fresh `Mcp-Session-Id`. A legacy request naming an unknown
+//! session gets `404` (the spec's signal to re-initialize); one naming none is served anyway, so
+//! stateless clients work too. A modern request ignores any session header.
 //!
 //! Tools: `echo`, `add`, `slow`, `progress`, `fail` (a tool-level error result) and `fail_rpc` (a
 //! JSON-RPC error), each exercising one path of a client or of the tunnel.
@@ -23,8 +26,9 @@
 //!
 //! Here: the options, the `mcp-tunnel stub` command and the HTTP side (bearer check, `/mcp`
 //! routing, which method gets which answer). The JSON-RPC message shapes are in `protocol`, the
-//! session set in `session`, the tools in `tools`.
+//! session set in `session`, the tools in `tools`, the 2026-07-28 era's rules in `modern`.
 
+mod modern;
 mod protocol;
 mod session;
 mod tools;
@@ -39,6 +43,7 @@ use serde_json::{Value, json};
 use crate::config::{self, Opt, Sources};
 use crate::http_server::{Limits, Request, Response, Server};
 use crate::secret::Secret;
+use modern::Modern;
 use protocol::{
     INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Message, PARSE_ERROR, Reply,
     SESSION_NOT_FOUND, classify, json_response, rpc_error, rpc_reply,
@@ -56,6 +61,10 @@ const LATEST_PROTOCOL: &str = "2025-06-18";
 const SUPPORTED_PROTOCOLS: [&str; 3] = ["2025-06-18", "2025-03-26", "2024-11-05"];
 
 const SESSION_HEADER: &str = "Mcp-Session-Id";
+
+/// What `initialize` and `server/discover` tell a client about us.
+const INSTRUCTIONS: &str =
+    "mcp-tunnel's built-in test server. Tools: echo, add, slow, progress, fail, fail_rpc.";
 
 /// Characters of a JSON-RPC method name put in a log line; names are client-chosen and unbounded.
 const LOGGED_METHOD_CHARS: usize = 64;
@@ -122,7 +131,8 @@ pub const STUB_OPTIONS: &[Opt] = &[
 /// `--help` text for `mcp-tunnel stub`.
 pub fn help() -> String {
     config::help_text(
-        "mcp-tunnel stub: a small built-in Streamable HTTP MCP server (MCP 2025-06-18) with the \
+        "mcp-tunnel stub: a small built-in Streamable HTTP MCP server (MCP 2025-06-18 sessions and \
+         stateless 2026-07-28) with the \
          tools echo, add, slow, progress, fail and fail_rpc, for demos, smoke tests and benchmarks",
         "mcp-tunnel stub [OPTIONS]",
         STUB_OPTIONS,
@@ -217,16 +227,19 @@ impl Stub {
             return Response::new(404, "not found: the MCP endpoint is /mcp\n");
         }
         let session = self.sessions.look_up(req.header(SESSION_HEADER));
-        let response = match req.method.as_str() {
+        let (response, stateless) = match req.method.as_str() {
             "POST" => self.post(req, &session),
-            "DELETE" => self.delete(&session),
+            "DELETE" => (self.delete(&session), false),
             other => {
                 debug!("stub: {other} not allowed");
-                Response::new(405, "only POST and DELETE are served at /mcp\n")
-                    .with_header("Allow", "POST, DELETE")
+                let response = Response::new(405, "only POST and DELETE are served at /mcp\n")
+                    .with_header("Allow", "POST, DELETE");
+                (response, false)
             }
         };
         match session {
+            // A modern answer names no session, whatever the request carried.
+            _ if stateless => response,
             // An initialize answer already names its new session.
             Session::Known(id) if !has_header(&response, SESSION_HEADER) => {
                 response.with_header(SESSION_HEADER, &id)
@@ -255,7 +268,12 @@ impl Stub {
     fn delete(&self, session: &Session) -> Response {
         debug!("stub: DELETE session");
         match session {
-            Session::Absent => Response::new(400, "DELETE needs an Mcp-Session-Id header\n"),
+            // Nothing to end: a modern client has no session, and a legacy one names its own.
+            Session::Absent => Response::new(
+                405,
+                "DELETE ends a session and needs its Mcp-Session-Id header; MCP 2026-07-28 has no sessions\n",
+            )
+            .with_header("Allow", "POST, DELETE"),
             Session::Unknown => Response::new(404, "unknown session\n"),
             Session::Known(id) => {
                 self.sessions.end(id);
@@ -264,7 +282,8 @@ impl Stub {
         }
     }
 
-    fn post(&self, req: &Request, session: &Session) -> Response {
+    /// The answer, and whether it was served as a modern (stateless) request.
+    fn post(&self, req: &Request, session: &Session) -> (Response, bool) {
         let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
             debug!("stub: POST with a body that is not JSON");
             let error = rpc_error(
@@ -272,14 +291,14 @@ impl Stub {
                 PARSE_ERROR,
                 "parse error: the body is not JSON",
             );
-            return json_response(400, &error);
+            return (json_response(400, &error), false);
         };
         let message = match classify(&body) {
             Ok(message) => message,
             Err(invalid) => {
                 debug!("stub: POST with an invalid JSON-RPC message");
                 let error = rpc_error(&invalid.id, INVALID_REQUEST, invalid.message);
-                return json_response(400, &error);
+                return (json_response(400, &error), false);
             }
         };
         let method = match &message {
@@ -288,7 +307,55 @@ impl Stub {
         };
         let logged: String = method.chars().take(LOGGED_METHOD_CHARS).collect();
         debug!("stub: POST {logged:?}");
+        if let Message::Request { id, method, params } = message
+            && modern::is_modern(req, method, params)
+        {
+            let request = Modern { id, method, params };
+            return (self.modern(req, &request), true);
+        }
+        (self.legacy(req, session, message), false)
+    }
 
+    /// A request of the 2026-07-28 protocol: no session, checked headers.
+    fn modern(&self, req: &Request, request: &Modern) -> Response {
+        if let Err(refused) = modern::check(req, request) {
+            debug!("stub: modern request refused by its header checks");
+            return refused;
+        }
+        let reply = match request.method {
+            "server/discover" => Reply::Result(modern::discover_result(&self.name, INSTRUCTIONS)),
+            "tools/list" => Reply::Result(modern::complete(tools_list())),
+            "tools/call" => match parse_call(request.params) {
+                Err(message) => Reply::Error {
+                    code: INVALID_PARAMS,
+                    message,
+                },
+                Ok(Call::Progress {
+                    steps,
+                    delay_ms,
+                    token,
+                }) if accepts_event_stream(req) => {
+                    return progress_stream(request.id.clone(), steps, delay_ms, token);
+                }
+                Ok(call) => match run_call(call) {
+                    Reply::Result(result) => Reply::Result(modern::complete(result)),
+                    error => error,
+                },
+            },
+            other => {
+                let error = rpc_error(
+                    request.id,
+                    METHOD_NOT_FOUND,
+                    &format!("method not found: {other}"),
+                );
+                return json_response(404, &error);
+            }
+        };
+        json_response(200, &rpc_reply(request.id, reply))
+    }
+
+    /// A message of the 2025 session protocol.
+    fn legacy(&self, req: &Request, session: &Session, message: Message) -> Response {
         let initialize = matches!(
             message,
             Message::Request {
@@ -359,7 +426,7 @@ impl Stub {
             "protocolVersion": version,
             "capabilities": { "tools": { "listChanged": false } },
             "serverInfo": { "name": self.name, "version": env!("CARGO_PKG_VERSION") },
-            "instructions": "mcp-tunnel's built-in test server. Tools: echo, add, slow, progress, fail, fail_rpc.",
+            "instructions": INSTRUCTIONS,
         })
     }
 }

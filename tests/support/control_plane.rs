@@ -14,7 +14,8 @@ use super::{SeenRequest, watched::Watched};
 pub const TUNNEL_ID: &str = "tunnel_0123456789abcdef0123456789abcdef";
 pub const API_KEY: &str = "sk-fake-control-plane-runtime-key";
 
-/// The fake never holds a poll longer than this, whatever `timeout_ms` asks for.
+/// The fake never holds a poll longer than this, whatever `timeout_ms` asks for (unless a test
+/// says otherwise with [`FakeControlPlane::hold_polls_up_to`]).
 const MAX_POLL_WAIT: Duration = Duration::from_secs(5);
 
 /// A canned answer for the next poll(s).
@@ -124,6 +125,8 @@ struct State {
     handed_out: Vec<String>,
     poll_script: VecDeque<Scripted>,
     response_post_script: VecDeque<u16>,
+    /// Overrides [`MAX_POLL_WAIT`].
+    max_poll_wait: Option<Duration>,
     closing: bool,
 }
 
@@ -183,6 +186,11 @@ impl FakeControlPlane {
     pub fn script_polls(&self, count: usize, answer: Scripted) {
         self.state
             .update(|state| state.poll_script.extend(std::iter::repeat_n(answer, count)));
+    }
+
+    /// From now on an empty poll is held for up to `wait` (still no longer than its `timeout_ms`).
+    pub fn hold_polls_up_to(&self, wait: Duration) {
+        self.state.update(|state| state.max_poll_wait = Some(wait));
     }
 
     /// The next `count` response POSTs are answered with `status` (and not accepted).
@@ -363,10 +371,14 @@ impl Routes {
             return scripted.to_response();
         }
         let limit: usize = query_number(seen, "limit").unwrap_or(usize::MAX);
+        let max_wait = self
+            .state
+            .read(|state| state.max_poll_wait)
+            .unwrap_or(MAX_POLL_WAIT);
         let wait = query_number(seen, "timeout_ms")
             .map(Duration::from_millis)
             .unwrap_or_default()
-            .min(MAX_POLL_WAIT);
+            .min(max_wait);
         let commands = self
             .state
             .wait_until(Instant::now() + wait, |state| {
