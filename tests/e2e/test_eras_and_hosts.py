@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -55,16 +56,6 @@ from test_sdk_through_tunnel import (
 )
 
 pytestmark = pytest.mark.anyio
-
-# The client's stdio side of issue 13 (era probe and one child per era, the tunnel-owned legacy
-# handshake replayed after a restart, per-session children) has not landed yet. These cases say
-# so as strict xfails: each turns into a failure once its part works, and the mark must go.
-STDIO_ERAS_MISSING = pytest.mark.xfail(
-    strict=True, reason="issue 13 item 2 not landed: one stdio child serves both eras"
-)
-STDIO_REPLAY_MISSING = pytest.mark.xfail(
-    strict=True, reason="issue 13 item 2 not landed: a restarted stdio child is not re-initialized"
-)
 
 NODE_BIN = E2E_DIR / "node_modules" / ".bin"
 # What a host runs to reach the tunnel through the TypeScript SDK (see ts_sdk_client.mjs).
@@ -136,8 +127,6 @@ async def test_modern_round_trip_carries_the_mcp_headers_to_the_server(fastmcp_s
 @pytest.mark.parametrize("stack_name", ["fastmcp_stack", "eras_stack"])
 async def test_each_era_over_http_and_stdio(mode: str, stack_name: str, request: pytest.FixtureRequest) -> None:
     """The Python SDK forced to each era, against FastMCP over HTTP and over stdio."""
-    if stack_name == "eras_stack" and mode != "legacy":
-        request.applymarker(STDIO_ERAS_MISSING)
     stack: Stack = request.getfixturevalue(stack_name)
     version, text, recorder = await call_in_era(stack, mode, "add", {"a": 2, "b": 40})
     assert text == "42"
@@ -149,7 +138,6 @@ async def test_each_era_over_http_and_stdio(mode: str, stack_name: str, request:
         assert not posts(recorder, "initialize"), recorder.exchanges
 
 
-@STDIO_ERAS_MISSING
 async def test_modern_and_legacy_hosts_alternate_on_one_dual_era_stdio_channel(eras_stack: Stack) -> None:
     """A dual-era server over stdio commits to one era per process; the client gives each era its
     own child, so hosts of both eras, taking turns, are all served."""
@@ -195,7 +183,14 @@ def stdio_children(client: Proc, marker: str) -> list[int]:
     return found
 
 
-@STDIO_REPLAY_MISSING
+def legacy_session_child(client: Proc) -> int:
+    """The pid of the child serving legacy sessions, from the client's log: `[main/legacy]` when
+    the probe found a modern-capable server (mcp-server-time answers `server/discover`), else the
+    channel's one child `[main]`."""
+    started = dict(re.findall(r"\[(main(?:/legacy)?)\] stdio server started \(pid (\d+)\)", client.log()))
+    return int(started.get("main/legacy") or started["main"])
+
+
 async def test_stdio_child_killed_mid_session_and_the_session_goes_on(time_stack: Stack) -> None:
     """The child is killed between two calls of one session: the client restarts it and replays
     the session's handshake, so the same session's next call succeeds."""
@@ -203,7 +198,8 @@ async def test_stdio_child_killed_mid_session_and_the_session_goes_on(time_stack
     with anyio.fail_after(TEST_TIMEOUT):
         async with sdk_session(time_stack, Recorder()) as session:
             assert "UTC" in await time_now(session)
-            [pid] = wait_until("the stdio child", lambda: stdio_children(client, "mcp_server_time"), 10)
+            pid = legacy_session_child(client)
+            assert pid in stdio_children(client, "mcp_server_time"), pid
             os.kill(pid, signal.SIGKILL)
             wait_until(
                 "a new stdio child",

@@ -250,8 +250,9 @@ class Target:
 
     @property
     def stateless_default_client(self) -> bool:
-        """`mcp.Client` goes stateless (FastMCP answers `server/discover` over HTTP only)."""
-        return self.server.discoverable and not self.stdio
+        """`mcp.Client` goes stateless: FastMCP answers `server/discover` over HTTP, and over
+        stdio the tunnel client's era probe gives modern requests the child that answered it."""
+        return self.server.discoverable
 
 
 TARGETS = {
@@ -490,9 +491,9 @@ async def test_session_end_sends_delete(target: tuple[Target, Stack], caplog: py
 
 async def test_default_client(target: tuple[Target, Stack]) -> None:
     """`mcp.Client` as an application uses it. Its default mode first probes `server/discover`: a
-    2026 server (FastMCP over HTTP) answers, and the stateless per-request protocol follows (no
-    initialize, no session); one that refuses it (server-everything; FastMCP over stdio) makes the
-    client fall back to the initialize handshake and a session, ended by DELETE."""
+    2026 server (FastMCP, over HTTP and over stdio) answers, and the stateless per-request protocol
+    follows (no initialize, no session); one that refuses it (server-everything) makes the client
+    fall back to the initialize handshake and a session, ended by DELETE."""
     spec, stack = target
     tool, arguments, steps = spec.server.progress_call()
     recorder = Recorder.of(spec)
