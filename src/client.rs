@@ -86,6 +86,7 @@ pub fn run(cfg: &RunConfig) -> i32 {
         tunnel.control_plane().instance_id()
     );
     match tunnel.control_plane().metadata() {
+        Ok(meta) if meta.description.is_empty() => log::info!("tunnel {:?}", meta.name),
         Ok(meta) => log::info!("tunnel {:?}: {}", meta.name, meta.description),
         // Diagnostics only: the poll loop reports (and paces) real problems.
         Err(e) => log::warn!("tunnel metadata unavailable: {e}"),
