@@ -275,6 +275,74 @@ fn every_relay_error_on_the_mcp_endpoint_is_a_json_rpc_error_object() {
     assert!(body.get("jsonrpc").is_none(), "{body}");
 }
 
+/// Raw bytes on a fresh connection, one reply read back.
+fn send_raw(addr: &str, raw: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect to the relay");
+    stream.set_read_timeout(Some(PROMPTLY)).unwrap();
+    stream.set_write_timeout(Some(PROMPTLY)).unwrap();
+    stream.write_all(raw).unwrap();
+    read_reply(&mut stream, &mut Vec::new())
+}
+
+#[test]
+fn the_http_servers_own_refusals_on_the_mcp_endpoint_are_json_rpc_errors_too() {
+    let setup = Setup::start(&[("--connector.max-body", "100")]);
+    let (addr, path, key) = (setup.addr(), setup.mcp_path(), setup.key());
+    let head = |extra: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {key}\r\n{extra}\r\n")
+    };
+
+    // A chunked body has no length to refuse up front: the server's 413 as chunks arrive.
+    let mut chunked = head("Transfer-Encoding: chunked\r\n").into_bytes();
+    chunked.extend_from_slice(format!("c8\r\n{}\r\n0\r\n\r\n", "x".repeat(200)).as_bytes());
+    let too_large = send_raw(&addr, &chunked);
+    assert_rpc_error(
+        &too_large,
+        413,
+        -32086,
+        "request_body_too_large",
+        Value::Null,
+    );
+
+    // Both framings at once: the server's 400, before the relay ever sees the request.
+    let both = head("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n") + "{}";
+    let malformed = send_raw(&addr, both.as_bytes());
+    assert_rpc_error(
+        &malformed,
+        400,
+        -32092,
+        "malformed_http_request",
+        Value::Null,
+    );
+
+    // A transfer coding the server does not speak.
+    let gzip = head("Transfer-Encoding: gzip, chunked\r\n") + "0\r\n\r\n";
+    let unsupported = send_raw(&addr, gzip.as_bytes());
+    assert_rpc_error(&unsupported, 501, -32095, "not_implemented", Value::Null);
+
+    // A head over the header limit is refused before it is whole; its request line names the
+    // endpoint, so the answer still takes the endpoint's shape.
+    let huge = head(&format!("X-Padding: {}\r\n", "p".repeat(20 * 1024)));
+    let oversized = send_raw(&addr, huge.as_bytes());
+    assert_rpc_error(
+        &oversized,
+        431,
+        -32094,
+        "request_header_fields_too_large",
+        Value::Null,
+    );
+
+    // Other routes keep the server's plain shape: the control plane's is the contract's.
+    let control = format!(
+        "POST /v1/tunnels/x HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{{}}"
+    );
+    let plain = send_raw(&addr, control.as_bytes());
+    assert_eq!(plain.status, 400, "{}", plain.text());
+    let body: Value = serde_json::from_slice(&plain.body).unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert!(body.get("jsonrpc").is_none(), "{body}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // GET and DELETE by era
 

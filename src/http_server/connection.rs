@@ -93,6 +93,7 @@ pub(super) fn serve_connection(
         pool,
         first_head_deadline: Some(first_head_deadline),
         connection: ConnectionHandle::default(),
+        reading_path: None,
     };
     let end = loop {
         match conn.serve_one() {
@@ -144,9 +145,28 @@ struct Conn<'s> {
     /// get `header_timeout` from their first byte.
     first_head_deadline: Option<Instant>,
     connection: ConnectionHandle,
+    /// The path of the request being read, once its head is parsed: the server's own error
+    /// answer to it takes the route's shape (`Limits::error_shape`).
+    reading_path: Option<String>,
 }
 
 impl Conn<'_> {
+    /// The server's own error answer to the request being read, in its route's shape.
+    /// A head refused before it was whole (too large, malformed, too slow) still names its path
+    /// when its request line arrived: `httparse` fills it in as it goes.
+    fn refusal(&self, status: u16) -> Response {
+        let unread_head;
+        let path = match self.reading_path.as_deref() {
+            Some(path) => Some(path),
+            None => {
+                unread_head = partial_head_path(&self.incoming.buf);
+                unread_head.as_deref()
+            }
+        };
+        path.and_then(|path| (self.service.limits.error_shape)(path, status))
+            .unwrap_or_else(|| error_response(status))
+    }
+
     fn serve_one(&mut self) -> Next {
         let limits = &self.service.limits;
         let head_deadline = match self.first_head_deadline.take() {
@@ -169,7 +189,8 @@ impl Conn<'_> {
             Err(Reject::Gone) => return Next::Abort,
             Err(Reject::Status(status)) => {
                 debug!("{}: request rejected with {status}", self.peer);
-                self.respond(error_response(status), &Exchange::closing());
+                let response = self.refusal(status);
+                self.respond(response, &Exchange::closing());
                 return Next::Close;
             }
         };
@@ -186,7 +207,7 @@ impl Conn<'_> {
                     Err(_) => {
                         warn!("{}: handler panicked on a {method} request", self.peer);
                         exchange.close = true;
-                        error_response(500)
+                        self.refusal(500)
                     }
                 };
                 (method, response)
@@ -237,9 +258,11 @@ impl Conn<'_> {
         deadline: Instant,
     ) -> Result<(Received, Exchange), Reject> {
         let limits = &self.service.limits;
+        self.reading_path = None;
         let head = self
             .incoming
             .read_head(limits.max_header_bytes, head_deadline)?;
+        self.reading_path = Some(path_of(&head.target).to_string());
         if self.pool == Pool::Reserve && !(limits.reserved_route)(path_of(&head.target)) {
             debug!(
                 "{}: only reserved routes are served on this slot",
@@ -407,4 +430,12 @@ impl Exchange {
             close: true,
         }
     }
+}
+
+/// The path of the request line at the start of `buf`, if that line is complete.
+fn partial_head_path(buf: &[u8]) -> Option<String> {
+    let mut slots = [httparse::EMPTY_HEADER; 0];
+    let mut request = httparse::Request::new(&mut slots);
+    let _ = request.parse(buf);
+    request.path.map(|target| path_of(target).to_string())
 }

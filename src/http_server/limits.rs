@@ -18,6 +18,10 @@ pub struct Limits {
     pub reserved_connections: usize,
     /// Which request paths (without the query) may use a reserved slot. Default: none.
     pub reserved_route: fn(&str) -> bool,
+    /// The server's own error answers (400, 408, 413, 431, 501, 503 once a request's path is
+    /// known) in the shape a route's callers read: `Some(response)` for a path that has its own
+    /// error shape, `None` for the default `{"error":{…}}` body. Default: `None` everywhere.
+    pub error_shape: fn(path: &str, status: u16) -> Option<super::Response>,
     /// Request line + headers. Default 16 KiB.
     pub max_header_bytes: usize,
     /// Request body, the most any admission may allow. Default 4 MiB.
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_connections_per_peer: usize::MAX,
             reserved_connections: 0,
             reserved_route: |_| false,
+            error_shape: |_, _| None,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 4 * 1024 * 1024,
             header_timeout: Duration::from_secs(5),

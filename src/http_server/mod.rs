@@ -22,7 +22,9 @@
 //!   -> 413, from `Content-Length` before reading, or as chunks arrive; malformed -> 400; each
 //!   then closes the connection. Both `Content-Length` and `Transfer-Encoding` -> 400; a transfer
 //!   coding other than plain `chunked` -> 501 (or 400 if `chunked` is not last); a request not
-//!   complete within `read_timeout` -> 408.
+//!   complete within `read_timeout` -> 408. These answers of the server's own take the shape
+//!   `Limits::error_shape` gives the request's path (as soon as its request line is read), else
+//!   a plain `{"error":{"message","type","code"}}`.
 //! - Keep-alive (HTTP/1.1 default, `Connection: close` honoured; HTTP/1.0 always closes);
 //!   `idle_timeout` between requests, `read_timeout` while a request is being read.
 //! - Optional TLS through `rustls::ServerConfig`.

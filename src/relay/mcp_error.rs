@@ -12,7 +12,7 @@
 //! cause was lost. The HTTP status is the one the relay always used; `error.data.code` is the
 //! relay's stable string code (the one README names and scripts may match on), `error.data.fix`
 //! what to do about it. The numeric codes sit in JSON-RPC's server-error range, in a block
-//! (-32080 … -32091) clear of the codes MCP itself defines (-32002, -32020, -32042). The
+//! (-32080 … -32097) clear of the codes MCP itself defines (-32002, -32020, -32042). The
 //! control-plane routes (`/v1/tunnels/…`) keep the contract's shape: see [`super::api_error`].
 
 use crate::http_server::Response;
@@ -152,6 +152,75 @@ pub const CORS_ORIGIN_NOT_ALLOWED: McpError = McpError {
     fix: "Add the page's origin to the relay's --cors-origin (RELAY_CORS_ORIGIN).",
 };
 
+/// The request broke HTTP itself (bad framing, both `Content-Length` and chunked …): the HTTP
+/// server's 400, before the relay saw the request.
+pub const MALFORMED_HTTP_REQUEST: McpError = McpError {
+    status: 400,
+    rpc_code: -32092,
+    code: "malformed_http_request",
+    message: "malformed HTTP request: the relay could not read this request's framing",
+    fix: "Check any proxy between the MCP host and the relay; the request's Content-Length or \
+          chunked encoding is broken.",
+};
+
+pub const REQUEST_TIMEOUT: McpError = McpError {
+    status: 408,
+    rpc_code: -32093,
+    code: "request_timeout",
+    message: "request not received in time: the request body stopped arriving",
+    fix: "Check the network between the MCP host and the relay; a whole request must arrive \
+          within the relay's read timeout.",
+};
+
+pub const HEADERS_TOO_LARGE: McpError = McpError {
+    status: 431,
+    rpc_code: -32094,
+    code: "request_header_fields_too_large",
+    message: "request header fields too large for this relay",
+    fix: "Send fewer or smaller headers (cookies, large Mcp-Param-* values).",
+};
+
+pub const TRANSFER_CODING_NOT_SUPPORTED: McpError = McpError {
+    status: 501,
+    rpc_code: -32095,
+    code: "not_implemented",
+    message: "transfer coding not supported: send the body plain or chunked",
+    fix: "Send the request body with Content-Length or Transfer-Encoding: chunked only.",
+};
+
+pub const RELAY_BUSY: McpError = McpError {
+    status: 503,
+    rpc_code: -32096,
+    code: "server_busy",
+    message: "relay busy: no connection slot is free for this request; retry shortly",
+    fix: "Retry; if it persists, raise the relay's --max-connections or find the peer holding \
+          many connections.",
+};
+
+/// The relay's HTTP server failed on its own (a handler fault): nothing of the request ran.
+pub const RELAY_INTERNAL_ERROR: McpError = McpError {
+    status: 500,
+    rpc_code: -32097,
+    code: "internal_error",
+    message: "internal relay error: the request was not forwarded",
+    fix: "Retry; the relay's log has the cause.",
+};
+
+/// The HTTP server's own refusal of a request to the MCP endpoint, as a JSON-RPC error (its
+/// `Limits::error_shape` for `/v1/mcp/…`). The id is `null`: the body was never parsed.
+pub fn server_refusal(status: u16) -> Response {
+    match status {
+        400 => MALFORMED_HTTP_REQUEST,
+        408 => REQUEST_TIMEOUT,
+        413 => REQUEST_BODY_TOO_LARGE,
+        431 => HEADERS_TOO_LARGE,
+        501 => TRANSFER_CODING_NOT_SUPPORTED,
+        503 => RELAY_BUSY,
+        _ => RELAY_INTERNAL_ERROR,
+    }
+    .response(None)
+}
+
 /// The body was not JSON at all: JSON-RPC's parse error.
 pub const INVALID_JSON: McpError = McpError {
     status: 400,
@@ -250,6 +319,12 @@ mod tests {
         INVALID_JSON,
         INVALID_JSON_RPC,
         TUNNEL_CLIENT_GONE,
+        MALFORMED_HTTP_REQUEST,
+        REQUEST_TIMEOUT,
+        HEADERS_TOO_LARGE,
+        TRANSFER_CODING_NOT_SUPPORTED,
+        RELAY_BUSY,
+        RELAY_INTERNAL_ERROR,
     ];
 
     #[test]
@@ -264,6 +339,13 @@ mod tests {
             assert!(!body["error"]["data"]["fix"].as_str().unwrap().is_empty());
             let null: Value = serde_json::from_str(&e.body(None)).unwrap();
             assert!(null["id"].is_null());
+        }
+    }
+
+    #[test]
+    fn the_servers_refusals_keep_their_status() {
+        for status in [400, 408, 413, 431, 500, 501, 503] {
+            assert_eq!(server_refusal(status).status, status);
         }
     }
 

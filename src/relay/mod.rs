@@ -302,6 +302,11 @@ fn is_control_plane(path: &str) -> bool {
     path.starts_with("/v1/tunnels/")
 }
 
+/// The public MCP endpoint, whose errors are JSON-RPC error objects ([`mcp_error`]).
+fn is_mcp_endpoint(path: &str) -> bool {
+    path == "/v1/mcp" || path.starts_with("/v1/mcp/")
+}
+
 fn unknown_tunnel() -> Response {
     api_error(
         404,
@@ -336,6 +341,9 @@ pub fn serve(relay: &Arc<Relay>, listener: TcpListener) -> Result<Server, String
         max_connections_per_peer: cfg.max_connections_per_peer,
         reserved_connections: cfg.max_connections * cfg.control_plane_reserve_percent / 100,
         reserved_route: is_control_plane,
+        error_shape: |path, status| {
+            is_mcp_endpoint(path).then(|| mcp_error::server_refusal(status))
+        },
         header_timeout: cfg.header_timeout,
         max_body_bytes: MAX_REQUEST_BODY,
         ..Limits::default()
