@@ -3,9 +3,12 @@
 //!
 //! An entry is either bare — a URL or a command line, for channel `main` — or qualified:
 //! `channel=NAME,url=URL[,client-cert=P,client-key=P,http-proxy=URL,unix-socket=PATH]` or
-//! `channel=NAME,command=LINE` (the command takes the rest of the entry, commas included). A
-//! channel's own options win over the MCP-wide networking. The list must name `main`, no
-//! channel twice and at most [`MAX_CHANNELS`]; errors name the flag or variable of the entry.
+//! `channel=NAME[,sessions=shared|per-session],command=LINE` (the command takes the rest of the
+//! entry, commas included, so a stdio channel's options come before `command=`). A channel's own
+//! options win over the MCP-wide settings. The list must name `main`, no channel twice and at
+//! most [`MAX_CHANNELS`]; errors name the flag or variable of the entry.
+
+use std::time::Duration;
 
 use super::network::identity;
 use super::table::{ConfigError, Raw, err};
@@ -19,7 +22,53 @@ pub enum ChannelTransport {
     /// Streamable HTTP at this URL, connecting as `net` says.
     Http { url: String, net: HopNet },
     /// A program speaking JSON-RPC on stdin/stdout, started with this argv (no shell).
-    Stdio { argv: Vec<String> },
+    Stdio {
+        argv: Vec<String>,
+        options: StdioOptions,
+    },
+}
+
+/// Whether a stdio channel's connector sessions share its server process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdioSessions {
+    /// One process (per era) for every session: cheap, but the sessions share its state.
+    Shared,
+    /// A process of its own for each session, started on its `initialize`.
+    PerSession,
+}
+
+impl StdioSessions {
+    /// `shared` or `per-session`, with an error naming `source`.
+    pub(super) fn parse(source: &str, value: &str) -> Result<StdioSessions, ConfigError> {
+        match value.trim() {
+            "shared" => Ok(StdioSessions::Shared),
+            "per-session" => Ok(StdioSessions::PerSession),
+            other => Err(err(
+                source,
+                &format!("{other:?} is not a session mode: expected shared or per-session"),
+            )),
+        }
+    }
+}
+
+/// How a stdio channel runs its server processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioOptions {
+    pub sessions: StdioSessions,
+    /// Per-session mode: the most sessions (processes) open at once on the channel.
+    pub max_sessions: usize,
+    /// Per-session mode: a session with no traffic for this long has its process stopped.
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for StdioOptions {
+    fn default() -> StdioOptions {
+        StdioOptions {
+            sessions: StdioSessions::Shared,
+            max_sessions: 16,
+            session_idle_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 /// One named channel of the tunnel.
@@ -33,11 +82,12 @@ pub struct ChannelConfig {
 pub const MAX_CHANNELS: usize = 32;
 
 /// Builds the channel list from every `--mcp.server-url` and `--mcp.command` entry, HTTP
-/// channels starting from `mcp_defaults`' networking.
+/// channels starting from `mcp_defaults`' networking, stdio channels from `stdio_defaults`.
 pub(super) fn parse_channels(
     urls: &[Raw],
     commands: &[Raw],
     mcp_defaults: &HopNet,
+    stdio_defaults: &StdioOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<ChannelConfig>, ConfigError> {
     let mut channels: Vec<ChannelConfig> = Vec::new();
@@ -55,7 +105,7 @@ pub(super) fn parse_channels(
         Ok(())
     };
     for raw in urls {
-        let (name, value) = split_channel_entry(raw, "url")?;
+        let (name, _, value) = split_channel_entry(raw, "url")?;
         let (value, options) = split_url_options(&value);
         let url = validate_mcp_url(&Raw {
             source: raw.source.clone(),
@@ -71,14 +121,21 @@ pub(super) fn parse_channels(
         )?;
     }
     for raw in commands {
-        let (name, line) = split_channel_entry(raw, "command")?;
+        let (name, leading, line) = split_channel_entry(raw, "command")?;
         let argv = crate::argv::split_command(&line)
             .map_err(|e| err(&raw.source, &format!("cannot split the command line: {e}")))?;
+        let mut options = stdio_defaults.clone();
+        for (key, value) in &leading {
+            match key.as_str() {
+                "sessions" => options.sessions = StdioSessions::parse(&raw.source, value)?,
+                _ => unreachable!("split_channel_entry passes only known options"),
+            }
+        }
         add(
             raw,
             ChannelConfig {
                 name,
-                transport: ChannelTransport::Stdio { argv },
+                transport: ChannelTransport::Stdio { argv, options },
             },
         )?;
     }
@@ -108,19 +165,29 @@ pub(super) fn parse_channels(
     Ok(channels)
 }
 
-/// `(channel, value)` of one entry; `kind` is `url` or `command`.
-fn split_channel_entry(raw: &Raw, kind: &str) -> Result<(String, String), ConfigError> {
+/// Options a qualified `command` entry may give between `channel=NAME,` and `command=` (the
+/// command line takes the rest of the entry, so nothing can follow it).
+const COMMAND_OPTIONS: &[&str] = &["sessions"];
+
+/// `(channel, options before the value, value)` of one entry; `kind` is `url` or `command`.
+/// Only a `command` entry has options before its value ([`COMMAND_OPTIONS`]).
+type Entry = (String, Vec<(String, String)>, String);
+
+fn split_channel_entry(raw: &Raw, kind: &str) -> Result<Entry, ConfigError> {
     let text = raw.value.trim();
     let Some(rest) = text.strip_prefix("channel=") else {
-        return Ok((wire::DEFAULT_CHANNEL.to_string(), text.to_string()));
+        return Ok((
+            wire::DEFAULT_CHANNEL.to_string(),
+            Vec::new(),
+            text.to_string(),
+        ));
     };
-    let usage = format!("expected channel=NAME,{kind}=VALUE");
-    let (name, rest) = rest
+    let usage = match kind {
+        "command" => "expected channel=NAME[,sessions=shared|per-session],command=LINE".to_string(),
+        _ => format!("expected channel=NAME,{kind}=VALUE"),
+    };
+    let (name, mut rest) = rest
         .split_once(',')
-        .ok_or_else(|| err(&raw.source, &usage))?;
-    let value = rest
-        .trim_start()
-        .strip_prefix(&format!("{kind}="))
         .ok_or_else(|| err(&raw.source, &usage))?;
     if wire::canonical_channel(Some(name)).as_deref() != Some(name) {
         return Err(err(
@@ -128,7 +195,33 @@ fn split_channel_entry(raw: &Raw, kind: &str) -> Result<(String, String), Config
             &format!("{name:?} is not a channel name: use 1 to 64 of a-z 0-9 _ -"),
         ));
     }
-    Ok((name.to_string(), value.to_string()))
+    let mut options = Vec::new();
+    let value = loop {
+        rest = rest.trim_start();
+        if let Some(value) = rest.strip_prefix(&format!("{kind}=")) {
+            break value;
+        }
+        let known = (kind == "command")
+            .then(|| rest.split_once(','))
+            .flatten()
+            .and_then(|(piece, after)| Some((piece.split_once('=')?, after)))
+            .filter(|((key, _), _)| COMMAND_OPTIONS.contains(&key.trim()));
+        let Some(((key, option), after)) = known else {
+            return Err(err(&raw.source, &usage));
+        };
+        if options
+            .iter()
+            .any(|(k, _): &(String, String)| k == key.trim())
+        {
+            return Err(err(
+                &raw.source,
+                &format!("{}= is given twice; give it once", key.trim()),
+            ));
+        }
+        options.push((key.trim().to_string(), option.trim().to_string()));
+        rest = after;
+    };
+    Ok((name.to_string(), options, value.to_string()))
 }
 
 /// Per-channel options that may follow `url=` in a qualified entry.
@@ -219,8 +312,11 @@ fn channel_net(
 /// environment lookups. Returns the channel name.
 #[doc(hidden)]
 pub fn fuzz_channel_entry(raw: &Raw, command: bool) -> Result<String, ConfigError> {
-    let (name, value) = split_channel_entry(raw, if command { "command" } else { "url" })?;
+    let (name, leading, value) = split_channel_entry(raw, if command { "command" } else { "url" })?;
     if command {
+        for (_, sessions) in &leading {
+            StdioSessions::parse(&raw.source, sessions)?;
+        }
         crate::argv::split_command(&value).map_err(|e| err(&raw.source, &e))?;
     } else {
         let (url, _options) = split_url_options(&value);

@@ -25,7 +25,9 @@ pub mod run_options;
 pub mod table;
 pub mod values;
 
-pub use channels::{ChannelConfig, ChannelTransport, MAX_CHANNELS, fuzz_channel_entry};
+pub use channels::{
+    ChannelConfig, ChannelTransport, MAX_CHANNELS, StdioOptions, StdioSessions, fuzz_channel_entry,
+};
 pub use log_options::{
     LOG_FILE, LOG_FORMAT, LOG_LEVEL, LogConfig, LogFormat, log_config, parse_log_level,
 };

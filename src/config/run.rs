@@ -14,15 +14,15 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::channels::{ChannelConfig, parse_channels};
+use super::channels::{ChannelConfig, StdioOptions, StdioSessions, parse_channels};
 use super::log_options::{LogConfig, log_config};
 use super::network::hop_nets;
 use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
     DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
     HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_EXTRA_HEADERS,
-    MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_URL, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT,
-    RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS,
+    MCP_URL, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
@@ -155,10 +155,17 @@ pub fn parse_run(
         base_url
     };
 
+    let sessions = get(MCP_STDIO_SESSIONS);
+    let stdio_defaults = StdioOptions {
+        sessions: StdioSessions::parse(&sessions.source, &sessions.value)?,
+        max_sessions: count(&get(MCP_STDIO_MAX_SESSIONS), 1, 1_000)?,
+        session_idle_timeout: positive_duration(&get(MCP_STDIO_IDLE))?,
+    };
     let channels = parse_channels(
         &src.values(MCP_URL),
         &src.values(MCP_COMMAND),
         &nets.mcp_defaults,
+        &stdio_defaults,
         env,
     )?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
@@ -503,7 +510,8 @@ mod tests {
         assert_eq!(c[0].name, "main");
         let c = channels(&[("MCP_COMMAND", "npx -y 'my server'")], &[]).unwrap();
         assert!(matches!(&c[0].transport,
-            ChannelTransport::Stdio { argv } if argv == &["npx", "-y", "my server"]));
+            ChannelTransport::Stdio { argv, options }
+                if argv == &["npx", "-y", "my server"] && *options == StdioOptions::default()));
     }
 
     #[test]
@@ -523,7 +531,7 @@ mod tests {
         let names: Vec<_> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["main", "analytics", "tools"]);
         assert!(matches!(&c[2].transport,
-            ChannelTransport::Stdio { argv } if argv == &["python3", "-m", "srv", "--opt=a,b"]));
+            ChannelTransport::Stdio { argv, .. } if argv == &["python3", "-m", "srv", "--opt=a,b"]));
         let c = channels(
             &[(
                 "MCP_SERVER_URL",
@@ -558,6 +566,100 @@ mod tests {
         assert!(bad_quote.unwrap_err().message.contains("quote"));
         let none = channels(&[], &[]).unwrap_err();
         assert_eq!(none.key, "MCP_SERVER_URL");
+    }
+
+    fn stdio_options(c: &ChannelConfig) -> &StdioOptions {
+        match &c.transport {
+            ChannelTransport::Stdio { options, .. } => options,
+            ChannelTransport::Http { .. } => panic!("not a stdio channel"),
+        }
+    }
+
+    #[test]
+    fn stdio_session_modes_come_from_the_entry_over_the_flag() {
+        let c = channels(
+            &[(
+                "MCP_COMMAND",
+                "channel=main,sessions=per-session,command=srv --opt=a,b\n\
+                 channel=other,command=srv2\n\
+                 channel=third, sessions=shared ,command=srv3",
+            )],
+            &[
+                "--mcp.stdio-max-sessions",
+                "3",
+                "--mcp.stdio-session-idle-timeout",
+                "90s",
+            ],
+        )
+        .unwrap();
+        assert!(matches!(&c[0].transport,
+            ChannelTransport::Stdio { argv, .. } if argv == &["srv", "--opt=a,b"]));
+        let main = stdio_options(&c[0]);
+        assert_eq!(main.sessions, StdioSessions::PerSession);
+        assert_eq!(main.max_sessions, 3);
+        assert_eq!(main.session_idle_timeout, Duration::from_secs(90));
+        assert_eq!(stdio_options(&c[1]).sessions, StdioSessions::Shared);
+        assert_eq!(stdio_options(&c[2]).sessions, StdioSessions::Shared);
+
+        let c = channels(
+            &[
+                ("MCP_COMMAND", "srv\nchannel=b,sessions=shared,command=srv"),
+                ("MCP_STDIO_SESSIONS", "per-session"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(stdio_options(&c[0]).sessions, StdioSessions::PerSession);
+        assert_eq!(stdio_options(&c[1]).sessions, StdioSessions::Shared);
+        assert_eq!(stdio_options(&c[0]).max_sessions, 16);
+        assert_eq!(
+            stdio_options(&c[0]).session_idle_timeout,
+            Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn stdio_session_mistakes_are_named() {
+        let bad = |env: &[(&str, &str)], args: &[&str]| channels(env, args).unwrap_err();
+        let e = bad(
+            &[("MCP_COMMAND", "channel=main,sessions=many,command=srv")],
+            &[],
+        );
+        assert_eq!(e.key, "MCP_COMMAND");
+        assert!(e.message.contains("per-session"), "{e}");
+        let e = bad(
+            &[("MCP_COMMAND", "channel=main,colour=red,command=srv")],
+            &[],
+        );
+        assert_eq!(e.key, "MCP_COMMAND");
+        assert!(e.message.contains("sessions=shared|per-session"), "{e}");
+        let e = bad(
+            &[],
+            &[
+                "--mcp.command",
+                "channel=main,sessions=shared,sessions=per-session,command=srv",
+            ],
+        );
+        assert_eq!(e.key, "--mcp.command");
+        assert!(e.message.contains("twice"), "{e}");
+        let e = bad(
+            &[
+                ("MCP_COMMAND", "srv"),
+                ("MCP_STDIO_SESSIONS", "per-process"),
+            ],
+            &[],
+        );
+        assert_eq!(e.key, "MCP_STDIO_SESSIONS");
+        let e = bad(
+            &[("MCP_COMMAND", "srv"), ("MCP_STDIO_MAX_SESSIONS", "0")],
+            &[],
+        );
+        assert_eq!(e.key, "MCP_STDIO_MAX_SESSIONS");
+        let e = bad(
+            &[("MCP_COMMAND", "srv")],
+            &["--mcp.stdio-session-idle-timeout", "0s"],
+        );
+        assert_eq!(e.key, "--mcp.stdio-session-idle-timeout");
     }
 
     fn proxy_of(net: &HopNet) -> String {

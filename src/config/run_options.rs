@@ -19,6 +19,9 @@ pub(super) const MAX_INFLIGHT: &str = "--control-plane.max-inflight";
 pub(super) const CP_EXTRA_HEADERS: &str = "--control-plane.extra-headers";
 pub(super) const MCP_URL: &str = "--mcp.server-url";
 pub(super) const MCP_COMMAND: &str = "--mcp.command";
+pub(super) const MCP_STDIO_SESSIONS: &str = "--mcp.stdio-sessions";
+pub(super) const MCP_STDIO_MAX_SESSIONS: &str = "--mcp.stdio-max-sessions";
+pub(super) const MCP_STDIO_IDLE: &str = "--mcp.stdio-session-idle-timeout";
 pub(super) const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
 pub(super) const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 pub(super) const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
@@ -113,10 +116,34 @@ pub const RUN_OPTIONS: &[Opt] = &[
         flag: MCP_COMMAND,
         env: &["MCP_COMMAND"],
         default: None,
-        help: "A stdio MCP server: command line (channel main) or channel=NAME,command=LINE. Split \
-         into argv with quotes and backslashes, never run by a shell. Repeatable; in the \
-         variable one entry per line.",
+        help: "A stdio MCP server: command line (channel main) or channel=NAME[,sessions=shared|\
+         per-session],command=LINE. Split into argv with quotes and backslashes, never run by a \
+         shell. Repeatable; in the variable one entry per line.",
         repeatable: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_STDIO_SESSIONS,
+        env: &["MCP_STDIO_SESSIONS"],
+        default: Some("shared"),
+        help: "shared: a stdio channel's sessions share its server process; per-session: each \
+         connector session gets a process of its own. A channel's sessions= wins.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_STDIO_MAX_SESSIONS,
+        env: &["MCP_STDIO_MAX_SESSIONS"],
+        default: Some("16"),
+        help: "Per-session stdio channels: the most sessions (processes) open at once per channel; \
+         a further initialize is refused.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_STDIO_IDLE,
+        env: &["MCP_STDIO_SESSION_IDLE_TIMEOUT"],
+        default: Some("10m"),
+        help: "Per-session stdio channels: a session without traffic for this long has its process \
+         stopped (the host then re-initializes).",
         ..Opt::BASE
     },
     Opt {

@@ -93,9 +93,14 @@ impl Tunnel {
                 ChannelTransport::Http { url, net } => {
                     Transport::Http(HttpTransport::new(url, net, &cfg.mcp)?)
                 }
-                ChannelTransport::Stdio { argv } => Transport::Stdio(
-                    StdioTransport::start(&channel.name, argv.clone(), cfg.secret_env_vars.clone())
-                        .map_err(|e| format!("channel {}: {e}", channel.name))?,
+                ChannelTransport::Stdio { argv, options } => Transport::Stdio(
+                    StdioTransport::start_with(
+                        &channel.name,
+                        argv.clone(),
+                        cfg.secret_env_vars.clone(),
+                        options,
+                    )
+                    .map_err(|e| format!("channel {}: {e}", channel.name))?,
                 ),
             };
             info.push(ChannelInfo {

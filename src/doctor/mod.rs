@@ -272,7 +272,7 @@ fn check_all(cfg: &RunConfig, report: &mut Report) {
             ChannelTransport::Http { url, net } => {
                 check_http_channel(cfg, &label, url, net, report)
             }
-            ChannelTransport::Stdio { argv } => {
+            ChannelTransport::Stdio { argv, .. } => {
                 check_stdio_channel(&channel.name, &label, argv, &cfg.secret_env_vars, report)
             }
         }

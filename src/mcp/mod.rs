@@ -112,7 +112,7 @@ impl Transport {
     ) -> Outcome {
         match self {
             Transport::Http(t) => t.terminate_session(command_headers, deadline),
-            Transport::Stdio(t) => t.terminate_session(),
+            Transport::Stdio(t) => t.terminate_session(command_headers),
         }
     }
 

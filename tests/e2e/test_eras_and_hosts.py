@@ -209,24 +209,26 @@ async def test_stdio_child_killed_mid_session_and_the_session_goes_on(time_stack
             assert "UTC" in await time_now(session)
 
 
-@pytest.mark.xfail(run=False, reason="issue 13 item 2 not landed: no sessions=per-session option yet")
 async def test_per_session_children_keep_their_own_state(per_session_stack: Stack) -> None:
     """With `sessions=per-session`, each connector session gets its own child: what one session
-    stores, the other does not see; ending a session stops its child."""
+    stores, the other does not see; ending a session stops its child. The channel's probed child
+    (for sessionless, modern traffic) runs beside them all along."""
     client = per_session_stack.procs["client"]
+
+    def children() -> int:
+        return len(stdio_children(client, "fastmcp_server.py"))
+
+    probed = wait_until("the probed child", children, 10)
     with anyio.fail_after(TEST_TIMEOUT):
         async with sdk_session(per_session_stack, Recorder()) as first:
             await first.call_tool("remember", {"value": "first"})
             async with sdk_session(per_session_stack, Recorder()) as second:
                 assert text_of(await second.call_tool("recall", {})) in ("", "[]")
                 await second.call_tool("remember", {"value": "second"})
-                assert len(stdio_children(client, "fastmcp_server.py")) == 2
+                assert children() == probed + 2
             assert text_of(await first.call_tool("recall", {})) == "first"
-            wait_until(
-                "the ended session's child to stop",
-                lambda: len(stdio_children(client, "fastmcp_server.py")) == 1,
-                15,
-            )
+            wait_until("the ended session's child to stop", lambda: children() == probed + 1, 15)
+    wait_until("both sessions' children to stop", lambda: children() == probed, 15)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@
 //!   never probed: a process serves one era, and neither era's traffic reaches the other's child.
 //! - **The legacy handshake** ([`handshake`]): one `initialize` per child, owned by the tunnel,
 //!   replayed after a restart.
+//! - **Sessions**: by default (`shared`) every session of an era shares that era's child. With
+//!   `sessions=per-session` ([`sessions`]) each legacy session gets a child of its own, started on
+//!   its `initialize` and stopped on its `DELETE` or when idle; sessionless (modern) traffic still
+//!   goes to the first child.
 //!
 //! The child is started without a shell: the command is split into argv by a small tokenizer,
 //! and `;`, `|` or `$(…)` are just characters. It runs in its own process group, and every stop
@@ -29,15 +33,18 @@ mod handshake;
 mod object;
 mod process;
 mod route;
+mod sessions;
 mod supervisor;
 
 pub use supervisor::{MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES};
 
 use super::{NotifySink, Outcome, Reply};
+use crate::config::{StdioOptions, StdioSessions};
 use crate::wire::{RespType, RpcShape};
 use era::{Era, EraSlot, era_of_message};
 use object::Object;
 use process::Process;
+use sessions::Sessions;
 
 /// How the child's latest start went, for a caller that waits for it (`doctor`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,16 +67,33 @@ pub struct StdioTransport {
     first: Process,
     /// A modern-capable server's child for legacy sessions, started on first use.
     legacy: Mutex<Option<Arc<Process>>>,
+    /// Per-session mode: each legacy session's own child.
+    sessions: Option<Arc<Sessions>>,
 }
 
 impl StdioTransport {
-    /// Starts the supervisor, which starts the first child.
-    /// `scrub` names environment variables the child must not inherit (secrets of ours).
+    /// Starts a channel whose sessions share its children; see [`StdioTransport::start_with`].
     pub fn start(
         channel: &str,
         argv: Vec<String>,
         scrub: Vec<String>,
     ) -> io::Result<StdioTransport> {
+        StdioTransport::start_with(channel, argv, scrub, &StdioOptions::default())
+    }
+
+    /// Starts the supervisor, which starts the first child, and in per-session mode the
+    /// bookkeeping of the sessions' children. `scrub` names environment variables the children
+    /// must not inherit (secrets of ours).
+    pub fn start_with(
+        channel: &str,
+        argv: Vec<String>,
+        scrub: Vec<String>,
+        options: &StdioOptions,
+    ) -> io::Result<StdioTransport> {
+        let sessions = match options.sessions {
+            StdioSessions::Shared => None,
+            StdioSessions::PerSession => Some(Sessions::start(channel, &argv, &scrub, options)?),
+        };
         let era = EraSlot::new();
         let first = Process::start(channel, argv.clone(), scrub.clone(), Some(Arc::clone(&era)))?;
         Ok(StdioTransport {
@@ -79,6 +103,7 @@ impl StdioTransport {
             era,
             first,
             legacy: Mutex::new(None),
+            sessions,
         })
     }
 
@@ -87,7 +112,10 @@ impl StdioTransport {
         self.first.is_up()
     }
 
-    /// Why the channel cannot take calls right now (`None`: it can), for `/readyz`.
+    /// Why the channel cannot take calls right now (`None`: it can), for `/readyz`. A
+    /// per-session child's trouble is its session's, not the channel's (a new session gets a
+    /// new child; one broken for good breaks the first child too), and a full cap is load, not
+    /// a fault: neither makes the channel unready.
     pub fn problem(&self) -> Option<String> {
         self.first
             .problem()
@@ -106,7 +134,9 @@ impl StdioTransport {
 
     /// How many times the channel's children have been restarted.
     pub fn restarts(&self) -> u64 {
-        self.first.restarts() + self.legacy_child().map_or(0, |p| p.restarts())
+        self.first.restarts()
+            + self.legacy_child().map_or(0, |p| p.restarts())
+            + self.sessions.as_ref().map_or(0, |s| s.restarts())
     }
 
     /// Forwards one JSON-RPC message to the child of its era.
@@ -117,6 +147,13 @@ impl StdioTransport {
         deadline: Option<Instant>,
         on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
+        if let Some(outcome) = self
+            .sessions
+            .as_ref()
+            .and_then(|s| s.call(message, command_headers, deadline, on_notify))
+        {
+            return outcome;
+        }
         match self.legacy_target(message, command_headers, deadline) {
             Ok(Some(child)) => child.call(message, command_headers, deadline, on_notify),
             Ok(None) => self
@@ -195,9 +232,17 @@ impl StdioTransport {
         Ok(child)
     }
 
-    /// Stdio servers have no sessions to end over the transport: `405`, and the channel keeps
-    /// serving.
-    pub fn terminate_session(&self) -> Outcome {
+    /// Ends a session (`DELETE`). In per-session mode its child is stopped (`204`; `404` for a
+    /// session that is not open). Shared children have no sessions to end over the transport:
+    /// `405`, and the channel keeps serving.
+    pub fn terminate_session(&self, command_headers: &[(String, String)]) -> Outcome {
+        if let Some(outcome) = self
+            .sessions
+            .as_ref()
+            .and_then(|s| s.terminate(command_headers))
+        {
+            return outcome;
+        }
         Outcome::Reply(Reply {
             resp_json: None,
             resp_headers: Default::default(),
@@ -216,8 +261,9 @@ impl StdioTransport {
         if let Some(child) = &legacy {
             child.begin_stop();
         }
+        let per_session = self.sessions.as_ref().map(|s| s.begin_stop());
         self.first.wait_stopped(deadline);
-        if let Some(child) = &legacy {
+        for child in legacy.iter().chain(per_session.iter().flatten()) {
             child.wait_stopped(deadline);
         }
     }
