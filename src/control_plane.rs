@@ -31,8 +31,8 @@ use crate::http_client::{self, AgentOptions};
 use crate::secret::Secret;
 use crate::wire::{
     ApiErrorResponse, BadCommand, COMMAND_CANCEL, ChannelInfo, Command, CommandKind,
-    EXTENSIONS_HEADER, Extensions, FEATURE_CANCEL, POLL_ONLY_HEADER, PollEnvelope,
-    ResponsePayload, SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
+    EXTENSIONS_HEADER, Extensions, FEATURE_CANCEL, POLL_ONLY_HEADER, PollEnvelope, ResponsePayload,
+    SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
 };
 
 /// Largest poll answer we read: 25 commands with generous bodies. Beyond this the answer is
@@ -198,9 +198,7 @@ impl ControlPlane {
 
     /// Takes note of what a successful answer announced (see the module docs).
     fn learn(&self, headers: &ureq::http::HeaderMap) {
-        let value = headers
-            .get(EXTENSIONS_HEADER)
-            .and_then(|v| v.to_str().ok());
+        let value = headers.get(EXTENSIONS_HEADER).and_then(|v| v.to_str().ok());
         let announced = Extensions::from_header(value);
         let mut known = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
         if *known != announced {

@@ -520,7 +520,9 @@ mod tests {
         let c = cmd(r#"{"request_id":"req_1","shard_token":"s","command_type":"cancel","reason":"host_closed"}"#)
             .unwrap();
         assert_eq!(c.request_id, "req_1");
-        assert!(matches!(c.kind, CommandKind::Cancel { reason: Some(ref r) } if r == "host_closed"));
+        assert!(
+            matches!(c.kind, CommandKind::Cancel { reason: Some(ref r) } if r == "host_closed")
+        );
     }
 
     #[test]

@@ -234,7 +234,10 @@ impl Metrics {
         let cancels = lock(&self.cancels).clone();
         for found in ["running", "queued", "none"] {
             let n = cancels.get(found).copied().unwrap_or(0);
-            let _ = writeln!(out, "mcp_tunnel_cancel_commands_total{{found=\"{found}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "mcp_tunnel_cancel_commands_total{{found=\"{found}\"}} {n}"
+            );
         }
 
         head(

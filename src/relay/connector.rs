@@ -35,13 +35,13 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::hub::{CommandBody, SubmitError, Ticket, TunnelHub, Wait, now_rfc3339};
-use serde_json::Value;
 use super::mcp_error::{self, McpError};
 use super::tunnels::{ConnectorAuth, TunnelRecord};
 use super::{bearer, bearer_token};
 use crate::headers;
 use crate::http_server::{ChunkWriter, Request, Response};
 use crate::wire::{RespType, ResponsePayload};
+use serde_json::Value;
 
 /// Time reserved at the end of the connector's budget for the client's response POST to reach
 /// us: the command's deadline is this much earlier than the connector's.

@@ -49,7 +49,10 @@ pub fn metadata(record: &TunnelRecord, req: &Request) -> Response {
         name: record.name.clone(),
         description: record.description.clone(),
     };
-    announce(Response::json(200, serde_json::to_vec(&meta).unwrap_or_default()))
+    announce(Response::json(
+        200,
+        serde_json::to_vec(&meta).unwrap_or_default(),
+    ))
 }
 
 /// Channels the polling instance declared process-affine.

@@ -42,12 +42,12 @@ use std::time::{Duration, Instant};
 use crate::crypto::random_hex;
 use crate::http_server::ConnectionHandle;
 use crate::wire::{Extensions, FEATURE_CANCEL, RespType, ResponsePayload};
-use serde_json::Value;
 pub use instance::CLIENT_GONE_GRACE;
 use instance::{FORGET_INSTANCE_AFTER, Instance};
 use queue::{CancelOrder, Item};
 pub use queue::{CommandBody, Delivered, POLL_ANSWER_BUDGET, now_rfc3339};
 use queue::{Queued, take_eligible};
+use serde_json::Value;
 use sessions::{SessionTable, session_of};
 
 /// How often a waiting long-poll checks that its poller is still connected.
