@@ -4,12 +4,19 @@
 //! module makes single exchanges and the per-POST retries the contract prescribes; the poll loop's
 //! own pacing lives in [`crate::dispatch`].
 //!
+//! Our extension of the contract ([`crate::wire::EXTENSIONS_HEADER`]): every request names the
+//! features this build speaks, and every poll or metadata answer tells which of them the control
+//! plane speaks too ([`ControlPlane::extensions`]). Until a control plane names one, it is not
+//! used: a `cancel` command from a control plane that did not announce it is an unknown command
+//! type, as the contract says, and no poll asks for cancellations only.
+//!
 //! A poll answer leaves here typed: each command is decoded on its own ([`Command::from_json`]),
 //! so a malformed one cannot sink the others in its batch, and comes with its deadline, anchored
 //! at the instant the answer's headers arrived. Nothing here counts or decides what a command's
 //! fate is: a POST reports how it ended and how many retries it took, and the caller counts.
 
 use std::io::Read;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +30,8 @@ use crate::deadline;
 use crate::http_client::{self, AgentOptions};
 use crate::secret::Secret;
 use crate::wire::{
-    ApiErrorResponse, BadCommand, ChannelInfo, Command, PollEnvelope, ResponsePayload,
+    ApiErrorResponse, BadCommand, COMMAND_CANCEL, ChannelInfo, Command, CommandKind,
+    EXTENSIONS_HEADER, Extensions, FEATURE_CANCEL, POLL_ONLY_HEADER, PollEnvelope, ResponsePayload,
     SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
 };
 
@@ -72,9 +80,16 @@ pub struct Polled {
 }
 
 impl Polled {
-    /// Decodes one element of a poll answer whose headers arrived at `received`.
-    fn decode(raw: &RawValue, received: Instant) -> Polled {
-        let command = Command::from_json(raw);
+    /// Decodes one element of a poll answer whose headers arrived at `received`, from a control
+    /// plane speaking `extensions`: an extension's command type it did not announce is unknown.
+    fn decode(raw: &RawValue, received: Instant, extensions: &Extensions) -> Polled {
+        let mut command = Command::from_json(raw);
+        if let Ok(c) = &mut command
+            && matches!(c.kind, CommandKind::Cancel { .. })
+            && !extensions.has(FEATURE_CANCEL)
+        {
+            c.kind = CommandKind::Unknown(COMMAND_CANCEL.to_string());
+        }
         let bounded = match &command {
             Ok(command) => command.response_timeout.and_then(|timeout| {
                 let created_at = deadline::created_at_of(raw);
@@ -139,6 +154,10 @@ pub struct ControlPlane {
     proxy_name: String,
     /// A metadata read succeeded: the control plane knows the tunnel and accepts our key.
     metadata_accepted: AtomicBool,
+    /// The features of our extension this build speaks, as sent.
+    offered: String,
+    /// Those the control plane announced in its last answer (none until it does).
+    extensions: Mutex<Extensions>,
 }
 
 impl ControlPlane {
@@ -164,7 +183,35 @@ impl ControlPlane {
             server_info: ServerInfo::new(channels.to_vec()).to_header(),
             proxy_name: cfg.net.proxy_name(),
             metadata_accepted: AtomicBool::new(false),
+            offered: Extensions::ours().to_header(),
+            extensions: Mutex::new(Extensions::default()),
         })
+    }
+
+    /// The extension features both ends speak, as of the control plane's last answer.
+    pub fn extensions(&self) -> Extensions {
+        self.extensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes note of what a successful answer announced (see the module docs).
+    fn learn(&self, headers: &ureq::http::HeaderMap) {
+        let value = headers.get(EXTENSIONS_HEADER).and_then(|v| v.to_str().ok());
+        let announced = Extensions::from_header(value);
+        let mut known = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        if *known != announced {
+            if announced.is_empty() {
+                log::info!("control plane does not speak the mcp-tunnel extension");
+            } else {
+                log::info!(
+                    "control plane speaks the mcp-tunnel extension: {}",
+                    announced.to_header()
+                );
+            }
+            *known = announced;
+        }
     }
 
     /// The random id this process identifies itself with.
@@ -183,6 +230,7 @@ impl ControlPlane {
             .header("X-Tunnel-Client-Version", env!("CARGO_PKG_VERSION"))
             .header("X-Tunnel-Client-Instance-Id", &self.instance_id)
             .header(SERVER_INFO_HEADER, &self.server_info)
+            .header(EXTENSIONS_HEADER, &self.offered)
     }
 
     /// A transport error for a log line, naming the proxy when it refused the tunnel (never its
@@ -218,6 +266,7 @@ impl ControlPlane {
         if status != 200 {
             return Err(describe_status(status, &body));
         }
+        self.learn(resp.headers());
         let meta: TunnelMetadata =
             serde_json::from_slice(&body).map_err(|e| format!("unreadable metadata: {e}"))?;
         self.metadata_accepted.store(true, Ordering::SeqCst);
@@ -226,20 +275,36 @@ impl ControlPlane {
 
     /// One long-poll asking for at most `limit` commands.
     pub fn poll(&self, limit: usize) -> Result<PollOk, PollError> {
+        self.poll_only(limit, None)
+    }
+
+    /// A long-poll for `cancel` commands only, for a client whose queue is full (our extension;
+    /// only when the control plane announced it).
+    pub fn poll_cancellations(&self) -> Result<PollOk, PollError> {
+        self.poll_only(1, Some(COMMAND_CANCEL))
+    }
+
+    fn poll_only(&self, limit: usize, only: Option<&str>) -> Result<PollOk, PollError> {
         let url = format!(
             "{}/poll?limit={}&timeout_ms={}",
             self.tunnel_url,
             limit,
             self.poll_timeout.as_millis().max(1)
         );
-        let req =
-            http_client::with_timeout(self.decorate(self.agent.get(&url)), self.poll_http_timeout);
+        let mut req = self.decorate(self.agent.get(&url));
+        if let Some(only) = only {
+            req = req.header(POLL_ONLY_HEADER, only);
+        }
+        let req = http_client::with_timeout(req, self.poll_http_timeout);
         let mut resp = req.call().map_err(|e| PollError::Transient {
             reason: self.describe_transport(&e),
             retry_after: None,
         })?;
         let received = Instant::now();
         let status = resp.status().as_u16();
+        if matches!(status, 200 | 204) {
+            self.learn(resp.headers());
+        }
         match status {
             204 => return Ok(PollOk::Empty),
             200 => {}
@@ -271,12 +336,13 @@ impl ControlPlane {
         if envelope.commands.is_empty() {
             return Ok(PollOk::Empty);
         }
+        let extensions = self.extensions();
         Ok(PollOk::Commands {
             received,
             commands: envelope
                 .commands
                 .iter()
-                .map(|raw| Polled::decode(raw, received))
+                .map(|raw| Polled::decode(raw, received, &extensions))
                 .collect(),
         })
     }

@@ -9,8 +9,15 @@
 //! - No redirects: a redirected POST would silently drop or replay a JSON-RPC call.
 //! - No automatic `Accept`/`Accept-Encoding`: callers set exactly what the contract asks for.
 //! - Per-request deadlines are set by the callers with [`with_timeout`].
+//! - Cancellable reads: an exchange run under [`cancellable`] ends soon after its
+//!   [`CancelFlag`] is set, even while it waits for the server ([`CANCEL_CHECK`]); its connection
+//!   is then closed, never pooled, which is how the server learns of it.
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use ureq::config::AutoHeaderValue;
 use ureq::tls::{TlsConfig, TlsProvider};
@@ -21,7 +28,9 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use ureq::config::Config;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, DefaultConnector, NextTimeout, Transport,
+};
 
 use crate::net::{HopNet, ProxyChoice};
 use crate::unix_socket::{NoResolve, UnixConnector};
@@ -69,8 +78,16 @@ pub fn build_agent(opts: &AgentOptions, net: &HopNet) -> Result<Agent, String> {
         .max_idle_connections_per_host(opts.max_idle_per_host.max(1))
         .build();
     Ok(match &net.unix_socket {
-        Some(path) => Agent::with_parts(config, UnixConnector(path.clone()), NoResolve),
-        None => Agent::with_parts(config, DefaultConnector::new(), InlineResolver),
+        Some(path) => Agent::with_parts(
+            config,
+            UnixConnector(path.clone()).chain(CancelPoint),
+            NoResolve,
+        ),
+        None => Agent::with_parts(
+            config,
+            DefaultConnector::new().chain(CancelPoint),
+            InlineResolver,
+        ),
     })
 }
 
@@ -134,4 +151,122 @@ pub fn with_timeout<B>(req: ureq::RequestBuilder<B>, timeout: Duration) -> ureq:
     req.config()
         .timeout_global(Some(clamp_timeout(timeout)))
         .build()
+}
+
+/// How often a read waiting for the server looks at its thread's [`CancelFlag`]. Only reads
+/// run under [`cancellable`] wake up this often; all others wait as before.
+pub const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
+/// Set once to end the exchange of the thread running under it ([`cancellable`]).
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+thread_local! {
+    /// The flag of the exchange this thread runs, if any. ureq hands a transport no per-request
+    /// context, and a blocking exchange runs on the calling thread, so the thread is the context.
+    static CURRENT: RefCell<Option<CancelFlag>> = const { RefCell::new(None) };
+}
+
+/// Runs `exchange` (ureq calls and body reads) so that setting `flag` ends its waits for the
+/// server within [`CANCEL_CHECK`], with an I/O error, closing the connection.
+pub fn cancellable<T>(flag: &CancelFlag, exchange: impl FnOnce() -> T) -> T {
+    struct Restore(Option<CancelFlag>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let previous = CURRENT.with(|c| c.borrow_mut().replace(flag.clone()));
+    let _restore = Restore(previous);
+    exchange()
+}
+
+fn current_flag() -> Option<CancelFlag> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The last link of every connector chain: wraps the connection in [`Watched`].
+#[derive(Debug)]
+struct CancelPoint;
+
+impl<In: Transport> Connector<In> for CancelPoint {
+    type Out = Watched<In>;
+
+    fn connect(
+        &self,
+        _details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Watched<In>>, ureq::Error> {
+        Ok(chained.map(|inner| Watched { inner }))
+    }
+}
+
+/// A connection whose reads, under [`cancellable`], wait in slices of [`CANCEL_CHECK`] and stop
+/// once the flag is set. A slice that ends without data has consumed nothing (the socket read
+/// timed out), so the next slice carries on where it left off, TLS included.
+#[derive(Debug)]
+struct Watched<T> {
+    inner: T,
+}
+
+impl<T: Transport> Transport for Watched<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let Some(flag) = current_flag() else {
+            return self.inner.await_input(timeout);
+        };
+        let started = Instant::now();
+        loop {
+            if flag.is_cancelled() {
+                return Err(ureq::Error::Io(io::Error::other("cancelled by the caller")));
+            }
+            let left = (!timeout.after.is_not_happening())
+                .then(|| timeout.after.saturating_sub(started.elapsed()));
+            let last = left.is_some_and(|l| l <= CANCEL_CHECK);
+            let mut slice = timeout;
+            slice.after = left.map_or(CANCEL_CHECK, |l| l.min(CANCEL_CHECK)).into();
+            match self.inner.await_input(slice) {
+                Err(e) if !last && is_timeout(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
+}
+
+/// A read that only ran out of its (sliced) time.
+fn is_timeout(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Timeout(_) => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ),
+        _ => false,
+    }
 }

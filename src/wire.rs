@@ -7,7 +7,7 @@
 //! A poll answer is decoded one command at a time, so one malformed command cannot sink the
 //! others in its batch ([`PollEnvelope::commands`] then [`Command::from_json`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,12 @@ pub enum CommandKind {
     JsonRpc(Box<RawValue>),
     /// Close the MCP session named by the `Mcp-Session-Id` header.
     SessionTermination,
+    /// Our extension ([`FEATURE_CANCEL`]): the caller of the command with this `request_id`
+    /// left; end its MCP call and post nothing. Only meaningful when both ends announced it.
+    Cancel {
+        /// Why, for the log line (`host_closed`, `notifications_cancelled`); free text.
+        reason: Option<String>,
+    },
     /// A type this client does not know; skipped with a log line.
     Unknown(String),
 }
@@ -80,6 +86,7 @@ struct RawCommand {
     response_timeout: Option<Value>,
     headers: Option<Value>,
     jsonrpc: Option<Box<RawValue>>,
+    reason: Option<Value>,
 }
 
 impl Command {
@@ -119,6 +126,15 @@ impl Command {
                 _ => return Err(invalid("jsonrpc command without a JSON-RPC object")),
             },
             "session_termination" => CommandKind::SessionTermination,
+            COMMAND_CANCEL => CommandKind::Cancel {
+                reason: match c.reason {
+                    Some(Value::String(mut r)) => {
+                        crate::text::truncate_on_char_boundary(&mut r, 64);
+                        Some(r)
+                    }
+                    _ => None,
+                },
+            },
             _ => CommandKind::Unknown(kind),
         };
         let response_timeout = match c.response_timeout {
@@ -282,6 +298,73 @@ impl RpcShape {
     }
 }
 
+/// The header in which our client and our relay name the extensions of the contract they speak
+/// (README, "The extension between our relay and our client"). The client sends it on every
+/// control-plane request, the relay on every control-plane answer; each side uses a feature only
+/// when the other named it too. A control plane that is not ours ignores it and never sends it,
+/// so the official contract applies unchanged.
+pub const EXTENSIONS_HEADER: &str = "X-Mcp-Tunnel-Extensions";
+
+/// On a poll: deliver only these command types (a comma-separated list). A client whose queue is
+/// full polls this way for `cancel` commands, so that a busy client still hears of callers who
+/// left, without being handed more work than it has room for.
+pub const POLL_ONLY_HEADER: &str = "X-Mcp-Tunnel-Poll-Only";
+
+/// Feature token: the relay sends `cancel` commands for commands whose caller left.
+pub const FEATURE_CANCEL: &str = "cancel";
+
+/// `command_type` of a cancellation ([`CommandKind::Cancel`]).
+pub const COMMAND_CANCEL: &str = "cancel";
+
+/// Every feature this build speaks. A feature token names one fixed behaviour: a changed one
+/// gets a new token (`cancel2`), so old and new builds keep understanding each other.
+pub const FEATURES: &[&str] = &[FEATURE_CANCEL];
+
+/// Most feature tokens read from one header: the list is short, a longer one is not ours.
+const MAX_FEATURES: usize = 32;
+
+/// A set of extension features, as named in [`EXTENSIONS_HEADER`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    features: BTreeSet<String>,
+}
+
+impl Extensions {
+    /// Everything this build speaks ([`FEATURES`]).
+    pub fn ours() -> Extensions {
+        Extensions {
+            features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// The features of a header value that this build also speaks: the ones both ends may use.
+    /// Absent, empty or foreign values give none. Tokens are comma-separated, case-insensitive.
+    pub fn from_header(value: Option<&str>) -> Extensions {
+        let features = value
+            .unwrap_or("")
+            .split(',')
+            .take(MAX_FEATURES)
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| FEATURES.contains(&t.as_str()))
+            .collect();
+        Extensions { features }
+    }
+
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.contains(feature)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    /// The header value: the features, comma-separated.
+    pub fn to_header(&self) -> String {
+        let names: Vec<&str> = self.features.iter().map(String::as_str).collect();
+        names.join(",")
+    }
+}
+
 /// The header in which a polling client declares the channels it serves.
 pub const SERVER_INFO_HEADER: &str = "X-Tunnel-MCP-Server-Info";
 
@@ -430,6 +513,26 @@ mod tests {
             cmd(r#"{"request_id":"r","shard_token":"s","command_type":"jsonrpc","jsonrpc":"x"}"#),
             Err(BadCommand::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_cancel_command_names_the_cancelled_request() {
+        let c = cmd(r#"{"request_id":"req_1","shard_token":"s","command_type":"cancel","reason":"host_closed"}"#)
+            .unwrap();
+        assert_eq!(c.request_id, "req_1");
+        assert!(
+            matches!(c.kind, CommandKind::Cancel { reason: Some(ref r) } if r == "host_closed")
+        );
+    }
+
+    #[test]
+    fn extensions_keep_only_features_both_ends_speak() {
+        let both = Extensions::from_header(Some(" Cancel , streams,,x"));
+        assert!(both.has(FEATURE_CANCEL) && !both.has("streams"));
+        assert_eq!(both.to_header(), "cancel");
+        assert!(Extensions::from_header(None).is_empty());
+        assert!(Extensions::from_header(Some("")).is_empty());
+        assert_eq!(Extensions::ours().to_header(), FEATURES.join(","));
     }
 
     #[test]

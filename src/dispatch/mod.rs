@@ -17,15 +17,21 @@
 //! - **Shutdown**: [`Tunnel::stop`] stops polling at once; [`Tunnel::drain`] waits until every
 //!   queued and running command has finished (or the drain timeout passes).
 //!
+//! - **Cancellation** (our extension, only with a control plane that announced it): a `cancel`
+//!   command ends a queued or running command's MCP call, nothing posted; see [`cancel`].
+//!
 //! This file wires the [`Tunnel`] together and holds its lifecycle; the poll thread is in
-//! [`poll`], a worker's admit → call → settle in [`worker`] and [`settle`].
+//! [`poll`], a worker's admit → call → settle in [`worker`] and [`settle`], cancellation in
+//! [`cancel`].
 
+mod cancel;
 mod poll;
 mod settle;
 mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,6 +48,7 @@ use crate::ops::metrics::Gauges;
 use crate::ops::{Health, Metrics, Readiness};
 use crate::wire::ChannelInfo;
 
+use cancel::{Notice, Running};
 use worker::Job;
 
 /// The target of every log line of the engine, whichever of its files logs it: log filters and
@@ -81,6 +88,12 @@ pub struct Tunnel {
     /// Milliseconds since `started` at the poll thread's last sign of life (for the watchdog).
     heartbeat_ms: AtomicU64,
     started: Instant,
+    /// Calls a `cancel` command may end, by request id (only while cancellation is in use).
+    running: Mutex<HashMap<String, Running>>,
+    /// To the `cancel` thread, which sends `notifications/cancelled`.
+    notices: Sender<Notice>,
+    /// Its other end, until [`Tunnel::start`] hands it to that thread.
+    notices_rx: Mutex<Option<Receiver<Notice>>>,
 }
 
 impl Tunnel {
@@ -111,6 +124,7 @@ impl Tunnel {
         }
         let control = ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent)?;
         let cp = &cfg.control_plane;
+        let (notices, notices_rx) = mpsc::channel();
         Ok(Arc::new(Tunnel {
             control,
             channels,
@@ -130,6 +144,9 @@ impl Tunnel {
             internal_failure: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             started: Instant::now(),
+            running: Mutex::new(HashMap::new()),
+            notices,
+            notices_rx: Mutex::new(Some(notices_rx)),
         }))
     }
 
@@ -160,6 +177,21 @@ impl Tunnel {
         thread::Builder::new()
             .name("probe".into())
             .spawn(move || me.stop_if_it_panics("probe", || me.probe_loop()))?;
+        let me = Arc::clone(self);
+        thread::Builder::new()
+            .name("poll-cancels".into())
+            .spawn(move || me.stop_if_it_panics("poll-cancels", || me.cancel_poll_loop()))?;
+        let notices = self
+            .notices_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(notices) = notices {
+            let me = Arc::clone(self);
+            thread::Builder::new()
+                .name("cancel".into())
+                .spawn(move || me.stop_if_it_panics("cancel", || me.notice_loop(notices)))?;
+        }
         Ok(())
     }
 

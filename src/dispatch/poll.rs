@@ -24,6 +24,7 @@ use crate::config::MAX_POLL_LIMIT;
 use crate::control_plane::{PollError, PollOk, Polled};
 use crate::deadline;
 use crate::ops::metrics::PollOutcome;
+use crate::wire::CommandKind;
 
 use super::worker::Job;
 use super::{LOG_TARGET, Tunnel};
@@ -209,18 +210,32 @@ impl Tunnel {
         log::debug!(target: LOG_TARGET, "poll loop stopped");
     }
 
-    /// Queues a poll batch, one job per command.
-    fn enqueue(&self, received: Instant, commands: Vec<Polled>) {
+    /// Queues a poll batch, one job per command; `cancel` commands are carried out at once
+    /// (they must not wait behind the work they cancel).
+    pub(super) fn enqueue(&self, received: Instant, commands: Vec<Polled>) {
         if commands.is_empty() {
             return;
         }
         log::debug!(target: LOG_TARGET, "received {} command(s)", commands.len());
-        let count = commands.len();
-        let jobs = commands.into_iter().map(|polled| Job { polled, received });
+        let mut jobs = Vec::with_capacity(commands.len());
+        for polled in commands {
+            match &polled.command {
+                Ok(c) if matches!(c.kind, CommandKind::Cancel { .. }) => {
+                    let CommandKind::Cancel { reason } = &c.kind else {
+                        continue;
+                    };
+                    self.cancel(&c.request_id, reason.as_deref());
+                }
+                _ => jobs.push(Job { polled, received }),
+            }
+        }
+        let count = jobs.len();
         self.lock().queue.extend(jobs);
         for _ in 0..count {
             self.work.notify_one();
         }
+        // The `poll-cancels` thread waits for a full queue.
+        self.changed.notify_all();
     }
 }
 

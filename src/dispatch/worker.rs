@@ -219,6 +219,11 @@ impl Tunnel {
             CommandKind::Unknown(kind) => {
                 return Admission::TurnedAway(Ending::UnknownType { request_id, kind });
             }
+            // The poll thread carries cancels out itself (`enqueue`); none reaches a worker.
+            CommandKind::Cancel { .. } => {
+                let kind = wire::COMMAND_CANCEL.to_string();
+                return Admission::TurnedAway(Ending::UnknownType { request_id, kind });
+            }
         };
         if polled.deadline.is_some_and(|d| Instant::now() >= d) {
             return Admission::TurnedAway(Ending::ExpiredInQueue {
@@ -274,13 +279,35 @@ impl Tunnel {
         let started = Instant::now();
         let outcome = match &request {
             Request::JsonRpc(message) => {
+                // Only a request can be cancelled: a notification gets no answer to wait for.
+                let cancel = if self.cancellation_on()
+                    && RpcShape::of(message.get()).is_some_and(|s| !s.is_notification())
+                {
+                    self.track_call(&to.request_id, &to.channel, message, &headers)
+                } else {
+                    None
+                };
                 let mut notifying = true;
                 let mut on_notify = |notification: Box<RawValue>, answer_headers: &Headers| {
-                    if notifying {
+                    // Nothing more is posted for a cancelled call.
+                    if notifying && !cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                         notifying = self.notify(&to, notification, answer_headers);
                     }
                 };
-                transport.call(message, &headers, to.deadline, &mut on_notify)
+                let outcome = match &cancel {
+                    Some(flag) => transport.call_cancellable(
+                        message,
+                        &headers,
+                        to.deadline,
+                        &mut on_notify,
+                        flag,
+                    ),
+                    None => transport.call(message, &headers, to.deadline, &mut on_notify),
+                };
+                if cancel.is_some() {
+                    self.untrack_call(&to.request_id);
+                }
+                outcome
             }
             Request::SessionTermination => transport.terminate_session(&headers, to.deadline),
         };
@@ -316,7 +343,7 @@ impl PanicAnswer {
         let id = match &command.kind {
             CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
             CommandKind::SessionTermination => None,
-            CommandKind::Unknown(_) => return None,
+            CommandKind::Unknown(_) | CommandKind::Cancel { .. } => return None,
         };
         let channel = wire::canonical_channel(command.raw_channel.as_deref())
             .or_else(|| command.raw_channel.clone())

@@ -83,6 +83,27 @@ impl HttpTransport {
         self.call_observed(message, command_headers, deadline, on_notify, &mut |_| {})
     }
 
+    /// [`HttpTransport::call`] that ends [`Outcome::Cancelled`] once `cancel` is set: the
+    /// exchange runs under [`http_client::cancellable`], so a wait for the server stops within
+    /// [`http_client::CANCEL_CHECK`] and the connection is closed, which a 2026-07-28 server
+    /// takes as the cancellation. Whatever the call had got by then is not posted.
+    pub fn call_cancellable(
+        &self,
+        message: &RawValue,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        on_notify: &mut NotifySink<'_>,
+        cancel: &http_client::CancelFlag,
+    ) -> Outcome {
+        let outcome = http_client::cancellable(cancel, || {
+            self.call(message, command_headers, deadline, on_notify)
+        });
+        if cancel.is_cancelled() {
+            return Outcome::Cancelled;
+        }
+        outcome
+    }
+
     /// [`HttpTransport::call`], with `observe` shown the exchange before it is read.
     pub fn call_observed(
         &self,

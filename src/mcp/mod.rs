@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use crate::failure::Failure;
-use crate::wire::RespType;
+use crate::http_client::CancelFlag;
+use crate::wire::{RespType, RpcShape};
+
+/// Longest a `notifications/cancelled` we send for a cancelled call may take.
+const CANCEL_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Response headers as a payload carries them: name → values.
 pub type Headers = BTreeMap<String, Vec<String>>;
@@ -78,8 +82,9 @@ pub enum Outcome {
     Reply(Reply),
     /// The command's deadline passed: post nothing (the contract forbids late answers).
     Expired,
-    /// The caller cancelled the request (`notifications/cancelled`): MCP says a cancelled
-    /// request gets no answer, so nothing is posted and the worker is free at once.
+    /// The caller cancelled the request (`notifications/cancelled`, or the relay's `cancel`
+    /// command): MCP says a cancelled request gets no answer, so nothing is posted and the
+    /// worker is free at once.
     Cancelled,
 }
 
@@ -102,6 +107,67 @@ impl Transport {
             Transport::Http(t) => t.call(message, command_headers, deadline, on_notify),
             Transport::Stdio(t) => t.call(message, command_headers, deadline, on_notify),
         }
+    }
+
+    /// [`Transport::call`] that ends once `cancel` is set: over HTTP the upstream response is
+    /// closed within [`crate::http_client::CANCEL_CHECK`] (the 2026-07-28 cancellation signal)
+    /// and the call ends [`Outcome::Cancelled`]. Over stdio the flag is not read: the call ends
+    /// when [`Transport::notify_cancelled`] reaches the child's router.
+    pub fn call_cancellable(
+        &self,
+        message: &RawValue,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        on_notify: &mut NotifySink<'_>,
+        cancel: &CancelFlag,
+    ) -> Outcome {
+        match self {
+            Transport::Http(t) => {
+                t.call_cancellable(message, command_headers, deadline, on_notify, cancel)
+            }
+            Transport::Stdio(t) => t.call(message, command_headers, deadline, on_notify),
+        }
+    }
+
+    /// Tells the MCP server that the request `message` (sent with `command_headers`) is
+    /// cancelled, with a `notifications/cancelled` naming its id: over stdio always (the child
+    /// router maps the id to the one the child knows, and frees the waiting call), over HTTP only
+    /// in a 2025 session (an `Mcp-Session-Id` is present; a 2026-07-28 server takes the closed
+    /// response as the signal). Best effort within [`CANCEL_NOTICE_TIMEOUT`]; the answer is
+    /// not used.
+    pub fn notify_cancelled(&self, message: &RawValue, command_headers: &[(String, String)]) {
+        let Some(id) = RpcShape::of(message.get())
+            .filter(|s| !s.is_notification())
+            .and_then(|s| s.id)
+        else {
+            return;
+        };
+        let in_session = command_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"));
+        if matches!(self, Transport::Http(_)) && !in_session {
+            return;
+        }
+        let notice = serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": id, "reason": "the caller cancelled the request" },
+        });
+        let Ok(notice) = RawValue::from_string(notice.to_string()) else {
+            return;
+        };
+        // The session and protocol headers go along; the ones describing the cancelled
+        // request itself (2026-07-28 routing headers) do not.
+        let headers: Vec<(String, String)> = command_headers
+            .iter()
+            .filter(|(n, _)| {
+                let n = n.to_ascii_lowercase();
+                !(n == "mcp-method" || n == "mcp-name" || n.starts_with("mcp-param-"))
+            })
+            .cloned()
+            .collect();
+        let deadline = Instant::now() + CANCEL_NOTICE_TIMEOUT;
+        let _ = self.call(&notice, &headers, Some(deadline), &mut |_, _| {});
     }
 
     /// Ends an MCP session (`session_termination`).

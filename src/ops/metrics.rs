@@ -131,6 +131,9 @@ pub struct Metrics {
     mcp_latency: Mutex<BTreeMap<String, Histogram>>,
     command_latency: Mutex<Histogram>,
     post_retries: AtomicU64,
+    /// `cancel` commands received (our extension), by what they found: `running`, `queued`
+    /// (not started yet) or `none` (already finished, or never here).
+    cancels: Mutex<BTreeMap<&'static str, u64>>,
     /// Unix time of the last successful poll, in milliseconds (0: none yet).
     last_poll_ok_ms: AtomicU64,
 }
@@ -176,6 +179,11 @@ impl Metrics {
             .fetch_add(u64::from(count), Ordering::Relaxed);
     }
 
+    /// One `cancel` command received; `found` is `running`, `queued` or `none`.
+    pub fn cancel_command(&self, found: &'static str) {
+        *lock(&self.cancels).entry(found).or_default() += 1;
+    }
+
     /// The exposition text.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
@@ -214,6 +222,21 @@ impl Metrics {
                 out,
                 "mcp_tunnel_polls_total{{outcome=\"{}\"}} {n}",
                 outcome.label()
+            );
+        }
+
+        head(
+            &mut out,
+            "mcp_tunnel_cancel_commands_total",
+            "counter",
+            "Cancel commands from the relay by what they found: running, queued or none.",
+        );
+        let cancels = lock(&self.cancels).clone();
+        for found in ["running", "queued", "none"] {
+            let n = cancels.get(found).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "mcp_tunnel_cancel_commands_total{{found=\"{found}\"}} {n}"
             );
         }
 

@@ -18,6 +18,12 @@
 //! Nothing is queued before the request is authorised and well-formed, and nothing waits longer
 //! than the connector budget: the command's `response_timeout` is the budget left, so the client
 //! never works for a caller who has gone.
+//!
+//! Nor longer than the caller: a held request whose caller closed its connection (checked every
+//! [`HOST_GONE_CHECK`], also while its event stream waits) is cancelled ([`Ticket::cancel`]):
+//! withdrawn if still queued, else its client is told when it speaks our extension. A
+//! `notifications/cancelled` naming a request held here ends it the same way and is answered 202
+//! by the relay itself; one naming nothing cancellable here crosses as any other message.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +41,7 @@ use super::{bearer, bearer_token};
 use crate::headers;
 use crate::http_server::{ChunkWriter, Request, Response};
 use crate::wire::{RespType, ResponsePayload};
+use serde_json::Value;
 
 /// Time reserved at the end of the connector's budget for the client's response POST to reach
 /// us: the command's deadline is this much earlier than the connector's.
@@ -43,6 +50,10 @@ const RESPONSE_MARGIN: Duration = Duration::from_millis(500);
 /// How often a waiting connector request checks whether the client that took its command is
 /// gone (see `hub::CLIENT_GONE_GRACE`).
 const CLIENT_GONE_CHECK: Duration = Duration::from_millis(500);
+
+/// How often a held request checks that its caller is still connected (a non-blocking peek);
+/// an answer arriving meanwhile is taken at once, never delayed by this.
+const HOST_GONE_CHECK: Duration = Duration::from_millis(250);
 
 /// Longest JSON-RPC `id` text kept for the relay's own error answers; a longer one (only a
 /// hostile caller sends that) gets `null`, so the copy stays small.
@@ -134,6 +145,16 @@ fn post(
         .header("Accept")
         .is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"));
     let session = req.header("Mcp-Session-Id").map(str::to_string);
+    if fields.method.as_deref() == Some("notifications/cancelled")
+        && fields.id.is_none()
+        && let Some(target) = cancelled_request_id(message.get())
+        && let Some(done) = hub.cancel_by_rpc_id(channel, session.as_deref(), &target)
+    {
+        log::debug!("tunnel {}: notifications/cancelled: {done:?}", record.id);
+        return Response::new(202, Vec::new());
+    }
+    // The id a later notifications/cancelled would name (a request's, short enough to keep).
+    let rpc_id = id.and_then(|raw| serde_json::from_str::<Value>(raw).ok());
     let body = CommandBody {
         command_type: "jsonrpc",
         channel: channel.to_string(),
@@ -143,11 +164,12 @@ fn post(
     };
     let deadline = started + limits.wait;
     let is_initialize = fields.method.as_deref() == Some("initialize");
-    let ticket = match hub.submit(
+    let ticket = match hub.submit_request(
         body,
         deadline.checked_sub(RESPONSE_MARGIN).unwrap_or(deadline),
         session.as_deref(),
         is_initialize,
+        rpc_id,
     ) {
         Ok(t) => t,
         Err(e) => return submit_error(e, id),
@@ -158,7 +180,17 @@ fn post(
         ticket.request_id,
         fields.method.as_deref().unwrap_or("response")
     );
-    wait_for_answer(ticket, deadline, accepts_sse, id)
+    wait_for_answer(ticket, deadline, accepts_sse, id, req)
+}
+
+/// `params.requestId` of a `notifications/cancelled`.
+fn cancelled_request_id(message: &str) -> Option<Value> {
+    let value: Value = serde_json::from_str(message).ok()?;
+    value
+        .get("params")?
+        .get("requestId")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned()
 }
 
 /// The few members of a JSON-RPC message the relay needs, read from its text without changing
@@ -267,7 +299,7 @@ fn delete(
         Ok(t) => t,
         Err(e) => return submit_error(e, None),
     };
-    let response = wait_for_answer(ticket, deadline, false, None);
+    let response = wait_for_answer(ticket, deadline, false, None, req);
     // The connector is done with the session whatever the server said (a stdio server answers
     // 405): its binding to a client instance is no longer needed.
     hub.end_session(&session);
@@ -281,25 +313,39 @@ fn wait_for_answer(
     deadline: Instant,
     accepts_sse: bool,
     id: Option<&str>,
+    req: Request,
 ) -> Response {
+    let mut client_checked = Instant::now();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return mcp_error::TUNNEL_RESPONSE_TIMEOUT.response(id);
         }
-        match ticket.next(left.min(CLIENT_GONE_CHECK)) {
+        match ticket.next(left.min(HOST_GONE_CHECK)) {
             Wait::Payload(payload) if payload.resp_type.is_terminal() => {
                 return final_response(payload, accepts_sse);
             }
             Wait::Payload(notification) if accepts_sse => {
-                return stream(ticket, notification, deadline, id.map(str::to_string));
+                return stream(ticket, notification, deadline, id.map(str::to_string), req);
             }
             // The caller cannot take notifications in a plain JSON answer: drop them.
             Wait::Payload(_) => continue,
-            Wait::Timeout if ticket.client_gone() => {
-                return mcp_error::TUNNEL_CLIENT_GONE.response(id);
+            Wait::Timeout if req.peer_gone() => {
+                let done = ticket.cancel("host_closed");
+                log::debug!("{}: caller closed its request: {done:?}", ticket.request_id);
+                // Nobody reads this answer; the connection is closed after it.
+                return mcp_error::TUNNEL_RESPONSE_TIMEOUT
+                    .response(id)
+                    .with_header("Connection", "close");
+            }
+            Wait::Timeout if client_checked.elapsed() >= CLIENT_GONE_CHECK => {
+                client_checked = Instant::now();
+                if ticket.client_gone() {
+                    return mcp_error::TUNNEL_CLIENT_GONE.response(id);
+                }
             }
             Wait::Timeout => continue,
+            Wait::Cancelled => return mcp_error::REQUEST_CANCELLED.response(id),
             // Only a stream's notifications can overflow; nothing more will come.
             Wait::Dropped => return mcp_error::TUNNEL_RESPONSE_TIMEOUT.response(id),
         }
@@ -344,6 +390,7 @@ fn stream(
     first: ResponsePayload,
     deadline: Instant,
     id: Option<String>,
+    req: Request,
 ) -> Response {
     let mut headers = returnable(&first.resp_headers);
     headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
@@ -362,8 +409,14 @@ fn stream(
                     // Out of time: end the stream; the caller sees no final message.
                     return Ok(());
                 }
-                let payload = match ticket.next(left.min(CLIENT_GONE_CHECK)) {
+                let payload = match ticket.next(left.min(HOST_GONE_CHECK)) {
                     Wait::Payload(payload) => payload,
+                    // The caller closed its stream: in 2026-07-28 that *is* the cancellation.
+                    Wait::Timeout if req.peer_gone() => {
+                        let done = ticket.cancel("host_closed");
+                        log::debug!("{}: caller closed its stream: {done:?}", ticket.request_id);
+                        return Err(io::Error::other("caller closed its event stream"));
+                    }
                     Wait::Timeout if ticket.client_gone() => {
                         if let Some(id) = &id {
                             w.send(
@@ -373,6 +426,8 @@ fn stream(
                         return Ok(());
                     }
                     Wait::Timeout => continue,
+                    // The caller cancelled it: end the stream without a final message.
+                    Wait::Cancelled => return Ok(()),
                     // The caller did not read its notifications fast enough: cut the stream.
                     Wait::Dropped => {
                         return Err(io::Error::other("connector not reading its event stream"));

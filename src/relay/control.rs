@@ -3,18 +3,28 @@
 //! `GET /v1/tunnels/{id}` (metadata), `GET …/poll` (long-poll) and `POST …/response`, each
 //! authorised by the tunnel's runtime key and nothing else: a connector key or another tunnel's
 //! runtime key gets 401.
+//!
+//! Our extension ([`wire::EXTENSIONS_HEADER`]): every answer here names the features the relay
+//! speaks; a poll's own announcement is recorded for its client instance, and the relay uses a
+//! feature with that instance only when it announced it. A poll may ask for `cancel` commands
+//! only ([`wire::POLL_ONLY_HEADER`]).
 
 use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hub::{Delivered, RespondError, TunnelHub};
+use super::hub::{Delivered, PollAsk, RespondError, TunnelHub};
 use super::tunnels::TunnelRecord;
 use super::{api_error, bearer};
 use crate::config::MAX_POLL_LIMIT;
 use crate::http_server::{ChunkWriter, Request, Response};
-use crate::wire::{self, ResponsePayload, TunnelMetadata};
+use crate::wire::{self, Extensions, ResponsePayload, TunnelMetadata};
+
+/// Names the features the relay speaks on a control-plane answer.
+fn announce(resp: Response) -> Response {
+    resp.with_header(wire::EXTENSIONS_HEADER, &Extensions::ours().to_header())
+}
 
 /// Checks the runtime key; the error response is ready to send.
 fn authorize(record: &TunnelRecord, req: &Request) -> Result<(), Response> {
@@ -39,7 +49,10 @@ pub fn metadata(record: &TunnelRecord, req: &Request) -> Response {
         name: record.name.clone(),
         description: record.description.clone(),
     };
-    Response::json(200, serde_json::to_vec(&meta).unwrap_or_default())
+    announce(Response::json(
+        200,
+        serde_json::to_vec(&meta).unwrap_or_default(),
+    ))
 }
 
 /// Channels the polling instance declared process-affine.
@@ -103,21 +116,27 @@ pub fn poll(
     let instance = instance_of(req);
     hub.seen(instance, &req.connection);
     // A poller that disconnected (a client that died or restarted) must take nothing.
-    let commands = hub.poll(instance, affine_channels(req), limit, wait, &|| {
-        req.peer_gone()
-    });
+    let ask = PollAsk {
+        affine_channels: affine_channels(req),
+        extensions: Extensions::from_header(req.header(wire::EXTENSIONS_HEADER)),
+        cancels_only: req.header(wire::POLL_ONLY_HEADER).is_some_and(|only| {
+            only.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(wire::COMMAND_CANCEL))
+        }),
+    };
+    let commands = hub.poll_with(instance, ask, limit, wait, &|| req.peer_gone());
     if commands.is_empty() {
-        return Response::new(204, Vec::new());
+        return announce(Response::new(204, Vec::new()));
     }
     let batch = Unwritten {
         hub: Arc::clone(hub),
         commands,
     };
-    Response::stream(
+    announce(Response::stream(
         200,
         vec![("Content-Type".into(), "application/json".into())],
         Box::new(move |w: &mut ChunkWriter<'_>| write_commands(batch, w)),
-    )
+    ))
 }
 
 /// Commands taken by a poll whose answer has not been written yet. Dropped unwritten (the

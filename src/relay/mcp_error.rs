@@ -12,7 +12,7 @@
 //! cause was lost. The HTTP status is the one the relay always used; `error.data.code` is the
 //! relay's stable string code (the one README names and scripts may match on), `error.data.fix`
 //! what to do about it. The numeric codes sit in JSON-RPC's server-error range, in a block
-//! (-32080 … -32097) clear of the codes MCP itself defines (-32002, -32020, -32042). The
+//! (-32080 … -32098) clear of the codes MCP itself defines (-32002, -32020, -32042). The
 //! control-plane routes (`/v1/tunnels/…`) keep the contract's shape: see [`super::api_error`].
 
 use crate::http_server::Response;
@@ -251,6 +251,16 @@ pub const TUNNEL_CLIENT_GONE: McpError = McpError {
           (its supervisor's log).",
 };
 
+/// The request was cancelled: its caller sent `notifications/cancelled` for it while it was held
+/// here. The caller does not wait for this answer; it only ends the held request cleanly.
+pub const REQUEST_CANCELLED: McpError = McpError {
+    status: 200,
+    rpc_code: -32098,
+    code: "request_cancelled",
+    message: "request cancelled by its caller (notifications/cancelled)",
+    fix: "Nothing to do: the caller cancelled this request itself.",
+};
+
 impl McpError {
     /// The JSON-RPC error text for a request whose raw `id` text is `id` (`None`: `null`). The id
     /// is spliced in as the caller wrote it, so it matches byte for byte.
@@ -325,6 +335,7 @@ mod tests {
         TRANSFER_CODING_NOT_SUPPORTED,
         RELAY_BUSY,
         RELAY_INTERNAL_ERROR,
+        REQUEST_CANCELLED,
     ];
 
     #[test]

@@ -1,5 +1,6 @@
 //! What the hub knows of one tunnel client instance (one run of `mcp-tunnel run`): its waiting
-//! polls, when it was last seen, the channels it declared process-affine, and the connections of
+//! polls, when it was last seen, the channels it declared process-affine, the extension features
+//! it announced and the `cancel` commands waiting for it, and the connections of
 //! its recent requests, from which it tells when the instance is gone.
 //!
 //! Gone is decided from evidence the client's side gave: all its connections closed by the
@@ -9,7 +10,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::queue::CancelOrder;
 use crate::http_server::{ConnectionEnd, ConnectionHandle};
+use crate::wire::Extensions;
 
 /// How long after its last connection was closed by the peer a client instance (without a
 /// waiting poll) counts as gone; its delivered, unanswered commands then fail. Long enough for
@@ -29,6 +32,10 @@ pub(super) struct Instance {
     pub(super) waiting_polls: usize,
     pub(super) last_seen: Option<Instant>,
     pub(super) affine_channels: HashSet<String>,
+    /// The extension features it announced on its last poll (and the relay speaks).
+    pub(super) extensions: Extensions,
+    /// `cancel` commands for it, handed out with its next poll (our extension).
+    pub(super) cancels: VecDeque<CancelOrder>,
     /// Connections of its recent requests, newest last.
     connections: VecDeque<ConnectionHandle>,
 }

@@ -17,6 +17,12 @@
 //! (minted here when the server issued none) to the instance that served it, and later commands
 //! of that session are only handed to that instance.
 //!
+//! Cancellation (our extension, [`crate::wire::FEATURE_CANCEL`]): when a command's caller leaves
+//! (it closed its request, or sent `notifications/cancelled`), [`TunnelHub::cancel`] withdraws a
+//! command still queued, or, when it was delivered to an instance that announced the feature,
+//! leaves a `cancel` command for that instance's next poll. A poll may ask for cancels only (a
+//! client whose queue is full).
+//!
 //! This is the relay's only shared mutable state besides the registry: one lock per tunnel
 //! guards the queue, the pending commands, the instances and the session bindings, and no
 //! method leaves them half-changed. Here: the hub, its tickets and response routing; `queue` the
@@ -28,18 +34,20 @@ mod queue;
 mod sessions;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::crypto::random_hex;
 use crate::http_server::ConnectionHandle;
-use crate::wire::{RespType, ResponsePayload};
+use crate::wire::{Extensions, FEATURE_CANCEL, RespType, ResponsePayload};
 pub use instance::CLIENT_GONE_GRACE;
 use instance::{FORGET_INSTANCE_AFTER, Instance};
+use queue::{CancelOrder, Item};
 pub use queue::{CommandBody, Delivered, POLL_ANSWER_BUDGET, now_rfc3339};
 use queue::{Queued, take_eligible};
+use serde_json::Value;
 use sessions::{SessionTable, session_of};
 
 /// How often a waiting long-poll checks that its poller is still connected.
@@ -71,6 +79,12 @@ struct Pending {
     instance: Option<String>,
     /// Set for `initialize` on a channel some instance declared process-affine.
     binds_session: bool,
+    /// What a `notifications/cancelled` names it by: channel, session and JSON-RPC id.
+    channel: String,
+    session: Option<String>,
+    rpc_id: Option<Value>,
+    /// Set when it was cancelled, so its connector thread tells that from a dropped request.
+    cancelled: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -107,6 +121,32 @@ pub enum Wait {
     Timeout,
     /// The command can get no answer any more: its notifications overflowed the buffer.
     Dropped,
+    /// The command was cancelled ([`TunnelHub::cancel`], from another request's
+    /// `notifications/cancelled`): no answer will come.
+    Cancelled,
+}
+
+/// What a cancellation did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was still queued: withdrawn, never delivered.
+    Withdrawn,
+    /// Its client instance gets a `cancel` command.
+    Told,
+    /// Its instance does not speak the extension (or it was already answered): only forgotten
+    /// here, so a late answer gets 404.
+    Forgotten,
+}
+
+/// What a poll asks for besides its limit and wait.
+#[derive(Debug, Default)]
+pub struct PollAsk {
+    /// Channels the instance declared process-affine.
+    pub affine_channels: HashSet<String>,
+    /// The extension features it announced.
+    pub extensions: Extensions,
+    /// Only `cancel` commands (a client whose queue is full).
+    pub cancels_only: bool,
 }
 
 /// One tunnel's queue and pending commands.
@@ -124,6 +164,7 @@ pub struct Ticket {
     pub request_id: String,
     answers: Receiver<ResponsePayload>,
     buffered: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Drop for Ticket {
@@ -144,8 +185,16 @@ impl Ticket {
                 Wait::Payload(payload)
             }
             Err(RecvTimeoutError::Timeout) => Wait::Timeout,
+            Err(RecvTimeoutError::Disconnected) if self.cancelled.load(Ordering::SeqCst) => {
+                Wait::Cancelled
+            }
             Err(RecvTimeoutError::Disconnected) => Wait::Dropped,
         }
+    }
+
+    /// The caller left: withdraw the command, or tell the client that holds it.
+    pub fn cancel(&self, reason: &'static str) -> Cancelled {
+        self.hub.cancel(&self.request_id, reason)
     }
 
     /// Whether the command was delivered to a client instance that is gone (see
@@ -220,6 +269,19 @@ impl TunnelHub {
         session: Option<&str>,
         is_initialize: bool,
     ) -> Result<Ticket, SubmitError> {
+        self.submit_request(body, deadline, session, is_initialize, None)
+    }
+
+    /// [`TunnelHub::submit`] for a request with JSON-RPC id `rpc_id`, which a later
+    /// `notifications/cancelled` may name ([`TunnelHub::cancel_by_rpc_id`]).
+    pub fn submit_request(
+        self: &Arc<Self>,
+        body: CommandBody,
+        deadline: Instant,
+        session: Option<&str>,
+        is_initialize: bool,
+        rpc_id: Option<Value>,
+    ) -> Result<Ticket, SubmitError> {
         let now = Instant::now();
         let mut inner = self.lock();
         if !inner.instances.values().any(|i| self.alive(i, now)) {
@@ -244,6 +306,7 @@ impl TunnelHub {
         let request_id = format!("req_{}", random_hex(16));
         let (to_connector, answers) = mpsc::channel();
         let buffered = Arc::new(AtomicUsize::new(0));
+        let cancelled = Arc::new(AtomicBool::new(false));
         let binds_session = is_initialize
             && inner
                 .instances
@@ -257,6 +320,10 @@ impl TunnelHub {
                 buffered: Arc::clone(&buffered),
                 instance: None,
                 binds_session,
+                channel: body.channel.clone(),
+                session: session.map(str::to_string),
+                rpc_id,
+                cancelled: Arc::clone(&cancelled),
             },
         );
         inner.queue.push_back(Queued {
@@ -272,6 +339,7 @@ impl TunnelHub {
             request_id,
             answers,
             buffered,
+            cancelled,
         })
     }
 
@@ -288,6 +356,23 @@ impl TunnelHub {
         wait: Duration,
         gone: &dyn Fn() -> bool,
     ) -> Vec<Delivered> {
+        let ask = PollAsk {
+            affine_channels,
+            ..PollAsk::default()
+        };
+        self.poll_with(instance, ask, limit, wait, gone)
+    }
+
+    /// [`TunnelHub::poll`] with everything a poll may ask ([`PollAsk`]). `cancel` commands for
+    /// the instance come first and do not count against `limit` (they take no slot).
+    pub fn poll_with(
+        &self,
+        instance: &str,
+        ask: PollAsk,
+        limit: usize,
+        wait: Duration,
+        gone: &dyn Fn() -> bool,
+    ) -> Vec<Delivered> {
         // An unrepresentable deadline (a huge wait) means "no deadline": wait is capped by the
         // caller anyway.
         let deadline = Instant::now().checked_add(wait);
@@ -300,18 +385,28 @@ impl TunnelHub {
         {
             let me = inner.instances.entry(instance.to_string()).or_default();
             me.waiting_polls += 1;
-            me.affine_channels = affine_channels;
+            me.affine_channels = ask.affine_channels;
+            me.extensions = ask.extensions;
             me.last_seen = Some(Instant::now());
         }
-        let taken = loop {
+        let (cancels, taken) = loop {
             if gone() {
-                break Vec::new();
+                break (Vec::new(), Vec::new());
             }
-            let taken = take_eligible(&mut inner.queue, instance, limit);
+            let cancels: Vec<CancelOrder> = inner
+                .instances
+                .get_mut(instance)
+                .map(|me| me.cancels.drain(..).collect())
+                .unwrap_or_default();
+            let taken = if ask.cancels_only {
+                Vec::new()
+            } else {
+                take_eligible(&mut inner.queue, instance, limit)
+            };
             let now = Instant::now();
             let left = deadline.map(|d| d.saturating_duration_since(now));
-            if !taken.is_empty() || left == Some(Duration::ZERO) {
-                break taken;
+            if !cancels.is_empty() || !taken.is_empty() || left == Some(Duration::ZERO) {
+                break (cancels, taken);
             }
             inner = self
                 .queued
@@ -322,15 +417,22 @@ impl TunnelHub {
         let me = inner.instances.entry(instance.to_string()).or_default();
         me.waiting_polls -= 1;
         me.last_seen = Some(Instant::now());
-        let mut out = Vec::with_capacity(taken.len());
+        let mut out: Vec<Delivered> = cancels
+            .into_iter()
+            .map(|order| Delivered {
+                item: Item::Cancel(order),
+            })
+            .collect();
         for q in taken {
             let Some(pending) = inner.pending.get_mut(&q.request_id) else {
                 continue; // withdrawn meanwhile
             };
             pending.instance = Some(instance.to_string());
             out.push(Delivered {
-                shard_token: pending.shard_token.clone(),
-                queued: q,
+                item: Item::Work {
+                    shard_token: pending.shard_token.clone(),
+                    queued: q,
+                },
             });
         }
         out
@@ -342,11 +444,20 @@ impl TunnelHub {
     pub fn requeue(&self, commands: Vec<Delivered>) {
         let mut inner = self.lock();
         for d in commands.into_iter().rev() {
-            let Some(pending) = inner.pending.get_mut(&d.queued.request_id) else {
+            let queued = match d.item {
+                Item::Work { queued, .. } => queued,
+                Item::Cancel(order) => {
+                    if let Some(me) = inner.instances.get_mut(&order.instance) {
+                        me.cancels.push_front(order);
+                    }
+                    continue;
+                }
+            };
+            let Some(pending) = inner.pending.get_mut(&queued.request_id) else {
                 continue;
             };
             pending.instance = None;
-            inner.queue.push_front(d.queued);
+            inner.queue.push_front(queued);
         }
         drop(inner);
         self.queued.notify_all();
@@ -410,6 +521,79 @@ impl TunnelHub {
         to_connector
             .send(payload)
             .map_err(|_| RespondError::NotPending)
+    }
+
+    /// The caller of `request_id` left (`reason` says how, for the client's log): a queued
+    /// command is withdrawn; a delivered one is forgotten, and its instance, if it announced
+    /// [`FEATURE_CANCEL`], gets a `cancel` command with its next poll. Its connector thread
+    /// sees [`Wait::Cancelled`].
+    pub fn cancel(&self, request_id: &str, reason: &'static str) -> Cancelled {
+        let mut inner = self.lock();
+        let Some(pending) = inner.pending.remove(request_id) else {
+            return Cancelled::Forgotten;
+        };
+        pending.cancelled.store(true, Ordering::SeqCst);
+        let queued = inner.queue.len();
+        inner.queue.retain(|q| q.request_id != request_id);
+        if inner.queue.len() < queued {
+            return Cancelled::Withdrawn;
+        }
+        let Some(instance) = pending.instance else {
+            return Cancelled::Forgotten; // in a poll answer being written: requeue skips it
+        };
+        let Some(me) = inner
+            .instances
+            .get_mut(&instance)
+            .filter(|i| i.extensions.has(FEATURE_CANCEL))
+        else {
+            return Cancelled::Forgotten;
+        };
+        me.cancels.push_back(CancelOrder {
+            request_id: request_id.to_string(),
+            shard_token: pending.shard_token,
+            channel: pending.channel,
+            reason,
+            instance,
+        });
+        drop(inner);
+        self.queued.notify_all();
+        Cancelled::Told
+    }
+
+    /// A `notifications/cancelled` for the request with JSON-RPC id `rpc_id` in `session` on
+    /// `channel`: cancels it ([`TunnelHub::cancel`]) when exactly one such request is pending
+    /// and it is still queued or its instance speaks [`FEATURE_CANCEL`]. Otherwise (`None`) the
+    /// notification goes to the client as any other message, as the contract has it.
+    pub fn cancel_by_rpc_id(
+        &self,
+        channel: &str,
+        session: Option<&str>,
+        rpc_id: &Value,
+    ) -> Option<Cancelled> {
+        let target = {
+            let inner = self.lock();
+            let mut matching = inner.pending.iter().filter(|(_, p)| {
+                p.channel == channel
+                    && p.session.as_deref() == session
+                    && p.rpc_id.as_ref() == Some(rpc_id)
+            });
+            let (request_id, pending) = matching.next()?;
+            if matching.next().is_some() {
+                return None; // cancelling someone else's request would be worse than none
+            }
+            let cancellable = match &pending.instance {
+                None => true,
+                Some(i) => inner
+                    .instances
+                    .get(i)
+                    .is_some_and(|i| i.extensions.has(FEATURE_CANCEL)),
+            };
+            if !cancellable {
+                return None;
+            }
+            request_id.clone()
+        };
+        Some(self.cancel(&target, "notifications_cancelled"))
     }
 
     /// Removes a command wherever it is; see [`Ticket`].

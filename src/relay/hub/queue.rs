@@ -57,8 +57,40 @@ pub struct CommandBody {
 /// A command taken by a poll, to be written into its answer ([`Delivered::to_json`]). If the
 /// answer cannot be written, [`super::TunnelHub::requeue`] puts it back.
 pub struct Delivered {
-    pub(super) queued: Queued,
+    pub(super) item: Item,
+}
+
+/// What a [`Delivered`] carries.
+pub(super) enum Item {
+    Work {
+        queued: Queued,
+        shard_token: String,
+    },
+    /// Our extension: the caller of this instance's command left ([`CancelOrder`]).
+    Cancel(CancelOrder),
+}
+
+/// A `cancel` command waiting for the poll of the instance that holds the cancelled command.
+pub struct CancelOrder {
+    /// The cancelled command's request id and shard token.
+    pub(super) request_id: String,
     pub(super) shard_token: String,
+    pub(super) channel: String,
+    /// `host_closed` or `notifications_cancelled`, for the client's log.
+    pub(super) reason: &'static str,
+    pub(super) instance: String,
+}
+
+/// A `cancel` command as it appears in a poll answer.
+#[derive(Serialize)]
+struct WireCancel<'a> {
+    request_id: &'a str,
+    shard_token: &'a str,
+    command_type: &'a str,
+    channel: &'a str,
+    created_at: String,
+    headers: BTreeMap<String, Vec<String>>,
+    reason: &'a str,
 }
 
 /// A command as it appears in a poll answer; `jsonrpc` is written as the raw text.
@@ -77,16 +109,36 @@ struct WireCommand<'a> {
 
 impl Delivered {
     pub fn request_id(&self) -> &str {
-        &self.queued.request_id
+        match &self.item {
+            Item::Work { queued, .. } => &queued.request_id,
+            Item::Cancel(order) => &order.request_id,
+        }
     }
 
     /// The command's JSON object; `response_timeout` is the time left now.
     pub fn to_json(&self) -> String {
-        let q = &self.queued;
+        let (q, shard_token) = match &self.item {
+            Item::Work {
+                queued,
+                shard_token,
+            } => (queued, shard_token),
+            Item::Cancel(order) => {
+                let wire = WireCancel {
+                    request_id: &order.request_id,
+                    shard_token: &order.shard_token,
+                    command_type: crate::wire::COMMAND_CANCEL,
+                    channel: &order.channel,
+                    created_at: now_rfc3339(),
+                    headers: BTreeMap::new(),
+                    reason: order.reason,
+                };
+                return serde_json::to_string(&wire).unwrap_or_default();
+            }
+        };
         let left = q.deadline.saturating_duration_since(Instant::now());
         let wire = WireCommand {
             request_id: &q.request_id,
-            shard_token: &self.shard_token,
+            shard_token,
             command_type: q.body.command_type,
             channel: &q.body.channel,
             created_at: &q.body.created_at,
