@@ -3,13 +3,15 @@
 # `mcp-tunnel relay` and `mcp-tunnel run`, against a FastMCP server and
 # @modelcontextprotocol/server-everything, each over Streamable HTTP and over stdio (run by the
 # client), both on two channels of one tunnel, and mcp-server-time over stdio; other hosts too:
-# the TypeScript SDK client, the MCP Inspector CLI and mcp-remote (test_eras_and_hosts.py).
+# the TypeScript SDK client, the MCP Inspector CLI and mcp-remote (test_eras_and_hosts.py); and a
+# real OAuth flow (test_oauth.py): the SDK's OAuth client through a passthrough tunnel to an
+# OAuth-protected FastMCP server, with npm oidc-provider as the authorization server.
 #
 # Idempotent set-up, then the run. From any directory; needs python3 (>= 3.10, with venv), node
 # and npm, cargo. On Debian, a missing venv module is installed with apt-get (as root).
 #   - Python venv at target/e2e/venv, from tests/e2e/requirements.txt (reinstalled when it changes)
 #   - node_modules in tests/e2e, from package-lock.json with `npm ci` (again when the lock changes):
-#     server-everything, the TypeScript SDK, the Inspector, mcp-remote
+#     server-everything, the TypeScript SDK, the Inspector, mcp-remote, oidc-provider
 #   - the debug binary (`cargo build`), used by the tests as $MCP_TUNNEL_BIN
 # Extra arguments go to pytest (e.g. `tests/e2e/run.sh -k fastmcp -x`).
 set -euo pipefail
@@ -64,11 +66,12 @@ if [ "$(cat "$PY_STAMP" 2>/dev/null)" != "$py_want" ]; then
   echo "$py_want" >"$PY_STAMP"
 fi
 
-# --- Node: server-everything at the locked version -------------------------------------------
+# --- Node: server-everything, oidc-provider and the other hosts at the locked versions ----------
 NODE_STAMP="$E2E/node_modules/.e2e-lock.sha256"
 node_want="$(sha "$E2E/package.json" "$E2E/package-lock.json")"
 if [ "$(cat "$NODE_STAMP" 2>/dev/null)" != "$node_want" ] ||
-  [ ! -f "$E2E/node_modules/@modelcontextprotocol/server-everything/dist/index.js" ]; then
+  [ ! -f "$E2E/node_modules/@modelcontextprotocol/server-everything/dist/index.js" ] ||
+  [ ! -f "$E2E/node_modules/oidc-provider/package.json" ]; then
   say "installing tests/e2e/package-lock.json (npm ci)"
   (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$node_want" >"$NODE_STAMP"
@@ -80,7 +83,7 @@ cargo build --quiet
 export MCP_TUNNEL_BIN="${MCP_TUNNEL_BIN:-$ROOT/target/debug/mcp-tunnel}"
 
 # --- Run --------------------------------------------------------------------------------------
-say "pytest tests/e2e (python $("$VENV/bin/python" -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'), server-everything $(node -p 'require("./tests/e2e/node_modules/@modelcontextprotocol/server-everything/package.json").version'))"
+say "pytest tests/e2e (python $("$VENV/bin/python" -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'), server-everything $(node -p 'require("./tests/e2e/node_modules/@modelcontextprotocol/server-everything/package.json").version'), oidc-provider $(node -p 'require("./tests/e2e/node_modules/oidc-provider/package.json").version'))"
 # No .pytest_cache nor __pycache__ in the work tree.
 export PYTHONDONTWRITEBYTECODE=1
 # -r fExX: the summary names failures, errors, and expected failures (known src/ bugs) with their
