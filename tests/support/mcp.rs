@@ -1,5 +1,6 @@
 //! A fake Streamable HTTP MCP server at `/mcp`. Replies are programmable per JSON-RPC method or per
-//! tool name; everything it receives is recorded, with arrival and completion instants and the number
+//! tool name, and whole paths can be given a fixed reply (an OAuth challenge, metadata documents,
+//! redirects); everything it receives is recorded, with arrival and completion instants and the number
 //! of requests it was serving at once.
 
 use std::collections::HashMap;
@@ -184,6 +185,8 @@ impl McpCall {
 #[derive(Default)]
 struct State {
     replies: HashMap<String, McpReply>,
+    /// Fixed replies by path, for every method; they win over the MCP handling of `/mcp`.
+    paths: HashMap<String, McpReply>,
     calls: Vec<McpCall>,
     in_flight: usize,
     max_in_flight: usize,
@@ -233,6 +236,33 @@ impl FakeMcp {
     /// Replies to `tools/call` requests for this tool.
     pub fn on_tool(&self, tool: &str, reply: McpReply) {
         self.set_reply(format!("tool:{tool}"), reply);
+    }
+
+    /// Answers every request to `path` (any method, any body) with `reply`.
+    pub fn on_path(&self, path: &str, reply: McpReply) {
+        self.state
+            .update(|state| state.paths.insert(path.to_owned(), reply));
+    }
+
+    /// `http://host:port`, the fake's origin.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.authority())
+    }
+
+    /// The requests that arrived for `path`, in order.
+    pub fn requests_to(&self, path: &str) -> Vec<SeenRequest> {
+        self.calls()
+            .into_iter()
+            .map(|call| call.request)
+            .filter(|request| request.path() == path)
+            .collect()
+    }
+
+    /// Waits until a request for `path` arrived; panics after `timeout`.
+    pub fn wait_for_request_to(&self, path: &str, timeout: Duration) -> SeenRequest {
+        self.wait_for(timeout, |call| call.request.path() == path)
+            .map(|call| call.request)
+            .unwrap_or_else(|| panic!("MCP saw no request for {path} within {timeout:?}"))
     }
 
     fn set_reply(&self, key: String, reply: McpReply) {
@@ -334,6 +364,12 @@ impl Drop for InFlight {
 
 fn serve(state: &Arc<Watched<State>>, request: Request) -> Response {
     let (in_flight, seen) = InFlight::begin(state, request);
+    if let Some(reply) = state.read(|state| state.paths.get(seen.path()).cloned()) {
+        if !in_flight.pause(reply.delay) {
+            return Response::new(503, "shutting down");
+        }
+        return respond(reply, Value::Null, in_flight);
+    }
     if seen.path() != MCP_PATH {
         return Response::new(404, "not found");
     }
