@@ -232,6 +232,10 @@ fn requiring_client_certs(pki: &Pki) -> Arc<rustls::ServerConfig> {
 }
 
 fn serve_tls_mcp(calls: &Mutex<Vec<TlsCall>>, request: Request) -> Response {
+    // The client's start-up OAuth discovery is not an MCP call.
+    if support::is_oauth_discovery(&request) {
+        return Response::new(404, Vec::new());
+    }
     calls
         .lock()
         .unwrap_or_else(PoisonError::into_inner)

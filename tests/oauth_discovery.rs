@@ -59,7 +59,22 @@ fn challenge_with(mcp: &FakeMcp, metadata_url: &str) {
 }
 
 fn start_client(control_plane: &FakeControlPlane, mcp: &FakeMcp) -> TunnelClient {
-    ClientBuilder::for_fakes(control_plane, mcp.url()).spawn()
+    spawn_discovered(ClientBuilder::for_fakes(control_plane, mcp.url()), &[mcp])
+}
+
+/// Spawns a client with an HTTP main and waits until its own start-up discovery is over; then
+/// `fakes` forget it, so that what they record is the command's discovery alone.
+fn spawn_discovered(builder: ClientBuilder, fakes: &[&FakeMcp]) -> TunnelClient {
+    let client = builder.spawn();
+    assert!(
+        client.wait_for_stderr("start-up OAuth discovery: ", PROMPTLY),
+        "no start-up discovery: {}",
+        client.stderr()
+    );
+    for fake in fakes {
+        fake.forget_requests();
+    }
+    client
 }
 
 /// Queues `command` and waits for its terminal response.
@@ -217,12 +232,13 @@ fn discovery_on_a_channel_other_than_main_is_400_unsupported_channel() {
     let other = FakeMcp::start();
     challenge_with(&other, &format!("{}{WELL_KNOWN_MCP}", other.origin()));
     other.on_path(WELL_KNOWN_MCP, prmd_reply(&prmd_text(other.url())));
-    let _client = ClientBuilder::for_fakes(&control_plane, mcp.url())
-        .env(
+    let _client = spawn_discovered(
+        ClientBuilder::for_fakes(&control_plane, mcp.url()).env(
             "MCP_SERVER_URL",
             &format!("{}\nchannel=other,url={}", mcp.url(), other.url()),
-        )
-        .spawn();
+        ),
+        &[&mcp],
+    );
 
     let posted = exchange(
         &control_plane,
@@ -283,7 +299,8 @@ fn a_hanging_metadata_server_is_answered_502_within_the_response_timeout() {
     for path in ["/mcp", WELL_KNOWN_MCP, WELL_KNOWN] {
         mcp.on_path(path, McpReply::empty(404).after(Duration::from_secs(30)));
     }
-    let _client = start_client(&control_plane, &mcp);
+    // Its start-up discovery hangs as well, alongside: not waited for.
+    let _client = ClientBuilder::for_fakes(&control_plane, mcp.url()).spawn();
 
     control_plane.push(Command::oauth_discovery("disc-slow").response_timeout("4s"));
     control_plane.wait_until_handed_out("disc-slow", PROMPTLY);
@@ -315,15 +332,16 @@ fn metadata_on_another_origin_needs_the_operators_allowance() {
     };
 
     let control_plane = FakeControlPlane::start();
-    let _refusing = configured(&control_plane).spawn();
+    let _refusing = spawn_discovered(configured(&control_plane), &[&mcp, &metadata]);
     let posted = exchange(&control_plane, Command::oauth_discovery("disc-refused"));
     assert_discovery_failed(&posted);
     assert!(metadata.calls().is_empty(), "{:#?}", metadata.calls());
 
     let control_plane = FakeControlPlane::start();
-    let _allowing = configured(&control_plane)
-        .env("MCP_DISCOVERY_ALLOW_ORIGIN", &metadata.origin())
-        .spawn();
+    let _allowing = spawn_discovered(
+        configured(&control_plane).env("MCP_DISCOVERY_ALLOW_ORIGIN", &metadata.origin()),
+        &[&mcp, &metadata],
+    );
     let posted = exchange(&control_plane, Command::oauth_discovery("disc-allowed"));
     assert_metadata(&posted, &body);
     // The operator's headers are for main's origin only.
@@ -368,9 +386,11 @@ fn a_cross_origin_redirect_is_refused() {
     );
     elsewhere.on_path("/metadata", prmd_reply(&prmd_text(mcp.url())));
     // Allowing the origin for a probe's URL does not open it to redirects.
-    let _client = ClientBuilder::for_fakes(&control_plane, mcp.url())
-        .env("MCP_DISCOVERY_ALLOW_ORIGIN", &elsewhere.origin())
-        .spawn();
+    let _client = spawn_discovered(
+        ClientBuilder::for_fakes(&control_plane, mcp.url())
+            .env("MCP_DISCOVERY_ALLOW_ORIGIN", &elsewhere.origin()),
+        &[&mcp, &elsewhere],
+    );
 
     let posted = exchange(&control_plane, Command::oauth_discovery("disc-away"));
 
@@ -395,25 +415,22 @@ fn discovery_headers_reach_discovery_requests_and_override_static_headers() {
     mcp.on_path(WELL_KNOWN_MCP, prmd_reply(&body));
     let static_key = "static-key-for-mcp-calls";
     let discovery_key = "discovery-key-for-metadata";
-    let mut client = ClientBuilder::for_fakes(&control_plane, mcp.url())
-        .env(
-            "MCP_EXTRA_HEADERS",
-            &format!("X-Api-Key: {static_key}, X-Team: blue"),
-        )
-        .env(
-            "MCP_DISCOVERY_EXTRA_HEADERS",
-            &format!("X-Api-Key: {discovery_key}"),
-        )
-        .spawn();
+    let mut client = spawn_discovered(
+        ClientBuilder::for_fakes(&control_plane, mcp.url())
+            .env(
+                "MCP_EXTRA_HEADERS",
+                &format!("X-Api-Key: {static_key}, X-Team: blue"),
+            )
+            .env(
+                "MCP_DISCOVERY_EXTRA_HEADERS",
+                &format!("X-Api-Key: {discovery_key}"),
+            ),
+        &[&mcp],
+    );
 
     let posted = exchange(&control_plane, Command::oauth_discovery("disc-headers"));
     assert_metadata(&posted, &body);
-    let discovery_requests: Vec<_> = mcp
-        .calls()
-        .into_iter()
-        .map(|call| call.request)
-        .filter(|r| r.path() != "/mcp" || r.body.is_empty())
-        .collect();
+    let discovery_requests = mcp.requests();
     // The probe's POST and GET, then the first well-known candidate.
     assert_eq!(discovery_requests.len(), 3, "{discovery_requests:#?}");
     for request in &discovery_requests {

@@ -187,6 +187,8 @@ struct State {
     replies: HashMap<String, McpReply>,
     /// Fixed replies by path, for every method; they win over the MCP handling of `/mcp`.
     paths: HashMap<String, McpReply>,
+    /// Discovery-shaped requests no path reply matched (see [`super::is_oauth_discovery`]).
+    discovery: Vec<SeenRequest>,
     calls: Vec<McpCall>,
     in_flight: usize,
     max_in_flight: usize,
@@ -249,20 +251,45 @@ impl FakeMcp {
         format!("http://{}", self.authority())
     }
 
+    /// Every request that arrived, MCP calls and discovery requests, in arrival order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        let mut all: Vec<SeenRequest> = self.state.read(|state| {
+            let calls = state.calls.iter().map(|call| call.request.clone());
+            calls.chain(state.discovery.iter().cloned()).collect()
+        });
+        all.sort_by_key(|request| request.at);
+        all
+    }
+
     /// The requests that arrived for `path`, in order.
     pub fn requests_to(&self, path: &str) -> Vec<SeenRequest> {
-        self.calls()
-            .into_iter()
-            .map(|call| call.request)
-            .filter(|request| request.path() == path)
-            .collect()
+        let mut requests = self.requests();
+        requests.retain(|request| request.path() == path);
+        requests
     }
 
     /// Waits until a request for `path` arrived; panics after `timeout`.
     pub fn wait_for_request_to(&self, path: &str, timeout: Duration) -> SeenRequest {
-        self.wait_for(timeout, |call| call.request.path() == path)
-            .map(|call| call.request)
+        let deadline = Instant::now() + timeout;
+        self.state
+            .wait_until(deadline, |state| {
+                let calls = state.calls.iter().map(|call| &call.request);
+                calls
+                    .chain(&state.discovery)
+                    .find(|request| request.path() == path)
+                    .cloned()
+            })
             .unwrap_or_else(|| panic!("MCP saw no request for {path} within {timeout:?}"))
+    }
+
+    /// Forgets every request seen so far (e.g. the client's start-up discovery). Only while
+    /// nothing is being served.
+    pub fn forget_requests(&self) {
+        self.state.update(|state| {
+            assert_eq!(state.in_flight, 0, "forget_requests while serving");
+            state.calls.clear();
+            state.discovery.clear();
+        });
     }
 
     fn set_reply(&self, key: String, reply: McpReply) {
@@ -363,8 +390,15 @@ impl Drop for InFlight {
 }
 
 fn serve(state: &Arc<Watched<State>>, request: Request) -> Response {
+    let route = state.read(|state| state.paths.get(request.path()).cloned());
+    if route.is_none() && super::is_oauth_discovery(&request) {
+        let seen = SeenRequest::record(request, Instant::now());
+        let status = if seen.path() == MCP_PATH { 405 } else { 404 };
+        state.update(|state| state.discovery.push(seen));
+        return Response::new(status, Vec::new());
+    }
     let (in_flight, seen) = InFlight::begin(state, request);
-    if let Some(reply) = state.read(|state| state.paths.get(seen.path()).cloned()) {
+    if let Some(reply) = route {
         if !in_flight.pause(reply.delay) {
             return Response::new(503, "shutting down");
         }
