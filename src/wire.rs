@@ -50,6 +50,20 @@ pub enum CommandKind {
     Unknown(String),
 }
 
+impl CommandKind {
+    /// The command type as metrics and logs name it: its wire `command_type`, or `unknown` for a
+    /// type this client does not know (never the foreign text, so metric labels stay few).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandKind::JsonRpc(_) => COMMAND_JSONRPC,
+            CommandKind::SessionTermination => COMMAND_SESSION_TERMINATION,
+            CommandKind::Cancel { .. } => COMMAND_CANCEL,
+            CommandKind::OAuthDiscovery => COMMAND_OAUTH_DISCOVERY,
+            CommandKind::Unknown(_) => "unknown",
+        }
+    }
+}
+
 /// One decoded command.
 #[derive(Debug)]
 pub struct Command {
@@ -122,13 +136,13 @@ impl Command {
             Some(_) => return Err(invalid("command_type is not a string")),
         };
         let kind = match kind.as_str() {
-            "jsonrpc" => match c.jsonrpc {
+            COMMAND_JSONRPC => match c.jsonrpc {
                 Some(body) if body.get().trim_start().starts_with('{') => {
                     CommandKind::JsonRpc(body)
                 }
                 _ => return Err(invalid("jsonrpc command without a JSON-RPC object")),
             },
-            "session_termination" => CommandKind::SessionTermination,
+            COMMAND_SESSION_TERMINATION => CommandKind::SessionTermination,
             COMMAND_OAUTH_DISCOVERY => CommandKind::OAuthDiscovery,
             COMMAND_CANCEL => CommandKind::Cancel {
                 reason: match c.reason {
@@ -321,6 +335,10 @@ pub const FEATURE_CANCEL: &str = "cancel";
 
 /// `command_type` of a cancellation ([`CommandKind::Cancel`]).
 pub const COMMAND_CANCEL: &str = "cancel";
+/// The `command_type` of a forwarded JSON-RPC message (also the default when absent).
+pub const COMMAND_JSONRPC: &str = "jsonrpc";
+/// The `command_type` that ends an MCP session.
+pub const COMMAND_SESSION_TERMINATION: &str = "session_termination";
 
 /// The command a host's GET of a tunnel's protected-resource metadata URL becomes: the client
 /// fetches the MCP server's PRMD and answers with [`RespType::OauthDiscoveryResponse`].
@@ -533,6 +551,19 @@ mod tests {
         assert!(
             matches!(c.kind, CommandKind::Cancel { reason: Some(ref r) } if r == "host_closed")
         );
+    }
+
+    #[test]
+    fn command_kinds_are_named_by_their_wire_type() {
+        for t in ["session_termination", "oauth_discovery", "cancel"] {
+            let c = cmd(&format!(
+                r#"{{"request_id":"r","shard_token":"s","command_type":"{t}"}}"#
+            ))
+            .unwrap();
+            assert_eq!(c.kind.name(), t);
+        }
+        let c = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"x-new"}"#).unwrap();
+        assert_eq!(c.kind.name(), "unknown");
     }
 
     #[test]

@@ -450,6 +450,9 @@ fn good_setup_passes_every_check_with_the_tool_count() {
     let poll = outcome.line("control plane: poll");
     assert!(poll.starts_with("– ") && poll.contains("skipped"), "{poll}");
     assert!(outcome.stdout.contains("All "), "{}", outcome.stdout);
+    // A server without OAuth is said so, informationally.
+    let oauth = outcome.line("channel main: OAuth");
+    assert_eq!(oauth, "– channel main: OAuth — main: no OAuth metadata");
 
     assert_metadata_only(&control_plane);
     outcome.assert_never_shows(API_KEY);
@@ -855,6 +858,49 @@ fn mcp_extra_headers_are_sent_and_a_refusal_names_them_without_values() {
     let tools = admitted.assert_passed("channel main: MCP tools/list");
     assert!(tools.contains("6 tools"), "{tools}");
     admitted.assert_never_shows(TOKEN);
+}
+
+#[test]
+fn an_oauth_protected_main_is_reported_with_its_metadata_and_authorization_server() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let metadata_url = format!("{}/.well-known/oauth-protected-resource/mcp", mcp.origin());
+    let challenge = format!("Bearer resource_metadata=\"{metadata_url}\"");
+    mcp.on_path(
+        "/mcp",
+        McpReply::text(401, "unauthorized").header("WWW-Authenticate", &challenge),
+    );
+    let prmd = json!({"resource": mcp.url(), "authorization_servers": ["https://idp.example/"]});
+    mcp.on_path(
+        "/.well-known/oauth-protected-resource/mcp",
+        McpReply::raw_json(&prmd.to_string()),
+    );
+    let outcome = run(doctor(control_plane.base_url(), API_KEY, mcp.url()));
+
+    let oauth = outcome.assert_passed("channel main: OAuth");
+    assert_eq!(
+        oauth,
+        format!(
+            "✓ channel main: OAuth — main is OAuth-protected: PRMD at {metadata_url}, \
+             authorization server https://idp.example/"
+        )
+    );
+    // Without a token the MCP checks themselves are refused (401).
+    outcome.assert_failed("channel main: MCP initialize");
+}
+
+#[test]
+fn required_oauth_discovery_fails_doctor_on_a_server_without_metadata() {
+    let control_plane = FakeControlPlane::start();
+    let stub = Stub::start();
+    let outcome = run(doctor(control_plane.base_url(), API_KEY, stub.url())
+        .env("MCP_REQUIRE_OAUTH_DISCOVERY", "true"));
+
+    assert_eq!(outcome.code, Some(1), "{}", outcome.all());
+    outcome.assert_passed("channel main: MCP tools/list");
+    let oauth = outcome.assert_failed("channel main: OAuth");
+    assert!(oauth.contains("main: no OAuth metadata"), "{oauth}");
+    assert!(oauth.contains("MCP_REQUIRE_OAUTH_DISCOVERY"), "{oauth}");
 }
 
 #[test]

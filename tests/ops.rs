@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    ClientBuilder, Command, FakeControlPlane, FakeMcp, PROMPTLY, PostedResponse, Scripted,
-    TUNNEL_ID, TempDir, TunnelClient, dead_loopback_url, rpc_request,
+    ClientBuilder, Command, FakeControlPlane, FakeMcp, McpReply, PROMPTLY, PostedResponse,
+    Scripted, TUNNEL_ID, TempDir, TunnelClient, dead_loopback_url, rpc_request,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-tunnel");
@@ -394,6 +394,147 @@ fn readyz_names_an_unreachable_mcp_server() {
         sample(&health.metrics(), "mcp_tunnel_channel_up{channel=\"main\"}"),
         Some(0.0)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// /readyz: the start-up OAuth discovery of main
+
+const WELL_KNOWN_MCP: &str = "/.well-known/oauth-protected-resource/mcp";
+const AUTHORIZATION_SERVER: &str = "http://127.0.0.1:9/issuer";
+
+/// Makes `mcp` an OAuth-protected server: `/mcp` challenges, the metadata is at the well-known
+/// location. Returns the metadata URL.
+fn protect(mcp: &FakeMcp) -> String {
+    let metadata_url = format!("{}{WELL_KNOWN_MCP}", mcp.origin());
+    let challenge = format!("Bearer resource_metadata=\"{metadata_url}\"");
+    mcp.on_path(
+        "/mcp",
+        McpReply::text(401, "unauthorized").header("WWW-Authenticate", &challenge),
+    );
+    let prmd = json!({"resource": mcp.url(), "authorization_servers": [AUTHORIZATION_SERVER]});
+    mcp.on_path(WELL_KNOWN_MCP, McpReply::raw_json(&prmd.to_string()));
+    metadata_url
+}
+
+impl Health {
+    /// `/readyz?format=json`: (status, document).
+    fn readyz_json(&self) -> (u16, Value) {
+        let (status, _, body) = self.get("/readyz?format=json");
+        let doc = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (status, doc)
+    }
+
+    /// Looks at `/readyz?format=json` until its `oauth.state` is `state`; returns the answer.
+    fn wait_for_oauth_state(&self, state: &str, within: Duration) -> (u16, Value) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, doc) = self.readyz_json();
+            if doc["oauth"]["state"] == state {
+                return (status, doc);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "oauth state still not {state} after {within:?}: {doc}"
+            );
+            std::thread::sleep(LOOK_AGAIN);
+        }
+    }
+}
+
+#[test]
+fn readyz_reports_main_as_oauth_protected_or_not() {
+    let dir = TempDir::new("ops-oauth");
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let metadata_url = protect(&mcp);
+    let _client = client_for(&control_plane, mcp.url(), &dir).spawn();
+    let health = Health::of(&dir);
+    health.wait_for_status("/readyz", 200);
+
+    let (status, ready) = health.wait_for_oauth_state("protected", PROMPTLY);
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(
+        ready["oauth"],
+        json!({"state": "protected", "metadata_url": metadata_url,
+               "authorization_server": AUTHORIZATION_SERVER}),
+    );
+    // The start-up discovery is no command: nothing was counted.
+    let metrics = health.metrics();
+    assert!(
+        !metrics.contains("oauth_discovery"),
+        "the start-up discovery shows in the metrics:\n{metrics}"
+    );
+
+    let dir = TempDir::new("ops-oauth-none");
+    let plain = FakeMcp::start();
+    let _client = client_for(&control_plane, plain.url(), &dir).spawn();
+    let health = Health::of(&dir);
+    let (_, ready) = health.wait_for_oauth_state("none", PROMPTLY);
+    assert_eq!(ready["oauth"], json!({"state": "none"}));
+    health.wait_for_status("/readyz", 200);
+}
+
+#[test]
+fn a_slow_discovery_is_pending_and_does_not_hold_readiness_by_default() {
+    let dir = TempDir::new("ops-oauth-pending");
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    mcp.on_path("/mcp", McpReply::empty(401).after(Duration::from_secs(30)));
+    let _client = client_for(&control_plane, mcp.url(), &dir).spawn();
+    let health = Health::of(&dir);
+
+    assert_eq!(health.wait_for_status("/readyz", 200), "ready\n");
+    let (status, ready) = health.readyz_json();
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["oauth"], json!({"state": "pending"}), "{ready}");
+    // Commands are served meanwhile.
+    mcp.on_path("/mcp", McpReply::empty(401));
+    let posted = exchange(&control_plane, &Command::oauth_discovery("disc-meanwhile"));
+    assert_eq!(posted.resp_code(), Some(502), "{posted:#?}");
+}
+
+#[test]
+fn required_oauth_discovery_holds_readiness_until_metadata_appears() {
+    let dir = TempDir::new("ops-oauth-required");
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let mut client = client_for(&control_plane, mcp.url(), &dir)
+        .env("MCP_REQUIRE_OAUTH_DISCOVERY", "true")
+        .env(
+            "MCP_DISCOVERY_EXTRA_HEADERS",
+            "X-Discovery-Secret: dsc-Hq7RtY2mWz",
+        )
+        .spawn();
+    let health = Health::of(&dir);
+
+    let body = health.wait_for_reason("/readyz", 503, "no OAuth metadata");
+    assert_eq!(
+        body,
+        "main has no OAuth metadata yet (--mcp.require-oauth-discovery)\n"
+    );
+    let (status, doc) = health.readyz_json();
+    assert_eq!(status, 503);
+    assert_eq!(doc["oauth"], json!({"state": "none"}), "{doc}");
+    assert_eq!(doc["checks"]["oauth"]["ok"], false, "{doc}");
+    assert_eq!(doc["checks"]["control_plane"]["ok"], true, "{doc}");
+
+    // The server turns OAuth-protected: the retried discovery finds it, and the client is ready.
+    let metadata_url = protect(&mcp);
+    let (_, doc) = health.wait_for_oauth_state("protected", 2 * PROMPTLY);
+    assert_eq!(doc["oauth"]["metadata_url"], metadata_url.as_str());
+    assert_eq!(health.wait_for_status("/readyz", 200), "ready\n");
+    let requests = mcp.requests_to(WELL_KNOWN_MCP);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("X-Discovery-Secret") == Some("dsc-Hq7RtY2mWz")),
+        "{requests:#?}"
+    );
+
+    client.kill_and_collect();
+    let logs = format!("{}{}", client.stderr(), client.stdout());
+    assert!(logs.contains("start-up OAuth discovery: main is OAuth-protected: PRMD at "));
+    assert!(!logs.contains("dsc-Hq7RtY2mWz"), "{logs}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
     DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
     HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW,
-    MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_STDIO_IDLE,
-    MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT,
-    RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT,
+    MCP_REQUIRE_DISCOVERY, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL,
+    PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
@@ -82,6 +82,8 @@ pub struct DiscoveryConfig {
     /// Normalized origins (`scheme://host[:port]`, default port left out) besides main's from
     /// which metadata named by a `resource_metadata` challenge may be fetched.
     pub allow_origins: Vec<String>,
+    /// Readiness waits until the start-up discovery of an HTTP `main` found metadata.
+    pub required: bool,
 }
 
 /// Everything `mcp-tunnel run` needs, validated.
@@ -207,6 +209,7 @@ pub fn parse_run(
     let discovery = DiscoveryConfig {
         extra_headers: parse_headers(&discovery_extra, &resolve_secret(&discovery_extra, env)?)?,
         allow_origins,
+        required: parse_bool(&get(MCP_REQUIRE_DISCOVERY))?,
     };
     let drain_timeout = any_duration(&get(DRAIN_TIMEOUT))?;
     let log = log_config(&src)?;

@@ -27,6 +27,7 @@ pub(super) const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 pub(super) const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
 pub(super) const MCP_DISCOVERY_HEADERS: &str = "--mcp.discovery-extra-headers";
 pub(super) const MCP_DISCOVERY_ALLOW: &str = "--mcp.discovery-allow-origin";
+pub(super) const MCP_REQUIRE_DISCOVERY: &str = "--mcp.require-oauth-discovery";
 pub(super) const DRAIN_TIMEOUT: &str = "--shutdown.drain-timeout";
 pub(super) const CA_BUNDLE: &str = "--ca-bundle";
 pub(super) const CA_BUNDLE_SYSTEM: &str = "--ca-bundle.system";
@@ -185,6 +186,15 @@ pub const RUN_OPTIONS: &[Opt] = &[
         help: "An origin (scheme://host[:port]) other than main's from which OAuth discovery may \
          fetch protected-resource metadata named by the server's 401. Repeatable or a comma list.",
         repeatable: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_REQUIRE_DISCOVERY,
+        env: &["MCP_REQUIRE_OAUTH_DISCOVERY"],
+        default: Some("false"),
+        help: "true: not ready until the start-up OAuth discovery of an HTTP main found its \
+         protected-resource metadata (retried until then).",
+        switch: true,
         ..Opt::BASE
     },
     Opt {

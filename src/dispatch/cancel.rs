@@ -109,11 +109,7 @@ impl Tunnel {
             self.metrics.cancel_command("queued");
             let (kind, channel) = match &job.polled.command {
                 Ok(c) => (
-                    match c.kind {
-                        CommandKind::SessionTermination => "session_termination",
-                        CommandKind::OAuthDiscovery => crate::wire::COMMAND_OAUTH_DISCOVERY,
-                        _ => "jsonrpc",
-                    },
+                    c.kind.name(),
                     c.raw_channel.clone().unwrap_or_else(|| "main".into()),
                 ),
                 Err(_) => ("invalid", "main".into()),

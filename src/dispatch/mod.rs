@@ -22,9 +22,10 @@
 //!
 //! This file wires the [`Tunnel`] together and holds its lifecycle; the poll thread is in
 //! [`poll`], a worker's admit → call → settle in [`worker`] and [`settle`], cancellation in
-//! [`cancel`].
+//! [`cancel`], the start-up OAuth discovery of `main` in [`oauth`].
 
 mod cancel;
+mod oauth;
 mod poll;
 mod settle;
 mod worker;
@@ -127,7 +128,7 @@ impl Tunnel {
         let control = ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent)?;
         let cp = &cfg.control_plane;
         let (notices, notices_rx) = mpsc::channel();
-        Ok(Arc::new(Tunnel {
+        let tunnel = Arc::new(Tunnel {
             control,
             channels,
             discovery: cfg.mcp.discovery.clone(),
@@ -150,7 +151,16 @@ impl Tunnel {
             running: Mutex::new(HashMap::new()),
             notices,
             notices_rx: Mutex::new(Some(notices_rx)),
-        }))
+        });
+        if tunnel.discovers_at_start() {
+            tunnel.health.oauth_expected(cfg.mcp.discovery.required);
+        } else if cfg.mcp.discovery.required {
+            log::warn!(
+                target: LOG_TARGET,
+                "--mcp.require-oauth-discovery has no effect: channel main is not Streamable HTTP"
+            );
+        }
+        Ok(tunnel)
     }
 
     /// Stops what the channels run (stdio servers), waiting at most `timeout` for each.
@@ -184,6 +194,18 @@ impl Tunnel {
         thread::Builder::new()
             .name("poll-cancels".into())
             .spawn(move || me.stop_if_it_panics("poll-cancels", || me.cancel_poll_loop()))?;
+        if self.discovers_at_start() {
+            let me = Arc::clone(self);
+            thread::Builder::new()
+                .name("oauth-discovery".into())
+                .spawn(move || {
+                    // Only a report: a bug here costs the report, not the client.
+                    if contain::contained(|| me.startup_discovery()).is_none() {
+                        let why = "internal error".to_string();
+                        me.health.oauth_seen(crate::ops::OAuthStatus::Failed(why));
+                    }
+                })?;
+        }
         let notices = self
             .notices_rx
             .lock()

@@ -183,13 +183,8 @@ impl Tunnel {
                     answer.to.request_id
                 );
                 self.answer(&answer.to, answer.reply(), settled);
-                let kind = if answer.is_discovery() {
-                    crate::wire::COMMAND_OAUTH_DISCOVERY
-                } else {
-                    "jsonrpc"
-                };
                 self.metrics
-                    .command(kind, &answer.to.channel, CommandOutcome::Failed);
+                    .command(answer.kind(), &answer.to.channel, CommandOutcome::Failed);
             }
         }
     }

@@ -112,8 +112,8 @@ impl Request {
     /// The command type as metrics label it.
     fn label(&self) -> &'static str {
         match self {
-            Request::JsonRpc(_) => "jsonrpc",
-            Request::SessionTermination => "session_termination",
+            Request::JsonRpc(_) => wire::COMMAND_JSONRPC,
+            Request::SessionTermination => wire::COMMAND_SESSION_TERMINATION,
             Request::OAuthDiscovery => wire::COMMAND_OAUTH_DISCOVERY,
         }
     }
@@ -381,8 +381,9 @@ pub(super) struct PanicAnswer {
     pub(super) to: Addressee,
     /// The JSON-RPC id to answer (null when the body has none).
     id: Value,
-    /// An `oauth_discovery`: answered with its own failure shape.
-    discovery: bool,
+    /// The command type ([`CommandKind::name`]), for its metric; an `oauth_discovery` is
+    /// answered with its own failure shape.
+    kind: &'static str,
 }
 
 impl PanicAnswer {
@@ -409,17 +410,17 @@ impl PanicAnswer {
                 deadline: job.polled.deadline,
             },
             id: id.unwrap_or(Value::Null),
-            discovery: matches!(command.kind, CommandKind::OAuthDiscovery),
+            kind: command.kind.name(),
         })
     }
 
-    pub(super) fn is_discovery(&self) -> bool {
-        self.discovery
+    pub(super) fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// The `-32603` it answers with: `client_internal`/`panic`, the caller's id unchanged.
     pub(super) fn reply(&self) -> Reply {
-        if self.discovery {
+        if self.kind == wire::COMMAND_OAUTH_DISCOVERY {
             let why = NotFound::Failed("internal error".into());
             return oauth_discovery::reply(Err(why));
         }

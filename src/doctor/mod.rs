@@ -6,7 +6,8 @@
 //! hand out a real queued command, which doctor could not answer, and the contract has no
 //! side-effect-free poll. Each MCP channel: reachability (DNS/TCP, proxy or Unix socket), then a
 //! real MCP `initialize`, `notifications/initialized` and `tools/list` (ending the session with
-//! `DELETE` over HTTP; closing stdin, then killing, for stdio servers).
+//! `DELETE` over HTTP; closing stdin, then killing, for stdio servers). An HTTP `main` also gets
+//! `run`'s OAuth discovery, reported as a line of its own.
 //!
 //! Every check has a deadline, so nothing hangs. Output never carries a secret: no API key,
 //! header value, proxy credential, PEM or URL query; fixes name the variables to change.
@@ -14,7 +15,8 @@
 //!
 //! This file holds the command, the report and the order of checks; one file per hop kind:
 //! [`reach`] (DNS, TCP, proxy, Unix socket), [`tls`] (the first request: `CONNECT`, TLS),
-//! [`control_plane`] (the metadata call), [`mcp`] (the MCP session, on `run`'s transports).
+//! [`control_plane`] (the metadata call), [`mcp`] (the MCP session, on `run`'s transports),
+//! [`oauth`] (main's OAuth metadata).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -24,11 +26,13 @@ use crate::config::{self, ChannelTransport, Parsed, RunConfig};
 
 mod control_plane;
 mod mcp;
+mod oauth;
 mod reach;
 mod tls;
 
 use control_plane::*;
 use mcp::*;
+use oauth::*;
 use reach::*;
 use tls::*;
 
@@ -100,6 +104,8 @@ Checks, one line each with ✓ or ✗ and the fix for every failure:
   MCP channels   DNS/TCP, proxy or Unix socket, then initialize, notifications/initialized and
                  tools/list (HTTP sessions are ended with DELETE; stdio servers are started,
                  asked, then stopped).
+  OAuth          for an HTTP main, its protected-resource metadata (as the oauth_discovery
+                 command finds it); informational unless --mcp.require-oauth-discovery.
 Every check has a 10 s deadline. No secret is ever printed.
 
 Options:
@@ -276,6 +282,10 @@ fn check_all(cfg: &RunConfig, report: &mut Report) {
                 check_stdio_channel(&channel.name, &label, argv, &cfg.secret_env_vars, report)
             }
         }
+    }
+    let main = (cfg.mcp.channels.iter()).find(|c| c.name == crate::wire::DEFAULT_CHANNEL);
+    if let Some(ChannelTransport::Http { url, net }) = main.map(|c| &c.transport) {
+        check_oauth(cfg, url, net, report);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The health server of `mcp-tunnel run`: `GET /healthz` (alive), `GET /readyz` (polling works and
 //! every channel's MCP server is reachable; otherwise 503 with the reason) and `GET /metrics`
-//! (Prometheus text). `?format=json` gives `/healthz` and `/readyz` as JSON.
+//! (Prometheus text). `?format=json` gives `/healthz` and `/readyz` as JSON; the latter also
+//! reports the start-up OAuth discovery of an HTTP `main` under `"oauth"`.
 //!
 //! It listens on loopback by default: it tells anyone who asks how the tunnel is doing, and it is
 //! meant for the host's own probes and scrapers.
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::Readiness;
+use super::{OAuthStatus, Readiness};
 use crate::http_server::{Limits, Request, Response, Server};
 
 /// What the server reports on; implemented by the running client.
@@ -80,7 +81,7 @@ fn handle(report: &dyn Report, req: &Request) -> Response {
             let r = report.readiness();
             let status = if r.ready { 200 } else { 503 };
             if json {
-                let body = json!({
+                let mut body = json!({
                     "status": if r.ready { "ready" } else { "not_ready" },
                     "reason": r.reason,
                     "checks": r.checks.iter().map(|(k, v)| (k.clone(), json!({
@@ -88,6 +89,9 @@ fn handle(report: &dyn Report, req: &Request) -> Response {
                         "reason": v,
                     }))).collect::<serde_json::Map<_, _>>(),
                 });
+                if let Some(oauth) = &r.oauth {
+                    body["oauth"] = oauth_json(oauth);
+                }
                 Response::json(status, body.to_string())
             } else {
                 text(status, format!("{}\n", r.reason))
@@ -99,6 +103,23 @@ fn handle(report: &dyn Report, req: &Request) -> Response {
             404,
             "not found: try /healthz, /readyz or /metrics\n".to_string(),
         ),
+    }
+}
+
+/// `{"state": "protected" | "none" | "pending" | "failed", …}`.
+fn oauth_json(status: &OAuthStatus) -> serde_json::Value {
+    match status {
+        OAuthStatus::Pending => json!({"state": "pending"}),
+        OAuthStatus::None => json!({"state": "none"}),
+        OAuthStatus::Failed(why) => json!({"state": "failed", "error": why}),
+        OAuthStatus::Protected {
+            metadata_url,
+            authorization_server,
+        } => json!({
+            "state": "protected",
+            "metadata_url": metadata_url,
+            "authorization_server": authorization_server,
+        }),
     }
 }
 

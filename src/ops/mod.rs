@@ -21,6 +21,23 @@ struct ChannelState {
     seen: Instant,
 }
 
+/// What the start-up OAuth discovery of an HTTP `main` found (`/readyz`, and readiness itself
+/// with `--mcp.require-oauth-discovery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuthStatus {
+    /// Not finished yet.
+    Pending,
+    /// `main` serves protected-resource metadata.
+    Protected {
+        metadata_url: String,
+        authorization_server: Option<String>,
+    },
+    /// No sign of OAuth: no challenge, and no metadata at the well-known locations.
+    None,
+    /// Discovery failed (the reason names URLs and statuses only).
+    Failed(String),
+}
+
 /// How long a poll must be in flight, unanswered, before it counts as held (see [`Health`]). A
 /// control plane that refuses a poll (401/403/404, 5xx, a proxy's error page) answers at once;
 /// one that accepted it keeps it open until work arrives or its wait ends.
@@ -55,6 +72,10 @@ struct HealthState {
     /// The control plane accepted our key and tunnel since the last poll failure.
     accepted: bool,
     channels: BTreeMap<String, ChannelState>,
+    /// `None`: no start-up discovery (main is not HTTP).
+    oauth: Option<OAuthStatus>,
+    /// Readiness waits for [`OAuthStatus::Protected`].
+    oauth_required: bool,
 }
 
 /// The answer to "are we ready?".
@@ -65,6 +86,8 @@ pub struct Readiness {
     pub reason: String,
     /// Every check: name → `None` when fine, else its problem.
     pub checks: BTreeMap<String, Option<String>>,
+    /// The start-up OAuth discovery of `main`, when there is one.
+    pub oauth: Option<OAuthStatus>,
 }
 
 impl Health {
@@ -78,6 +101,18 @@ impl Health {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A start-up OAuth discovery of `main` will run; `required`: readiness waits for metadata.
+    pub fn oauth_expected(&self, required: bool) {
+        let mut s = self.lock();
+        s.oauth = Some(OAuthStatus::Pending);
+        s.oauth_required = required;
+    }
+
+    /// The latest start-up discovery result.
+    pub fn oauth_seen(&self, status: OAuthStatus) {
+        self.lock().oauth = Some(status);
     }
 
     /// A poll is about to be sent.
@@ -171,6 +206,12 @@ impl Health {
                     .map(|p| format!("mcp channel {name} unreachable: {p}")),
             );
         }
+        if s.oauth_required {
+            checks.insert(
+                "oauth".to_string(),
+                s.oauth.as_ref().and_then(oauth_problem),
+            );
+        }
         let reason = checks
             .values()
             .flatten()
@@ -181,7 +222,19 @@ impl Health {
             ready: checks.values().all(Option::is_none),
             reason,
             checks,
+            oauth: s.oauth.clone(),
         }
+    }
+}
+
+/// Why a required OAuth discovery keeps the client not ready.
+fn oauth_problem(status: &OAuthStatus) -> Option<String> {
+    const FLAG: &str = "--mcp.require-oauth-discovery";
+    match status {
+        OAuthStatus::Protected { .. } => None,
+        OAuthStatus::Pending => Some(format!("waiting for the OAuth discovery of main ({FLAG})")),
+        OAuthStatus::None => Some(format!("main has no OAuth metadata yet ({FLAG})")),
+        OAuthStatus::Failed(why) => Some(format!("OAuth discovery of main failed ({FLAG}): {why}")),
     }
 }
 
@@ -246,6 +299,31 @@ mod tests {
         // Well within HELD_AFTER: a refusal could still come.
         assert_eq!(h.readiness().reason, "no successful poll yet");
         assert!(h.held_after >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_required_oauth_discovery_holds_readiness_until_metadata_is_found() {
+        let h = Health::new(Duration::from_secs(60));
+        h.poll_succeeded();
+        h.oauth_expected(false);
+        let r = h.readiness();
+        assert!(r.ready, "{r:?}");
+        assert_eq!(r.oauth, Some(OAuthStatus::Pending));
+        h.oauth_expected(true);
+        assert!(
+            h.readiness()
+                .reason
+                .contains("waiting for the OAuth discovery")
+        );
+        h.oauth_seen(OAuthStatus::None);
+        assert!(h.readiness().reason.contains("no OAuth metadata"));
+        h.oauth_seen(OAuthStatus::Failed("HTTP 500".into()));
+        assert!(h.readiness().reason.ends_with("HTTP 500"));
+        h.oauth_seen(OAuthStatus::Protected {
+            metadata_url: "http://a/.well-known/oauth-protected-resource".into(),
+            authorization_server: None,
+        });
+        assert!(h.readiness().ready);
     }
 
     #[test]

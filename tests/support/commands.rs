@@ -45,6 +45,18 @@ impl Command {
         Command::base(request_id, "session_termination").header("Mcp-Session-Id", session_id)
     }
 
+    /// An `oauth_discovery` command on the main channel: only the common fields, no `headers`.
+    pub fn oauth_discovery(request_id: &str) -> Command {
+        let mut command = Command::base(request_id, "oauth_discovery");
+        command.fields().remove("headers");
+        command
+    }
+
+    pub fn channel(mut self, channel: &str) -> Command {
+        self.set("channel", json!(channel));
+        self
+    }
+
     fn base(request_id: &str, command_type: &str) -> Command {
         Command {
             value: json!({

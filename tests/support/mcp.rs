@@ -1,5 +1,6 @@
 //! A fake Streamable HTTP MCP server at `/mcp`. Replies are programmable per JSON-RPC method or per
-//! tool name; everything it receives is recorded, with arrival and completion instants and the number
+//! tool name, and whole paths can be given a fixed reply (an OAuth challenge, metadata documents,
+//! redirects); everything it receives is recorded, with arrival and completion instants and the number
 //! of requests it was serving at once.
 
 use std::collections::HashMap;
@@ -184,6 +185,10 @@ impl McpCall {
 #[derive(Default)]
 struct State {
     replies: HashMap<String, McpReply>,
+    /// Fixed replies by path, for every method; they win over the MCP handling of `/mcp`.
+    paths: HashMap<String, McpReply>,
+    /// Discovery-shaped requests no path reply matched (see [`super::is_oauth_discovery`]).
+    discovery: Vec<SeenRequest>,
     calls: Vec<McpCall>,
     in_flight: usize,
     max_in_flight: usize,
@@ -233,6 +238,58 @@ impl FakeMcp {
     /// Replies to `tools/call` requests for this tool.
     pub fn on_tool(&self, tool: &str, reply: McpReply) {
         self.set_reply(format!("tool:{tool}"), reply);
+    }
+
+    /// Answers every request to `path` (any method, any body) with `reply`.
+    pub fn on_path(&self, path: &str, reply: McpReply) {
+        self.state
+            .update(|state| state.paths.insert(path.to_owned(), reply));
+    }
+
+    /// `http://host:port`, the fake's origin.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.authority())
+    }
+
+    /// Every request that arrived, MCP calls and discovery requests, in arrival order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        let mut all: Vec<SeenRequest> = self.state.read(|state| {
+            let calls = state.calls.iter().map(|call| call.request.clone());
+            calls.chain(state.discovery.iter().cloned()).collect()
+        });
+        all.sort_by_key(|request| request.at);
+        all
+    }
+
+    /// The requests that arrived for `path`, in order.
+    pub fn requests_to(&self, path: &str) -> Vec<SeenRequest> {
+        let mut requests = self.requests();
+        requests.retain(|request| request.path() == path);
+        requests
+    }
+
+    /// Waits until a request for `path` arrived; panics after `timeout`.
+    pub fn wait_for_request_to(&self, path: &str, timeout: Duration) -> SeenRequest {
+        let deadline = Instant::now() + timeout;
+        self.state
+            .wait_until(deadline, |state| {
+                let calls = state.calls.iter().map(|call| &call.request);
+                calls
+                    .chain(&state.discovery)
+                    .find(|request| request.path() == path)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("MCP saw no request for {path} within {timeout:?}"))
+    }
+
+    /// Forgets every request seen so far (e.g. the client's start-up discovery). Only while
+    /// nothing is being served.
+    pub fn forget_requests(&self) {
+        self.state.update(|state| {
+            assert_eq!(state.in_flight, 0, "forget_requests while serving");
+            state.calls.clear();
+            state.discovery.clear();
+        });
     }
 
     fn set_reply(&self, key: String, reply: McpReply) {
@@ -333,7 +390,20 @@ impl Drop for InFlight {
 }
 
 fn serve(state: &Arc<Watched<State>>, request: Request) -> Response {
+    let route = state.read(|state| state.paths.get(request.path()).cloned());
+    if route.is_none() && super::is_oauth_discovery(&request) {
+        let seen = SeenRequest::record(request, Instant::now());
+        let status = if seen.path() == MCP_PATH { 405 } else { 404 };
+        state.update(|state| state.discovery.push(seen));
+        return Response::new(status, Vec::new());
+    }
     let (in_flight, seen) = InFlight::begin(state, request);
+    if let Some(reply) = route {
+        if !in_flight.pause(reply.delay) {
+            return Response::new(503, "shutting down");
+        }
+        return respond(reply, Value::Null, in_flight);
+    }
     if seen.path() != MCP_PATH {
         return Response::new(404, "not found");
     }

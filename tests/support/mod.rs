@@ -55,6 +55,15 @@ pub fn dead_loopback_url(path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
 }
 
+/// Whether a request to a fake MCP server looks like the client's own OAuth discovery (its
+/// start-up discovery runs in every test with an HTTP `main`): an empty `POST` or a JSON `GET`
+/// probe, or a well-known metadata fetch. Fakes keep these apart from the MCP traffic they count.
+pub fn is_oauth_discovery(request: &mcp_tunnel::http_server::Request) -> bool {
+    let json_get = request.method == "GET" && request.header("Accept") == Some("application/json");
+    let empty_post = request.method == "POST" && request.body.is_empty();
+    request.path().starts_with("/.well-known/") || json_get || empty_post
+}
+
 /// One HTTP request as a fake saw it, with the instant it arrived.
 #[derive(Clone, Debug)]
 pub struct SeenRequest {
