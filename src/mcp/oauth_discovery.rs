@@ -142,6 +142,9 @@ impl Discovery {
     pub fn run(&self, deadline: Instant) -> Result<Found, NotFound> {
         let deadline = deadline.min(Instant::now() + OVERALL_TIMEOUT);
         let mut from_probe = self.probe(deadline);
+        // A challenge naming a refused origin still says the server is protected: failing to
+        // find metadata afterwards is a failure (with the refusal as its reason), not "none".
+        let mut refused = None;
         if let Some(url) = &from_probe {
             let origin = origin_of(url).unwrap_or_default();
             if origin != self.origin && !self.allow_origins.contains(&origin) {
@@ -149,12 +152,22 @@ impl Discovery {
                     "oauth discovery: the MCP server names metadata at {url}, on another origin; \
                      refused (allow it with --mcp.discovery-allow-origin {origin})"
                 );
+                refused = Some(format!(
+                    "the MCP server's challenge names metadata on another origin ({origin}), \
+                     refused (allow it with --mcp.discovery-allow-origin)"
+                ));
                 from_probe = None;
             }
         }
         let candidates = candidates(&self.mcp_url, from_probe.as_deref());
-        let advertised = from_probe.is_some();
+        let advertised = from_probe.is_some() || refused.is_some();
         let first = self.pass(&candidates, &[FIRST_PASS_TIMEOUT; 3], advertised, deadline);
+        let first = match (first, refused) {
+            (Err(Pass::Done(NotFound::Failed(why))), Some(refusal)) => {
+                return Err(NotFound::Failed(format!("{refusal}; then {why}")));
+            }
+            (other, _) => other,
+        };
         match first {
             Err(Pass::AllTimedOut(_)) => {}
             Err(Pass::Done(not_found)) => return Err(not_found),
@@ -863,7 +876,12 @@ mod tests {
             _ => not_found(),
         });
         let mcp = format!("{}/mcp", fake.base);
-        assert!(run(&discovery(&mcp, &[])).is_err());
+        let refused = run(&discovery(&mcp, &[]));
+        assert!(
+            matches!(&refused, Err(NotFound::Failed(why))
+                if why.contains("another origin") && why.contains("--mcp.discovery-allow-origin")),
+            "a refused challenge is a failure that says why, not \"no metadata\": {refused:?}"
+        );
         assert!(other.targets().is_empty());
         let allowed = [origin_of(&other.base).unwrap()];
         let found = run(&discovery(&mcp, &allowed)).unwrap();
