@@ -132,6 +132,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             poll_max_wait: Duration::from_secs(25),
             connector_timeout: Duration::from_secs(60),
             connector_max_body: 4 * 1024 * 1024,
+            streams: Default::default(),
             client_timeout: Duration::from_secs(60),
             queue_capacity: 256,
             max_connections: 256,

@@ -43,8 +43,22 @@ pub enum CommandKind {
         /// Why, for the log line (`host_closed`, `notifications_cancelled`); free text.
         reason: Option<String>,
     },
+    /// Our extension ([`FEATURE_STREAMS`]): open a long-lived event stream at the MCP server and
+    /// forward each of its messages as `jsonrpc_notify` until it ends, then post a terminal
+    /// response. Only meaningful when both ends announced it.
+    Stream(StreamOpen),
     /// A type this client does not know; skipped with a log line.
     Unknown(String),
+}
+
+/// What a `stream` command opens (its `stream` field).
+#[derive(Debug)]
+pub enum StreamOpen {
+    /// `"stream":"get"`: a 2025 session's standalone `GET` stream (`Mcp-Session-Id` in the
+    /// headers).
+    Get,
+    /// `"stream":"listen"`: a 2026-07-28 `subscriptions/listen` request, POSTed as it is.
+    Listen(Box<RawValue>),
 }
 
 /// One decoded command.
@@ -87,6 +101,7 @@ struct RawCommand {
     headers: Option<Value>,
     jsonrpc: Option<Box<RawValue>>,
     reason: Option<Value>,
+    stream: Option<Value>,
 }
 
 impl Command {
@@ -134,6 +149,15 @@ impl Command {
                     }
                     _ => None,
                 },
+            },
+            COMMAND_STREAM => match (c.stream, c.jsonrpc) {
+                (Some(Value::String(s)), _) if s == "get" => CommandKind::Stream(StreamOpen::Get),
+                (Some(Value::String(s)), Some(body))
+                    if s == "listen" && body.get().trim_start().starts_with('{') =>
+                {
+                    CommandKind::Stream(StreamOpen::Listen(body))
+                }
+                _ => return Err(invalid("stream command without a known stream kind")),
             },
             _ => CommandKind::Unknown(kind),
         };
@@ -316,9 +340,16 @@ pub const FEATURE_CANCEL: &str = "cancel";
 /// `command_type` of a cancellation ([`CommandKind::Cancel`]).
 pub const COMMAND_CANCEL: &str = "cancel";
 
+/// Feature token: long-lived event streams cross as `stream` commands (README, "The extension
+/// between our relay and our client").
+pub const FEATURE_STREAMS: &str = "streams";
+
+/// `command_type` of a long-lived stream ([`CommandKind::Stream`]).
+pub const COMMAND_STREAM: &str = "stream";
+
 /// Every feature this build speaks. A feature token names one fixed behaviour: a changed one
 /// gets a new token (`cancel2`), so old and new builds keep understanding each other.
-pub const FEATURES: &[&str] = &[FEATURE_CANCEL];
+pub const FEATURES: &[&str] = &[FEATURE_CANCEL, FEATURE_STREAMS];
 
 /// Most feature tokens read from one header: the list is short, a longer one is not ours.
 const MAX_FEATURES: usize = 32;
@@ -526,10 +557,29 @@ mod tests {
     }
 
     #[test]
+    fn stream_commands_name_what_they_open() {
+        let get = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"stream","stream":"get","headers":{"Mcp-Session-Id":["x"]}}"#)
+            .unwrap();
+        assert!(matches!(get.kind, CommandKind::Stream(StreamOpen::Get)));
+        let listen = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"stream","stream":"listen","jsonrpc":{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen"}}"#)
+            .unwrap();
+        assert!(matches!(
+            listen.kind,
+            CommandKind::Stream(StreamOpen::Listen(_))
+        ));
+        assert!(matches!(
+            cmd(
+                r#"{"request_id":"r","shard_token":"s","command_type":"stream","stream":"listen"}"#
+            ),
+            Err(BadCommand::Invalid { .. })
+        ));
+    }
+
+    #[test]
     fn extensions_keep_only_features_both_ends_speak() {
         let both = Extensions::from_header(Some(" Cancel , streams,,x"));
-        assert!(both.has(FEATURE_CANCEL) && !both.has("streams"));
-        assert_eq!(both.to_header(), "cancel");
+        assert!(both.has(FEATURE_CANCEL) && both.has(FEATURE_STREAMS) && !both.has("x"));
+        assert_eq!(both.to_header(), "cancel,streams");
         assert!(Extensions::from_header(None).is_empty());
         assert!(Extensions::from_header(Some("")).is_empty());
         assert_eq!(Extensions::ours().to_header(), FEATURES.join(","));

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod mcp_error;
 pub mod options;
 pub mod reload;
+pub mod stream;
 pub mod tunnels;
 
 use std::collections::HashMap;
@@ -261,6 +262,7 @@ impl Relay {
             wait: self.cfg.connector_timeout,
             max_body: self.cfg.connector_max_body,
             cors: self.cfg.cors.enabled(),
+            streams: self.cfg.streams,
         };
         Ok(connector::handle(
             &record,
