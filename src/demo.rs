@@ -173,6 +173,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
                 },
             }],
             max_concurrent: 10,
+            max_streams: 16,
             extra_headers: Vec::new(),
             connection_max_ttl: Duration::from_secs(600),
         },

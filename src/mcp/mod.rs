@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::failure::Failure;
 use crate::http_client::CancelFlag;
-use crate::wire::{RespType, RpcShape};
+use crate::wire::{RespType, RpcShape, StreamOpen};
 
 /// Longest a `notifications/cancelled` we send for a cancelled call may take.
 const CANCEL_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,6 +26,10 @@ pub type Headers = BTreeMap<String, Vec<String>>;
 /// Receives each notification of an answer as it arrives, with the answer's returnable headers
 /// (a connector may need the session id before the final message).
 pub type NotifySink<'a> = dyn FnMut(Box<RawValue>, &Headers) + 'a;
+
+/// Receives a long-lived stream's messages as they arrive (`None` first: the stream is open),
+/// with the answer's returnable headers; returns `false` to end the stream (nobody takes it).
+pub type StreamSink<'a> = dyn FnMut(Option<Box<RawValue>>, &Headers) -> bool + 'a;
 
 /// The terminal answer to one command, before it is addressed to the control plane.
 #[derive(Debug)]
@@ -168,6 +172,40 @@ impl Transport {
             .collect();
         let deadline = Instant::now() + CANCEL_NOTICE_TIMEOUT;
         let _ = self.call(&notice, &headers, Some(deadline), &mut |_, _| {});
+    }
+
+    /// Holds a long-lived stream (a `stream` command, our relay extension) until it ends; see
+    /// [`http`]'s `stream`. Stdio channels hold none yet: a `GET` is refused 405 as the relay
+    /// would without the extension, and a `subscriptions/listen` runs as an ordinary call whose
+    /// notifications are forwarded.
+    pub fn stream(
+        &self,
+        open: &StreamOpen,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        sink: &mut StreamSink<'_>,
+        cancel: &CancelFlag,
+    ) -> Outcome {
+        match (self, open) {
+            (Transport::Http(t), _) => t.stream(open, command_headers, deadline, sink, cancel),
+            (Transport::Stdio(t), StreamOpen::Listen(message)) => {
+                let mut on_notify = |raw: Box<RawValue>, headers: &Headers| {
+                    sink(Some(raw), headers);
+                };
+                t.call(message, command_headers, deadline, &mut on_notify)
+            }
+            (Transport::Stdio(_), StreamOpen::Get) => {
+                let mut resp_headers = Headers::new();
+                resp_headers.insert("Allow".into(), vec!["POST, DELETE".into()]);
+                Outcome::Reply(Reply {
+                    resp_json: None,
+                    resp_headers,
+                    resp_code: 405,
+                    resp_type: RespType::JsonrpcResponse,
+                    failure: None,
+                })
+            }
+        }
     }
 
     /// Ends an MCP session (`session_termination`).
