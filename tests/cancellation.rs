@@ -482,7 +482,10 @@ fn a_control_plane_without_the_extension_sees_the_contract_unchanged() {
         .collect();
     assert!(!polls.is_empty());
     for poll in &polls {
-        assert_eq!(poll.header("X-Mcp-Tunnel-Extensions"), Some("cancel"));
+        assert_eq!(
+            poll.header("X-Mcp-Tunnel-Extensions"),
+            Some("cancel,streams")
+        );
         assert!(!poll.has_header("X-Mcp-Tunnel-Poll-Only"));
     }
 }
