@@ -192,6 +192,8 @@ impl Tunnel {
             "command {}: the relay no longer takes this stream ({delivery:?}); closing it",
             to.request_id
         );
+        // As if cancelled: the flag ends an HTTP stream, the notice a stdio child's listen.
+        self.cancel(&to.request_id, Some("not_taken"));
         false
     }
 }

@@ -175,9 +175,10 @@ impl Transport {
     }
 
     /// Holds a long-lived stream (a `stream` command, our relay extension) until it ends; see
-    /// [`http`]'s `stream`. Stdio channels hold none yet: a `GET` is refused 405 as the relay
-    /// would without the extension, and a `subscriptions/listen` runs as an ordinary call whose
-    /// notifications are forwarded.
+    /// [`http`]'s `stream`. On stdio a session's `GET` is a listener on the session's child
+    /// ([`stdio`]: messages not tied to a request go to every stream held on that child), and a
+    /// `subscriptions/listen` is a call to the child whose notifications (tagged with its
+    /// subscription, see the stdio router) are forwarded as they come.
     pub fn stream(
         &self,
         open: &StreamOpen,
@@ -189,21 +190,19 @@ impl Transport {
         match (self, open) {
             (Transport::Http(t), _) => t.stream(open, command_headers, deadline, sink, cancel),
             (Transport::Stdio(t), StreamOpen::Listen(message)) => {
+                // The host's stream opens now: a child's acknowledgement may come late or untagged.
+                if !sink(None, &Headers::new()) {
+                    return Outcome::Cancelled;
+                }
                 let mut on_notify = |raw: Box<RawValue>, headers: &Headers| {
-                    sink(Some(raw), headers);
+                    if !cancel.is_cancelled() {
+                        sink(Some(raw), headers);
+                    }
                 };
                 t.call(message, command_headers, deadline, &mut on_notify)
             }
-            (Transport::Stdio(_), StreamOpen::Get) => {
-                let mut resp_headers = Headers::new();
-                resp_headers.insert("Allow".into(), vec!["POST, DELETE".into()]);
-                Outcome::Reply(Reply {
-                    resp_json: None,
-                    resp_headers,
-                    resp_code: 405,
-                    resp_type: RespType::JsonrpcResponse,
-                    failure: None,
-                })
+            (Transport::Stdio(t), StreamOpen::Get) => {
+                t.hold_stream(command_headers, deadline, sink, cancel)
             }
         }
     }

@@ -1,7 +1,10 @@
 //! The multiplexer's return path: each line the child writes goes to the call it answers
-//! (by internal id), a progress notification to the call that owns its token, another
-//! notification to the one call in flight (or nowhere), and a server→client request is refused
-//! so the server never waits for an answer that cannot come.
+//! (by internal id), a progress notification to the call that owns its token, a notification
+//! tagged `io.modelcontextprotocol/subscriptionId` to the `subscriptions/listen` it belongs to
+//! (the one whose internal id the tag names, else the only listen in flight), another
+//! notification to every stream held on the child ([`super::listen`]) when there is one, else to
+//! the one call in flight (or nowhere), and a server→client request is refused so the server
+//! never waits for an answer that cannot come.
 
 use std::sync::Arc;
 
@@ -58,7 +61,26 @@ impl Shared {
 
     fn route_notification(&self, method: &str, mut object: Object) {
         let state = self.lock();
-        let target = if method == "notifications/progress" {
+        let tag = subscription_tag(&object);
+        if method != "notifications/progress" && tag.is_none() && !state.listeners.is_empty() {
+            // Not tied to a request: every stream held on this child gets it.
+            for listener in state.listeners.values() {
+                let _ = listener.send(Event::Notification(object.to_raw()));
+            }
+            return;
+        }
+        let target = if let Some(tag) = tag {
+            let mut listens = state.calls.iter().filter(|(_, c)| c.listen);
+            let by_id = tag
+                .as_u64()
+                .or_else(|| tag.as_str().and_then(|t| t.parse().ok()))
+                .filter(|id| state.calls.get(id).is_some_and(|c| c.listen));
+            match (by_id, listens.next(), listens.next()) {
+                (Some(id), _, _) => Some(id),
+                (None, Some((id, _)), None) => Some(*id),
+                _ => None,
+            }
+        } else if method == "notifications/progress" {
             object
                 .get("params")
                 .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
@@ -104,4 +126,13 @@ impl Shared {
         });
         let _ = self.write_line(&reply.to_string());
     }
+}
+
+/// `params._meta["io.modelcontextprotocol/subscriptionId"]` of a notification, if present.
+fn subscription_tag(object: &Object) -> Option<Value> {
+    let params: Value = serde_json::from_str(object.get("params")?.get()).ok()?;
+    params
+        .get("_meta")?
+        .get("io.modelcontextprotocol/subscriptionId")
+        .cloned()
 }
