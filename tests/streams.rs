@@ -34,6 +34,11 @@ struct Setup {
 
 /// A relay with `options`, and our client in front of `mcp`, both speaking the extension.
 fn start(mcp: &FakeMcp, options: &[(&str, &str)]) -> Setup {
+    start_with(mcp.url(), None, options)
+}
+
+/// [`start`] for the MCP server at `mcp_url`, or the stdio `command` instead.
+fn start_with(mcp_url: &str, command: Option<&str>, options: &[(&str, &str)]) -> Setup {
     let dir = TempDir::new("streams");
     let tunnel = add_tunnel(&dir.tunnels_file(), "streams");
     let mut relay = RelayBuilder::new(&dir.tunnels_file());
@@ -41,7 +46,13 @@ fn start(mcp: &FakeMcp, options: &[(&str, &str)]) -> Setup {
         relay = relay.option(flag, value);
     }
     let relay = relay.start();
-    let client = tunnel_client(&relay, &tunnel, mcp.url()).spawn();
+    let mut client = tunnel_client(&relay, &tunnel, mcp_url);
+    if let Some(command) = command {
+        client = client
+            .without_env("MCP_SERVER_URL")
+            .env("MCP_COMMAND", command);
+    }
+    let client = client.spawn();
     let ready = Connector::new(&relay, &tunnel).wait_until_client_connected();
     assert_eq!(ready.status, 200, "{ready:#?}");
     assert!(
@@ -88,9 +99,13 @@ struct RawHost {
 
 impl RawHost {
     fn get(setup: &Setup) -> RawHost {
+        RawHost::get_in(setup, SESSION)
+    }
+
+    fn get_in(setup: &Setup, session: &str) -> RawHost {
         let head = format!(
             "GET /v1/mcp/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-             Accept: text/event-stream\r\nMcp-Session-Id: {SESSION}\r\n\r\n",
+             Accept: text/event-stream\r\nMcp-Session-Id: {session}\r\n\r\n",
             setup.tunnel.id, setup.tunnel.connector_key
         );
         RawHost::send(&setup.relay, head.as_bytes())
@@ -404,4 +419,60 @@ fn without_the_extension_a_listen_is_an_ordinary_request_and_get_stays_405() {
     let answer = host.join().unwrap();
     assert_eq!(answer.status, 200, "{answer:#?}");
     assert_eq!(answer.json()["id"], 9);
+}
+
+#[test]
+fn on_a_shared_stdio_child_messages_not_tied_to_a_request_reach_every_sessions_stream() {
+    let server = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stdio_edge_server.py"
+    );
+    let setup = start_with(
+        "http://127.0.0.1:9/unused",
+        Some(&format!("python3 {server}")),
+        &[],
+    );
+    let connector = Connector::new(&setup.relay, &setup.tunnel);
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}});
+    let sessions: Vec<String> = (0..2)
+        .map(|_| {
+            let answer = connector.post(&initialize);
+            assert_eq!(answer.status, 200, "{answer:#?}");
+            answer.header("Mcp-Session-Id").unwrap().to_string()
+        })
+        .collect();
+    let mut streams: Vec<RawHost> = sessions
+        .iter()
+        .map(|s| RawHost::get_in(&setup, s))
+        .collect();
+    for stream in &mut streams {
+        assert!(
+            stream.wait_for(": stream open", 1, PROMPTLY),
+            "{}",
+            stream.text()
+        );
+    }
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"notify": true}}});
+    let answer = connector.clone().in_session(&sessions[0]).post(&call);
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    for stream in &mut streams {
+        assert!(
+            stream.wait_for("notifications/message", 1, PROMPTLY),
+            "{}\n{}",
+            stream.text(),
+            setup.client.stderr()
+        );
+    }
+    // A host hanging up ends its listener; the other stream stays.
+    drop(streams.remove(0));
+    assert!(
+        setup
+            .client
+            .wait_for_stderr("cancelled by the caller; nothing posted", PROMPTLY),
+        "{}",
+        setup.client.stderr()
+    );
 }
