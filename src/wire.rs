@@ -47,6 +47,9 @@ pub enum CommandKind {
     /// forward each of its messages as `jsonrpc_notify` until it ends, then post a terminal
     /// response. Only meaningful when both ends announced it.
     Stream(StreamOpen),
+    /// Fetch the `main` server's OAuth protected-resource metadata (RFC 9728) from inside the
+    /// network; answered with an `oauth_discovery_response`. Carries nothing of its own.
+    OAuthDiscovery,
     /// A type this client does not know; skipped with a log line.
     Unknown(String),
 }
@@ -141,6 +144,7 @@ impl Command {
                 _ => return Err(invalid("jsonrpc command without a JSON-RPC object")),
             },
             "session_termination" => CommandKind::SessionTermination,
+            COMMAND_OAUTH_DISCOVERY => CommandKind::OAuthDiscovery,
             COMMAND_CANCEL => CommandKind::Cancel {
                 reason: match c.reason {
                     Some(Value::String(mut r)) => {
@@ -229,6 +233,8 @@ pub enum RespType {
     JsonrpcNotify,
     NotifyAck,
     SessionTerminationResponse,
+    /// The answer to an `oauth_discovery` command ([`COMMAND_OAUTH_DISCOVERY`]).
+    OauthDiscoveryResponse,
 }
 
 impl RespType {
@@ -346,6 +352,9 @@ pub const FEATURE_STREAMS: &str = "streams";
 
 /// `command_type` of a long-lived stream ([`CommandKind::Stream`]).
 pub const COMMAND_STREAM: &str = "stream";
+/// The command a host's GET of a tunnel's protected-resource metadata URL becomes: the client
+/// fetches the MCP server's PRMD and answers with [`RespType::OauthDiscoveryResponse`].
+pub const COMMAND_OAUTH_DISCOVERY: &str = "oauth_discovery";
 
 /// Every feature this build speaks. A feature token names one fixed behaviour: a changed one
 /// gets a new token (`cancel2`), so old and new builds keep understanding each other.
@@ -573,6 +582,18 @@ mod tests {
             ),
             Err(BadCommand::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn an_oauth_discovery_command_and_its_answer_type() {
+        let c = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"oauth_discovery"}"#)
+            .unwrap();
+        assert!(matches!(c.kind, CommandKind::OAuthDiscovery));
+        assert_eq!(
+            serde_json::to_string(&RespType::OauthDiscoveryResponse).unwrap(),
+            r#""oauth_discovery_response""#
+        );
+        assert!(RespType::OauthDiscoveryResponse.is_terminal());
     }
 
     #[test]

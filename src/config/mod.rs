@@ -32,11 +32,12 @@ pub use log_options::{
     LOG_FILE, LOG_FORMAT, LOG_LEVEL, LogConfig, LogFormat, log_config, parse_log_level,
 };
 pub use run::{
-    ControlPlaneConfig, MAX_POLL_LIMIT, McpConfig, OpsConfig, Parsed, RunConfig, parse_run,
+    ControlPlaneConfig, DiscoveryConfig, MAX_POLL_LIMIT, McpConfig, OpsConfig, Parsed, RunConfig,
+    parse_run,
 };
 pub use run_options::{RUN_OPTIONS, run_help};
 pub use table::{ArgError, ConfigError, ENV_FILE, Opt, Raw, Sources, err, help_text};
 pub use values::{
-    any_duration, count, is_loopback_host, is_reference, parse_bool, parse_headers,
+    any_duration, count, is_loopback_host, is_reference, origin_of, parse_bool, parse_headers,
     positive_duration, resolve_secret,
 };

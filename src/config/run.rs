@@ -20,14 +20,14 @@ use super::network::hop_nets;
 use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
     DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
-    HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_EXTRA_HEADERS,
-    MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS,
-    MCP_STDIO_SESSIONS, MCP_URL, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID,
-    URL_PATH,
+    HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW,
+    MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS,
+    MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, PID_FILE, POLL_GUARDRAIL,
+    POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
-    any_duration, count, is_reference, parse_bool, parse_headers, positive_duration,
+    any_duration, count, is_reference, origin_of, parse_bool, parse_headers, positive_duration,
     resolve_secret, validate_base_url, validate_listen_addr, validate_tunnel_id, validate_url_path,
 };
 use crate::net::HopNet;
@@ -72,6 +72,18 @@ pub struct McpConfig {
     pub max_streams: usize,
     pub extra_headers: Vec<(String, Secret)>,
     pub connection_max_ttl: Duration,
+    /// OAuth discovery for `main` (the `oauth_discovery` command).
+    pub discovery: DiscoveryConfig,
+}
+
+/// Settings of OAuth discovery.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryConfig {
+    /// Override the MCP static headers of the same name on discovery requests.
+    pub extra_headers: Vec<(String, Secret)>,
+    /// Normalized origins (`scheme://host[:port]`, default port left out) besides main's from
+    /// which metadata named by a `resource_metadata` challenge may be fetched.
+    pub allow_origins: Vec<String>,
 }
 
 /// Everything `mcp-tunnel run` needs, validated.
@@ -176,6 +188,29 @@ pub fn parse_run(
     let mcp_extra = get(MCP_EXTRA_HEADERS);
     let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
     let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
+    let discovery_extra = get(MCP_DISCOVERY_HEADERS);
+    let mut allow_origins = Vec::new();
+    for raw in src.values(MCP_DISCOVERY_ALLOW) {
+        for item in raw.value.split([',', '\n']).map(str::trim) {
+            if item.is_empty() {
+                continue;
+            }
+            let bare = item
+                .parse::<ureq::http::Uri>()
+                .is_ok_and(|u| u.path_and_query().is_none_or(|p| p.as_str() == "/"));
+            let Some(origin) = origin_of(item).filter(|_| bare) else {
+                return Err(err(
+                    &raw.source,
+                    &format!("{item:?} is not an origin; expected scheme://host[:port], no path"),
+                ));
+            };
+            allow_origins.push(origin);
+        }
+    }
+    let discovery = DiscoveryConfig {
+        extra_headers: parse_headers(&discovery_extra, &resolve_secret(&discovery_extra, env)?)?,
+        allow_origins,
+    };
     let drain_timeout = any_duration(&get(DRAIN_TIMEOUT))?;
     let log = log_config(&src)?;
     let health = get(HEALTH_LISTEN);
@@ -215,6 +250,7 @@ pub fn parse_run(
             max_streams,
             extra_headers: mcp_extra_headers,
             connection_max_ttl,
+            discovery,
         },
         drain_timeout,
         log,
@@ -227,6 +263,7 @@ const SECRET_OPTIONS: &[&str] = &[
     API_KEY,
     CP_EXTRA_HEADERS,
     MCP_EXTRA_HEADERS,
+    MCP_DISCOVERY_HEADERS,
     CP_CLIENT_KEY,
     MCP_CLIENT_KEY,
     HTTP_PROXY,

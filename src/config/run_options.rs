@@ -26,6 +26,8 @@ pub(super) const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
 pub(super) const MCP_MAX_STREAMS: &str = "--mcp.max-streams";
 pub(super) const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 pub(super) const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
+pub(super) const MCP_DISCOVERY_HEADERS: &str = "--mcp.discovery-extra-headers";
+pub(super) const MCP_DISCOVERY_ALLOW: &str = "--mcp.discovery-allow-origin";
 pub(super) const DRAIN_TIMEOUT: &str = "--shutdown.drain-timeout";
 pub(super) const CA_BUNDLE: &str = "--ca-bundle";
 pub(super) const CA_BUNDLE_SYSTEM: &str = "--ca-bundle.system";
@@ -175,6 +177,23 @@ pub const RUN_OPTIONS: &[Opt] = &[
         env: &["MCP_CONNECTION_MAX_TTL"],
         default: Some("10m"),
         help: "Longest time an idle pooled MCP connection is kept for reuse.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_DISCOVERY_HEADERS,
+        env: &["MCP_DISCOVERY_EXTRA_HEADERS"],
+        default: Some(""),
+        help: "Headers for OAuth discovery requests to main's origin, \"K: V, K2: V2\" (or env:VAR / \
+         file:/path); they override --mcp.extra-headers of the same name.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_DISCOVERY_ALLOW,
+        env: &["MCP_DISCOVERY_ALLOW_ORIGIN"],
+        default: Some(""),
+        help: "An origin (scheme://host[:port]) other than main's from which OAuth discovery may \
+         fetch protected-resource metadata named by the server's 401. Repeatable or a comma list.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {

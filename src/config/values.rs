@@ -202,6 +202,27 @@ pub fn is_loopback_host(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The origin of an absolute `http(s)` URL, normalized: `scheme://host[:port]`, scheme and host
+/// lowercased, the scheme's default port left out. `None` when it is not such a URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    Some(match authority.port_u16() {
+        Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    })
+}
+
 /// A gateway path prefix: `""` or `/prefix` without a trailing slash.
 pub fn validate_url_path(raw: &Raw) -> Result<String, ConfigError> {
     let p = raw.value.trim_end_matches('/');

@@ -111,6 +111,7 @@ impl Tunnel {
                 Ok(c) => (
                     match c.kind {
                         CommandKind::SessionTermination => "session_termination",
+                        CommandKind::OAuthDiscovery => crate::wire::COMMAND_OAUTH_DISCOVERY,
                         _ => "jsonrpc",
                     },
                     c.raw_channel.clone().unwrap_or_else(|| "main".into()),

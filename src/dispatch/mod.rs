@@ -39,7 +39,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::{ChannelTransport, RunConfig};
+use crate::config::{ChannelTransport, DiscoveryConfig, RunConfig};
 use crate::contain;
 use crate::control_plane::ControlPlane;
 use crate::deadline;
@@ -73,6 +73,8 @@ pub struct Tunnel {
     control: ControlPlane,
     /// Channel name → its MCP server.
     channels: HashMap<String, Transport>,
+    /// OAuth discovery settings (the `oauth_discovery` command).
+    discovery: DiscoveryConfig,
     max_inflight: usize,
     workers: usize,
     exit_on_auth_failure: bool,
@@ -138,6 +140,7 @@ impl Tunnel {
         Ok(Arc::new(Tunnel {
             control,
             channels,
+            discovery: cfg.mcp.discovery.clone(),
             max_inflight: cp.max_inflight,
             workers: cfg.mcp.max_concurrent,
             exit_on_auth_failure: cfg.ops.exit_on_auth_failure,

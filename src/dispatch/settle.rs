@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use crate::contain::Settled;
 use crate::control_plane::PostOutcome;
 use crate::failure::{self, Failure, Source};
-use crate::mcp::{Headers, Reply};
+use crate::mcp::{Headers, Reply, oauth_discovery};
 use crate::ops::metrics::CommandOutcome;
 use crate::wire::{RespType, ResponsePayload};
 
@@ -75,6 +75,28 @@ impl Tunnel {
                 );
                 self.metrics
                     .command(kind, &channel, CommandOutcome::Expired);
+            }
+            Ending::DiscoveryUnsupported { to } => {
+                log::warn!(
+                    target: LOG_TARGET,
+                    request_id = to.request_id.as_str(),
+                    channel = to.channel.as_str(),
+                    status = 400;
+                    "command {}: oauth_discovery is answered only on an HTTP main; answering 400",
+                    to.request_id
+                );
+                let reply = oauth_discovery::unsupported_channel(&to.channel);
+                self.answer(&to, reply, settled);
+                let channel = if self.channels.contains_key(&to.channel) {
+                    to.channel.as_str()
+                } else {
+                    "(unknown)"
+                };
+                self.metrics.command(
+                    crate::wire::COMMAND_OAUTH_DISCOVERY,
+                    channel,
+                    CommandOutcome::Rejected,
+                );
             }
             Ending::UnknownChannel { to, kind, id } => {
                 log::warn!(
@@ -161,8 +183,13 @@ impl Tunnel {
                     answer.to.request_id
                 );
                 self.answer(&answer.to, answer.reply(), settled);
+                let kind = if answer.is_discovery() {
+                    crate::wire::COMMAND_OAUTH_DISCOVERY
+                } else {
+                    "jsonrpc"
+                };
                 self.metrics
-                    .command("jsonrpc", &answer.to.channel, CommandOutcome::Failed);
+                    .command(kind, &answer.to.channel, CommandOutcome::Failed);
             }
         }
     }

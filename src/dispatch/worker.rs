@@ -21,11 +21,12 @@ use serde_json::value::RawValue;
 use crate::contain::{self, Settled};
 use crate::control_plane::Polled;
 use crate::failure::{Failure, Source};
+use crate::mcp::oauth_discovery::{self, NotFound};
 use crate::mcp::{Headers, Outcome, Reply, Transport};
 use crate::secret::Secret;
 use crate::wire::{self, BadCommand, Command, CommandKind, RpcShape};
 
-use super::Tunnel;
+use super::{LOG_TARGET, Tunnel};
 
 /// One queued command.
 pub(super) struct Job {
@@ -66,6 +67,8 @@ pub(super) enum Ending {
         kind: &'static str,
         from_created_at: bool,
     },
+    /// An `oauth_discovery` not for an HTTP `main`: answered 400 `unsupported_channel`.
+    DiscoveryUnsupported { to: Addressee },
     /// Names no channel of ours: answered 400 `unsupported channel`.
     UnknownChannel {
         to: Addressee,
@@ -102,6 +105,7 @@ pub(super) enum Ending {
 enum Request {
     JsonRpc(Box<RawValue>),
     SessionTermination,
+    OAuthDiscovery,
 }
 
 impl Request {
@@ -110,6 +114,7 @@ impl Request {
         match self {
             Request::JsonRpc(_) => "jsonrpc",
             Request::SessionTermination => "session_termination",
+            Request::OAuthDiscovery => wire::COMMAND_OAUTH_DISCOVERY,
         }
     }
 }
@@ -216,6 +221,7 @@ impl Tunnel {
         let request = match kind {
             CommandKind::JsonRpc(message) => Request::JsonRpc(message),
             CommandKind::SessionTermination => Request::SessionTermination,
+            CommandKind::OAuthDiscovery => Request::OAuthDiscovery,
             CommandKind::Unknown(kind) => {
                 return Admission::TurnedAway(Ending::UnknownType { request_id, kind });
             }
@@ -247,11 +253,18 @@ impl Tunnel {
         };
         let channel = wire::canonical_channel(raw_channel.as_deref())
             .and_then(|c| self.channels.get_key_value(&c));
+        // Discovery is for an HTTP main only (the official client's rule).
+        if matches!(request, Request::OAuthDiscovery)
+            && !matches!(channel, Some((c, Transport::Http(_))) if c == wire::DEFAULT_CHANNEL)
+        {
+            to.channel = raw_channel.unwrap_or_else(|| wire::DEFAULT_CHANNEL.to_string());
+            return Admission::TurnedAway(Ending::DiscoveryUnsupported { to });
+        }
         let Some((channel, transport)) = channel else {
             to.channel = raw_channel.unwrap_or_default();
             let id = match &request {
                 Request::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
-                Request::SessionTermination => None,
+                Request::SessionTermination | Request::OAuthDiscovery => None,
             };
             return Admission::TurnedAway(Ending::UnknownChannel {
                 to,
@@ -315,6 +328,7 @@ impl Tunnel {
                 outcome
             }
             Request::SessionTermination => transport.terminate_session(&headers, to.deadline),
+            Request::OAuthDiscovery => self.discover(transport, to.deadline),
         };
         let took = started.elapsed();
         match outcome {
@@ -331,11 +345,49 @@ impl Tunnel {
     }
 }
 
+impl Tunnel {
+    /// An `oauth_discovery` on `main` (admit made sure it is HTTP). It ends a little before the
+    /// command's deadline, so that a failure can still be answered; after it, nothing is posted.
+    fn discover(&self, transport: &Transport, deadline: Option<Instant>) -> Outcome {
+        let Transport::Http(http) = transport else {
+            return Outcome::Reply(oauth_discovery::unsupported_channel(wire::DEFAULT_CHANNEL));
+        };
+        let now = Instant::now();
+        let until = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(now);
+                now + left.saturating_sub((left / 10).min(Duration::from_millis(500)))
+            }
+            None => now + oauth_discovery::OVERALL_TIMEOUT,
+        };
+        let result = http.oauth_discovery(&self.discovery).run(until);
+        match &result {
+            Ok(found) => log::info!(
+                target: LOG_TARGET,
+                "oauth discovery: metadata found at {} (HTTP {})",
+                found.prmd_url,
+                found.status
+            ),
+            Err(not_found) => log::warn!(
+                target: LOG_TARGET,
+                "oauth discovery: {}; answering 502",
+                not_found.describe()
+            ),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Outcome::Expired;
+        }
+        Outcome::Reply(oauth_discovery::reply(result))
+    }
+}
+
 /// What a worker needs to answer a command whose execution panicked, taken before it runs.
 pub(super) struct PanicAnswer {
     pub(super) to: Addressee,
     /// The JSON-RPC id to answer (null when the body has none).
     id: Value,
+    /// An `oauth_discovery`: answered with its own failure shape.
+    discovery: bool,
 }
 
 impl PanicAnswer {
@@ -347,7 +399,7 @@ impl PanicAnswer {
         };
         let id = match &command.kind {
             CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
-            CommandKind::SessionTermination => None,
+            CommandKind::SessionTermination | CommandKind::OAuthDiscovery => None,
             CommandKind::Unknown(_) | CommandKind::Cancel { .. } | CommandKind::Stream(_) => {
                 return None;
             }
@@ -364,11 +416,20 @@ impl PanicAnswer {
                 deadline: job.polled.deadline,
             },
             id: id.unwrap_or(Value::Null),
+            discovery: matches!(command.kind, CommandKind::OAuthDiscovery),
         })
+    }
+
+    pub(super) fn is_discovery(&self) -> bool {
+        self.discovery
     }
 
     /// The `-32603` it answers with: `client_internal`/`panic`, the caller's id unchanged.
     pub(super) fn reply(&self) -> Reply {
+        if self.discovery {
+            let why = NotFound::Failed("internal error".into());
+            return oauth_discovery::reply(Err(why));
+        }
         Reply::failure(&Failure::new(Source::ClientInternal, "panic"), &self.id)
     }
 }

@@ -24,7 +24,7 @@ use super::{NotifySink, Outcome, Reply};
 /// error that kept it from arriving). `run` passes none; `doctor` uses it to diagnose a hop
 /// precisely (a proxy's refusal, the TLS alert, a redirect's target) on `run`'s own requests.
 pub type Observer<'a> = dyn FnMut(Result<&Response<ureq::Body>, &ureq::Error>) + 'a;
-use crate::config::McpConfig;
+use crate::config::{DiscoveryConfig, McpConfig};
 use crate::failure::{Failure, Source};
 use crate::headers;
 use crate::http_client::{self, AgentOptions};
@@ -70,6 +70,17 @@ impl HttpTransport {
             proxy_name: net.proxy_name(),
             extra_headers: cfg.extra_headers.clone(),
         })
+    }
+
+    /// OAuth discovery for this server, on this transport's agent (TLS, proxy) and static headers.
+    pub fn oauth_discovery(&self, cfg: &DiscoveryConfig) -> super::oauth_discovery::Discovery {
+        super::oauth_discovery::Discovery::new(
+            self.agent.clone(),
+            &self.url,
+            &self.extra_headers,
+            &cfg.extra_headers,
+            &cfg.allow_origins,
+        )
     }
 
     /// Forwards one JSON-RPC message. `on_notify` receives each notification of an event stream

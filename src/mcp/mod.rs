@@ -4,6 +4,7 @@
 //! session's own steps (initialize, tools/list, the end), spoken through these transports.
 
 pub mod http;
+pub mod oauth_discovery;
 pub mod session;
 pub mod sse;
 pub mod stdio;

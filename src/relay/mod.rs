@@ -7,6 +7,7 @@
 //! | `GET /v1/tunnels/{id}`, `GET …/poll`, `POST …/response` | tunnel clients (runtime key) | [`control`] |
 //! | `POST`/`DELETE /v1/mcp/{id}[/{channel}][/]` | MCP hosts (connector key) | [`connector`] |
 //! | `OPTIONS /v1/mcp/…` | browsers' CORS preflights (no key) | [`cors`] |
+//! | `GET /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]` | MCP hosts (no key) | [`oauth`] |
 //! | `GET /healthz` | load balancers | here |
 //!
 //! On `/v1/mcp/…` every error the relay makes is a JSON-RPC error object ([`mcp_error`]); the
@@ -24,6 +25,7 @@ pub mod cors;
 pub mod hub;
 pub mod keys;
 pub mod mcp_error;
+pub mod oauth;
 pub mod options;
 pub mod reload;
 pub mod stream;
@@ -162,6 +164,9 @@ impl Relay {
             ["v1", "mcp", rest @ ..] => self
                 .admit_mcp(head, rest.first().copied().unwrap_or_default())
                 .map_err(|refused| self.cfg.cors.decorate(refused, head.header("Origin"))),
+            [w, k, "v1", "mcp", ..] if [*w, *k] == oauth::WELL_KNOWN => self
+                .admit_oauth(head)
+                .map_err(|refused| self.cfg.cors.decorate(refused, head.header("Origin"))),
             _ => Err(not_found()),
         }
     }
@@ -231,6 +236,9 @@ impl Relay {
                 };
                 self.cfg.cors.decorate(resp, origin.as_deref())
             }
+            [w, k, "v1", "mcp", rest @ ..] if [*w, *k] == oauth::WELL_KNOWN => {
+                self.protected_resource(rest, req)
+            }
             _ => not_found(),
         }
     }
@@ -264,13 +272,23 @@ impl Relay {
             cors: self.cfg.cors.enabled(),
             streams: self.cfg.streams,
         };
-        Ok(connector::handle(
-            &record,
-            &self.hub(id),
-            &channel,
-            req,
-            &limits,
-        ))
+        // A passthrough tunnel's OAuth challenges point at the relay's metadata URL.
+        let prmd_url = self
+            .cfg
+            .public_url
+            .as_deref()
+            .filter(|_| record.connector_auth == ConnectorAuth::Passthrough)
+            .map(|public| {
+                oauth::prmd_url(
+                    public,
+                    &oauth::endpoint_path(&record.id, rest.first().copied()),
+                )
+            });
+        let resp = connector::handle(&record, &self.hub(id), &channel, req, &limits);
+        Ok(match prmd_url {
+            Some(url) => oauth::rewrite_challenges(resp, &url),
+            None => resp,
+        })
     }
 
     /// `OPTIONS` on the MCP endpoint, before any key is checked: a CORS preflight is answered
@@ -405,6 +423,12 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
         }
     };
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    if let Some(public) = &cfg.public_url {
+        log::info!(
+            "public URL {public}: OAuth metadata of passthrough tunnels at {}",
+            oauth::prmd_url(public, "/v1/mcp/{tunnel_id}")
+        );
+    }
     let relay = Relay::new(cfg, registry);
     let server = match serve(&relay, listener) {
         Ok(s) => s,

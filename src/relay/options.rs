@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::cors::Cors;
+use super::oauth::parse_public_url;
 use super::stream::{STREAM_OPTIONS, StreamLimits};
 use super::tunnels;
 use crate::config::{self, ConfigError, LOG_FILE, LOG_FORMAT, LOG_LEVEL, Opt, Sources};
@@ -36,6 +37,7 @@ const MAX_CONNECTIONS_PER_PEER: &str = "--max-connections-per-peer";
 const CONTROL_PLANE_RESERVE: &str = "--control-plane-reserve-percent";
 const HEADER_TIMEOUT: &str = "--header-timeout";
 const CORS_ORIGIN: &str = "--cors-origin";
+const PUBLIC_URL: &str = "--public-url";
 
 /// Every option of `relay`, in `--help` order.
 pub const RELAY_OPTIONS: &[Opt] = &[
@@ -163,6 +165,15 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         repeatable: true,
         ..Opt::BASE
     },
+    Opt {
+        flag: PUBLIC_URL,
+        env: &["RELAY_PUBLIC_URL"],
+        default: Some(""),
+        help: "The relay's external origin (https://host[:port]; http:// only for loopback), as \
+               MCP hosts reach it. Enables the OAuth protected-resource metadata routes \
+               (/.well-known/oauth-protected-resource/v1/mcp/...); never taken from Host.",
+        ..Opt::BASE
+    },
     LOG_LEVEL,
     LOG_FORMAT,
     LOG_FILE,
@@ -194,6 +205,9 @@ pub struct RelayConfig {
     pub header_timeout: Duration,
     /// Browser origins allowed on the MCP endpoint (`--cors-origin`); empty: no CORS.
     pub cors: Cors,
+    /// `--public-url`: the relay's external origin, no trailing slash; `None` when not set (the
+    /// OAuth metadata routes then answer 404 `public_url_not_configured`).
+    pub public_url: Option<String>,
     pub log: config::LogConfig,
 }
 
@@ -238,6 +252,11 @@ pub fn parse_config(
     }
     let cors = Cors::parse(origins.iter().map(String::as_str))
         .map_err(|e| config::err(CORS_ORIGIN, &e))?;
+    let public_url = src.get(PUBLIC_URL);
+    let public_url = match public_url.value.trim() {
+        "" => None,
+        value => Some(parse_public_url(value).map_err(|e| config::err(&public_url.source, &e))?),
+    };
     Ok(Some(RelayConfig {
         listen: src.get(LISTEN).value,
         tunnels_file: PathBuf::from(src.get(TUNNELS_FILE).value),
@@ -262,6 +281,7 @@ pub fn parse_config(
         control_plane_reserve_percent: config::count(&src.get(CONTROL_PLANE_RESERVE), 0, 50)?,
         header_timeout: config::positive_duration(&src.get(HEADER_TIMEOUT))?,
         cors,
+        public_url,
         log: config::log_config(&src)?,
     }))
 }
@@ -276,6 +296,7 @@ pub fn help() -> String {
     text.push_str(
         "\nEndpoints:\n  /v1/tunnels/{id}[/poll|/response]   tunnel clients (runtime key)\n  \
          /v1/mcp/{id}[/{channel}]            MCP hosts (connector key, or passthrough)\n  \
+         /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]   OAuth metadata\n  \
          /healthz                            liveness\n",
     );
     text
@@ -317,6 +338,28 @@ mod tests {
         .unwrap();
         assert!(flags.cors.enabled());
         assert_eq!(flags.cors, env.cors);
+    }
+
+    #[test]
+    fn the_public_url_is_an_https_origin_or_loopback_http_and_errors_name_their_source() {
+        assert_eq!(parse(&[], &[]).unwrap().public_url, None);
+        let ok = parse(&["--public-url", "https://Relay.example.com/"], &[]).unwrap();
+        assert_eq!(ok.public_url.as_deref(), Some("https://relay.example.com"));
+        let ok = parse(&[], &[("RELAY_PUBLIC_URL", "http://127.0.0.1:8000")]).unwrap();
+        assert_eq!(ok.public_url.as_deref(), Some("http://127.0.0.1:8000"));
+        for bad in [
+            "http://relay.example.com",
+            "https://relay.example.com/prefix",
+            "https://user@relay.example.com",
+            "ftp://relay.example.com",
+            "relay.example.com",
+            "https://relay.example.com?x=1",
+        ] {
+            let e = parse(&["--public-url", bad], &[]).unwrap_err();
+            assert_eq!(e.key, "--public-url", "{bad}: {e}");
+            let e = parse(&[], &[("RELAY_PUBLIC_URL", bad)]).unwrap_err();
+            assert_eq!(e.key, "RELAY_PUBLIC_URL", "{bad}: {e}");
+        }
     }
 
     #[test]

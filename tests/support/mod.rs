@@ -24,8 +24,8 @@ pub use process::{
 };
 pub use relay::{
     ArrivedEvent, Connector, HttpAnswer, Poller, Relay, RelayBuilder, Stub, TempDir, Tunnel,
-    add_tunnel, add_tunnel_with_auth, remove_tunnel, request_id_of, result_payload, shard_token_of,
-    tunnel_client,
+    add_tunnel, add_tunnel_with_auth, http_get, remove_tunnel, request_id_of, result_payload,
+    shard_token_of, tunnel_client,
 };
 
 use std::net::TcpListener;

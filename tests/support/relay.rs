@@ -405,6 +405,16 @@ fn read_answer(
     answer
 }
 
+/// A plain `GET url` with `headers` (e.g. a host reading metadata), body fully read.
+pub fn http_get(url: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+    let started = Instant::now();
+    let mut request = http_agent().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    read_answer(request.call(), started, "GET")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connector: an MCP host calling the relay's public endpoint
 
@@ -428,6 +438,12 @@ impl Connector {
             accept: "application/json, text/event-stream".into(),
             session: None,
         }
+    }
+
+    /// Calls the tunnel's `channel` endpoint, `/v1/mcp/{id}/{channel}`.
+    pub fn on_channel(mut self, channel: &str) -> Connector {
+        self.url = format!("{}/{channel}", self.url);
+        self
     }
 
     /// Presents `token` as `Authorization: Bearer <token>` instead of the connector key.
