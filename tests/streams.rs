@@ -476,3 +476,50 @@ fn on_a_shared_stdio_child_messages_not_tied_to_a_request_reach_every_sessions_s
         setup.client.stderr()
     );
 }
+
+#[test]
+fn on_a_modern_stdio_child_tagged_notifications_reach_the_listen_that_subscribed() {
+    let server = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stdio_edge_server.py"
+    );
+    let setup = start_with(
+        "http://127.0.0.1:9/unused",
+        Some(&format!("python3 {server} --modern")),
+        &[],
+    );
+    let connector = Connector::new(&setup.relay, &setup.tunnel);
+    // Two listens on the one child at once, their updates interleaved there.
+    let hosts: Vec<_> = [(21, 3), (22, 4)]
+        .into_iter()
+        .map(|(id, count)| {
+            let connector = connector.clone();
+            let mut request = listen(id);
+            request["params"]["count"] = json!(count);
+            request["params"]["ms"] = json!(100);
+            thread::spawn(move || (id, count, connector.post(&request)))
+        })
+        .collect();
+    for host in hosts {
+        let (id, count, answer) = host.join().unwrap();
+        assert_eq!(answer.status, 200, "{answer:#?}\n{}", setup.client.stderr());
+        let (last, notes) = answer.events.split_last().expect("events");
+        assert_eq!(last.message["id"], id, "{answer:#?}");
+        assert_eq!(last.message["result"]["resultType"], "complete");
+        assert_eq!(notes.len(), 1 + count, "{answer:#?}");
+        assert_eq!(
+            notes[0].message["method"],
+            "notifications/subscriptions/acknowledged"
+        );
+        for note in notes {
+            // Its own listen's only, the tag naming the host's id (the child saw another).
+            let tag = &note.message["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"];
+            assert_eq!(tag, id, "{answer:#?}");
+        }
+        let seen: Vec<_> = notes[1..]
+            .iter()
+            .map(|n| n.message["params"]["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seen, (0..count as u64).collect::<Vec<_>>(), "{answer:#?}");
+    }
+}
