@@ -30,9 +30,9 @@ use crate::deadline;
 use crate::http_client::{self, AgentOptions};
 use crate::secret::Secret;
 use crate::wire::{
-    ApiErrorResponse, BadCommand, COMMAND_CANCEL, ChannelInfo, Command, CommandKind,
-    EXTENSIONS_HEADER, Extensions, FEATURE_CANCEL, POLL_ONLY_HEADER, PollEnvelope, ResponsePayload,
-    SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
+    ApiErrorResponse, BadCommand, COMMAND_CANCEL, COMMAND_STREAM, ChannelInfo, Command,
+    CommandKind, EXTENSIONS_HEADER, Extensions, FEATURE_CANCEL, FEATURE_STREAMS, POLL_ONLY_HEADER,
+    PollEnvelope, ResponsePayload, SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
 };
 
 /// Largest poll answer we read: 25 commands with generous bodies. Beyond this the answer is
@@ -89,6 +89,12 @@ impl Polled {
             && !extensions.has(FEATURE_CANCEL)
         {
             c.kind = CommandKind::Unknown(COMMAND_CANCEL.to_string());
+        }
+        if let Ok(c) = &mut command
+            && matches!(c.kind, CommandKind::Stream(_))
+            && !extensions.has(FEATURE_STREAMS)
+        {
+            c.kind = CommandKind::Unknown(COMMAND_STREAM.to_string());
         }
         let bounded = match &command {
             Ok(command) => command.response_timeout.and_then(|timeout| {

@@ -43,6 +43,10 @@ pub enum CommandKind {
         /// Why, for the log line (`host_closed`, `notifications_cancelled`); free text.
         reason: Option<String>,
     },
+    /// Our extension ([`FEATURE_STREAMS`]): open a long-lived event stream at the MCP server and
+    /// forward each of its messages as `jsonrpc_notify` until it ends, then post a terminal
+    /// response. Only meaningful when both ends announced it.
+    Stream(StreamOpen),
     /// Fetch the `main` server's OAuth protected-resource metadata (RFC 9728) from inside the
     /// network; answered with an `oauth_discovery_response`. Carries nothing of its own.
     OAuthDiscovery,
@@ -59,9 +63,20 @@ impl CommandKind {
             CommandKind::SessionTermination => COMMAND_SESSION_TERMINATION,
             CommandKind::Cancel { .. } => COMMAND_CANCEL,
             CommandKind::OAuthDiscovery => COMMAND_OAUTH_DISCOVERY,
+            CommandKind::Stream(_) => COMMAND_STREAM,
             CommandKind::Unknown(_) => "unknown",
         }
     }
+}
+
+/// What a `stream` command opens (its `stream` field).
+#[derive(Debug)]
+pub enum StreamOpen {
+    /// `"stream":"get"`: a 2025 session's standalone `GET` stream (`Mcp-Session-Id` in the
+    /// headers).
+    Get,
+    /// `"stream":"listen"`: a 2026-07-28 `subscriptions/listen` request, POSTed as it is.
+    Listen(Box<RawValue>),
 }
 
 /// One decoded command.
@@ -104,6 +119,7 @@ struct RawCommand {
     headers: Option<Value>,
     jsonrpc: Option<Box<RawValue>>,
     reason: Option<Value>,
+    stream: Option<Value>,
 }
 
 impl Command {
@@ -152,6 +168,15 @@ impl Command {
                     }
                     _ => None,
                 },
+            },
+            COMMAND_STREAM => match (c.stream, c.jsonrpc) {
+                (Some(Value::String(s)), _) if s == "get" => CommandKind::Stream(StreamOpen::Get),
+                (Some(Value::String(s)), Some(body))
+                    if s == "listen" && body.get().trim_start().starts_with('{') =>
+                {
+                    CommandKind::Stream(StreamOpen::Listen(body))
+                }
+                _ => return Err(invalid("stream command without a known stream kind")),
             },
             _ => CommandKind::Unknown(kind),
         };
@@ -340,13 +365,19 @@ pub const COMMAND_JSONRPC: &str = "jsonrpc";
 /// The `command_type` that ends an MCP session.
 pub const COMMAND_SESSION_TERMINATION: &str = "session_termination";
 
+/// Feature token: long-lived event streams cross as `stream` commands (README, "The extension
+/// between our relay and our client").
+pub const FEATURE_STREAMS: &str = "streams";
+
+/// `command_type` of a long-lived stream ([`CommandKind::Stream`]).
+pub const COMMAND_STREAM: &str = "stream";
 /// The command a host's GET of a tunnel's protected-resource metadata URL becomes: the client
 /// fetches the MCP server's PRMD and answers with [`RespType::OauthDiscoveryResponse`].
 pub const COMMAND_OAUTH_DISCOVERY: &str = "oauth_discovery";
 
 /// Every feature this build speaks. A feature token names one fixed behaviour: a changed one
 /// gets a new token (`cancel2`), so old and new builds keep understanding each other.
-pub const FEATURES: &[&str] = &[FEATURE_CANCEL];
+pub const FEATURES: &[&str] = &[FEATURE_CANCEL, FEATURE_STREAMS];
 
 /// Most feature tokens read from one header: the list is short, a longer one is not ours.
 const MAX_FEATURES: usize = 32;
@@ -567,6 +598,25 @@ mod tests {
     }
 
     #[test]
+    fn stream_commands_name_what_they_open() {
+        let get = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"stream","stream":"get","headers":{"Mcp-Session-Id":["x"]}}"#)
+            .unwrap();
+        assert!(matches!(get.kind, CommandKind::Stream(StreamOpen::Get)));
+        let listen = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"stream","stream":"listen","jsonrpc":{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen"}}"#)
+            .unwrap();
+        assert!(matches!(
+            listen.kind,
+            CommandKind::Stream(StreamOpen::Listen(_))
+        ));
+        assert!(matches!(
+            cmd(
+                r#"{"request_id":"r","shard_token":"s","command_type":"stream","stream":"listen"}"#
+            ),
+            Err(BadCommand::Invalid { .. })
+        ));
+    }
+
+    #[test]
     fn an_oauth_discovery_command_and_its_answer_type() {
         let c = cmd(r#"{"request_id":"r","shard_token":"s","command_type":"oauth_discovery"}"#)
             .unwrap();
@@ -581,8 +631,8 @@ mod tests {
     #[test]
     fn extensions_keep_only_features_both_ends_speak() {
         let both = Extensions::from_header(Some(" Cancel , streams,,x"));
-        assert!(both.has(FEATURE_CANCEL) && !both.has("streams"));
-        assert_eq!(both.to_header(), "cancel");
+        assert!(both.has(FEATURE_CANCEL) && both.has(FEATURE_STREAMS) && !both.has("x"));
+        assert_eq!(both.to_header(), "cancel,streams");
         assert!(Extensions::from_header(None).is_empty());
         assert!(Extensions::from_header(Some("")).is_empty());
         assert_eq!(Extensions::ours().to_header(), FEATURES.join(","));

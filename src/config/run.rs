@@ -21,7 +21,7 @@ use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
     DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
     HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW,
-    MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT,
+    MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS,
     MCP_REQUIRE_DISCOVERY, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL,
     PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
@@ -68,6 +68,8 @@ pub struct McpConfig {
     /// At least `main`, names unique and canonical.
     pub channels: Vec<ChannelConfig>,
     pub max_concurrent: usize,
+    /// Long-lived streams held at once (`--mcp.max-streams`, our relay extension).
+    pub max_streams: usize,
     pub extra_headers: Vec<(String, Secret)>,
     pub connection_max_ttl: Duration,
     /// OAuth discovery for `main` (the `oauth_discovery` command).
@@ -184,6 +186,7 @@ pub fn parse_run(
         env,
     )?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
+    let max_streams = count(&get(MCP_MAX_STREAMS), 0, 1_000)?;
     let mcp_extra = get(MCP_EXTRA_HEADERS);
     let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
     let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
@@ -247,6 +250,7 @@ pub fn parse_run(
         mcp: McpConfig {
             channels,
             max_concurrent,
+            max_streams,
             extra_headers: mcp_extra_headers,
             connection_max_ttl,
             discovery,

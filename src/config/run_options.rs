@@ -23,6 +23,7 @@ pub(super) const MCP_STDIO_SESSIONS: &str = "--mcp.stdio-sessions";
 pub(super) const MCP_STDIO_MAX_SESSIONS: &str = "--mcp.stdio-max-sessions";
 pub(super) const MCP_STDIO_IDLE: &str = "--mcp.stdio-session-idle-timeout";
 pub(super) const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
+pub(super) const MCP_MAX_STREAMS: &str = "--mcp.max-streams";
 pub(super) const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 pub(super) const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
 pub(super) const MCP_DISCOVERY_HEADERS: &str = "--mcp.discovery-extra-headers";
@@ -154,6 +155,14 @@ pub const RUN_OPTIONS: &[Opt] = &[
         env: &["MCP_MAX_CONCURRENT_REQUESTS"],
         default: Some("10"),
         help: "Worker threads: MCP calls running at once.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_MAX_STREAMS,
+        env: &["MCP_MAX_STREAMS"],
+        default: Some("16"),
+        help: "Long-lived event streams held at once (relay extension), each on its own thread, \
+               not a worker; beyond it a stream is refused.",
         ..Opt::BASE
     },
     Opt {

@@ -86,7 +86,7 @@ impl Tunnel {
         self.running_calls().remove(request_id);
     }
 
-    fn running_calls(
+    pub(super) fn running_calls(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())

@@ -19,6 +19,8 @@
 //!
 //! - **Cancellation** (our extension, only with a control plane that announced it): a `cancel`
 //!   command ends a queued or running command's MCP call, nothing posted; see [`cancel`].
+//! - **Long-lived streams** (our extension, likewise): a `stream` command is held on its own
+//!   thread, never a worker, at most `--mcp.max-streams` at once; see [`stream`].
 //!
 //! This file wires the [`Tunnel`] together and holds its lifecycle; the poll thread is in
 //! [`poll`], a worker's admit → call → settle in [`worker`] and [`settle`], cancellation in
@@ -28,10 +30,11 @@ mod cancel;
 mod oauth;
 mod poll;
 mod settle;
+mod stream;
 mod worker;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -97,6 +100,12 @@ pub struct Tunnel {
     notices: Sender<Notice>,
     /// Its other end, until [`Tunnel::start`] hands it to that thread.
     notices_rx: Mutex<Option<Receiver<Notice>>>,
+    /// Streams held right now, and at most (`--mcp.max-streams`).
+    streams_open: AtomicUsize,
+    max_streams: usize,
+    /// To the `streams` thread, which starts a thread per stream command.
+    stream_jobs: Sender<Job>,
+    stream_jobs_rx: Mutex<Option<Receiver<Job>>>,
 }
 
 impl Tunnel {
@@ -128,6 +137,7 @@ impl Tunnel {
         let control = ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent)?;
         let cp = &cfg.control_plane;
         let (notices, notices_rx) = mpsc::channel();
+        let (stream_jobs, stream_jobs_rx) = mpsc::channel();
         let tunnel = Arc::new(Tunnel {
             control,
             channels,
@@ -151,6 +161,10 @@ impl Tunnel {
             running: Mutex::new(HashMap::new()),
             notices,
             notices_rx: Mutex::new(Some(notices_rx)),
+            streams_open: AtomicUsize::new(0),
+            max_streams: cfg.mcp.max_streams,
+            stream_jobs,
+            stream_jobs_rx: Mutex::new(Some(stream_jobs_rx)),
         });
         if tunnel.discovers_at_start() {
             tunnel.health.oauth_expected(cfg.mcp.discovery.required);
@@ -211,6 +225,17 @@ impl Tunnel {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        let stream_jobs = self
+            .stream_jobs_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(jobs) = stream_jobs {
+            let me = Arc::clone(self);
+            thread::Builder::new()
+                .name("streams".into())
+                .spawn(move || me.stop_if_it_panics("streams", || me.stream_loop(jobs)))?;
+        }
         if let Some(notices) = notices {
             let me = Arc::clone(self);
             thread::Builder::new()

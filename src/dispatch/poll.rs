@@ -211,7 +211,8 @@ impl Tunnel {
     }
 
     /// Queues a poll batch, one job per command; `cancel` commands are carried out at once
-    /// (they must not wait behind the work they cancel).
+    /// (they must not wait behind the work they cancel), and `stream` commands start on their
+    /// own threads.
     pub(super) fn enqueue(&self, received: Instant, commands: Vec<Polled>) {
         if commands.is_empty() {
             return;
@@ -225,6 +226,10 @@ impl Tunnel {
                         continue;
                     };
                     self.cancel(&c.request_id, reason.as_deref());
+                }
+                // Its own thread: a stream may outlive any worker's call ([`super::stream`]).
+                Ok(c) if matches!(c.kind, CommandKind::Stream(_)) => {
+                    let _ = self.stream_jobs.send(Job { polled, received });
                 }
                 _ => jobs.push(Job { polled, received }),
             }

@@ -259,7 +259,7 @@ impl Tunnel {
 
     /// Addresses `reply` to the control plane and posts it, with the retries its type allows
     /// ([`crate::control_plane::ControlPlane::post_response`]); counts those retries.
-    fn post(&self, to: &Addressee, reply: Reply) -> PostOutcome {
+    pub(super) fn post(&self, to: &Addressee, reply: Reply) -> PostOutcome {
         let payload = ResponsePayload {
             request_id: to.request_id.clone(),
             channel: to.channel.clone(),

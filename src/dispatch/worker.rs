@@ -225,9 +225,14 @@ impl Tunnel {
             CommandKind::Unknown(kind) => {
                 return Admission::TurnedAway(Ending::UnknownType { request_id, kind });
             }
-            // The poll thread carries cancels out itself (`enqueue`); none reaches a worker.
+            // The poll thread carries cancels out itself and starts streams on their own
+            // threads (`enqueue`); none reaches a worker.
             CommandKind::Cancel { .. } => {
                 let kind = wire::COMMAND_CANCEL.to_string();
+                return Admission::TurnedAway(Ending::UnknownType { request_id, kind });
+            }
+            CommandKind::Stream(_) => {
+                let kind = wire::COMMAND_STREAM.to_string();
                 return Admission::TurnedAway(Ending::UnknownType { request_id, kind });
             }
         };
@@ -396,7 +401,9 @@ impl PanicAnswer {
         let id = match &command.kind {
             CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
             CommandKind::SessionTermination | CommandKind::OAuthDiscovery => None,
-            CommandKind::Unknown(_) | CommandKind::Cancel { .. } => return None,
+            CommandKind::Unknown(_) | CommandKind::Cancel { .. } | CommandKind::Stream(_) => {
+                return None;
+            }
         };
         let channel = wire::canonical_channel(command.raw_channel.as_deref())
             .or_else(|| command.raw_channel.clone())

@@ -15,6 +15,8 @@ use serde_json::value::RawValue;
 use ureq::Agent;
 use ureq::http::Response;
 
+mod stream;
+
 use super::sse::SseReader;
 use super::{NotifySink, Outcome, Reply};
 

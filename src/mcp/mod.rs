@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::failure::Failure;
 use crate::http_client::CancelFlag;
-use crate::wire::{RespType, RpcShape};
+use crate::wire::{RespType, RpcShape, StreamOpen};
 
 /// Longest a `notifications/cancelled` we send for a cancelled call may take.
 const CANCEL_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +27,10 @@ pub type Headers = BTreeMap<String, Vec<String>>;
 /// Receives each notification of an answer as it arrives, with the answer's returnable headers
 /// (a connector may need the session id before the final message).
 pub type NotifySink<'a> = dyn FnMut(Box<RawValue>, &Headers) + 'a;
+
+/// Receives a long-lived stream's messages as they arrive (`None` first: the stream is open),
+/// with the answer's returnable headers; returns `false` to end the stream (nobody takes it).
+pub type StreamSink<'a> = dyn FnMut(Option<Box<RawValue>>, &Headers) -> bool + 'a;
 
 /// The terminal answer to one command, before it is addressed to the control plane.
 #[derive(Debug)]
@@ -169,6 +173,39 @@ impl Transport {
             .collect();
         let deadline = Instant::now() + CANCEL_NOTICE_TIMEOUT;
         let _ = self.call(&notice, &headers, Some(deadline), &mut |_, _| {});
+    }
+
+    /// Holds a long-lived stream (a `stream` command, our relay extension) until it ends; see
+    /// [`http`]'s `stream`. On stdio a session's `GET` is a listener on the session's child
+    /// ([`stdio`]: messages not tied to a request go to every stream held on that child), and a
+    /// `subscriptions/listen` is a call to the child whose notifications (tagged with its
+    /// subscription, see the stdio router) are forwarded as they come.
+    pub fn stream(
+        &self,
+        open: &StreamOpen,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        sink: &mut StreamSink<'_>,
+        cancel: &CancelFlag,
+    ) -> Outcome {
+        match (self, open) {
+            (Transport::Http(t), _) => t.stream(open, command_headers, deadline, sink, cancel),
+            (Transport::Stdio(t), StreamOpen::Listen(message)) => {
+                // The host's stream opens now: a child's acknowledgement may come late or untagged.
+                if !sink(None, &Headers::new()) {
+                    return Outcome::Cancelled;
+                }
+                let mut on_notify = |raw: Box<RawValue>, headers: &Headers| {
+                    if !cancel.is_cancelled() {
+                        sink(Some(raw), headers);
+                    }
+                };
+                t.call(message, command_headers, deadline, &mut on_notify)
+            }
+            (Transport::Stdio(t), StreamOpen::Get) => {
+                t.hold_stream(command_headers, deadline, sink, cancel)
+            }
+        }
     }
 
     /// Ends an MCP session (`session_termination`).

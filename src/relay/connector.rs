@@ -36,6 +36,7 @@ use serde_json::value::RawValue;
 
 use super::hub::{CommandBody, SubmitError, Ticket, TunnelHub, Wait, now_rfc3339};
 use super::mcp_error::{self, McpError};
+use super::stream::{self, StreamLimits};
 use super::tunnels::{ConnectorAuth, TunnelRecord};
 use super::{bearer, bearer_token};
 use crate::headers;
@@ -45,15 +46,15 @@ use serde_json::Value;
 
 /// Time reserved at the end of the connector's budget for the client's response POST to reach
 /// us: the command's deadline is this much earlier than the connector's.
-const RESPONSE_MARGIN: Duration = Duration::from_millis(500);
+pub(super) const RESPONSE_MARGIN: Duration = Duration::from_millis(500);
 
 /// How often a waiting connector request checks whether the client that took its command is
 /// gone (see `hub::CLIENT_GONE_GRACE`).
-const CLIENT_GONE_CHECK: Duration = Duration::from_millis(500);
+pub(super) const CLIENT_GONE_CHECK: Duration = Duration::from_millis(500);
 
 /// How often a held request checks that its caller is still connected (a non-blocking peek);
 /// an answer arriving meanwhile is taken at once, never delayed by this.
-const HOST_GONE_CHECK: Duration = Duration::from_millis(250);
+pub(super) const HOST_GONE_CHECK: Duration = Duration::from_millis(250);
 
 /// Longest JSON-RPC `id` text kept for the relay's own error answers; a longer one (only a
 /// hostile caller sends that) gets `null`, so the copy stays small.
@@ -67,6 +68,8 @@ pub struct ConnectorLimits {
     pub max_body: usize,
     /// CORS is on: `OPTIONS` is one more allowed method.
     pub cors: bool,
+    /// Long-lived streams ([`super::stream`]).
+    pub streams: StreamLimits,
 }
 
 pub fn handle(
@@ -88,6 +91,13 @@ pub fn handle(
     let options = if limits.cors { ", OPTIONS" } else { "" };
     match req.method.as_str() {
         "POST" => post(record, hub, channel, req, limits, started),
+        // Our extension: a session's standalone stream, when a client instance can hold it.
+        "GET"
+            if stream::is_session_get(&req)
+                && hub.streams_available(req.header("Mcp-Session-Id")) =>
+        {
+            stream::open(record, hub, channel, (req, None, None), limits, started)
+        }
         "DELETE" if in_session => delete(record, hub, channel, req, limits, started),
         "GET" | "DELETE" if !in_session => mcp_error::METHOD_NOT_ALLOWED_STATELESS
             .response(None)
@@ -100,7 +110,10 @@ pub fn handle(
 
 /// The request's headers as a command carries them: blocklist applied, and in relay-key mode
 /// without the connector key.
-fn command_headers(record: &TunnelRecord, req: &Request) -> BTreeMap<String, Vec<String>> {
+pub(super) fn command_headers(
+    record: &TunnelRecord,
+    req: &Request,
+) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in headers::forwardable(&req.headers) {
         if record.connector_auth == ConnectorAuth::RelayKey
@@ -114,11 +127,12 @@ fn command_headers(record: &TunnelRecord, req: &Request) -> BTreeMap<String, Vec
 }
 
 /// The answer when a command cannot be queued; `id` is the request's raw JSON-RPC id.
-fn submit_error(e: SubmitError, id: Option<&str>) -> Response {
+pub(super) fn submit_error(e: SubmitError, id: Option<&str>) -> Response {
     let error = match e {
         SubmitError::NotConnected => mcp_error::TUNNEL_CLIENT_NOT_CONNECTED,
         SubmitError::QueueFull => mcp_error::TUNNEL_QUEUE_FULL,
         SubmitError::SessionGone => mcp_error::SESSION_NOT_FOUND,
+        SubmitError::StreamLimit => mcp_error::TUNNEL_STREAM_LIMIT,
     };
     error.response(id)
 }
@@ -152,6 +166,20 @@ fn post(
     {
         log::debug!("tunnel {}: notifications/cancelled: {done:?}", record.id);
         return Response::new(202, Vec::new());
+    }
+    if fields.method.as_deref() == Some("subscriptions/listen")
+        && id.is_some()
+        && hub.streams_available(session.as_deref())
+    {
+        let id = id.map(str::to_string);
+        return stream::open(
+            record,
+            hub,
+            channel,
+            (req, Some(message), id),
+            limits,
+            started,
+        );
     }
     // The id a later notifications/cancelled would name (a request's, short enough to keep).
     let rpc_id = id.and_then(|raw| serde_json::from_str::<Value>(raw).ok());
@@ -354,7 +382,7 @@ fn wait_for_answer(
 
 /// A terminal payload as one HTTP answer (or a one-event stream when the MCP server itself
 /// answered with an event stream and the caller accepts one).
-fn final_response(payload: ResponsePayload, accepts_sse: bool) -> Response {
+pub(super) fn final_response(payload: ResponsePayload, accepts_sse: bool) -> Response {
     let status = connector_status(payload.resp_code);
     let mut headers = returnable(&payload.resp_headers);
     let was_stream = headers
@@ -447,7 +475,7 @@ fn stream(
 /// One `message` event; a JSON text spanning lines becomes several `data:` lines, which the
 /// reader joins back with LF. Line breaks (CR, LF or CRLF, only ever whitespace in JSON) are the
 /// one thing an event stream cannot carry byte for byte: they arrive as LF.
-fn sse_event(json: &str) -> String {
+pub(super) fn sse_event(json: &str) -> String {
     let mut event = String::from("event: message\n");
     for line in json.split("\r\n").flat_map(|l| l.split(['\r', '\n'])) {
         event.push_str("data: ");
@@ -473,7 +501,7 @@ fn connector_status(code: u16) -> u16 {
     }
 }
 
-fn returnable(resp_headers: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+pub(super) fn returnable(resp_headers: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
     let pairs: Vec<(&str, &str)> = resp_headers
         .iter()
         .flat_map(|(n, vs)| vs.iter().map(move |v| (n.as_str(), v.as_str())))

@@ -12,7 +12,7 @@
 //! cause was lost. The HTTP status is the one the relay always used; `error.data.code` is the
 //! relay's stable string code (the one README names and scripts may match on), `error.data.fix`
 //! what to do about it. The numeric codes sit in JSON-RPC's server-error range, in a block
-//! (-32080 … -32098) clear of the codes MCP itself defines (-32002, -32020, -32042). The
+//! (-32080 … -32099) clear of the codes MCP itself defines (-32002, -32020, -32042). The
 //! control-plane routes (`/v1/tunnels/…`) keep the contract's shape: see [`super::api_error`].
 
 use crate::http_server::Response;
@@ -261,6 +261,15 @@ pub const REQUEST_CANCELLED: McpError = McpError {
     fix: "Nothing to do: the caller cancelled this request itself.",
 };
 
+/// The tunnel has as many long-lived streams open as `--stream.max-per-tunnel` allows.
+pub const TUNNEL_STREAM_LIMIT: McpError = McpError {
+    status: 429,
+    rpc_code: -32099,
+    code: "tunnel_stream_limit",
+    message: "too many open event streams on this tunnel (--stream.max-per-tunnel)",
+    fix: "Close streams this host no longer reads, or raise the relay's --stream.max-per-tunnel.",
+};
+
 impl McpError {
     /// The JSON-RPC error text for a request whose raw `id` text is `id` (`None`: `null`). The id
     /// is spliced in as the caller wrote it, so it matches byte for byte.
@@ -280,7 +289,7 @@ impl McpError {
     /// the headers its status calls for (`Retry-After` on a full queue).
     pub fn response(&self, id: Option<&str>) -> Response {
         let resp = Response::json(self.status, self.body(id));
-        if *self == TUNNEL_QUEUE_FULL {
+        if *self == TUNNEL_QUEUE_FULL || *self == TUNNEL_STREAM_LIMIT {
             return resp.with_header("Retry-After", "1");
         }
         resp
@@ -336,6 +345,7 @@ mod tests {
         RELAY_BUSY,
         RELAY_INTERNAL_ERROR,
         REQUEST_CANCELLED,
+        TUNNEL_STREAM_LIMIT,
     ];
 
     #[test]

@@ -28,6 +28,7 @@ pub mod mcp_error;
 pub mod oauth;
 pub mod options;
 pub mod reload;
+pub mod stream;
 pub mod tunnels;
 
 use std::collections::HashMap;
@@ -269,6 +270,7 @@ impl Relay {
             wait: self.cfg.connector_timeout,
             max_body: self.cfg.connector_max_body,
             cors: self.cfg.cors.enabled(),
+            streams: self.cfg.streams,
         };
         // A passthrough tunnel's OAuth challenges point at the relay's metadata URL.
         let prmd_url = self

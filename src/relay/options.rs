@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::cors::Cors;
 use super::oauth::parse_public_url;
+use super::stream::{STREAM_OPTIONS, StreamLimits};
 use super::tunnels;
 use crate::config::{self, ConfigError, LOG_FILE, LOG_FORMAT, LOG_LEVEL, Opt, Sources};
 
@@ -106,6 +107,9 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         help: "Largest MCP request body in bytes; larger ones get 413.",
         ..Opt::BASE
     },
+    STREAM_OPTIONS[0],
+    STREAM_OPTIONS[1],
+    STREAM_OPTIONS[2],
     Opt {
         flag: CLIENT_TIMEOUT,
         env: &["RELAY_CLIENT_TIMEOUT"],
@@ -189,6 +193,8 @@ pub struct RelayConfig {
     pub poll_max_wait: Duration,
     pub connector_timeout: Duration,
     pub connector_max_body: usize,
+    /// `--stream.*`: long-lived event streams (our extension).
+    pub streams: StreamLimits,
     pub client_timeout: Duration,
     pub queue_capacity: usize,
     pub max_connections: usize,
@@ -260,6 +266,7 @@ pub fn parse_config(
         poll_max_wait: config::positive_duration(&src.get(POLL_MAX_WAIT))?,
         connector_timeout: config::positive_duration(&src.get(CONNECTOR_TIMEOUT))?,
         connector_max_body: config::count(&src.get(CONNECTOR_MAX_BODY), 1, MAX_REQUEST_BODY)?,
+        streams: StreamLimits::from_sources(&src)?,
         client_timeout: config::positive_duration(&src.get(CLIENT_TIMEOUT))?,
         queue_capacity: config::count(&src.get(QUEUE_CAPACITY), 1, 1_000_000)?,
         max_connections: config::count(&src.get(MAX_CONNECTIONS), 1, 100_000)?,

@@ -235,6 +235,24 @@ impl FakeMcp {
         self.set_reply(format!("method:{method}"), reply);
     }
 
+    /// Replies to `GET` (a 2025 session's standalone stream); without this, GET is 405.
+    pub fn on_get(&self, reply: McpReply) {
+        self.set_reply("get".to_string(), reply);
+    }
+
+    /// Waits until the fake has received a `GET`; panics after `timeout`.
+    pub fn wait_for_get(&self, timeout: Duration) -> McpCall {
+        self.wait_for(timeout, |call| call.request.method == "GET")
+            .unwrap_or_else(|| panic!("MCP saw no GET within {timeout:?}"))
+    }
+
+    /// Waits until the fake finished serving the first `GET` (its stream ended or was closed).
+    pub fn wait_until_get_finished(&self, timeout: Duration) -> Option<McpCall> {
+        self.wait_for(timeout, |call| {
+            call.request.method == "GET" && call.finished_at.is_some()
+        })
+    }
+
     /// Replies to `tools/call` requests for this tool.
     pub fn on_tool(&self, tool: &str, reply: McpReply) {
         self.set_reply(format!("tool:{tool}"), reply);
@@ -409,6 +427,10 @@ fn serve(state: &Arc<Watched<State>>, request: Request) -> Response {
     }
     match seen.method.as_str() {
         "DELETE" => Response::new(204, Vec::new()),
+        "GET" => match state.read(|state| state.replies.get("get").cloned()) {
+            Some(reply) => respond(reply, Value::Null, in_flight),
+            None => Response::new(405, Vec::new()),
+        },
         "POST" => {
             let Some(message) = seen.body_json() else {
                 return Response::new(400, "body is not JSON");

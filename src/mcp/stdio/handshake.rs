@@ -193,6 +193,7 @@ impl Shared {
                 progress: None,
                 original_id: Value::Null,
                 session: None,
+                listen: false,
             },
         );
         let answer = self.await_internal(&request, &inbox, timeout);

@@ -30,6 +30,7 @@ use serde_json::value::RawValue;
 
 mod era;
 mod handshake;
+mod listen;
 mod object;
 mod process;
 mod route;
@@ -38,8 +39,9 @@ mod supervisor;
 
 pub use supervisor::{MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES};
 
-use super::{NotifySink, Outcome, Reply};
+use super::{NotifySink, Outcome, Reply, StreamSink};
 use crate::config::{StdioOptions, StdioSessions};
+use crate::http_client::CancelFlag;
 use crate::wire::{RespType, RpcShape};
 use era::{Era, EraSlot, era_of_message};
 use object::Object;
@@ -160,6 +162,31 @@ impl StdioTransport {
                 .first
                 .call(message, command_headers, deadline, on_notify),
             Err(outcome) => outcome,
+        }
+    }
+
+    /// Holds a session's `GET` stream (our relay extension) on the child that serves the session
+    /// ([`listen`]): its own child in per-session mode (`404` when the session is not open), else
+    /// the child of legacy sessions.
+    pub fn hold_stream(
+        &self,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        sink: &mut StreamSink<'_>,
+        cancel: &CancelFlag,
+    ) -> Outcome {
+        if let Some(outcome) = self
+            .sessions
+            .as_ref()
+            .and_then(|s| s.hold_stream(command_headers, deadline, sink, cancel))
+        {
+            return outcome;
+        }
+        match self.legacy_child() {
+            Some(child) if self.era.get() == Some(Era::Modern) => {
+                child.hold_stream(deadline, sink, cancel)
+            }
+            _ => self.first.hold_stream(deadline, sink, cancel),
         }
     }
 

@@ -65,6 +65,8 @@ pub(super) struct Call {
     /// The caller's id and MCP session, to find this call when the caller cancels it.
     pub(super) original_id: Value,
     pub(super) session: Option<String>,
+    /// A `subscriptions/listen` (tagged notifications may go to it, see [`super::route`]).
+    pub(super) listen: bool,
 }
 
 #[derive(Default)]
@@ -81,6 +83,9 @@ pub(super) struct State {
     pub(super) status: Option<ChildStatus>,
     /// The legacy handshake this process owns for its sessions.
     pub(super) handshake: Handshake,
+    /// Long-lived streams held on this child (a session's `GET`, our relay extension), by an
+    /// internal id: messages not tied to a request go to every one ([`super::listen`]).
+    pub(super) listeners: HashMap<u64, Sender<Event>>,
 }
 
 pub(super) struct Shared {
@@ -345,6 +350,9 @@ impl Process {
         on_notify: &mut NotifySink<'_>,
     ) -> Result<Outcome, Undelivered> {
         let internal = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let listen = object
+            .get("method")
+            .is_some_and(|m| m.get() == "\"subscriptions/listen\"");
         let progress = rewrite_for_child(&mut object, internal);
         let (events, inbox) = mpsc::channel();
         {
@@ -359,6 +367,7 @@ impl Process {
                     progress,
                     original_id: original_id.clone(),
                     session,
+                    listen,
                 },
             );
         }
@@ -659,6 +668,7 @@ pub(super) fn fuzz_framing(data: &[u8]) {
                 progress: Some((Value::from(7), "mcpt-progress-1".into())),
                 original_id: caller_id.clone(),
                 session: None,
+                listen: false,
             },
         );
     }

@@ -1,7 +1,11 @@
 //! The multiplexer's return path: each line the child writes goes to the call it answers
-//! (by internal id), a progress notification to the call that owns its token, another
-//! notification to the one call in flight (or nowhere), and a server→client request is refused
-//! so the server never waits for an answer that cannot come.
+//! (by internal id), a progress notification to the call that owns its token, a notification
+//! tagged `io.modelcontextprotocol/subscriptionId` to the `subscriptions/listen` it belongs to
+//! (the one whose internal id the tag names, the tag then set back to the caller's id, else the
+//! only listen in flight), another
+//! notification to every stream held on the child ([`super::listen`]) when there is one, else to
+//! the one call in flight (or nowhere), and a server→client request is refused so the server
+//! never waits for an answer that cannot come.
 
 use std::sync::Arc;
 
@@ -10,6 +14,9 @@ use serde_json::Value;
 use super::object::Object;
 use super::process::{Event, Shared};
 use crate::wire::RpcShape;
+
+/// The `_meta` key a 2026-07-28 server tags a listen's notifications with.
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 impl Shared {
     /// Routes one line the child wrote.
@@ -58,7 +65,30 @@ impl Shared {
 
     fn route_notification(&self, method: &str, mut object: Object) {
         let state = self.lock();
-        let target = if method == "notifications/progress" {
+        let tag = subscription_tag(&object);
+        if method != "notifications/progress" && tag.is_none() && !state.listeners.is_empty() {
+            // Not tied to a request: every stream held on this child gets it.
+            for listener in state.listeners.values() {
+                let _ = listener.send(Event::Notification(object.to_raw()));
+            }
+            return;
+        }
+        let mut tagged_by_id = false;
+        let target = if let Some(tag) = &tag {
+            let mut listens = state.calls.iter().filter(|(_, c)| c.listen);
+            let by_id = tag
+                .as_u64()
+                .or_else(|| tag.as_str().and_then(|t| t.parse().ok()))
+                .filter(|id| state.calls.get(id).is_some_and(|c| c.listen));
+            match (by_id, listens.next(), listens.next()) {
+                (Some(id), _, _) => {
+                    tagged_by_id = true;
+                    Some(id)
+                }
+                (None, Some((id, _)), None) => Some(*id),
+                _ => None,
+            }
+        } else if method == "notifications/progress" {
             object
                 .get("params")
                 .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
@@ -87,6 +117,10 @@ impl Shared {
             params.set("progressToken", original);
             object.set_raw("params", params.to_raw());
         }
+        if tagged_by_id {
+            // The tag names the id the child saw; the host knows its own.
+            retag(&mut object, &call.original_id);
+        }
         let _ = call.events.send(Event::Notification(object.to_raw()));
     }
 
@@ -104,4 +138,23 @@ impl Shared {
         });
         let _ = self.write_line(&reply.to_string());
     }
+}
+
+/// Sets `params._meta["io.modelcontextprotocol/subscriptionId"]` to `id`, the rest untouched.
+fn retag(object: &mut Object, id: &Value) {
+    let Some(mut params) = object.get("params").and_then(|p| Object::parse(p.get())) else {
+        return;
+    };
+    let Some(mut meta) = params.get("_meta").and_then(|m| Object::parse(m.get())) else {
+        return;
+    };
+    meta.set(SUBSCRIPTION_ID, id);
+    params.set_raw("_meta", meta.to_raw());
+    object.set_raw("params", params.to_raw());
+}
+
+/// `params._meta["io.modelcontextprotocol/subscriptionId"]` of a notification, if present.
+fn subscription_tag(object: &Object) -> Option<Value> {
+    let params: Value = serde_json::from_str(object.get("params")?.get()).ok()?;
+    params.get("_meta")?.get(SUBSCRIPTION_ID).cloned()
 }

@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 
 use super::process::Process;
 use crate::config::StdioOptions;
-use crate::mcp::{NotifySink, Outcome, Reply};
+use crate::http_client::CancelFlag;
+use crate::mcp::{NotifySink, Outcome, Reply, StreamSink};
 use crate::wire::{RespType, RpcShape};
 
 /// The per-session children of one stdio channel.
@@ -116,6 +117,30 @@ impl Sessions {
             return Some(not_found(&shape));
         };
         let outcome = lease.child.call(message, headers, deadline, on_notify);
+        drop(lease);
+        Some(outcome)
+    }
+
+    /// Holds the session's `GET` stream on its child (the session stays in use meanwhile);
+    /// `None` when the command names no session.
+    pub(super) fn hold_stream(
+        self: &Arc<Self>,
+        headers: &[(String, String)],
+        deadline: Option<Instant>,
+        sink: &mut StreamSink<'_>,
+        cancel: &CancelFlag,
+    ) -> Option<Outcome> {
+        let session = session_header(headers)?;
+        let Some(lease) = self.lease(session) else {
+            return Some(Outcome::Reply(Reply {
+                resp_json: None,
+                resp_headers: Default::default(),
+                resp_code: 404,
+                resp_type: RespType::JsonrpcResponse,
+                failure: None,
+            }));
+        };
+        let outcome = lease.child.hold_stream(deadline, sink, cancel);
         drop(lease);
         Some(outcome)
     }

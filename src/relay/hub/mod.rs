@@ -32,6 +32,7 @@
 mod instance;
 mod queue;
 mod sessions;
+mod streams;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,14 +42,15 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::random_hex;
 use crate::http_server::ConnectionHandle;
-use crate::wire::{Extensions, FEATURE_CANCEL, RespType, ResponsePayload};
+use crate::wire::{Extensions, FEATURE_CANCEL, FEATURE_STREAMS, RespType, ResponsePayload};
 pub use instance::CLIENT_GONE_GRACE;
 use instance::{FORGET_INSTANCE_AFTER, Instance};
 use queue::{CancelOrder, Item};
 pub use queue::{CommandBody, Delivered, POLL_ANSWER_BUDGET, now_rfc3339};
-use queue::{Queued, take_eligible};
+use queue::{Queued, StreamSpec, take_eligible};
 use serde_json::Value;
 use sessions::{SessionTable, session_of};
+pub use streams::{STREAM_BUFFER_BYTES, StreamKind, slow_readers_cut};
 
 /// How often a waiting long-poll checks that its poller is still connected.
 const GONE_CHECK: Duration = Duration::from_secs(1);
@@ -85,6 +87,9 @@ struct Pending {
     rpc_id: Option<Value>,
     /// Set when it was cancelled, so its connector thread tells that from a dropped request.
     cancelled: Arc<AtomicBool>,
+    /// A `stream` command: counted against the per-tunnel cap, its unread notifications bounded
+    /// by [`STREAM_BUFFER_BYTES`], and its instance told when its caller leaves.
+    stream: bool,
 }
 
 #[derive(Default)]
@@ -104,6 +109,8 @@ pub enum SubmitError {
     QueueFull,
     /// The session belongs to a client instance that is gone: the connector must re-initialize.
     SessionGone,
+    /// The tunnel has as many open streams as `--stream.max-per-tunnel` allows.
+    StreamLimit,
 }
 
 /// Why a response POST was refused.
@@ -282,6 +289,52 @@ impl TunnelHub {
         is_initialize: bool,
         rpc_id: Option<Value>,
     ) -> Result<Ticket, SubmitError> {
+        let fields = (session, is_initialize, rpc_id);
+        self.enqueue(body, deadline, fields, None)
+    }
+
+    /// Queues a `stream` command (our extension, [`FEATURE_STREAMS`]) for an instance that
+    /// announced it, unless `max_open` streams of this tunnel are open already. It must be taken
+    /// by `deadline`; the stream may stay open until `ends`.
+    pub fn submit_stream(
+        self: &Arc<Self>,
+        body: CommandBody,
+        kind: StreamKind,
+        deadline: Instant,
+        ends: Instant,
+        session: Option<&str>,
+        max_open: usize,
+    ) -> Result<Ticket, SubmitError> {
+        if streams::open(self.lock().pending.values().map(|p| p.stream)) >= max_open {
+            return Err(SubmitError::StreamLimit);
+        }
+        let spec = StreamSpec {
+            kind: kind.as_str(),
+            ends,
+        };
+        self.enqueue(body, deadline, (session, false, None), Some(spec))
+    }
+
+    /// Whether a stream for `session` could be handed out now: the instance holding the session
+    /// (or, for an unbound one, any live instance) announced [`FEATURE_STREAMS`]. Without one the
+    /// connector keeps the contract's behaviour.
+    pub fn streams_available(&self, session: Option<&str>) -> bool {
+        let inner = self.lock();
+        let now = Instant::now();
+        let streams = |i: &Instance| self.alive(i, now) && i.extensions.has(FEATURE_STREAMS);
+        match session.and_then(|s| inner.sessions.owner(s)) {
+            Some(owner) => inner.instances.get(owner).is_some_and(streams),
+            None => inner.instances.values().any(streams),
+        }
+    }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        body: CommandBody,
+        deadline: Instant,
+        (session, is_initialize, rpc_id): (Option<&str>, bool, Option<Value>),
+        stream: Option<StreamSpec>,
+    ) -> Result<Ticket, SubmitError> {
         let now = Instant::now();
         let mut inner = self.lock();
         if !inner.instances.values().any(|i| self.alive(i, now)) {
@@ -324,6 +377,7 @@ impl TunnelHub {
                 session: session.map(str::to_string),
                 rpc_id,
                 cancelled: Arc::clone(&cancelled),
+                stream: stream.is_some(),
             },
         );
         inner.queue.push_back(Queued {
@@ -331,6 +385,7 @@ impl TunnelHub {
             deadline,
             affinity,
             body,
+            stream,
         });
         drop(inner);
         self.queued.notify_all();
@@ -401,7 +456,11 @@ impl TunnelHub {
             let taken = if ask.cancels_only {
                 Vec::new()
             } else {
-                take_eligible(&mut inner.queue, instance, limit)
+                let streams = inner
+                    .instances
+                    .get(instance)
+                    .is_some_and(|me| me.extensions.has(FEATURE_STREAMS));
+                take_eligible(&mut inner.queue, instance, streams, limit)
             };
             let now = Instant::now();
             let left = deadline.map(|d| d.saturating_duration_since(now));
@@ -484,7 +543,15 @@ impl TunnelHub {
         if !payload.resp_type.is_terminal() {
             let size = payload_bytes(&payload);
             let held = pending.buffered.load(Ordering::SeqCst);
-            if held > 0 && held.saturating_add(size) > NOTIFY_BUFFER_BYTES {
+            let bound = if pending.stream {
+                STREAM_BUFFER_BYTES
+            } else {
+                NOTIFY_BUFFER_BYTES
+            };
+            if held > 0 && held.saturating_add(size) > bound {
+                if pending.stream {
+                    streams::cut_slow_reader(&payload.request_id, held);
+                }
                 // The connector does not take what it is sent: drop the request. Its thread
                 // sees the channel end; this and every later POST for it get 404.
                 log::warn!(
@@ -541,10 +608,11 @@ impl TunnelHub {
         let Some(instance) = pending.instance else {
             return Cancelled::Forgotten; // in a poll answer being written: requeue skips it
         };
+        // A stream's instance always hears of it: it holds the stream open until told.
         let Some(me) = inner
             .instances
             .get_mut(&instance)
-            .filter(|i| i.extensions.has(FEATURE_CANCEL))
+            .filter(|i| i.extensions.has(FEATURE_CANCEL) || pending.stream)
         else {
             return Cancelled::Forgotten;
         };

@@ -29,6 +29,16 @@ pub(super) struct Queued {
     /// Only this instance may take it (process affinity).
     pub(super) affinity: Option<String>,
     pub(super) body: CommandBody,
+    /// A `stream` command (our extension): only for instances that announced
+    /// [`crate::wire::FEATURE_STREAMS`].
+    pub(super) stream: Option<StreamSpec>,
+}
+
+/// What a queued `stream` command adds: its kind (the `stream` field) and when the stream must
+/// end at the latest (its `response_timeout` is the time left until then).
+pub(super) struct StreamSpec {
+    pub(super) kind: &'static str,
+    pub(super) ends: Instant,
 }
 
 impl Queued {
@@ -105,6 +115,8 @@ struct WireCommand<'a> {
     headers: &'a BTreeMap<String, Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     jsonrpc: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
 }
 
 impl Delivered {
@@ -135,7 +147,8 @@ impl Delivered {
                 return serde_json::to_string(&wire).unwrap_or_default();
             }
         };
-        let left = q.deadline.saturating_duration_since(Instant::now());
+        let ends = q.stream.as_ref().map_or(q.deadline, |s| s.ends);
+        let left = ends.saturating_duration_since(Instant::now());
         let wire = WireCommand {
             request_id: &q.request_id,
             shard_token,
@@ -145,6 +158,7 @@ impl Delivered {
             response_timeout: format!("{}ms", left.as_millis()),
             headers: &q.body.headers,
             jsonrpc: q.body.jsonrpc.as_deref(),
+            stream: q.stream.as_ref().map(|s| s.kind),
         };
         // Plain strings, a string map and already-valid raw JSON: serializing cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
@@ -153,10 +167,12 @@ impl Delivered {
 
 /// Takes up to `limit` commands `instance` may serve, within [`POLL_ANSWER_BUDGET`] (the first
 /// always), dropping expired ones on the way (their connectors have already given up). Order is
-/// kept: once one command does not fit, later ones wait too.
+/// kept: once one command does not fit, later ones wait too. `stream` commands go only to an
+/// instance that `streams`.
 pub(super) fn take_eligible(
     queue: &mut VecDeque<Queued>,
     instance: &str,
+    streams: bool,
     limit: usize,
 ) -> Vec<Queued> {
     let now = Instant::now();
@@ -168,7 +184,8 @@ pub(super) fn take_eligible(
         if q.deadline <= now {
             continue;
         }
-        let eligible = q.affinity.as_deref().is_none_or(|a| a == instance);
+        let eligible =
+            q.affinity.as_deref().is_none_or(|a| a == instance) && (streams || q.stream.is_none());
         if eligible && !full && taken.len() < limit {
             let size = q.answer_bytes();
             if taken.is_empty() || bytes.saturating_add(size) <= POLL_ANSWER_BUDGET {

@@ -1,0 +1,157 @@
+//! Long-lived event streams at a Streamable HTTP MCP server (a `stream` command, our relay
+//! extension): a 2025 session's standalone `GET` (the command's headers carry its
+//! `Mcp-Session-Id`), or a 2026-07-28 `subscriptions/listen` POST.
+//!
+//! Once the server answers with an event stream, the sink hears "opened" (no message, the
+//! answer's returnable headers), then each JSON-RPC message as it arrives. A server→client
+//! request on the stream is refused at once, as on a call's stream, so nothing waits on the
+//! tunnel. The stream ends with a terminal [`Reply`]: listen's completion result (the response
+//! to its id), or, when the server ends the stream, an empty one (no message). A server that
+//! refuses (any answer that is not a 2xx event stream) has its answer passed on as the terminal
+//! reply, as for a call. The sink returning `false` (the relay no longer takes the stream), the
+//! cancel flag, or the deadline end the upstream request; nothing more is posted then.
+
+use std::io::BufReader;
+use std::time::Instant;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{
+    HttpTransport, MAX_RESPONSE_BODY, budget, content_type, drain, expired, read_json_answer,
+    returnable,
+};
+use crate::failure::Failure;
+use crate::http_client::{self, CancelFlag};
+use crate::mcp::sse::SseReader;
+use crate::mcp::{Headers, Outcome, Reply, StreamSink};
+use crate::wire::{RespType, RpcShape, StreamOpen};
+
+impl HttpTransport {
+    /// Holds one stream open until it ends (see the module docs).
+    pub fn stream(
+        &self,
+        open: &StreamOpen,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        sink: &mut StreamSink<'_>,
+        cancel: &CancelFlag,
+    ) -> Outcome {
+        let outcome = http_client::cancellable(cancel, || {
+            self.stream_uncancelled(open, command_headers, deadline, sink)
+        });
+        if cancel.is_cancelled() {
+            return Outcome::Cancelled;
+        }
+        outcome
+    }
+
+    fn stream_uncancelled(
+        &self,
+        open: &StreamOpen,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        sink: &mut StreamSink<'_>,
+    ) -> Outcome {
+        let (result, id) = match open {
+            StreamOpen::Get => {
+                let req = self.with_headers(self.agent.get(&self.url), command_headers);
+                (
+                    http_client::with_timeout(req, budget(deadline)).call(),
+                    None,
+                )
+            }
+            StreamOpen::Listen(message) => {
+                let id = RpcShape::of(message.get())
+                    .and_then(|s| s.id)
+                    .unwrap_or(Value::Null);
+                let req = self.with_headers(self.agent.post(&self.url), command_headers);
+                let sent = http_client::with_timeout(req, budget(deadline))
+                    .header("Content-Type", "application/json")
+                    .send(message.get());
+                (sent, Some(id))
+            }
+        };
+        if expired(deadline) {
+            return Outcome::Expired;
+        }
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let failure = Failure::from_ureq(&e);
+                log::debug!("mcp stream failed to open: {}", failure.describe());
+                return Outcome::Reply(match &id {
+                    Some(id) => Reply::failure(&failure, id),
+                    None => ended(failure.resp_code(), Headers::new()),
+                });
+            }
+        };
+        let status = resp.status().as_u16();
+        let resp_headers = returnable(&resp);
+        if !(200..300).contains(&status) || content_type(&resp) != "text/event-stream" {
+            return Outcome::Reply(match &id {
+                Some(id) => match read_json_answer(resp, status, resp_headers, id) {
+                    Outcome::Reply(reply) => reply,
+                    other => return other,
+                },
+                None => {
+                    drain(resp);
+                    let code = if (200..300).contains(&status) {
+                        502
+                    } else {
+                        status
+                    };
+                    ended(code, resp_headers)
+                }
+            });
+        }
+        if !sink(None, &resp_headers) {
+            return Outcome::Cancelled;
+        }
+        let body = resp.body_mut().as_reader();
+        let mut events = SseReader::new(BufReader::new(body), MAX_RESPONSE_BODY);
+        loop {
+            let event = match events.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) if expired(deadline) => return Outcome::Expired,
+                Ok(None) => return Outcome::Reply(ended(200, resp_headers)),
+                Err(e) => {
+                    log::debug!("mcp stream ended: {}", Failure::from_io(&e).describe());
+                    return Outcome::Reply(ended(200, resp_headers));
+                }
+            };
+            if !event.is_message() || event.data.trim().is_empty() {
+                continue;
+            }
+            let Some((raw, shape)) = RawValue::from_string(event.data)
+                .ok()
+                .and_then(|raw| RpcShape::of(raw.get()).map(|shape| (raw, shape)))
+            else {
+                log::warn!("mcp server sent a stream event that is not a JSON-RPC object; skipped");
+                continue;
+            };
+            if shape.is_notification() {
+                if !sink(Some(raw), &resp_headers) {
+                    return Outcome::Cancelled;
+                }
+            } else if shape.is_call() {
+                self.refuse_server_request(&shape, command_headers, deadline);
+            } else if id.is_some() && shape.id == id {
+                return Outcome::Reply(Reply::upstream(raw, resp_headers, status));
+            } else {
+                log::debug!("mcp server sent a response for another id on a stream; skipped");
+            }
+        }
+    }
+}
+
+/// The terminal reply of a stream that ended without a final message.
+fn ended(resp_code: u16, resp_headers: Headers) -> Reply {
+    Reply {
+        resp_json: None,
+        resp_headers,
+        resp_code,
+        resp_type: RespType::JsonrpcResponse,
+        failure: None,
+    }
+}
