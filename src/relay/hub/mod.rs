@@ -32,6 +32,7 @@
 mod instance;
 mod queue;
 mod sessions;
+mod shared;
 mod streams;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -50,6 +51,7 @@ pub use queue::{CommandBody, Delivered, POLL_ANSWER_BUDGET, now_rfc3339};
 use queue::{Queued, StreamSpec, take_eligible};
 use serde_json::Value;
 use sessions::{SessionTable, session_of};
+pub(crate) use shared::{Shared, take_forwarded};
 pub use streams::{STREAM_BUFFER_BYTES, StreamKind, slow_readers_cut};
 
 /// How often a waiting long-poll checks that its poller is still connected.
@@ -111,6 +113,8 @@ pub enum SubmitError {
     SessionGone,
     /// The tunnel has as many open streams as `--stream.max-per-tunnel` allows.
     StreamLimit,
+    /// The shared store (Redis) cannot be reached.
+    StoreUnavailable,
 }
 
 /// Why a response POST was refused.
@@ -119,6 +123,8 @@ pub enum RespondError {
     /// Unknown request id, wrong shard token, already answered, the connector left, or its
     /// notification buffer overflowed ([`NOTIFY_BUFFER_BYTES`]).
     NotPending,
+    /// The shared store (Redis) cannot be reached: the client should retry.
+    StoreUnavailable,
 }
 
 /// What the connector thread's wait for the next payload ended with.
@@ -162,6 +168,8 @@ pub struct TunnelHub {
     /// Signalled when commands are queued.
     queued: Condvar,
     limits: HubLimits,
+    /// With `--store redis://…`: the queue is in Redis ([`shared`]).
+    shared: Option<Shared>,
 }
 
 /// A queued command's handle for the connector thread. Dropping it withdraws the command
@@ -230,10 +238,16 @@ fn payload_bytes(payload: &ResponsePayload) -> usize {
 
 impl TunnelHub {
     pub fn new(limits: HubLimits) -> Arc<TunnelHub> {
+        TunnelHub::with_store(limits, None)
+    }
+
+    /// A hub whose queue is in the shared store when `shared` is given.
+    pub(crate) fn with_store(limits: HubLimits, shared: Option<Shared>) -> Arc<TunnelHub> {
         Arc::new(TunnelHub {
             inner: Mutex::new(Inner::default()),
             queued: Condvar::new(),
             limits,
+            shared,
         })
     }
 
@@ -246,9 +260,12 @@ impl TunnelHub {
 
     /// Whether any client instance has been seen recently.
     pub fn connected(&self) -> bool {
-        let inner = self.lock();
-        let now = Instant::now();
-        inner.instances.values().any(|i| self.alive(i, now))
+        let local = {
+            let inner = self.lock();
+            let now = Instant::now();
+            inner.instances.values().any(|i| self.alive(i, now))
+        };
+        local || self.shared.as_ref().is_some_and(Shared::connected)
     }
 
     fn alive(&self, instance: &Instance, now: Instant) -> bool {
@@ -319,6 +336,9 @@ impl TunnelHub {
     /// (or, for an unbound one, any live instance) announced [`FEATURE_STREAMS`]. Without one the
     /// connector keeps the contract's behaviour.
     pub fn streams_available(&self, session: Option<&str>) -> bool {
+        if self.shared.is_some() {
+            return false; // not across nodes yet
+        }
         let inner = self.lock();
         let now = Instant::now();
         let streams = |i: &Instance| self.alive(i, now) && i.extensions.has(FEATURE_STREAMS);
@@ -337,7 +357,9 @@ impl TunnelHub {
     ) -> Result<Ticket, SubmitError> {
         let now = Instant::now();
         let mut inner = self.lock();
-        if !inner.instances.values().any(|i| self.alive(i, now)) {
+        // With the shared store, whether a client polls and the queue's room are Redis's.
+        let local = self.shared.is_none();
+        if local && !inner.instances.values().any(|i| self.alive(i, now)) {
             return Err(SubmitError::NotConnected);
         }
         let affinity = match session.and_then(|s| inner.sessions.owner(s)) {
@@ -353,7 +375,7 @@ impl TunnelHub {
             }
             None => None,
         };
-        if inner.queue.len() >= self.limits.queue_capacity {
+        if local && inner.queue.len() >= self.limits.queue_capacity {
             return Err(SubmitError::QueueFull);
         }
         let request_id = format!("req_{}", random_hex(16));
@@ -368,7 +390,10 @@ impl TunnelHub {
         inner.pending.insert(
             request_id.clone(),
             Pending {
-                shard_token: random_hex(16),
+                shard_token: self
+                    .shared
+                    .as_ref()
+                    .map_or_else(|| random_hex(16), Shared::new_token),
                 to_connector,
                 buffered: Arc::clone(&buffered),
                 instance: None,
@@ -380,22 +405,31 @@ impl TunnelHub {
                 stream: stream.is_some(),
             },
         );
-        inner.queue.push_back(Queued {
+        let queued = Queued {
             request_id: request_id.clone(),
             deadline,
             affinity,
             body,
             stream,
-        });
-        drop(inner);
-        self.queued.notify_all();
-        Ok(Ticket {
+        };
+        let ticket = Ticket {
             hub: Arc::clone(self),
             request_id,
             answers,
             buffered,
             cancelled,
-        })
+        };
+        if let Some(shared) = &self.shared {
+            let token = inner.pending[&ticket.request_id].shard_token.clone();
+            drop(inner);
+            // On refusal the ticket's drop forgets the pending command again.
+            shared.enqueue(&queued, &token, self.limits.queue_capacity)?;
+            return Ok(ticket);
+        }
+        inner.queue.push_back(queued);
+        drop(inner);
+        self.queued.notify_all();
+        Ok(ticket)
     }
 
     /// A long-poll by `instance`: waits up to `wait` for commands it may take and returns at most
@@ -428,6 +462,9 @@ impl TunnelHub {
         wait: Duration,
         gone: &dyn Fn() -> bool,
     ) -> Vec<Delivered> {
+        if let Some(shared) = &self.shared {
+            return self.poll_shared(shared, instance, ask, limit, wait, gone);
+        }
         // An unrepresentable deadline (a huge wait) means "no deadline": wait is capped by the
         // caller anyway.
         let deadline = Instant::now().checked_add(wait);
@@ -502,8 +539,19 @@ impl TunnelHub {
     /// write failed before the answer's last byte); withdrawn commands are skipped.
     pub fn requeue(&self, commands: Vec<Delivered>) {
         let mut inner = self.lock();
+        let mut shared_back = Vec::new();
         for d in commands.into_iter().rev() {
             let queued = match d.item {
+                Item::Work {
+                    queued,
+                    shard_token,
+                } if self.shared.is_some() => {
+                    if let Some(pending) = inner.pending.get_mut(&queued.request_id) {
+                        pending.instance = None;
+                    }
+                    shared_back.insert(0, (queued, shard_token));
+                    continue;
+                }
                 Item::Work { queued, .. } => queued,
                 Item::Cancel(order) => {
                     if let Some(me) = inner.instances.get_mut(&order.instance) {
@@ -519,6 +567,9 @@ impl TunnelHub {
             inner.queue.push_front(queued);
         }
         drop(inner);
+        if let Some(shared) = &self.shared {
+            shared.put_back(shared_back);
+        }
         self.queued.notify_all();
     }
 
@@ -529,6 +580,13 @@ impl TunnelHub {
         shard_token: &str,
         mut payload: ResponsePayload,
     ) -> Result<(), RespondError> {
+        if let Some(shared) = self.shared.as_ref().filter(|s| !s.is_mine(shard_token)) {
+            return match shared.forward(shard_token, payload) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(RespondError::NotPending),
+                Err(_) => Err(RespondError::StoreUnavailable),
+            };
+        }
         let mut inner = self.lock();
         let Some(pending) = inner
             .pending
@@ -669,6 +727,10 @@ impl TunnelHub {
         let mut inner = self.lock();
         inner.pending.remove(request_id);
         inner.queue.retain(|q| q.request_id != request_id);
+        drop(inner);
+        if let Some(shared) = &self.shared {
+            shared.withdraw(request_id);
+        }
     }
 
     /// Forgets a session binding (after a successful DELETE).

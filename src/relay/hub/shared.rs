@@ -1,0 +1,425 @@
+//! The hub's Redis side (`--store redis://…`): the tunnel's queue lives in Redis, so a command
+//! queued on one relay node can be taken by a poll on another, and a response POST on any node
+//! reaches the connector waiting on the node that queued it.
+//!
+//! What stays in each node's memory: the pending commands of the connectors waiting here (their
+//! channels), the instances that poll here (cancels, affinity), the session table. What is in
+//! Redis (keys and scripts: [`crate::relay::store`]): the queue, which node a command's
+//! connector waits on (the node id is the shard token's prefix, `node.random`), the shard token
+//! of every waiting command, whether any node has a polling client.
+//!
+//! Not shared yet (a later phase): process affinity and minted session ids across nodes,
+//! `cancel` commands for a command delivered by another node, long-lived streams (a node with
+//! the Redis store offers none), leases for commands a dead node delivered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::queue::{CommandBody, Delivered, Item, POLL_ANSWER_BUDGET, Queued, StreamSpec};
+use super::{GONE_CHECK, PollAsk, SubmitError, TunnelHub};
+use crate::crypto::random_hex;
+use crate::relay::store::{self, Store, StoreError};
+use crate::wire::{self, ResponsePayload};
+
+/// How long keys outlive the deadline that made them (clock differences between nodes, a
+/// response POST just at the deadline).
+const KEY_SLACK: Duration = Duration::from_secs(60);
+/// How long a forwarded response waits in a node's list for that node to take it.
+const FORWARD_TTL: Duration = Duration::from_secs(60);
+
+/// One tunnel's handle on the shared store.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) tunnel: String,
+    /// The Redis values of commands queued from here, so a withdrawal can remove them.
+    values: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+/// A queued command as stored in Redis: `request_id\n` then this as JSON.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    tok: String,
+    /// Unix milliseconds.
+    deadline: u64,
+    command_type: String,
+    channel: String,
+    headers: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jsonrpc: Option<Box<RawValue>>,
+    created_at: String,
+}
+
+/// A response posted on another node, in the waiting node's list.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Forwarded {
+    pub(crate) tunnel: String,
+    pub(crate) token: String,
+    pub(crate) payload: ResponsePayload,
+}
+
+fn unix_ms(at: Instant) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = if at >= Instant::now() {
+        now + at.saturating_duration_since(Instant::now())
+    } else {
+        now.saturating_sub(Instant::now().saturating_duration_since(at))
+    };
+    u64::try_from(at.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn instant_of(ms: u64) -> Instant {
+    let now_ms = unix_ms(Instant::now());
+    Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms))
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
+
+/// The wire's command types as the `&'static str` a [`CommandBody`] holds.
+fn command_type(text: &str) -> &'static str {
+    [
+        wire::COMMAND_SESSION_TERMINATION,
+        wire::COMMAND_OAUTH_DISCOVERY,
+        wire::COMMAND_STREAM,
+    ]
+    .into_iter()
+    .find(|t| *t == text)
+    .unwrap_or(wire::COMMAND_JSONRPC)
+}
+
+impl Shared {
+    pub(crate) fn new(store: Arc<Store>, tunnel: &str) -> Shared {
+        Shared {
+            store,
+            tunnel: tunnel.to_string(),
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A shard token naming this node.
+    pub(super) fn new_token(&self) -> String {
+        format!("{}.{}", self.store.node(), random_hex(16))
+    }
+
+    /// Whether `token` was issued by this node (its connector waits here).
+    pub(super) fn is_mine(&self, token: &str) -> bool {
+        token
+            .split_once('.')
+            .is_some_and(|(n, _)| n == self.store.node())
+    }
+
+    fn encode(q: &Queued, token: &str) -> Vec<u8> {
+        let stored = Stored {
+            tok: token.to_string(),
+            deadline: unix_ms(q.deadline),
+            command_type: q.body.command_type.to_string(),
+            channel: q.body.channel.clone(),
+            headers: q.body.headers.clone(),
+            jsonrpc: q.body.jsonrpc.clone(),
+            created_at: q.body.created_at.clone(),
+        };
+        let json = serde_json::to_string(&stored).unwrap_or_default();
+        format!("{}\n{json}", q.request_id).into_bytes()
+    }
+
+    fn decode(value: &[u8]) -> Option<(Queued, String)> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (request_id, json) = text.split_once('\n')?;
+        let s: Stored = serde_json::from_str(json).ok()?;
+        let queued = Queued {
+            request_id: request_id.to_string(),
+            deadline: instant_of(s.deadline),
+            affinity: None,
+            body: CommandBody {
+                command_type: command_type(&s.command_type),
+                channel: s.channel,
+                headers: s.headers,
+                jsonrpc: s.jsonrpc,
+                created_at: s.created_at,
+            },
+            stream: None::<StreamSpec>,
+        };
+        Some((queued, s.tok))
+    }
+
+    /// Queues `q` in Redis: refused when no node has a polling client or the tunnel's queue is
+    /// full cluster-wide.
+    pub(super) fn enqueue(
+        &self,
+        q: &Queued,
+        token: &str,
+        capacity: usize,
+    ) -> Result<(), SubmitError> {
+        let value = Self::encode(q, token);
+        let ttl = millis(q.deadline.saturating_duration_since(Instant::now()) + KEY_SLACK);
+        let keys = [
+            store::queue_key(&self.tunnel),
+            store::alive_key(&self.tunnel),
+            store::pending_key(&q.request_id),
+        ];
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let capacity = capacity.to_string();
+        let args: [&[u8]; 5] = [
+            capacity.as_bytes(),
+            &value,
+            token.as_bytes(),
+            ttl.as_bytes(),
+            ttl.as_bytes(),
+        ];
+        let reply = self.store.eval(store::ENQUEUE, &keys, &args);
+        match reply.map(|r| r.as_int()) {
+            Ok(Some(1)) => {
+                self.lock_values().insert(q.request_id.clone(), value);
+                Ok(())
+            }
+            Ok(Some(0)) => Err(SubmitError::NotConnected),
+            Ok(Some(_)) => Err(SubmitError::QueueFull),
+            Ok(None) | Err(_) => Err(SubmitError::StoreUnavailable),
+        }
+    }
+
+    fn lock_values(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.values.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes up to `limit` commands, waiting up to `block` for the first.
+    fn take(&self, limit: usize, block: Duration) -> Result<Vec<(Queued, String)>, StoreError> {
+        let queue = store::queue_key(&self.tunnel);
+        let mut taken = self.take_more(&queue, limit, None)?;
+        if taken.is_empty() && block >= Duration::from_millis(10) && limit > 0 {
+            let secs = format!("{:.3}", block.as_secs_f64());
+            let reply = self
+                .store
+                .call_waiting(&[b"BLPOP", queue.as_bytes(), secs.as_bytes()], block)?;
+            let popped = reply
+                .into_array()
+                .into_iter()
+                .nth(1)
+                .and_then(|r| r.into_bytes());
+            if let Some(first) = popped.as_deref().and_then(Self::decode) {
+                taken = self.take_more(&queue, limit - 1, Some(first))?;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// The [`store::TAKE`] script; `first` (taken by `BLPOP`) is kept if its connector still
+    /// waits.
+    fn take_more(
+        &self,
+        queue: &str,
+        limit: usize,
+        first: Option<(Queued, String)>,
+    ) -> Result<Vec<(Queued, String)>, StoreError> {
+        let budget = POLL_ANSWER_BUDGET.to_string();
+        let (check, bytes) = match &first {
+            Some((q, tok)) => (q.request_id.clone(), Self::encode(q, tok).len()),
+            None => (String::new(), 0),
+        };
+        let (limit, bytes) = (limit.to_string(), bytes.to_string());
+        let args: [&[u8]; 4] = [
+            limit.as_bytes(),
+            budget.as_bytes(),
+            bytes.as_bytes(),
+            check.as_bytes(),
+        ];
+        let mut reply = self
+            .store
+            .eval(store::TAKE, &[queue.as_bytes()], &args)?
+            .into_array()
+            .into_iter();
+        let first_pending = reply.next().and_then(|r| r.as_int()) == Some(1);
+        let mut out: Vec<(Queued, String)> = first.filter(|_| first_pending).into_iter().collect();
+        let now = Instant::now();
+        out.extend(
+            reply
+                .filter_map(|r| r.into_bytes())
+                .filter_map(|v| Self::decode(&v))
+                .filter(|(q, _)| q.deadline > now),
+        );
+        Ok(out)
+    }
+
+    /// Puts commands whose poll answer could not be written back at the queue's head.
+    pub(super) fn put_back(&self, commands: Vec<(Queued, String)>) {
+        let queue = store::queue_key(&self.tunnel);
+        for (q, token) in commands.into_iter().rev() {
+            let value = Self::encode(&q, &token);
+            if let Err(e) = self.store.call(&[b"LPUSH", queue.as_bytes(), &value]) {
+                log::warn!("request {}: could not requeue: {e}", q.request_id);
+            }
+        }
+    }
+
+    /// Some node has a polling client of this tunnel for `client_timeout` from now.
+    fn touch_alive(&self, client_timeout: Duration) {
+        let key = store::alive_key(&self.tunnel);
+        let ttl = millis(client_timeout);
+        let _ = self
+            .store
+            .call(&[b"SET", key.as_bytes(), b"1", b"PX", ttl.as_bytes()]);
+    }
+
+    /// Whether a client polled this tunnel on any node recently.
+    pub(super) fn connected(&self) -> bool {
+        let key = store::alive_key(&self.tunnel);
+        let reply = self.store.call(&[b"EXISTS", key.as_bytes()]);
+        reply.ok().and_then(|r| r.as_int()) == Some(1)
+    }
+
+    /// Forgets a command queued from here, wherever it is.
+    pub(super) fn withdraw(&self, request_id: &str) {
+        let value = self.lock_values().remove(request_id).unwrap_or_default();
+        let keys = [
+            store::queue_key(&self.tunnel),
+            store::pending_key(request_id),
+        ];
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        if let Err(e) = self.store.eval(store::WITHDRAW, &keys, &[&value]) {
+            log::debug!("request {request_id}: withdrawal not recorded in Redis: {e}");
+        }
+    }
+
+    /// A response POST for a command whose connector waits on another node: checked against
+    /// the command's shard token and put in that node's list. `Ok(false)`: not pending.
+    pub(super) fn forward(
+        &self,
+        token: &str,
+        payload: ResponsePayload,
+    ) -> Result<bool, StoreError> {
+        let Some((node, _)) = token.split_once('.') else {
+            return Ok(false);
+        };
+        let terminal = if payload.resp_type.is_terminal() {
+            "1"
+        } else {
+            "0"
+        };
+        let keys = [
+            store::pending_key(&payload.request_id),
+            store::responses_key(node),
+        ];
+        let message = serde_json::to_vec(&Forwarded {
+            tunnel: self.tunnel.clone(),
+            token: token.to_string(),
+            payload,
+        })
+        .unwrap_or_default();
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let ttl = millis(FORWARD_TTL);
+        let args: [&[u8]; 4] = [
+            token.as_bytes(),
+            &message,
+            ttl.as_bytes(),
+            terminal.as_bytes(),
+        ];
+        let reply = self.store.eval(store::FORWARD, &keys, &args)?;
+        Ok(reply.as_int() == Some(1))
+    }
+}
+
+/// Waits up to `block` for responses posted on other nodes for connectors waiting on this one.
+pub(crate) fn take_forwarded(store: &Store, block: Duration) -> Result<Vec<Forwarded>, StoreError> {
+    let key = store::responses_key(store.node());
+    let secs = format!("{:.3}", block.as_secs_f64().max(0.01));
+    let reply = store.call_waiting(&[b"BLPOP", key.as_bytes(), secs.as_bytes()], block)?;
+    let message = reply
+        .into_array()
+        .into_iter()
+        .nth(1)
+        .and_then(|r| r.into_bytes());
+    Ok(message
+        .and_then(|m| serde_json::from_slice(&m).ok())
+        .into_iter()
+        .collect())
+}
+
+impl TunnelHub {
+    /// [`TunnelHub::poll_with`] with the queue in Redis.
+    pub(super) fn poll_shared(
+        &self,
+        shared: &Shared,
+        instance: &str,
+        ask: PollAsk,
+        limit: usize,
+        wait: Duration,
+        gone: &dyn Fn() -> bool,
+    ) -> Vec<Delivered> {
+        let deadline = Instant::now().checked_add(wait);
+        {
+            let mut inner = self.lock();
+            let me = inner.instances.entry(instance.to_string()).or_default();
+            me.waiting_polls += 1;
+            me.affine_channels = ask.affine_channels;
+            me.extensions = ask.extensions;
+            me.last_seen = Some(Instant::now());
+        }
+        let (mut cancels, mut taken) = (Vec::new(), Vec::new());
+        loop {
+            if gone() {
+                break;
+            }
+            shared.touch_alive(self.limits.client_timeout);
+            cancels = self
+                .lock()
+                .instances
+                .get_mut(instance)
+                .map(|me| me.cancels.drain(..).collect())
+                .unwrap_or_default();
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let block = if cancels.is_empty() {
+                left.unwrap_or(GONE_CHECK).min(GONE_CHECK)
+            } else {
+                Duration::ZERO
+            };
+            let store_down = if ask.cancels_only {
+                true // nothing to take: wait on the condition variable below
+            } else {
+                match shared.take(limit, block) {
+                    Ok(t) => {
+                        taken = t;
+                        false
+                    }
+                    Err(_) => true,
+                }
+            };
+            if !cancels.is_empty() || !taken.is_empty() || left == Some(Duration::ZERO) {
+                break;
+            }
+            if store_down && !block.is_zero() {
+                let inner = self.lock();
+                drop(self.queued.wait_timeout(inner, block));
+            }
+        }
+        shared.touch_alive(self.limits.client_timeout);
+        let mut inner = self.lock();
+        let me = inner.instances.entry(instance.to_string()).or_default();
+        me.waiting_polls -= 1;
+        me.last_seen = Some(Instant::now());
+        let mut out: Vec<Delivered> = cancels
+            .into_iter()
+            .map(|order| Delivered {
+                item: Item::Cancel(order),
+            })
+            .collect();
+        for (queued, shard_token) in taken {
+            if let Some(pending) = inner.pending.get_mut(&queued.request_id) {
+                pending.instance = Some(instance.to_string());
+            }
+            out.push(Delivered {
+                item: Item::Work {
+                    queued,
+                    shard_token,
+                },
+            });
+        }
+        out
+    }
+}
