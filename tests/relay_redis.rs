@@ -1,0 +1,253 @@
+//! Several relay nodes sharing their queues in one real Redis (`--store redis://…`): a command
+//! queued on one node is taken by a poll on another and answered through either; two clients
+//! polling two nodes never execute a command twice; while Redis is down connectors get 503
+//! `tunnel_transport_unavailable` with `Retry-After` and `/healthz` says so, and everything works
+//! again once Redis is back. Every key the relays leave in Redis has a TTL.
+//!
+//! A real `redis-server` on a free loopback port (tests/support/redis.rs), installed by the test
+//! set-up (tests/setup-deps.sh); without it the tests print "skipped" and pass.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{
+    Connector, FakeMcp, HttpAnswer, PROMPTLY, Poller, RedisServer, Relay, RelayBuilder, TempDir,
+    Tunnel, add_tunnel, http_get, redis_installed, request_id_of, rpc_request, tool_call,
+    tunnel_client,
+};
+
+macro_rules! require_redis {
+    () => {
+        if !redis_installed() {
+            println!("skipped: redis-server not installed");
+            return;
+        }
+    };
+}
+
+/// One Redis, one tunnel, and relay nodes sharing them.
+struct Cluster {
+    redis: RedisServer,
+    tunnel: Tunnel,
+    nodes: Vec<Relay>,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    fn start(nodes: usize) -> Cluster {
+        let redis = RedisServer::start();
+        let dir = TempDir::new("relay-redis");
+        let tunnel = add_tunnel(&dir.tunnels_file(), "shared");
+        let nodes = (0..nodes)
+            .map(|_| {
+                RelayBuilder::new(&dir.tunnels_file())
+                    .option("--store", &redis.url())
+                    .option("--connector.timeout", "8s")
+                    .start()
+            })
+            .collect();
+        Cluster {
+            redis,
+            tunnel,
+            nodes,
+            _dir: dir,
+        }
+    }
+
+    fn connector(&self, node: usize) -> Connector {
+        Connector::new(&self.nodes[node], &self.tunnel)
+    }
+
+    fn poller(&self, node: usize, instance: &str) -> Poller {
+        let t = &self.tunnel;
+        Poller::new(&self.nodes[node], &t.id, &t.runtime_key, instance)
+    }
+
+    /// Every key in Redis, with its remaining TTL in ms (-1: none).
+    fn keys_and_ttls(&self) -> Vec<(String, i64)> {
+        let reply = self.redis.command("KEYS *");
+        let keys: Vec<String> = reply
+            .lines()
+            .filter(|l| !l.starts_with('*') && !l.starts_with('$') && !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                let ttl = self.redis.command(&format!("PTTL {k}"));
+                let ttl = ttl.trim().trim_start_matches(':').parse().unwrap_or(-3);
+                (k, ttl)
+            })
+            .collect()
+    }
+}
+
+fn in_background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Background<T> {
+    Background(thread::spawn(work))
+}
+
+struct Background<T>(thread::JoinHandle<T>);
+
+impl<T> Background<T> {
+    fn join(self) -> T {
+        self.0.join().expect("the background request panicked")
+    }
+}
+
+fn assert_result(answer: &HttpAnswer, id: &Value) {
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    let message = if answer.is_event_stream() {
+        answer.events.last().expect("an event").message.clone()
+    } else {
+        answer.json()
+    };
+    assert_eq!(&message["id"], id, "{answer:#?}");
+    assert!(message.get("result").is_some(), "{answer:#?}");
+}
+
+#[test]
+fn a_command_queued_on_one_node_is_taken_and_answered_on_another() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let poller = cluster.poller(1, "client-b");
+    poller.register_as_connected();
+    let connector = cluster.connector(0);
+    let call = in_background(move || connector.post(&rpc_request("p-1", "ping", json!({}))));
+    let command = poller.take_one_command();
+    assert_eq!(command["jsonrpc"]["id"], "p-1");
+    let token = command["shard_token"].as_str().unwrap();
+    // A wrong shard token is refused on the answering node, not forwarded.
+    let mut forged = support::result_payload(&command, json!({}));
+    forged["request_id"] = json!(request_id_of(&command));
+    assert_eq!(
+        poller.post_response("x.forged", &forged).status,
+        404,
+        "a forged shard token"
+    );
+    assert!(
+        token.contains('.'),
+        "the token names the waiting node: {token}"
+    );
+    let posted = poller.answer_with_result(&command, json!({"from": "b"}));
+    assert_eq!(posted.status, 200, "{posted:#?}");
+    let answer = call.join();
+    assert_result(&answer, &json!("p-1"));
+    // A second answer finds nothing pending, whichever node it is posted to.
+    let again = cluster
+        .poller(0, "client-b")
+        .answer_with_result(&command, json!({}));
+    assert_eq!(again.status, 404, "{again:#?}");
+    assert_eq!(
+        poller.answer_with_result(&command, json!({})).status,
+        404,
+        "answered twice"
+    );
+    for (key, ttl) in cluster.keys_and_ttls() {
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[test]
+fn a_real_client_polling_one_node_serves_connectors_on_the_other() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    let _client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let answer = connector.post(&tool_call(7, "echo"));
+    assert_result(&answer, &json!(7));
+}
+
+#[test]
+fn two_clients_polling_two_nodes_execute_each_command_exactly_once() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    let _a = tunnel_client(&cluster.nodes[0], &cluster.tunnel, mcp.url()).spawn();
+    let _b = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    cluster.connector(1).wait_until_client_connected();
+    const CALLS: usize = 40;
+    let callers: Vec<_> = (0..4)
+        .map(|worker| {
+            let connector = cluster.connector(worker % 2);
+            in_background(move || {
+                (0..CALLS / 4)
+                    .map(|i| {
+                        let id = json!(format!("c-{worker}-{i}"));
+                        (id.clone(), connector.post(&tool_call(id, "count")))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for caller in callers {
+        for (id, answer) in caller.join() {
+            assert_result(&answer, &id);
+        }
+    }
+    let mut executions: BTreeMap<String, usize> = BTreeMap::new();
+    for call in mcp.calls() {
+        if call.rpc_method().as_deref() == Some("tools/call") {
+            let id = call.rpc_id().unwrap_or_default().to_string();
+            *executions.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(executions.len(), CALLS, "{executions:?}");
+    let twice: Vec<_> = executions.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "executed more than once: {twice:?}");
+}
+
+#[test]
+fn while_redis_is_down_connectors_get_503_and_it_recovers_by_itself() {
+    require_redis!();
+    let mut cluster = Cluster::start(1);
+    let mcp = FakeMcp::start();
+    let _client = tunnel_client(&cluster.nodes[0], &cluster.tunnel, mcp.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let healthz = format!("{}/healthz", cluster.nodes[0].base_url());
+    assert_eq!(http_get(&healthz, &[]).status, 200);
+
+    cluster.redis.stop();
+    let answer = connector.post(&tool_call(1, "echo"));
+    assert_eq!(answer.status, 503, "{answer:#?}");
+    assert_eq!(
+        answer.error_code().as_deref(),
+        Some("tunnel_transport_unavailable"),
+        "{answer:#?}"
+    );
+    assert_eq!(answer.header("Retry-After"), Some("1"), "{answer:#?}");
+    let health = http_get(&healthz, &[]);
+    assert_eq!(health.status, 503, "{health:#?}");
+    assert!(health.body.contains("redis unavailable"), "{health:#?}");
+    let log = cluster.nodes[0].output();
+    assert!(
+        !log.contains(&cluster.tunnel.runtime_key),
+        "a key in the log"
+    );
+
+    cluster.redis.restart();
+    // The client's next poll marks it connected again; until then: not connected.
+    let deadline = Instant::now() + PROMPTLY;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = json!(format!("after-{attempt}"));
+        let answer = connector.post(&tool_call(id.clone(), "echo"));
+        if answer.status == 200 {
+            assert_result(&answer, &id);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within {PROMPTLY:?}: {answer:#?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(&healthz, &[]).status, 200);
+}
