@@ -28,6 +28,8 @@ use crate::wire::{self, ResponsePayload};
 /// How long keys outlive the deadline that made them (clock differences between nodes, a
 /// response POST just at the deadline).
 const KEY_SLACK: Duration = Duration::from_secs(60);
+/// Shortest wait worth a `BLPOP` (its timeout has millisecond resolution; 0 would block forever).
+const MIN_BLOCK: Duration = Duration::from_millis(10);
 /// How long a forwarded response waits in a node's list for that node to take it.
 const FORWARD_TTL: Duration = Duration::from_secs(60);
 
@@ -193,7 +195,7 @@ impl Shared {
     fn take(&self, limit: usize, block: Duration) -> Result<Vec<(Queued, String)>, StoreError> {
         let queue = store::queue_key(&self.tunnel);
         let mut taken = self.take_more(&queue, limit, None)?;
-        if taken.is_empty() && block >= Duration::from_millis(10) && limit > 0 {
+        if taken.is_empty() && block >= MIN_BLOCK && limit > 0 {
             let secs = format!("{:.3}", block.as_secs_f64());
             let reply = self
                 .store
@@ -379,13 +381,15 @@ impl TunnelHub {
             } else {
                 Duration::ZERO
             };
-            let store_down = if ask.cancels_only {
-                true // nothing to take: wait on the condition variable below
+            // Whether this round still has to wait: it took nothing without blocking in Redis
+            // (only cancels asked for, a block too short for BLPOP, or Redis down).
+            let wait_here = if ask.cancels_only || limit == 0 {
+                true
             } else {
                 match shared.take(limit, block) {
                     Ok(t) => {
                         taken = t;
-                        false
+                        block < MIN_BLOCK
                     }
                     Err(_) => true,
                 }
@@ -393,7 +397,7 @@ impl TunnelHub {
             if !cancels.is_empty() || !taken.is_empty() || left == Some(Duration::ZERO) {
                 break;
             }
-            if store_down && !block.is_zero() {
+            if wait_here && !block.is_zero() {
                 let inner = self.lock();
                 drop(self.queued.wait_timeout(inner, block));
             }

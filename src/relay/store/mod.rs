@@ -78,11 +78,12 @@ impl fmt::Display for StoreUrl {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        write!(
-            f,
-            "{scheme}://{auth}{}:{}/{}",
-            self.host, self.port, self.db
-        )
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{scheme}://{auth}{}:{}/{}", host, self.port, self.db)
     }
 }
 
@@ -123,15 +124,25 @@ impl StoreSpec {
                 (user, password)
             }
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| "the port must be a number".to_string())?,
-            ),
-            None => (hostport, 6379),
+        // `[v6]:port`, `[v6]`, `host:port` or `host`.
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(v6) => {
+                let (h, rest) = v6
+                    .split_once(']')
+                    .ok_or_else(|| "an IPv6 address needs its closing ]".to_string())?;
+                (h, rest.strip_prefix(':'))
+            }
+            None => match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            },
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| "the port must be a number".to_string())?,
+            None => 6379,
+        };
         if host.is_empty() {
             return Err("names no host".into());
         }
