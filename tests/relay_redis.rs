@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Connector, FakeMcp, HttpAnswer, PROMPTLY, Poller, RedisServer, Relay, RelayBuilder, TempDir,
-    Tunnel, add_tunnel, http_get, redis_installed, request_id_of, rpc_request, tool_call,
-    tunnel_client,
+    Connector, FakeMcp, HttpAnswer, McpReply, PROMPTLY, Poller, RedisServer, Relay, RelayBuilder,
+    Stub, TempDir, Tunnel, add_tunnel, http_get, redis_installed, request_id_of, rpc_request,
+    tool_call, tunnel_client,
 };
 
 macro_rules! require_redis {
@@ -39,15 +39,23 @@ struct Cluster {
 
 impl Cluster {
     fn start(nodes: usize) -> Cluster {
+        Cluster::start_with(nodes, &[])
+    }
+
+    /// `nodes` relay nodes with `options` besides `--store`.
+    fn start_with(nodes: usize, options: &[(&str, &str)]) -> Cluster {
         let redis = RedisServer::start();
         let dir = TempDir::new("relay-redis");
         let tunnel = add_tunnel(&dir.tunnels_file(), "shared");
         let nodes = (0..nodes)
             .map(|_| {
-                RelayBuilder::new(&dir.tunnels_file())
+                let mut builder = RelayBuilder::new(&dir.tunnels_file())
                     .option("--store", &redis.url())
-                    .option("--connector.timeout", "8s")
-                    .start()
+                    .option("--connector.timeout", "8s");
+                for (flag, value) in options {
+                    builder = builder.option(flag, value);
+                }
+                builder.start()
             })
             .collect();
         Cluster {
@@ -250,4 +258,120 @@ fn while_redis_is_down_connectors_get_503_and_it_recovers_by_itself() {
         thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(http_get(&healthz, &[]).status, 200);
+}
+
+#[test]
+fn notifications_posted_on_another_node_reach_the_caller_in_order() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let stub = Stub::start();
+    let _client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, stub.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let call = rpc_request(
+        9,
+        "tools/call",
+        json!({
+            "name": "progress",
+            "arguments": {"steps": 5, "delay_ms": 20},
+            "_meta": {"progressToken": "t-9"},
+        }),
+    );
+    let answer = connector.post(&call);
+    assert!(answer.is_event_stream(), "{answer:#?}");
+    let messages: Vec<&Value> = answer.events.iter().map(|e| &e.message).collect();
+    assert_eq!(messages.len(), 6, "{answer:#?}");
+    for (step, message) in messages[..5].iter().enumerate() {
+        assert_eq!(message["method"], "notifications/progress", "{answer:#?}");
+        assert_eq!(
+            message["params"]["progress"],
+            step as u64 + 1,
+            "{answer:#?}"
+        );
+    }
+    assert_eq!(messages[5]["id"], 9, "{answer:#?}");
+}
+
+#[test]
+fn queue_capacity_holds_per_tunnel_across_the_nodes() {
+    require_redis!();
+    let cluster = Cluster::start_with(2, &[("--queue-capacity", "2")]);
+    let poller = cluster.poller(1, "client-b");
+    poller.register_as_connected();
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let connector = cluster.connector(0);
+            in_background(move || connector.post(&rpc_request(format!("q-{i}"), "ping", json!({}))))
+        })
+        .collect();
+    cluster.nodes[0].wait_until_queued(&cluster.tunnel.id, 2);
+    let refused = cluster
+        .connector(1)
+        .post(&rpc_request("q-2", "ping", json!({})));
+    assert_eq!(refused.status, 503, "{refused:#?}");
+    assert_eq!(refused.error_code().as_deref(), Some("tunnel_queue_full"));
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    let mut answered = 0;
+    let deadline = Instant::now() + PROMPTLY;
+    while answered < 2 {
+        for command in poller.take_commands(2, 1000) {
+            assert_eq!(poller.answer_with_result(&command, json!({})).status, 200);
+            answered += 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queued commands were not delivered"
+        );
+    }
+    for call in waiting {
+        assert_eq!(call.join().status, 200);
+    }
+}
+
+#[test]
+fn a_killed_node_fails_only_the_requests_it_held() {
+    require_redis!();
+    let mut cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    mcp.on_tool(
+        "slow",
+        McpReply::result(json!({})).after(Duration::from_millis(1500)),
+    );
+    let _client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    cluster.connector(1).wait_until_client_connected();
+    let on_a = {
+        let connector = cluster.connector(0);
+        thread::spawn(move || connector.post(&tool_call("on-a", "slow")))
+    };
+    let on_b = {
+        let connector = cluster.connector(1);
+        in_background(move || connector.post(&tool_call("on-b", "slow")))
+    };
+    // Both are running at the MCP server (so both were delivered) when node A dies.
+    let deadline = Instant::now() + PROMPTLY;
+    while mcp
+        .calls()
+        .iter()
+        .filter(|c| c.rpc_method().as_deref() == Some("tools/call"))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the calls did not reach the MCP server"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    cluster.nodes[0].stop_and_collect_output();
+    assert!(
+        on_a.join().is_err(),
+        "node A's caller saw its connection dropped"
+    );
+    assert_result(&on_b.join(), &json!("on-b"));
+    // Node B keeps serving.
+    assert_result(
+        &cluster.connector(1).post(&tool_call("after", "echo")),
+        &json!("after"),
+    );
 }
