@@ -375,3 +375,74 @@ fn a_killed_node_fails_only_the_requests_it_held() {
         &json!("after"),
     );
 }
+
+#[test]
+fn process_affine_sessions_stay_on_their_instance_across_nodes() {
+    require_redis!();
+    let cluster = Cluster::start_with(2, &[("--client-timeout", "1s")]);
+    let affine = r#"{"version":1,"channels":[{"name":"main","proc_affinity":true}]}"#;
+    let x = cluster
+        .poller(1, "x")
+        .with_header("X-Tunnel-MCP-Server-Info", affine);
+    let y = cluster
+        .poller(0, "y")
+        .with_header("X-Tunnel-MCP-Server-Info", affine);
+    x.register_as_connected();
+    y.register_as_connected();
+    let connector = cluster.connector(0);
+    let init = {
+        let connector = connector.clone();
+        in_background(move || {
+            connector.post(&rpc_request(
+                1,
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}),
+            ))
+        })
+    };
+    let command = x.take_one_command();
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+    let init = init.join();
+    assert_eq!(init.status, 200, "{init:#?}");
+    // A stdio server issues no session id: the relay minted one, on the connector's node.
+    let session = init
+        .header("Mcp-Session-Id")
+        .expect("a session id")
+        .to_string();
+    assert!(session.starts_with("mcpt-"), "{session}");
+
+    for round in 0..3 {
+        let id = json!(format!("s-{round}"));
+        let call = {
+            let connector = connector.clone().in_session(&session);
+            let id = id.clone();
+            in_background(move || connector.post(&rpc_request(id, "ping", json!({}))))
+        };
+        // The other instance, on the connector's own node, never gets the session's calls.
+        assert!(y.take_commands(1, 300).is_empty(), "round {round}");
+        let command = x.take_one_command();
+        assert_eq!(command["jsonrpc"]["id"], id);
+        assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+        assert_result(&call.join(), &id);
+    }
+
+    // Once "x" has stopped polling for --client-timeout, its session is gone on every node.
+    let alive = format!("EXISTS mcpt:t:{}:i:x:alive", cluster.tunnel.id);
+    let deadline = Instant::now() + PROMPTLY;
+    while cluster.redis.command(&alive).trim() != ":0" {
+        assert!(Instant::now() < deadline, "x's alive key did not expire");
+        thread::sleep(Duration::from_millis(50));
+    }
+    y.register_as_connected();
+    let gone =
+        cluster
+            .connector(1)
+            .in_session(&session)
+            .post(&rpc_request("late", "ping", json!({})));
+    assert_eq!(gone.status, 404, "{gone:#?}");
+    assert_eq!(gone.error_code().as_deref(), Some("session_not_found"));
+    for (key, ttl) in cluster.keys_and_ttls() {
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}

@@ -356,14 +356,21 @@ impl TunnelHub {
         stream: Option<StreamSpec>,
     ) -> Result<Ticket, SubmitError> {
         let now = Instant::now();
+        // With the shared store: the session's instance and whether the channel is affine.
+        let remote = match &self.shared {
+            Some(s) => Some(s.routing(session, is_initialize.then_some(&*body.channel))?),
+            None => None,
+        };
         let mut inner = self.lock();
         // With the shared store, whether a client polls and the queue's room are Redis's.
         let local = self.shared.is_none();
         if local && !inner.instances.values().any(|i| self.alive(i, now)) {
             return Err(SubmitError::NotConnected);
         }
-        let affinity = match session.and_then(|s| inner.sessions.owner(s)) {
-            Some(instance) => {
+        let affinity = match (&remote, session.and_then(|s| inner.sessions.owner(s))) {
+            // Redis checks that the owner still polls (SessionGone otherwise).
+            (Some((owner, _)), _) => owner.clone(),
+            (None, Some(instance)) => {
                 let alive = inner
                     .instances
                     .get(instance)
@@ -373,7 +380,7 @@ impl TunnelHub {
                 }
                 Some(instance.clone())
             }
-            None => None,
+            (None, None) => None,
         };
         if local && inner.queue.len() >= self.limits.queue_capacity {
             return Err(SubmitError::QueueFull);
@@ -383,10 +390,11 @@ impl TunnelHub {
         let buffered = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicBool::new(false));
         let binds_session = is_initialize
-            && inner
-                .instances
-                .values()
-                .any(|i| i.affine_channels.contains(&body.channel));
+            && (remote.as_ref().is_some_and(|r| r.1)
+                || inner
+                    .instances
+                    .values()
+                    .any(|i| i.affine_channels.contains(&body.channel)));
         inner.pending.insert(
             request_id.clone(),
             Pending {
@@ -627,6 +635,11 @@ impl TunnelHub {
         if let Some(i) = instance.as_ref().and_then(|i| inner.instances.get_mut(i)) {
             i.last_seen = Some(Instant::now());
         }
+        // Delivered by another node: Redis knows which instance took it.
+        let instance = instance.or_else(|| {
+            let shared = self.shared.as_ref().filter(|_| binds_session)?;
+            shared.delivered_to(&payload.request_id)
+        });
         if binds_session
             && payload.resp_type == RespType::JsonrpcResponse
             && let Some(instance) = instance
@@ -640,6 +653,9 @@ impl TunnelHub {
                     .insert("Mcp-Session-Id".to_string(), vec![minted.clone()]);
                 minted
             });
+            if let Some(shared) = &self.shared {
+                shared.bind_session(&session, &instance);
+            }
             inner.sessions.bind(session, instance);
         }
         drop(inner);
@@ -737,6 +753,10 @@ impl TunnelHub {
     pub fn end_session(&self, session: &str) {
         let mut inner = self.lock();
         inner.sessions.end(session);
+        drop(inner);
+        if let Some(shared) = &self.shared {
+            shared.end_session(session);
+        }
     }
 
     /// Commands queued right now (for tests and metrics).

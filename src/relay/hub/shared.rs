@@ -8,8 +8,12 @@
 //! connector waits on (the node id is the shard token's prefix, `node.random`), the shard token
 //! of every waiting command, whether any node has a polling client.
 //!
-//! Not shared yet (a later phase): process affinity and minted session ids across nodes,
-//! `cancel` commands for a command delivered by another node, long-lived streams (a node with
+//! Process affinity across nodes: a poll keeps its instance's and its affine channels' keys
+//! alive; an `initialize` on such a channel binds its session (minted here when the server
+//! issued none) to the instance that took it, in Redis; later commands of the session go to that
+//! instance's own list, which only its polls take from (before the tunnel's list).
+//!
+//! Not shared yet (a later phase): `cancel` commands for a command delivered by another node, long-lived streams (a node with
 //! the Redis store offers none), leases for commands a dead node delivered.
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,8 +41,9 @@ const FORWARD_TTL: Duration = Duration::from_secs(60);
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) tunnel: String,
-    /// The Redis values of commands queued from here, so a withdrawal can remove them.
-    values: Mutex<HashMap<String, Vec<u8>>>,
+    /// The queue and Redis value of each command queued from here, so a withdrawal can remove
+    /// it.
+    values: Mutex<HashMap<String, (String, Vec<u8>)>>,
 }
 
 /// A queued command as stored in Redis: `request_id\n` then this as JSON.
@@ -47,6 +52,9 @@ struct Stored {
     tok: String,
     /// Unix milliseconds.
     deadline: u64,
+    /// Only this instance may take it (process affinity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aff: Option<String>,
     command_type: String,
     channel: String,
     headers: BTreeMap<String, Vec<String>>,
@@ -121,6 +129,7 @@ impl Shared {
         let stored = Stored {
             tok: token.to_string(),
             deadline: unix_ms(q.deadline),
+            aff: q.affinity.clone(),
             command_type: q.body.command_type.to_string(),
             channel: q.body.channel.clone(),
             headers: q.body.headers.clone(),
@@ -138,7 +147,7 @@ impl Shared {
         let queued = Queued {
             request_id: request_id.to_string(),
             deadline: instant_of(s.deadline),
-            affinity: None,
+            affinity: s.aff,
             body: CommandBody {
                 command_type: command_type(&s.command_type),
                 channel: s.channel,
@@ -161,10 +170,21 @@ impl Shared {
     ) -> Result<(), SubmitError> {
         let value = Self::encode(q, token);
         let ttl = millis(q.deadline.saturating_duration_since(Instant::now()) + KEY_SLACK);
+        let (queue, alive) = match &q.affinity {
+            Some(i) => (
+                store::instance_queue_key(&self.tunnel, i),
+                store::instance_alive_key(&self.tunnel, i),
+            ),
+            None => (
+                store::queue_key(&self.tunnel),
+                store::alive_key(&self.tunnel),
+            ),
+        };
         let keys = [
-            store::queue_key(&self.tunnel),
-            store::alive_key(&self.tunnel),
+            queue.clone(),
+            alive,
             store::pending_key(&q.request_id),
+            store::queue_key(&self.tunnel),
         ];
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let capacity = capacity.to_string();
@@ -178,35 +198,50 @@ impl Shared {
         let reply = self.store.eval(store::ENQUEUE, &keys, &args);
         match reply.map(|r| r.as_int()) {
             Ok(Some(1)) => {
-                self.lock_values().insert(q.request_id.clone(), value);
+                self.lock_values()
+                    .insert(q.request_id.clone(), (queue, value));
                 Ok(())
             }
+            Ok(Some(0)) if q.affinity.is_some() => Err(SubmitError::SessionGone),
             Ok(Some(0)) => Err(SubmitError::NotConnected),
             Ok(Some(_)) => Err(SubmitError::QueueFull),
             Ok(None) | Err(_) => Err(SubmitError::StoreUnavailable),
         }
     }
 
-    fn lock_values(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+    fn lock_values(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Vec<u8>)>> {
         self.values.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes up to `limit` commands, waiting up to `block` for the first.
-    fn take(&self, limit: usize, block: Duration) -> Result<Vec<(Queued, String)>, StoreError> {
-        let queue = store::queue_key(&self.tunnel);
-        let mut taken = self.take_more(&queue, limit, None)?;
+    /// Takes up to `limit` commands for `instance` (its own list first), waiting up to `block`
+    /// for the first.
+    fn take(
+        &self,
+        instance: &str,
+        limit: usize,
+        block: Duration,
+    ) -> Result<Vec<(Queued, String)>, StoreError> {
+        let queues = [
+            store::instance_queue_key(&self.tunnel, instance),
+            store::queue_key(&self.tunnel),
+        ];
+        let mut taken = self.take_more(&queues, instance, limit, None)?;
         if taken.is_empty() && block >= MIN_BLOCK && limit > 0 {
             let secs = format!("{:.3}", block.as_secs_f64());
-            let reply = self
-                .store
-                .call_waiting(&[b"BLPOP", queue.as_bytes(), secs.as_bytes()], block)?;
+            let args: [&[u8]; 4] = [
+                b"BLPOP",
+                queues[0].as_bytes(),
+                queues[1].as_bytes(),
+                secs.as_bytes(),
+            ];
+            let reply = self.store.call_waiting(&args, block)?;
             let popped = reply
                 .into_array()
                 .into_iter()
                 .nth(1)
                 .and_then(|r| r.into_bytes());
             if let Some(first) = popped.as_deref().and_then(Self::decode) {
-                taken = self.take_more(&queue, limit - 1, Some(first))?;
+                taken = self.take_more(&queues, instance, limit - 1, Some(first))?;
             }
         }
         Ok(taken)
@@ -216,7 +251,8 @@ impl Shared {
     /// waits.
     fn take_more(
         &self,
-        queue: &str,
+        queues: &[String; 2],
+        instance: &str,
         limit: usize,
         first: Option<(Queued, String)>,
     ) -> Result<Vec<(Queued, String)>, StoreError> {
@@ -226,15 +262,17 @@ impl Shared {
             None => (String::new(), 0),
         };
         let (limit, bytes) = (limit.to_string(), bytes.to_string());
-        let args: [&[u8]; 4] = [
+        let args: [&[u8]; 5] = [
             limit.as_bytes(),
             budget.as_bytes(),
             bytes.as_bytes(),
             check.as_bytes(),
+            instance.as_bytes(),
         ];
+        let keys = [queues[0].as_bytes(), queues[1].as_bytes()];
         let mut reply = self
             .store
-            .eval(store::TAKE, &[queue.as_bytes()], &args)?
+            .eval(store::TAKE, &keys, &args)?
             .into_array()
             .into_iter();
         let first_pending = reply.next().and_then(|r| r.as_int()) == Some(1);
@@ -251,8 +289,11 @@ impl Shared {
 
     /// Puts commands whose poll answer could not be written back at the queue's head.
     pub(super) fn put_back(&self, commands: Vec<(Queued, String)>) {
-        let queue = store::queue_key(&self.tunnel);
         for (q, token) in commands.into_iter().rev() {
+            let queue = match &q.affinity {
+                Some(i) => store::instance_queue_key(&self.tunnel, i),
+                None => store::queue_key(&self.tunnel),
+            };
             let value = Self::encode(&q, &token);
             if let Err(e) = self.store.call(&[b"LPUSH", queue.as_bytes(), &value]) {
                 log::warn!("request {}: could not requeue: {e}", q.request_id);
@@ -260,13 +301,86 @@ impl Shared {
         }
     }
 
-    /// Some node has a polling client of this tunnel for `client_timeout` from now.
-    fn touch_alive(&self, client_timeout: Duration) {
-        let key = store::alive_key(&self.tunnel);
+    /// Some node has a polling client of this tunnel, `instance` polls, and it serves
+    /// `affine` channels, for `client_timeout` from now.
+    fn touch_alive(&self, instance: &str, affine: &[String], client_timeout: Duration) {
+        let mut keys = vec![
+            store::alive_key(&self.tunnel),
+            store::instance_alive_key(&self.tunnel, instance),
+        ];
+        keys.extend(affine.iter().map(|c| store::affine_key(&self.tunnel, c)));
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let ttl = millis(client_timeout);
-        let _ = self
+        let _ = self.store.eval(store::TOUCH, &keys, &[ttl.as_bytes()]);
+    }
+
+    /// Where a command goes: the instance holding `session` (if bound), and whether some
+    /// instance declared `initialize_on` (the channel of an `initialize`) process-affine.
+    pub(super) fn routing(
+        &self,
+        session: Option<&str>,
+        initialize_on: Option<&str>,
+    ) -> Result<(Option<String>, bool), SubmitError> {
+        let owner = match session {
+            Some(s) => self.session_owner(s)?,
+            None => None,
+        };
+        let affine = match initialize_on {
+            Some(channel) => self.affine(channel)?,
+            None => false,
+        };
+        Ok((owner, affine))
+    }
+
+    /// Whether some instance declared `channel` process-affine.
+    fn affine(&self, channel: &str) -> Result<bool, SubmitError> {
+        let key = store::affine_key(&self.tunnel, channel);
+        match self.store.call(&[b"EXISTS", key.as_bytes()]) {
+            Ok(r) => Ok(r.as_int() == Some(1)),
+            Err(_) => Err(SubmitError::StoreUnavailable),
+        }
+    }
+
+    /// The instance holding `session`, if it is bound (its binding renewed).
+    fn session_owner(&self, session: &str) -> Result<Option<String>, SubmitError> {
+        let key = store::session_key(&self.tunnel, session);
+        let ttl = millis(store::SESSION_TTL);
+        match self
             .store
-            .call(&[b"SET", key.as_bytes(), b"1", b"PX", ttl.as_bytes()]);
+            .eval(store::SESSION_OWNER, &[key.as_bytes()], &[ttl.as_bytes()])
+        {
+            Ok(r) => Ok(r.into_bytes().and_then(|b| String::from_utf8(b).ok())),
+            Err(_) => Err(SubmitError::StoreUnavailable),
+        }
+    }
+
+    /// Binds `session` to `instance` for every node.
+    pub(super) fn bind_session(&self, session: &str, instance: &str) {
+        let key = store::session_key(&self.tunnel, session);
+        let ttl = millis(store::SESSION_TTL);
+        let args: [&[u8]; 5] = [
+            b"SET",
+            key.as_bytes(),
+            instance.as_bytes(),
+            b"PX",
+            ttl.as_bytes(),
+        ];
+        if let Err(e) = self.store.call(&args) {
+            log::warn!("session binding not stored: {e}");
+        }
+    }
+
+    /// Forgets a session binding (after a successful DELETE).
+    pub(super) fn end_session(&self, session: &str) {
+        let key = store::session_key(&self.tunnel, session);
+        let _ = self.store.call(&[b"DEL", key.as_bytes()]);
+    }
+
+    /// The instance a command queued here was delivered to, on whichever node.
+    pub(super) fn delivered_to(&self, request_id: &str) -> Option<String> {
+        let key = store::delivered_key(request_id);
+        let reply = self.store.call(&[b"GET", key.as_bytes()]).ok()?;
+        reply.into_bytes().and_then(|b| String::from_utf8(b).ok())
     }
 
     /// Whether a client polled this tunnel on any node recently.
@@ -278,10 +392,14 @@ impl Shared {
 
     /// Forgets a command queued from here, wherever it is.
     pub(super) fn withdraw(&self, request_id: &str) {
-        let value = self.lock_values().remove(request_id).unwrap_or_default();
+        let (queue, value) = self
+            .lock_values()
+            .remove(request_id)
+            .unwrap_or_else(|| (store::queue_key(&self.tunnel), Vec::new()));
         let keys = [
-            store::queue_key(&self.tunnel),
+            queue,
             store::pending_key(request_id),
+            store::delivered_key(request_id),
         ];
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         if let Err(e) = self.store.eval(store::WITHDRAW, &keys, &[&value]) {
@@ -355,6 +473,7 @@ impl TunnelHub {
         gone: &dyn Fn() -> bool,
     ) -> Vec<Delivered> {
         let deadline = Instant::now().checked_add(wait);
+        let affine: Vec<String> = ask.affine_channels.iter().cloned().collect();
         {
             let mut inner = self.lock();
             let me = inner.instances.entry(instance.to_string()).or_default();
@@ -368,7 +487,7 @@ impl TunnelHub {
             if gone() {
                 break;
             }
-            shared.touch_alive(self.limits.client_timeout);
+            shared.touch_alive(instance, &affine, self.limits.client_timeout);
             cancels = self
                 .lock()
                 .instances
@@ -386,7 +505,7 @@ impl TunnelHub {
             let wait_here = if ask.cancels_only || limit == 0 {
                 true
             } else {
-                match shared.take(limit, block) {
+                match shared.take(instance, limit, block) {
                     Ok(t) => {
                         taken = t;
                         block < MIN_BLOCK
@@ -402,7 +521,7 @@ impl TunnelHub {
                 drop(self.queued.wait_timeout(inner, block));
             }
         }
-        shared.touch_alive(self.limits.client_timeout);
+        shared.touch_alive(instance, &affine, self.limits.client_timeout);
         let mut inner = self.lock();
         let me = inner.instances.entry(instance.to_string()).or_default();
         me.waiting_polls -= 1;

@@ -12,6 +12,13 @@
 //! - `mcpt:p:{request_id}` — the command's shard token while its connector waits; a response POST
 //!   on any node is checked against it.
 //! - `mcpt:n:{node}:r` — response payloads posted on other nodes for connectors waiting here.
+//! - `mcpt:d:{request_id}` — the client instance a command was delivered to (as long as its
+//!   pending key lives).
+//! - Process affinity: `mcpt:t:{tunnel}:aff:{channel}` (some instance declared the channel
+//!   process-affine; `--client-timeout`), `mcpt:t:{tunnel}:i:{instance}:alive` (that instance
+//!   polled; `--client-timeout`), `mcpt:t:{tunnel}:i:{instance}:q` (commands only that instance
+//!   may take), `mcpt:t:{tunnel}:s:{session}` (the instance holding a session; [`SESSION_TTL`]
+//!   after its last command).
 //!
 //! A command leaves the queue by `LPOP`/`BLPOP` (inside a script for several): Redis runs each
 //! atomically, so two pollers on two nodes never get the same command. When Redis cannot be
@@ -322,38 +329,85 @@ pub fn pending_key(request_id: &str) -> String {
 pub fn responses_key(node: &str) -> String {
     format!("mcpt:n:{node}:r")
 }
+pub fn delivered_key(request_id: &str) -> String {
+    format!("mcpt:d:{request_id}")
+}
+pub fn affine_key(tunnel: &str, channel: &str) -> String {
+    format!("mcpt:t:{tunnel}:aff:{channel}")
+}
+pub fn instance_alive_key(tunnel: &str, instance: &str) -> String {
+    format!("mcpt:t:{tunnel}:i:{instance}:alive")
+}
+pub fn instance_queue_key(tunnel: &str, instance: &str) -> String {
+    format!("mcpt:t:{tunnel}:i:{instance}:q")
+}
+pub fn session_key(tunnel: &str, session: &str) -> String {
+    format!("mcpt:t:{tunnel}:s:{session}")
+}
 
-/// KEYS: queue, alive, pending. ARGV: capacity, value, shard token, queue TTL ms, pending TTL
-/// ms. 1 queued, 0 no client polls anywhere, -1 the queue is full.
+/// How long a session binding outlives the last command of its session (the memory store
+/// forgets an instance an hour after it was last seen, too).
+pub const SESSION_TTL: Duration = Duration::from_secs(3600);
+
+/// KEYS: the keys to keep alive for ARGV[1] ms (a poll's tunnel, instance and affine channels).
+pub const TOUCH: &str = r"
+for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'PX', ARGV[1]) end
+return 1
+";
+
+/// KEYS: a session's key. ARGV: TTL ms. The instance holding the session (its TTL renewed), or
+/// nil.
+pub const SESSION_OWNER: &str = r"
+local owner = redis.call('GET', KEYS[1])
+if owner then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return owner
+";
+
+/// KEYS: the queue to push to (the tunnel's, or an instance's), the alive key that must exist
+/// (tunnel or instance), pending, the tunnel's queue. ARGV: capacity, value, shard token, queue
+/// TTL ms, pending TTL ms. 1 queued, 0 not alive, -1 the tunnel's queues are full.
 pub const ENQUEUE: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
+local queued = redis.call('LLEN', KEYS[4])
+if KEYS[1] ~= KEYS[4] then queued = queued + redis.call('LLEN', KEYS[1]) end
+if queued >= tonumber(ARGV[1]) then return -1 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
 return 1
 ";
 
-/// KEYS: queue. ARGV: most to take, byte budget, bytes already taken, a request id taken by
-/// `BLPOP` to check (or ''). Pops commands whose connectors still wait (their pending key
-/// exists), within the budget (one at least). Returns {first still pending (0/1), taken...}.
+/// KEYS: the instance's queue, the tunnel's queue (taken from in that order). ARGV: most to
+/// take, byte budget, bytes already taken, a request id taken by `BLPOP` to check (or ''), the
+/// taking instance. Pops commands whose connectors still wait (their pending key exists),
+/// within the budget (one at least), and records who took each (`mcpt:d:`). Returns {first
+/// still pending (0/1), taken...}.
 pub const TAKE: &str = r"
+local function deliver(rid)
+  local ttl = redis.call('PTTL', 'mcpt:p:' .. rid)
+  if ttl <= 0 then return false end
+  redis.call('SET', 'mcpt:d:' .. rid, ARGV[5], 'PX', ttl)
+  return true
+end
 local first = 1
-if ARGV[4] ~= '' then first = redis.call('EXISTS', 'mcpt:p:' .. ARGV[4]) end
+if ARGV[4] ~= '' then first = deliver(ARGV[4]) and 1 or 0 end
 local out = {first}
 local bytes = tonumber(ARGV[3])
 local n = tonumber(ARGV[1])
-while #out - 1 < n do
-  local v = redis.call('LPOP', KEYS[1])
-  if not v then break end
-  local rid = string.match(v, '^([^\n]*)\n')
-  if rid and redis.call('EXISTS', 'mcpt:p:' .. rid) == 1 then
-    if bytes > 0 and bytes + #v > tonumber(ARGV[2]) then
-      redis.call('LPUSH', KEYS[1], v)
-      break
+for _, key in ipairs(KEYS) do
+  while #out - 1 < n do
+    local v = redis.call('LPOP', key)
+    if not v then break end
+    local rid = string.match(v, '^([^\n]*)\n')
+    if rid and redis.call('EXISTS', 'mcpt:p:' .. rid) == 1 then
+      if bytes > 0 and bytes + #v > tonumber(ARGV[2]) then
+        redis.call('LPUSH', key, v)
+        return out
+      end
+      deliver(rid)
+      bytes = bytes + #v
+      out[#out + 1] = v
     end
-    bytes = bytes + #v
-    out[#out + 1] = v
   end
 end
 return out
@@ -369,10 +423,11 @@ if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 ";
 
-/// KEYS: queue, pending. ARGV: the queued value (or ''). Forgets a command wherever it is.
+/// KEYS: the queue it was pushed to, pending, delivered. ARGV: the queued value (or '').
+/// Forgets a command wherever it is.
 pub const WITHDRAW: &str = r"
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[1], 1, ARGV[1]) end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 ";
 
