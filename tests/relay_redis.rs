@@ -49,9 +49,11 @@ impl Cluster {
         let tunnel = add_tunnel(&dir.tunnels_file(), "shared");
         let nodes = (0..nodes)
             .map(|_| {
-                let mut builder = RelayBuilder::new(&dir.tunnels_file())
-                    .option("--store", &redis.url())
-                    .option("--connector.timeout", "8s");
+                let mut builder =
+                    RelayBuilder::new(&dir.tunnels_file()).option("--store", &redis.url());
+                if !options.iter().any(|(f, _)| *f == "--connector.timeout") {
+                    builder = builder.option("--connector.timeout", "8s");
+                }
                 for (flag, value) in options {
                     builder = builder.option(flag, value);
                 }
@@ -445,4 +447,124 @@ fn process_affine_sessions_stay_on_their_instance_across_nodes() {
     for (key, ttl) in cluster.keys_and_ttls() {
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
     }
+}
+
+/// What one caller of the load test saw.
+#[derive(Debug)]
+enum Outcome {
+    Answered,
+    /// A relay error with this status and code (the caller was told).
+    Refused(u16, String),
+    /// No HTTP answer (its node was killed).
+    Dropped,
+}
+
+#[test]
+fn three_nodes_under_load_survive_a_killed_node_and_a_redis_restart() {
+    require_redis!();
+    let mut cluster = Cluster::start_with(3, &[("--connector.timeout", "3s")]);
+    let mcp = FakeMcp::start();
+    let _b = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    let _c = tunnel_client(&cluster.nodes[2], &cluster.tunnel, mcp.url()).spawn();
+    for node in 0..3 {
+        cluster.connector(node).wait_until_client_connected();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..6)
+        .map(|worker| {
+            let connector = cluster.connector(worker % 3);
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let id = format!("load-{worker}-{i}");
+                    i += 1;
+                    let call = tool_call(json!(id), "count");
+                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        connector.post(&call)
+                    }));
+                    let outcome = match answer {
+                        Err(_) => Outcome::Dropped,
+                        Ok(a) if a.status == 200 => Outcome::Answered,
+                        Ok(a) => Outcome::Refused(a.status, a.error_code().unwrap_or_default()),
+                    };
+                    if matches!(outcome, Outcome::Refused(..)) {
+                        // Pacing, as Retry-After asks: not a synchronisation.
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    let dropped = matches!(outcome, Outcome::Dropped);
+                    seen.push((id, outcome));
+                    if dropped {
+                        break; // its node is gone
+                    }
+                }
+                (worker % 3, seen)
+            })
+        })
+        .collect();
+    let answered_at_least = |n: usize| {
+        let deadline = Instant::now() + PROMPTLY;
+        while mcp.calls().len() < n {
+            assert!(Instant::now() < deadline, "the load did not get through");
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    answered_at_least(30);
+    cluster.nodes[0].stop_and_collect_output();
+    let after_kill = mcp.calls().len();
+    answered_at_least(after_kill + 30);
+    cluster.redis.restart();
+    let after_restart = mcp.calls().len();
+    answered_at_least(after_restart + 30);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let callers: Vec<_> = callers
+        .into_iter()
+        .map(|c| c.join().expect("a load thread panicked"))
+        .collect();
+
+    let mut executions: BTreeMap<String, usize> = BTreeMap::new();
+    for call in mcp.calls() {
+        if call.rpc_method().as_deref() == Some("tools/call") {
+            let id = call.rpc_id().unwrap_or_default();
+            *executions
+                .entry(id.as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = executions.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "executed more than once: {twice:?}");
+    let mut dropped = 0;
+    let mut answered = 0;
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    for (node, seen) in callers {
+        for (id, outcome) in seen {
+            match outcome {
+                Outcome::Answered => {
+                    answered += 1;
+                    assert_eq!(executions.get(&id), Some(&1), "{id} answered, not executed");
+                }
+                Outcome::Dropped => {
+                    assert_eq!(node, 0, "{id}: a caller of a live node was dropped");
+                    dropped += 1;
+                }
+                Outcome::Refused(status, code) => {
+                    *refused.entry(format!("{status} {code}")).or_default() += 1;
+                    assert!(
+                        matches!(
+                            (status, code.as_str()),
+                            (503, "tunnel_transport_unavailable")
+                                | (503, "tunnel_client_not_connected")
+                                | (504, "tunnel_response_timeout")
+                        ),
+                        "{id}: {status} {code}"
+                    )
+                }
+            }
+        }
+    }
+    println!("answered {answered}, dropped {dropped}, refused {refused:?}");
+    // Each of node 0's two callers had at most one request in flight when it was killed.
+    assert!(dropped <= 2, "{dropped} dropped");
+    assert!(answered >= 90, "{answered} answered");
 }
