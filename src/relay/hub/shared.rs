@@ -13,8 +13,9 @@
 //! issued none) to the instance that took it, in Redis; later commands of the session go to that
 //! instance's own list, which only its polls take from (before the tunnel's list).
 //!
-//! Not shared yet (a later phase): `cancel` commands for a command delivered by another node, long-lived streams (a node with
-//! the Redis store offers none), leases for commands a dead node delivered.
+//! Not shared yet (a later phase): `cancel` commands for a command delivered by another node,
+//! `tunnel_client_gone` for an instance polling another node, long-lived streams (a node with
+//! the Redis store offers none).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
