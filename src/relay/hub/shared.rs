@@ -263,12 +263,14 @@ impl Shared {
             None => (String::new(), 0),
         };
         let (limit, bytes) = (limit.to_string(), bytes.to_string());
-        let args: [&[u8]; 5] = [
+        let requeue_ttl = millis(store::REQUEUE_TTL);
+        let args: [&[u8]; 6] = [
             limit.as_bytes(),
             budget.as_bytes(),
             bytes.as_bytes(),
             check.as_bytes(),
             instance.as_bytes(),
+            requeue_ttl.as_bytes(),
         ];
         let keys = [queues[0].as_bytes(), queues[1].as_bytes()];
         let mut reply = self
@@ -296,7 +298,13 @@ impl Shared {
                 None => store::queue_key(&self.tunnel),
             };
             let value = Self::encode(&q, &token);
-            if let Err(e) = self.store.call(&[b"LPUSH", queue.as_bytes(), &value]) {
+            let ttl = millis(store::REQUEUE_TTL);
+            let put = self.store.eval(
+                store::PUT_BACK,
+                &[queue.as_bytes()],
+                &[&value, ttl.as_bytes()],
+            );
+            if let Err(e) = put {
                 log::warn!("request {}: could not requeue: {e}", q.request_id);
             }
         }

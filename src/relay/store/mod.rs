@@ -379,7 +379,7 @@ return 1
 
 /// KEYS: the instance's queue, the tunnel's queue (taken from in that order). ARGV: most to
 /// take, byte budget, bytes already taken, a request id taken by `BLPOP` to check (or ''), the
-/// taking instance. Pops commands whose connectors still wait (their pending key exists),
+/// taking instance, the TTL ms of a queue a command is pushed back to ([`REQUEUE_TTL`]). Pops commands whose connectors still wait (their pending key exists),
 /// within the budget (one at least), and records who took each (`mcpt:d:`). Returns {first
 /// still pending (0/1), taken...}.
 pub const TAKE: &str = r"
@@ -402,6 +402,7 @@ for _, key in ipairs(KEYS) do
     if rid and redis.call('EXISTS', 'mcpt:p:' .. rid) == 1 then
       if bytes > 0 and bytes + #v > tonumber(ARGV[2]) then
         redis.call('LPUSH', key, v)
+        if redis.call('PTTL', key) < tonumber(ARGV[6]) then redis.call('PEXPIRE', key, ARGV[6]) end
         return out
       end
       deliver(rid)
@@ -422,6 +423,18 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 ";
+
+/// KEYS: a queue. ARGV: a value, TTL ms. Puts a command back at the queue's head (a list that
+/// emptied meanwhile is created again, so it gets a TTL again).
+pub const PUT_BACK: &str = r"
+redis.call('LPUSH', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+";
+
+/// TTL of a queue a command was pushed back to: longer than any command's deadline
+/// (`--connector.timeout`'s largest sensible value); the next enqueue extends it anyway.
+pub const REQUEUE_TTL: Duration = Duration::from_secs(3600);
 
 /// KEYS: the queue it was pushed to, pending, delivered. ARGV: the queued value (or '').
 /// Forgets a command wherever it is.
