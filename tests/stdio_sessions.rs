@@ -344,11 +344,13 @@ fn a_killed_per_session_child_is_restarted_and_its_session_goes_on() {
     );
     // A process's memory dies with it: the restarted child starts empty.
     assert_eq!(after["value"], Value::Null);
-    let stderr = client.stderr();
+    // The answer can overtake the client's log line on its way through stderr: wait for it.
     assert!(
-        stderr.contains("[main/s1] replayed the cached initialize"),
-        "{stderr}"
+        client.wait_for_stderr("[main/s1] replayed the cached initialize", PROMPTLY),
+        "{}",
+        client.stderr()
     );
+    let stderr = client.stderr();
     assert!(
         !stderr.contains("[main/s2]"),
         "no new session child: {stderr}"
