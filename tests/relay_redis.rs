@@ -568,3 +568,59 @@ fn three_nodes_under_load_survive_a_killed_node_and_a_redis_restart() {
     assert!(dropped <= 2, "{dropped} dropped");
     assert!(answered >= 90, "{answered} answered");
 }
+
+#[test]
+fn a_cancellation_reaches_the_instance_that_took_the_command_on_another_node() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let x = cluster
+        .poller(1, "x")
+        .with_header("X-Mcp-Tunnel-Extensions", "cancel");
+    x.register_as_connected();
+    let connector = cluster.connector(0);
+    let cancel = |id: &str| {
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": id, "reason": "user"}});
+        let answer = cluster.connector(0).post(&note);
+        assert_eq!(answer.status, 202, "{answer:#?}");
+    };
+
+    // Taken by "x" through node 1: the cancellation posted on node 0 becomes a `cancel`
+    // command in x's next poll, and the held request ends.
+    let held = {
+        let connector = connector.clone();
+        in_background(move || connector.post(&rpc_request("c-1", "ping", json!({}))))
+    };
+    let command = x.take_one_command();
+    cancel("c-1");
+    let told = x.take_one_command();
+    assert_eq!(told["command_type"], "cancel", "{told:#}");
+    assert_eq!(told["request_id"], command["request_id"]);
+    assert_eq!(told["shard_token"], command["shard_token"]);
+    let held = held.join();
+    assert_eq!(
+        held.error_code().as_deref(),
+        Some("request_cancelled"),
+        "{held:#?}"
+    );
+    // Its late answer finds nothing pending.
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 404);
+
+    // Still queued: withdrawn from Redis, never delivered.
+    let held = {
+        let connector = connector.clone();
+        in_background(move || connector.post(&rpc_request("c-2", "ping", json!({}))))
+    };
+    cluster.nodes[0].wait_until_queued(&cluster.tunnel.id, 2);
+    cancel("c-2");
+    let held = held.join();
+    assert_eq!(
+        held.error_code().as_deref(),
+        Some("request_cancelled"),
+        "{held:#?}"
+    );
+    assert!(
+        x.take_commands(1, 300).is_empty(),
+        "a withdrawn command was delivered"
+    );
+}

@@ -680,6 +680,10 @@ impl TunnelHub {
             return Cancelled::Withdrawn;
         }
         let Some(instance) = pending.instance else {
+            if let Some(shared) = &self.shared {
+                drop(inner); // queued or delivered by any node: Redis knows
+                return shared.cancel(request_id, &pending, reason);
+            }
             return Cancelled::Forgotten; // in a poll answer being written: requeue skips it
         };
         // A stream's instance always hears of it: it holds the stream open until told.
@@ -724,7 +728,10 @@ impl TunnelHub {
                 return None; // cancelling someone else's request would be worse than none
             }
             let cancellable = match &pending.instance {
-                None => true,
+                None => self
+                    .shared
+                    .as_ref()
+                    .is_none_or(|s| s.cancellable(request_id)),
                 Some(i) => inner
                     .instances
                     .get(i)

@@ -24,11 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::queue::{CommandBody, Delivered, Item, POLL_ANSWER_BUDGET, Queued, StreamSpec};
-use super::{GONE_CHECK, PollAsk, SubmitError, TunnelHub};
+use super::queue::{
+    CancelOrder, CommandBody, Delivered, Item, POLL_ANSWER_BUDGET, Queued, StreamSpec,
+};
+use super::{Cancelled, GONE_CHECK, Pending, PollAsk, SubmitError, TunnelHub};
 use crate::crypto::random_hex;
 use crate::relay::store::{self, Store, StoreError};
-use crate::wire::{self, ResponsePayload};
+use crate::wire::{self, FEATURE_CANCEL, ResponsePayload};
 
 /// How long keys outlive the deadline that made them (clock differences between nodes, a
 /// response POST just at the deadline).
@@ -37,6 +39,9 @@ const KEY_SLACK: Duration = Duration::from_secs(60);
 const MIN_BLOCK: Duration = Duration::from_millis(10);
 /// How long a forwarded response waits in a node's list for that node to take it.
 const FORWARD_TTL: Duration = Duration::from_secs(60);
+
+/// What one take from Redis got: `cancel` orders and commands with their shard tokens.
+type Taken = (Vec<CancelOrder>, Vec<(Queued, String)>);
 
 /// One tunnel's handle on the shared store.
 pub(crate) struct Shared {
@@ -62,6 +67,23 @@ struct Stored {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jsonrpc: Option<Box<RawValue>>,
     created_at: String,
+}
+
+/// A `cancel` order in an instance's list, for whichever node it polls.
+#[derive(Serialize, Deserialize)]
+struct StoredCancel {
+    rid: String,
+    tok: String,
+    ch: String,
+    reason: String,
+}
+
+/// The reasons a `cancel` command gives, as the `&'static str` a [`CancelOrder`] holds.
+fn cancel_reason(text: &str) -> &'static str {
+    ["notifications_cancelled", "max_lifetime"]
+        .into_iter()
+        .find(|r| *r == text)
+        .unwrap_or("host_closed")
 }
 
 /// A response posted on another node, in the waiting node's list.
@@ -214,49 +236,116 @@ impl Shared {
         self.values.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes up to `limit` commands for `instance` (its own list first), waiting up to `block`
-    /// for the first.
-    fn take(
-        &self,
-        instance: &str,
-        limit: usize,
-        block: Duration,
-    ) -> Result<Vec<(Queued, String)>, StoreError> {
+    /// Takes the `cancel` orders for `instance` and up to `limit` commands (its own list
+    /// first), waiting up to `block` for the first of either.
+    fn take(&self, instance: &str, limit: usize, block: Duration) -> Result<Taken, StoreError> {
         let queues = [
             store::instance_queue_key(&self.tunnel, instance),
             store::queue_key(&self.tunnel),
+            store::instance_cancels_key(&self.tunnel, instance),
         ];
         let mut taken = self.take_more(&queues, instance, limit, None)?;
-        if taken.is_empty() && block >= MIN_BLOCK && limit > 0 {
+        if taken.0.is_empty() && taken.1.is_empty() && block >= MIN_BLOCK {
             let secs = format!("{:.3}", block.as_secs_f64());
-            let args: [&[u8]; 4] = [
-                b"BLPOP",
-                queues[0].as_bytes(),
-                queues[1].as_bytes(),
-                secs.as_bytes(),
-            ];
-            let reply = self.store.call_waiting(&args, block)?;
-            let popped = reply
+            // Without room for commands, only `cancel` orders may wake it.
+            let lists = if limit == 0 {
+                &queues[2..]
+            } else {
+                &queues[..]
+            };
+            let mut args: Vec<&[u8]> = vec![b"BLPOP", queues[2].as_bytes()];
+            args.extend(
+                lists
+                    .iter()
+                    .filter(|q| **q != queues[2])
+                    .map(|q| q.as_bytes()),
+            );
+            args.push(secs.as_bytes());
+            let mut reply = self
+                .store
+                .call_waiting(&args, block)?
                 .into_array()
-                .into_iter()
-                .nth(1)
-                .and_then(|r| r.into_bytes());
-            if let Some(first) = popped.as_deref().and_then(Self::decode) {
-                taken = self.take_more(&queues, instance, limit - 1, Some(first))?;
+                .into_iter();
+            let key = reply.next().and_then(|r| r.into_bytes());
+            let value = reply
+                .next()
+                .and_then(|r| r.into_bytes())
+                .unwrap_or_default();
+            if key.as_deref() == Some(queues[2].as_bytes()) {
+                let order = self.decode_cancel(&value, instance);
+                taken = self.take_more(&queues, instance, limit, None)?;
+                taken.0.extend(order);
+            } else if let Some(first) = Self::decode(&value) {
+                taken = self.take_more(&queues, instance, limit.saturating_sub(1), Some(first))?;
             }
         }
         Ok(taken)
+    }
+
+    fn decode_cancel(&self, value: &[u8], instance: &str) -> Option<CancelOrder> {
+        let c: StoredCancel = serde_json::from_slice(value).ok()?;
+        Some(CancelOrder {
+            request_id: c.rid,
+            shard_token: c.tok,
+            channel: c.ch,
+            reason: cancel_reason(&c.reason),
+            instance: instance.to_string(),
+        })
+    }
+
+    /// Whether a cancellation of `request_id` (queued from here) can reach it: not delivered
+    /// yet, or delivered to an instance that announced the `cancel` feature.
+    pub(super) fn cancellable(&self, request_id: &str) -> bool {
+        let key = store::delivered_key(request_id);
+        let reply = self.store.eval(
+            store::CANCELLABLE,
+            &[key.as_bytes()],
+            &[self.tunnel.as_bytes()],
+        );
+        reply.ok().and_then(|r| r.as_int()) == Some(1)
+    }
+
+    /// [`TunnelHub::cancel`] of a command queued from here, wherever it is now.
+    pub(super) fn cancel(&self, request_id: &str, pending: &Pending, reason: &str) -> Cancelled {
+        let (queue, value) = self
+            .lock_values()
+            .remove(request_id)
+            .unwrap_or_else(|| (store::queue_key(&self.tunnel), Vec::new()));
+        let order = serde_json::to_vec(&StoredCancel {
+            rid: request_id.to_string(),
+            tok: pending.shard_token.clone(),
+            ch: pending.channel.clone(),
+            reason: reason.to_string(),
+        })
+        .unwrap_or_default();
+        let keys = [
+            queue,
+            store::pending_key(request_id),
+            store::delivered_key(request_id),
+        ];
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let ttl = millis(FORWARD_TTL);
+        let args: [&[u8]; 4] = [&value, &order, self.tunnel.as_bytes(), ttl.as_bytes()];
+        match self
+            .store
+            .eval(store::CANCEL, &keys, &args)
+            .map(|r| r.as_int())
+        {
+            Ok(Some(1)) => Cancelled::Withdrawn,
+            Ok(Some(2)) => Cancelled::Told,
+            _ => Cancelled::Forgotten,
+        }
     }
 
     /// The [`store::TAKE`] script; `first` (taken by `BLPOP`) is kept if its connector still
     /// waits.
     fn take_more(
         &self,
-        queues: &[String; 2],
+        queues: &[String; 3],
         instance: &str,
         limit: usize,
         first: Option<(Queued, String)>,
-    ) -> Result<Vec<(Queued, String)>, StoreError> {
+    ) -> Result<Taken, StoreError> {
         let budget = POLL_ANSWER_BUDGET.to_string();
         let (check, bytes) = match &first {
             Some((q, tok)) => (q.request_id.clone(), Self::encode(q, tok).len()),
@@ -272,13 +361,24 @@ impl Shared {
             instance.as_bytes(),
             requeue_ttl.as_bytes(),
         ];
-        let keys = [queues[0].as_bytes(), queues[1].as_bytes()];
+        let keys = [
+            queues[0].as_bytes(),
+            queues[1].as_bytes(),
+            queues[2].as_bytes(),
+        ];
         let mut reply = self
             .store
             .eval(store::TAKE, &keys, &args)?
             .into_array()
             .into_iter();
         let first_pending = reply.next().and_then(|r| r.as_int()) == Some(1);
+        let orders = reply.next().and_then(|r| r.as_int()).unwrap_or(0);
+        let orders: Vec<CancelOrder> = reply
+            .by_ref()
+            .take(usize::try_from(orders).unwrap_or(0))
+            .filter_map(|r| r.into_bytes())
+            .filter_map(|v| self.decode_cancel(&v, instance))
+            .collect();
         let mut out: Vec<(Queued, String)> = first.filter(|_| first_pending).into_iter().collect();
         let now = Instant::now();
         out.extend(
@@ -287,7 +387,7 @@ impl Shared {
                 .filter_map(|v| Self::decode(&v))
                 .filter(|(q, _)| q.deadline > now),
         );
-        Ok(out)
+        Ok((orders, out))
     }
 
     /// Puts commands whose poll answer could not be written back at the queue's head.
@@ -312,7 +412,13 @@ impl Shared {
 
     /// Some node has a polling client of this tunnel, `instance` polls, and it serves
     /// `affine` channels, for `client_timeout` from now.
-    fn touch_alive(&self, instance: &str, affine: &[String], client_timeout: Duration) {
+    fn touch_alive(
+        &self,
+        instance: &str,
+        affine: &[String],
+        features: &str,
+        client_timeout: Duration,
+    ) {
         let mut keys = vec![
             store::alive_key(&self.tunnel),
             store::instance_alive_key(&self.tunnel, instance),
@@ -320,7 +426,8 @@ impl Shared {
         keys.extend(affine.iter().map(|c| store::affine_key(&self.tunnel, c)));
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let ttl = millis(client_timeout);
-        let _ = self.store.eval(store::TOUCH, &keys, &[ttl.as_bytes()]);
+        let args: [&[u8]; 2] = [ttl.as_bytes(), features.as_bytes()];
+        let _ = self.store.eval(store::TOUCH, &keys, &args);
     }
 
     /// Where a command goes: the instance holding `session` (if bound), and whether some
@@ -483,6 +590,12 @@ impl TunnelHub {
     ) -> Vec<Delivered> {
         let deadline = Instant::now().checked_add(wait);
         let affine: Vec<String> = ask.affine_channels.iter().cloned().collect();
+        // What other nodes need to know of it: whether a `cancel` command may be sent.
+        let features = if ask.extensions.has(FEATURE_CANCEL) {
+            FEATURE_CANCEL
+        } else {
+            "-"
+        };
         {
             let mut inner = self.lock();
             let me = inner.instances.entry(instance.to_string()).or_default();
@@ -496,7 +609,7 @@ impl TunnelHub {
             if gone() {
                 break;
             }
-            shared.touch_alive(instance, &affine, self.limits.client_timeout);
+            shared.touch_alive(instance, &affine, features, self.limits.client_timeout);
             cancels = self
                 .lock()
                 .instances
@@ -511,16 +624,14 @@ impl TunnelHub {
             };
             // Whether this round still has to wait: it took nothing without blocking in Redis
             // (only cancels asked for, a block too short for BLPOP, or Redis down).
-            let wait_here = if ask.cancels_only || limit == 0 {
-                true
-            } else {
-                match shared.take(instance, limit, block) {
-                    Ok(t) => {
-                        taken = t;
-                        block < MIN_BLOCK
-                    }
-                    Err(_) => true,
+            let room = if ask.cancels_only { 0 } else { limit };
+            let wait_here = match shared.take(instance, room, block) {
+                Ok((orders, t)) => {
+                    cancels.extend(orders);
+                    taken = t;
+                    block < MIN_BLOCK
                 }
+                Err(_) => true,
             };
             if !cancels.is_empty() || !taken.is_empty() || left == Some(Duration::ZERO) {
                 break;
@@ -530,7 +641,7 @@ impl TunnelHub {
                 drop(self.queued.wait_timeout(inner, block));
             }
         }
-        shared.touch_alive(instance, &affine, self.limits.client_timeout);
+        shared.touch_alive(instance, &affine, features, self.limits.client_timeout);
         let mut inner = self.lock();
         let me = inner.instances.entry(instance.to_string()).or_default();
         me.waiting_polls -= 1;

@@ -341,6 +341,9 @@ pub fn instance_alive_key(tunnel: &str, instance: &str) -> String {
 pub fn instance_queue_key(tunnel: &str, instance: &str) -> String {
     format!("mcpt:t:{tunnel}:i:{instance}:q")
 }
+pub fn instance_cancels_key(tunnel: &str, instance: &str) -> String {
+    format!("mcpt:t:{tunnel}:i:{instance}:c")
+}
 pub fn session_key(tunnel: &str, session: &str) -> String {
     format!("mcpt:t:{tunnel}:s:{session}")
 }
@@ -349,10 +352,40 @@ pub fn session_key(tunnel: &str, session: &str) -> String {
 /// forgets an instance an hour after it was last seen, too).
 pub const SESSION_TTL: Duration = Duration::from_secs(3600);
 
-/// KEYS: the keys to keep alive for ARGV[1] ms (a poll's tunnel, instance and affine channels).
+/// KEYS: the keys to keep alive for ARGV[1] ms (a poll's tunnel, instance and affine channels);
+/// the second (the instance's) holds ARGV[2], the extension features it announced.
 pub const TOUCH: &str = r"
-for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'PX', ARGV[1]) end
+for i, k in ipairs(KEYS) do redis.call('SET', k, i == 2 and ARGV[2] or '1', 'PX', ARGV[1]) end
 return 1
+";
+
+/// KEYS: a command's delivered key. ARGV: the tunnel. 1 when a cancellation can reach it: it is
+/// not delivered yet, or its instance announced the `cancel` feature.
+pub const CANCELLABLE: &str = r"
+local inst = redis.call('GET', KEYS[1])
+if not inst then return 1 end
+local alive = redis.call('GET', 'mcpt:t:' .. ARGV[1] .. ':i:' .. inst .. ':alive')
+if alive and string.find(alive, 'cancel', 1, true) then return 1 end
+return 0
+";
+
+/// KEYS: the queue it was pushed to, pending, delivered. ARGV: its queued value (or ''), the
+/// `cancel` order, the tunnel, the order list's TTL ms. 1 withdrawn from the queue, 2 a `cancel`
+/// order left in its instance's list (`mcpt:t:{tunnel}:i:{instance}:c`), 0 only forgotten.
+pub const CANCEL: &str = r"
+if ARGV[1] ~= '' and redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return 1
+end
+local inst = redis.call('GET', KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3])
+if not inst then return 0 end
+local alive = redis.call('GET', 'mcpt:t:' .. ARGV[3] .. ':i:' .. inst .. ':alive')
+if not alive or not string.find(alive, 'cancel', 1, true) then return 0 end
+local list = 'mcpt:t:' .. ARGV[3] .. ':i:' .. inst .. ':c'
+redis.call('RPUSH', list, ARGV[2])
+redis.call('PEXPIRE', list, ARGV[4])
+return 2
 ";
 
 /// KEYS: a session's key. ARGV: TTL ms. The instance holding the session (its TTL renewed), or
@@ -377,11 +410,12 @@ redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
 return 1
 ";
 
-/// KEYS: the instance's queue, the tunnel's queue (taken from in that order). ARGV: most to
+/// KEYS: the instance's queue, the tunnel's queue (taken from in that order), the instance's
+/// `cancel` orders (all taken, at most 100, first). ARGV: most to
 /// take, byte budget, bytes already taken, a request id taken by `BLPOP` to check (or ''), the
 /// taking instance, the TTL ms of a queue a command is pushed back to ([`REQUEUE_TTL`]). Pops commands whose connectors still wait (their pending key exists),
 /// within the budget (one at least), and records who took each (`mcpt:d:`). Returns {first
-/// still pending (0/1), taken...}.
+/// still pending (0/1), number of orders, orders..., taken...}.
 pub const TAKE: &str = r"
 local function deliver(rid)
   local ttl = redis.call('PTTL', 'mcpt:p:' .. rid)
@@ -391,11 +425,14 @@ local function deliver(rid)
 end
 local first = 1
 if ARGV[4] ~= '' then first = deliver(ARGV[4]) and 1 or 0 end
-local out = {first}
+local orders = redis.call('LPOP', KEYS[3], 100) or {}
+local out = {first, #orders}
+for _, o in ipairs(orders) do out[#out + 1] = o end
+local skip = #out
 local bytes = tonumber(ARGV[3])
 local n = tonumber(ARGV[1])
-for _, key in ipairs(KEYS) do
-  while #out - 1 < n do
+for _, key in ipairs({KEYS[1], KEYS[2]}) do
+  while #out - skip < n do
     local v = redis.call('LPOP', key)
     if not v then break end
     local rid = string.match(v, '^([^\n]*)\n')
