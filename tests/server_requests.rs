@@ -74,11 +74,22 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with(None)
+}
+
+/// [`start`], with the stdio server `command` instead of the HTTP fixture when given.
+fn start_with(command: Option<&str>) -> Setup {
     let mcp = AskingMcp::start();
     let dir = TempDir::new("server-requests");
     let tunnel = add_tunnel(&dir.tunnels_file(), "asking");
     let relay = RelayBuilder::new(&dir.tunnels_file()).start();
-    let client = tunnel_client(&relay, &tunnel, &mcp.url).spawn();
+    let mut client = tunnel_client(&relay, &tunnel, &mcp.url);
+    if let Some(command) = command {
+        client = client
+            .without_env("MCP_SERVER_URL")
+            .env("MCP_COMMAND", command);
+    }
+    let client = client.spawn();
     let ready = Connector::new(&relay, &tunnel).wait_until_client_connected();
     assert_eq!(ready.status, 200, "{ready:#?}");
     assert!(
@@ -264,4 +275,48 @@ fn an_answer_for_a_request_nobody_forwarded_takes_the_contracts_way() {
         .post(&stray);
     // An ordinary jsonrpc command: the server acknowledges a response it did not ask for.
     assert_eq!(posted.status, 202, "{posted:#?}");
+}
+
+#[test]
+fn a_stdio_childs_request_reaches_the_host_and_its_answer_the_child_under_its_own_id() {
+    let server = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stdio_edge_server.py"
+    );
+    let setup = start_with(Some(&format!("python3 {server}")));
+    let session = session(&setup);
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                      "params": {"name": "ask", "arguments": {}}});
+    let mut host = RawHost::post(&setup.relay, &setup.tunnel, &session, &call);
+    assert!(
+        host.wait_for("sampling/createMessage", 1, PROMPTLY),
+        "{}\n{}",
+        host.text(),
+        setup.client.stderr()
+    );
+    let request = host
+        .messages()
+        .into_iter()
+        .find(|m| m["method"] == "sampling/createMessage")
+        .unwrap();
+    let asked = request["id"].as_str().unwrap().to_string();
+    assert!(asked.starts_with("mcpt-sr-"), "{request}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked,
+                        "result": {"role": "assistant", "model": "m",
+                                   "content": {"type": "text", "text": "hello"}}});
+    let posted = Connector::new(&setup.relay, &setup.tunnel)
+        .in_session(&session)
+        .post(&answer);
+    assert_eq!(posted.status, 202, "{posted:#?}");
+    assert!(
+        host.wait_for("structuredContent", 1, PROMPTLY),
+        "{}",
+        host.text()
+    );
+    let done = host.messages().into_iter().find(|m| m["id"] == 5).unwrap();
+    let report = report(&done);
+    assert_eq!(report["answered"], true, "{report:#}");
+    // The child got its answer under the id it used.
+    assert_eq!(report["reply"]["id"], report["asked"], "{report:#}");
+    assert_eq!(report["reply"]["result"]["content"]["text"], "hello");
 }
