@@ -373,9 +373,10 @@ pub const COMMAND_SERVER_RESPONSE: &str = "server_response";
 /// fetches the MCP server's PRMD and answers with [`RespType::OauthDiscoveryResponse`].
 pub const COMMAND_OAUTH_DISCOVERY: &str = "oauth_discovery";
 
-/// Every feature this build speaks. A feature token names one fixed behaviour: a changed one
-/// gets a new token (`cancel2`), so old and new builds keep understanding each other.
-pub const FEATURES: &[&str] = &[FEATURE_CANCEL, FEATURE_STREAMS, FEATURE_SERVER_REQUESTS];
+/// Every feature this build speaks, sorted (as the header lists them). A feature token names one
+/// fixed behaviour: a changed one gets a new token (`cancel2`), so old and new builds keep
+/// understanding each other.
+pub const FEATURES: &[&str] = &[FEATURE_CANCEL, FEATURE_SERVER_REQUESTS, FEATURE_STREAMS];
 
 /// Most feature tokens read from one header: the list is short, a longer one is not ours.
 const MAX_FEATURES: usize = 32;

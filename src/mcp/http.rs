@@ -333,7 +333,10 @@ impl HttpTransport {
             };
             if shape.is_notification() {
                 on_notify(raw, &resp_headers);
-            } else if shape.is_call() && server_requests::is_on() {
+            } else if shape.is_call()
+                && server_requests::is_on()
+                && host_reads_events(command_headers)
+            {
                 let id = shape.id.clone().unwrap_or(Value::Null);
                 log::info!(
                     "mcp server sent a {} request; forwarded to the host",
@@ -374,6 +377,14 @@ impl HttpTransport {
             ),
         }
     }
+}
+
+/// Whether the host's request accepts an event stream: only then does the relay show it what
+/// the call's stream carries, a server request included (else it is refused).
+fn host_reads_events(command_headers: &[(String, String)]) -> bool {
+    command_headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("accept") && v.to_ascii_lowercase().contains("text/event-stream")
+    })
 }
 
 /// The answer to a request that did not come as an event stream.
