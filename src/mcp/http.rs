@@ -106,6 +106,13 @@ impl HttpTransport {
         deadline: Option<Instant>,
         on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
+        let request = RpcShape::of(message.get())
+            .filter(|s| s.id.is_some() && s.method.as_deref().is_some_and(|m| m != "initialize"));
+        if request.is_some() {
+            // Requests the server sends on the session's standalone stream must not go unheard
+            // ([`watch`]; `run`'s calls only, not `doctor`'s).
+            self.watches.ensure(self, command_headers);
+        }
         self.call_observed(message, command_headers, deadline, on_notify, &mut |_| {})
     }
 
@@ -147,10 +154,6 @@ impl HttpTransport {
         // A host's answer to a server request we forwarded goes back with the server's id.
         let answer = self.asked.answer(message);
         let message = answer.as_deref().unwrap_or(message);
-        if shape.id.is_some() && shape.method.as_deref().is_some_and(|m| m != "initialize") {
-            // Requests the server sends on the session's standalone stream must not go unheard.
-            self.watches.ensure(self, command_headers);
-        }
         let budget = budget(deadline);
         let req = self.with_headers(self.agent.post(&self.url), command_headers);
         let req = http_client::with_timeout(req, budget).header("Content-Type", "application/json");

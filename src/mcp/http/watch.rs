@@ -18,8 +18,9 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ struct Watch {
     /// `None`: the server offers no standalone stream for this session.
     flag: Option<CancelFlag>,
     used: Instant,
+    /// Cleared when its thread ends (the server closed the stream): the next call reopens it.
+    alive: Arc<AtomicBool>,
 }
 
 impl Watches {
@@ -72,7 +75,9 @@ impl Watches {
                 }
                 keep
             });
-            if let Some(w) = watches.get_mut(&session) {
+            if let Some(w) = watches.get_mut(&session)
+                && (w.flag.is_none() || w.alive.load(Ordering::SeqCst))
+            {
                 w.used = now;
                 return;
             }
@@ -90,13 +95,16 @@ impl Watches {
                 flag.cancel();
             }
             let flag = CancelFlag::default();
+            let alive = Arc::new(AtomicBool::new(true));
             let watch = Watch {
                 flag: Some(flag.clone()),
                 used: now,
+                alive: Arc::clone(&alive),
             };
             watches.insert(session.clone(), watch);
-            flag
+            (flag, alive)
         };
+        let (flag, alive) = flag;
         let (opened, seen) = mpsc::channel();
         let upstream = Upstream {
             agent: transport.agent.clone(),
@@ -106,7 +114,10 @@ impl Watches {
         let name = session.clone();
         let spawned = thread::Builder::new()
             .name("mcp-watch".into())
-            .spawn(move || http_client::cancellable(&flag, || upstream.hold(&name, &opened)));
+            .spawn(move || {
+                http_client::cancellable(&flag, || upstream.hold(&name, &opened));
+                alive.store(false, Ordering::SeqCst);
+            });
         let offered = spawned.is_ok() && seen.recv_timeout(OPEN_WAIT).unwrap_or(true);
         if !offered && let Some(w) = self.lock().get_mut(&session) {
             w.flag = None; // not asked again for this session

@@ -27,6 +27,9 @@ pub(super) struct AskedTable(HashMap<(String, String), (String, Instant)>);
 impl AskedTable {
     /// Remembers `message` if it is a request (a method and an id) from `instance` on `channel`.
     pub(super) fn note(&mut self, message: &str, instance: &str, channel: &str) {
+        if !message.contains("\"id\"") {
+            return; // a notification, the common case: not parsed
+        }
         let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else {
             return;
         };
