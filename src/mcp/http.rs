@@ -59,9 +59,9 @@ pub struct HttpTransport {
     proxy_name: String,
     extra_headers: Vec<(String, Secret)>,
     /// Server→client requests forwarded to the host, awaiting its answer.
-    asked: Asked,
+    asked: Box<Asked>,
     /// Sessions' standalone streams held for server requests ([`watch`]).
-    watches: watch::Watches,
+    watches: Box<watch::Watches>,
 }
 
 impl HttpTransport {
@@ -75,8 +75,8 @@ impl HttpTransport {
             url: url.to_string(),
             proxy_name: net.proxy_name(),
             extra_headers: cfg.extra_headers.clone(),
-            asked: Asked::default(),
-            watches: watch::Watches::default(),
+            asked: Box::default(),
+            watches: Box::default(),
         })
     }
 
