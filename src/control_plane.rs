@@ -30,9 +30,10 @@ use crate::deadline;
 use crate::http_client::{self, AgentOptions};
 use crate::secret::Secret;
 use crate::wire::{
-    ApiErrorResponse, BadCommand, COMMAND_CANCEL, COMMAND_STREAM, ChannelInfo, Command,
-    CommandKind, EXTENSIONS_HEADER, Extensions, FEATURE_CANCEL, FEATURE_STREAMS, POLL_ONLY_HEADER,
-    PollEnvelope, ResponsePayload, SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
+    ApiErrorResponse, BadCommand, COMMAND_CANCEL, COMMAND_SERVER_RESPONSE, COMMAND_STREAM,
+    ChannelInfo, Command, CommandKind, EXTENSIONS_HEADER, Extensions, FEATURE_CANCEL,
+    FEATURE_SERVER_REQUESTS, FEATURE_STREAMS, POLL_ONLY_HEADER, PollEnvelope, ResponsePayload,
+    SERVER_INFO_HEADER, ServerInfo, TunnelMetadata,
 };
 
 /// Largest poll answer we read: 25 commands with generous bodies. Beyond this the answer is
@@ -95,6 +96,12 @@ impl Polled {
             && !extensions.has(FEATURE_STREAMS)
         {
             c.kind = CommandKind::Unknown(COMMAND_STREAM.to_string());
+        }
+        if let Ok(c) = &mut command
+            && matches!(c.kind, CommandKind::ServerResponse(_))
+            && !extensions.has(FEATURE_SERVER_REQUESTS)
+        {
+            c.kind = CommandKind::Unknown(COMMAND_SERVER_RESPONSE.to_string());
         }
         let bounded = match &command {
             Ok(command) => command.response_timeout.and_then(|timeout| {

@@ -47,6 +47,9 @@ pub enum CommandKind {
     /// forward each of its messages as `jsonrpc_notify` until it ends, then post a terminal
     /// response. Only meaningful when both ends announced it.
     Stream(StreamOpen),
+    /// Our extension ([`FEATURE_SERVER_REQUESTS`]): a host's answer (a JSON-RPC response) to a
+    /// server→client request this client forwarded; delivered to the MCP server as a message.
+    ServerResponse(Box<RawValue>),
     /// Fetch the `main` server's OAuth protected-resource metadata (RFC 9728) from inside the
     /// network; answered with an `oauth_discovery_response`. Carries nothing of its own.
     OAuthDiscovery,
@@ -64,6 +67,7 @@ impl CommandKind {
             CommandKind::Cancel { .. } => COMMAND_CANCEL,
             CommandKind::OAuthDiscovery => COMMAND_OAUTH_DISCOVERY,
             CommandKind::Stream(_) => COMMAND_STREAM,
+            CommandKind::ServerResponse(_) => COMMAND_SERVER_RESPONSE,
             CommandKind::Unknown(_) => "unknown",
         }
     }
@@ -157,6 +161,12 @@ impl Command {
                     CommandKind::JsonRpc(body)
                 }
                 _ => return Err(invalid("jsonrpc command without a JSON-RPC object")),
+            },
+            COMMAND_SERVER_RESPONSE => match c.jsonrpc {
+                Some(body) if body.get().trim_start().starts_with('{') => {
+                    CommandKind::ServerResponse(body)
+                }
+                _ => return Err(invalid("server_response command without a JSON-RPC object")),
             },
             COMMAND_SESSION_TERMINATION => CommandKind::SessionTermination,
             COMMAND_OAUTH_DISCOVERY => CommandKind::OAuthDiscovery,
@@ -371,13 +381,22 @@ pub const FEATURE_STREAMS: &str = "streams";
 
 /// `command_type` of a long-lived stream ([`CommandKind::Stream`]).
 pub const COMMAND_STREAM: &str = "stream";
+
+/// Feature token: server→client requests cross to the host, and its answers come back as
+/// `server_response` commands (README, "The extension between our relay and our client").
+pub const FEATURE_SERVER_REQUESTS: &str = "server-requests";
+
+/// `command_type` of a host's answer to a server→client request ([`CommandKind::ServerResponse`]).
+pub const COMMAND_SERVER_RESPONSE: &str = "server_response";
+
 /// The command a host's GET of a tunnel's protected-resource metadata URL becomes: the client
 /// fetches the MCP server's PRMD and answers with [`RespType::OauthDiscoveryResponse`].
 pub const COMMAND_OAUTH_DISCOVERY: &str = "oauth_discovery";
 
-/// Every feature this build speaks. A feature token names one fixed behaviour: a changed one
-/// gets a new token (`cancel2`), so old and new builds keep understanding each other.
-pub const FEATURES: &[&str] = &[FEATURE_CANCEL, FEATURE_STREAMS];
+/// Every feature this build speaks, sorted (as the header lists them). A feature token names one
+/// fixed behaviour: a changed one gets a new token (`cancel2`), so old and new builds keep
+/// understanding each other.
+pub const FEATURES: &[&str] = &[FEATURE_CANCEL, FEATURE_SERVER_REQUESTS, FEATURE_STREAMS];
 
 /// Most feature tokens read from one header: the list is short, a longer one is not ours.
 const MAX_FEATURES: usize = 32;
@@ -633,6 +652,7 @@ mod tests {
         let both = Extensions::from_header(Some(" Cancel , streams,,x"));
         assert!(both.has(FEATURE_CANCEL) && both.has(FEATURE_STREAMS) && !both.has("x"));
         assert_eq!(both.to_header(), "cancel,streams");
+        assert!(Extensions::from_header(Some("server-requests")).has(FEATURE_SERVER_REQUESTS));
         assert!(Extensions::from_header(None).is_empty());
         assert!(Extensions::from_header(Some("")).is_empty());
         assert_eq!(Extensions::ours().to_header(), FEATURES.join(","));

@@ -484,7 +484,7 @@ fn a_control_plane_without_the_extension_sees_the_contract_unchanged() {
     for poll in &polls {
         assert_eq!(
             poll.header("X-Mcp-Tunnel-Extensions"),
-            Some("cancel,streams")
+            Some("cancel,server-requests,streams")
         );
         assert!(!poll.has_header("X-Mcp-Tunnel-Poll-Only"));
     }

@@ -10,15 +10,13 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Connector, FakeMcp, McpReply, PROMPTLY, Poller, Relay, RelayBuilder, SseEvent, TempDir, Tunnel,
-    TunnelClient, add_tunnel, tunnel_client,
+    Connector, FakeMcp, McpReply, PROMPTLY, Poller, RawHost, Relay, RelayBuilder, SseEvent,
+    TempDir, Tunnel, TunnelClient, add_tunnel, tunnel_client,
 };
 
 /// What the issue asks: the MCP server sees a host's hang-up within this.
@@ -57,7 +55,7 @@ fn start_with(mcp_url: &str, command: Option<&str>, options: &[(&str, &str)]) ->
     assert_eq!(ready.status, 200, "{ready:#?}");
     assert!(
         client.wait_for_stderr(
-            "control plane speaks the mcp-tunnel extension: cancel,streams",
+            "control plane speaks the mcp-tunnel extension: cancel,server-requests,streams",
             PROMPTLY
         ),
         "{}",
@@ -91,62 +89,9 @@ fn listen(id: i64) -> Value {
                       "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
 }
 
-/// An MCP host on a raw connection: sends one request and reads its answer as it comes.
-struct RawHost {
-    stream: TcpStream,
-    seen: Vec<u8>,
-}
-
-impl RawHost {
-    fn get(setup: &Setup) -> RawHost {
-        RawHost::get_in(setup, SESSION)
-    }
-
-    fn get_in(setup: &Setup, session: &str) -> RawHost {
-        let head = format!(
-            "GET /v1/mcp/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-             Accept: text/event-stream\r\nMcp-Session-Id: {session}\r\n\r\n",
-            setup.tunnel.id, setup.tunnel.connector_key
-        );
-        RawHost::send(&setup.relay, head.as_bytes())
-    }
-
-    fn send(relay: &Relay, request: &[u8]) -> RawHost {
-        let authority = relay.base_url().trim_start_matches("http://");
-        let mut stream = TcpStream::connect(authority).unwrap();
-        stream.write_all(request).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        RawHost {
-            stream,
-            seen: Vec::new(),
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen).into_owned()
-    }
-
-    /// Reads until what arrived contains `needle` `times` times; false after `timeout`.
-    fn wait_for(&mut self, needle: &str, times: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if self.text().matches(needle).count() >= times {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return self.text().matches(needle).count() >= times,
-                Ok(n) => self.seen.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return false,
-            }
-        }
-    }
+/// A raw host's `GET` of `session`'s standalone stream.
+fn get_in(setup: &Setup, session: &str) -> RawHost {
+    RawHost::get(&setup.relay, &setup.tunnel, session)
 }
 
 /// Resident memory of a process, in KiB (Linux).
@@ -259,7 +204,7 @@ fn a_quiet_stream_gets_heartbeats() {
         SseEvent::message(Duration::from_millis(1500), &update(1)),
     ]));
     let setup = start(&mcp, &[("--stream.heartbeat", "200ms")]);
-    let mut host = RawHost::get(&setup);
+    let mut host = get_in(&setup, SESSION);
     assert!(
         host.wait_for("\"seq\":1", 1, PROMPTLY),
         "{}\n{}",
@@ -298,7 +243,7 @@ fn streams_beyond_the_per_tunnel_cap_are_refused() {
     let mcp = FakeMcp::start();
     mcp.on_get(updates(300, Duration::from_millis(100)));
     let setup = start(&mcp, &[("--stream.max-per-tunnel", "1")]);
-    let mut first = RawHost::get(&setup);
+    let mut first = get_in(&setup, SESSION);
     assert!(first.wait_for("\"seq\":0", 1, PROMPTLY), "{}", first.text());
 
     let connector = Connector::new(&setup.relay, &setup.tunnel);
@@ -323,7 +268,7 @@ fn a_host_closing_its_stream_ends_the_upstream_request_within_a_second() {
     let mcp = FakeMcp::start();
     mcp.on_get(updates(600, Duration::from_millis(50)));
     let setup = start(&mcp, &[]);
-    let mut host = RawHost::get(&setup);
+    let mut host = get_in(&setup, SESSION);
     assert!(host.wait_for("\"seq\":", 2, PROMPTLY), "{}", host.text());
     let hung_up = Instant::now();
     drop(host);
@@ -355,7 +300,7 @@ fn a_host_that_does_not_read_has_its_stream_ended_and_relay_memory_stays_bounded
     mcp.on_get(McpReply::sse(events));
     let setup = start(&mcp, &[]);
     let before = rss_kib(setup.relay.pid());
-    let mut host = RawHost::get(&setup);
+    let mut host = get_in(&setup, SESSION);
     assert!(host.wait_for("200 OK", 1, PROMPTLY), "{}", host.text());
     // The host reads nothing more.
     assert!(
@@ -443,10 +388,7 @@ fn on_a_shared_stdio_child_messages_not_tied_to_a_request_reach_every_sessions_s
             answer.header("Mcp-Session-Id").unwrap().to_string()
         })
         .collect();
-    let mut streams: Vec<RawHost> = sessions
-        .iter()
-        .map(|s| RawHost::get_in(&setup, s))
-        .collect();
+    let mut streams: Vec<RawHost> = sessions.iter().map(|s| get_in(&setup, s)).collect();
     for stream in &mut streams {
         assert!(
             stream.wait_for(": stream open", 1, PROMPTLY),

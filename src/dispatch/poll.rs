@@ -24,7 +24,7 @@ use crate::config::MAX_POLL_LIMIT;
 use crate::control_plane::{PollError, PollOk, Polled};
 use crate::deadline;
 use crate::ops::metrics::PollOutcome;
-use crate::wire::CommandKind;
+use crate::wire::{CommandKind, FEATURE_SERVER_REQUESTS};
 
 use super::worker::Job;
 use super::{LOG_TARGET, Tunnel};
@@ -217,6 +217,9 @@ impl Tunnel {
         if commands.is_empty() {
             return;
         }
+        // Server→client requests of the calls these start cross only if the relay takes them.
+        let forwarding = self.control.extensions().has(FEATURE_SERVER_REQUESTS);
+        crate::mcp::server_requests::set_on(forwarding);
         log::debug!(target: LOG_TARGET, "received {} command(s)", commands.len());
         let mut jobs = Vec::with_capacity(commands.len());
         for polled in commands {

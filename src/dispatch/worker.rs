@@ -219,7 +219,10 @@ impl Tunnel {
             ..
         } = command;
         let request = match kind {
-            CommandKind::JsonRpc(message) => Request::JsonRpc(message),
+            // A host's answer to a server request: a message to the server like any other.
+            CommandKind::JsonRpc(message) | CommandKind::ServerResponse(message) => {
+                Request::JsonRpc(message)
+            }
             CommandKind::SessionTermination => Request::SessionTermination,
             CommandKind::OAuthDiscovery => Request::OAuthDiscovery,
             CommandKind::Unknown(kind) => {
@@ -400,7 +403,9 @@ impl PanicAnswer {
         };
         let id = match &command.kind {
             CommandKind::JsonRpc(raw) => RpcShape::of(raw.get()).and_then(|s| s.id),
-            CommandKind::SessionTermination | CommandKind::OAuthDiscovery => None,
+            CommandKind::SessionTermination
+            | CommandKind::OAuthDiscovery
+            | CommandKind::ServerResponse(_) => None,
             CommandKind::Unknown(_) | CommandKind::Cancel { .. } | CommandKind::Stream(_) => {
                 return None;
             }

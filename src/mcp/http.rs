@@ -16,7 +16,9 @@ use ureq::Agent;
 use ureq::http::Response;
 
 mod stream;
+mod watch;
 
+use super::server_requests::{self, Asked};
 use super::sse::SseReader;
 use super::{NotifySink, Outcome, Reply};
 
@@ -56,6 +58,10 @@ pub struct HttpTransport {
     /// The proxy, as it may be shown, for errors about it.
     proxy_name: String,
     extra_headers: Vec<(String, Secret)>,
+    /// Server→client requests forwarded to the host, awaiting its answer.
+    asked: Box<Asked>,
+    /// Sessions' standalone streams held for server requests ([`watch`]).
+    watches: Box<watch::Watches>,
 }
 
 impl HttpTransport {
@@ -69,7 +75,14 @@ impl HttpTransport {
             url: url.to_string(),
             proxy_name: net.proxy_name(),
             extra_headers: cfg.extra_headers.clone(),
+            asked: Box::default(),
+            watches: Box::default(),
         })
+    }
+
+    /// Server→client requests this transport forwards (our relay extension) or refuses.
+    pub fn asked(&self) -> &Asked {
+        &self.asked
     }
 
     /// OAuth discovery for this server, on this transport's agent (TLS, proxy) and static headers.
@@ -93,6 +106,13 @@ impl HttpTransport {
         deadline: Option<Instant>,
         on_notify: &mut NotifySink<'_>,
     ) -> Outcome {
+        let request = RpcShape::of(message.get())
+            .filter(|s| s.id.is_some() && s.method.as_deref().is_some_and(|m| m != "initialize"));
+        if request.is_some() {
+            // Requests the server sends on the session's standalone stream must not go unheard
+            // ([`watch`]; `run`'s calls only, not `doctor`'s).
+            self.watches.ensure(self, command_headers);
+        }
         self.call_observed(message, command_headers, deadline, on_notify, &mut |_| {})
     }
 
@@ -131,6 +151,9 @@ impl HttpTransport {
             return Outcome::Reply(Reply::failure(&failure, &Value::Null));
         };
         let id = shape.id.clone().unwrap_or(Value::Null);
+        // A host's answer to a server request we forwarded goes back with the server's id.
+        let answer = self.asked.answer(message);
+        let message = answer.as_deref().unwrap_or(message);
         let budget = budget(deadline);
         let req = self.with_headers(self.agent.post(&self.url), command_headers);
         let req = http_client::with_timeout(req, budget).header("Content-Type", "application/json");
@@ -151,7 +174,7 @@ impl HttpTransport {
                 } else {
                     log::debug!("mcp call failed: {}", failure.describe());
                 }
-                return Outcome::Reply(if shape.is_notification() {
+                return Outcome::Reply(if shape.id.is_none() || shape.method.is_none() {
                     ack(failure.resp_code(), BTreeMap::new())
                 } else {
                     Reply::failure(&failure, &id)
@@ -160,7 +183,8 @@ impl HttpTransport {
         };
         let status = resp.status().as_u16();
         let resp_headers = returnable(&resp);
-        if shape.is_notification() {
+        // A notification, or an answer to a server request: the server owes only an ack.
+        if shape.id.is_none() || shape.method.is_none() {
             drain(resp);
             let code = if (200..300).contains(&status) || status >= 400 {
                 status
@@ -213,6 +237,7 @@ impl HttpTransport {
         deadline: Option<Instant>,
         observe: &mut Observer<'_>,
     ) -> Outcome {
+        self.watches.stop(command_headers);
         let req = self.with_headers(self.agent.delete(&self.url), command_headers);
         let result = http_client::with_timeout(req, budget(deadline)).call();
         observe(result.as_ref());
@@ -244,20 +269,27 @@ impl HttpTransport {
         mut req: ureq::RequestBuilder<B>,
         command_headers: &[(String, String)],
     ) -> ureq::RequestBuilder<B> {
-        let forwarded = headers::forwardable(command_headers);
-        let carried = |name: &str| forwarded.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        for (name, value) in &self.extra_headers {
-            if !carried(name) {
-                req = req.header(name.as_str(), value.expose());
-            }
-        }
-        for (name, value) in &forwarded {
+        for (name, value) in self.header_list(command_headers) {
             req = req.header(name.as_str(), value.as_str());
         }
-        if !carried("accept") {
-            req = req.header("Accept", DEFAULT_ACCEPT);
-        }
         req
+    }
+
+    /// The headers [`HttpTransport::with_headers`] sets, in order.
+    fn header_list(&self, command_headers: &[(String, String)]) -> Vec<(String, String)> {
+        let forwarded = headers::forwardable(command_headers);
+        let carried = |name: &str| forwarded.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut list: Vec<(String, String)> = Vec::new();
+        for (name, value) in &self.extra_headers {
+            if !carried(name) {
+                list.push((name.clone(), value.expose().to_string()));
+            }
+        }
+        list.extend(forwarded.iter().cloned());
+        if !carried("accept") {
+            list.push(("Accept".to_string(), DEFAULT_ACCEPT.to_string()));
+        }
+        list
     }
 
     /// Reads an event stream until the message answering `id`, forwarding notifications.
@@ -304,6 +336,16 @@ impl HttpTransport {
             };
             if shape.is_notification() {
                 on_notify(raw, &resp_headers);
+            } else if shape.is_call()
+                && server_requests::is_on()
+                && host_reads_events(command_headers)
+            {
+                let id = shape.id.clone().unwrap_or(Value::Null);
+                log::info!(
+                    "mcp server sent a {} request; forwarded to the host",
+                    shape.method.as_deref().unwrap_or("")
+                );
+                on_notify(self.asked.tunnel(&raw, &id), &resp_headers);
             } else if shape.is_call() {
                 self.refuse_server_request(&shape, command_headers, deadline);
             } else if shape.id.as_ref() == Some(id) {
@@ -324,11 +366,7 @@ impl HttpTransport {
     ) {
         let method = shape.method.as_deref().unwrap_or("");
         log::info!("mcp server sent a {method} request; answered 'not supported through tunnel'");
-        let reply = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": shape.id,
-            "error": { "code": -32601, "message": "not supported through tunnel" },
-        });
+        let reply = server_requests::refusal(shape.id.as_ref().unwrap_or(&Value::Null));
         let timeout = budget(deadline).min(SERVER_REQUEST_REPLY_TIMEOUT);
         let req = self.with_headers(self.agent.post(&self.url), command_headers);
         let result = http_client::with_timeout(req, timeout)
@@ -342,6 +380,14 @@ impl HttpTransport {
             ),
         }
     }
+}
+
+/// Whether the host's request accepts an event stream: only then does the relay show it what
+/// the call's stream carries, a server request included (else it is refused).
+fn host_reads_events(command_headers: &[(String, String)]) -> bool {
+    command_headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("accept") && v.to_ascii_lowercase().contains("text/event-stream")
+    })
 }
 
 /// The answer to a request that did not come as an event stream.

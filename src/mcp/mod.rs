@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod oauth_discovery;
+pub mod server_requests;
 pub mod session;
 pub mod sse;
 pub mod stdio;

@@ -41,7 +41,7 @@ use super::tunnels::{ConnectorAuth, TunnelRecord};
 use super::{bearer, bearer_token};
 use crate::headers;
 use crate::http_server::{ChunkWriter, Request, Response};
-use crate::wire::{RespType, ResponsePayload};
+use crate::wire::{COMMAND_SERVER_RESPONSE, RespType, ResponsePayload};
 use serde_json::Value;
 
 /// Time reserved at the end of the connector's budget for the client's response POST to reach
@@ -181,6 +181,32 @@ fn post(
             limits,
             started,
         );
+    }
+    // Our extension: a host's answer to a server request a client forwarded goes to that client.
+    if fields.method.is_none()
+        && let Some(raw_id) = fields.id.as_deref()
+    {
+        let body = CommandBody {
+            command_type: COMMAND_SERVER_RESPONSE,
+            channel: channel.to_string(),
+            headers: command_headers(record, &req),
+            jsonrpc: Some(message.clone()),
+            created_at: now_rfc3339(),
+        };
+        let deadline = started + limits.wait;
+        let margin = deadline.checked_sub(RESPONSE_MARGIN).unwrap_or(deadline);
+        if let Some(submitted) = hub.submit_server_response(body, margin, raw_id) {
+            let ticket = match submitted {
+                Ok(t) => t,
+                Err(e) => return submit_error(e, None),
+            };
+            log::debug!(
+                "tunnel {}: queued {} (server_response)",
+                record.id,
+                ticket.request_id
+            );
+            return wait_for_answer(ticket, deadline, false, None, req);
+        }
     }
     // The id a later notifications/cancelled would name (a request's, short enough to keep).
     let rpc_id = id.and_then(|raw| serde_json::from_str::<Value>(raw).ok());

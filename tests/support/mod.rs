@@ -13,6 +13,7 @@ mod control_plane;
 pub mod http_wire;
 mod mcp;
 mod process;
+mod raw_host;
 mod redis;
 mod relay;
 mod watched;
@@ -23,6 +24,7 @@ pub use mcp::{FakeMcp, McpReply, SseEvent};
 pub use process::{
     ClientBuilder, TunnelClient, as_nobody_if_root, fixture_copy, process_gone, running_as_root,
 };
+pub use raw_host::RawHost;
 pub use redis::{RedisServer, redis_installed};
 pub use relay::{
     ArrivedEvent, Connector, HttpAnswer, Poller, Relay, RelayBuilder, Stub, TempDir, Tunnel,

@@ -4,8 +4,10 @@
 //!
 //! Once the server answers with an event stream, the sink hears "opened" (no message, the
 //! answer's returnable headers), then each JSON-RPC message as it arrives. A server→client
-//! request on the stream is refused at once, as on a call's stream, so nothing waits on the
-//! tunnel. The stream ends with a terminal [`Reply`]: listen's completion result (the response
+//! request on the stream is forwarded like a notification, with an id of ours
+//! ([`crate::mcp::server_requests`]), when that extension is on, else refused at once, as on a
+//! call's stream, so nothing waits on the tunnel. While the host holds a session's `GET`, the
+//! client holds no standalone stream of its own for it ([`super::watch`]). The stream ends with a terminal [`Reply`]: listen's completion result (the response
 //! to its id), or, when the server ends the stream, an empty one (no message). A server that
 //! refuses (any answer that is not a 2xx event stream) has its answer passed on as the terminal
 //! reply, as for a call. The sink returning `false` (the relay no longer takes the stream), the
@@ -23,6 +25,7 @@ use super::{
 };
 use crate::failure::Failure;
 use crate::http_client::{self, CancelFlag};
+use crate::mcp::server_requests;
 use crate::mcp::sse::SseReader;
 use crate::mcp::{Headers, Outcome, Reply, StreamSink};
 use crate::wire::{RespType, RpcShape, StreamOpen};
@@ -37,9 +40,16 @@ impl HttpTransport {
         sink: &mut StreamSink<'_>,
         cancel: &CancelFlag,
     ) -> Outcome {
+        let host_get = matches!(open, StreamOpen::Get);
+        if host_get {
+            self.watches.held_by_host(command_headers);
+        }
         let outcome = http_client::cancellable(cancel, || {
             self.stream_uncancelled(open, command_headers, deadline, sink)
         });
+        if host_get {
+            self.watches.released(command_headers);
+        }
         if cancel.is_cancelled() {
             return Outcome::Cancelled;
         }
@@ -132,6 +142,11 @@ impl HttpTransport {
             };
             if shape.is_notification() {
                 if !sink(Some(raw), &resp_headers) {
+                    return Outcome::Cancelled;
+                }
+            } else if shape.is_call() && server_requests::is_on() {
+                let asked_id = shape.id.clone().unwrap_or(Value::Null);
+                if !sink(Some(self.asked.tunnel(&raw, &asked_id)), &resp_headers) {
                     return Outcome::Cancelled;
                 }
             } else if shape.is_call() {

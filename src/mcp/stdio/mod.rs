@@ -37,6 +37,7 @@ mod route;
 mod sessions;
 mod supervisor;
 
+pub(in crate::mcp) use object::restore_id;
 pub use supervisor::{MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES};
 
 use super::{NotifySink, Outcome, Reply, StreamSink};

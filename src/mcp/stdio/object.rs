@@ -101,7 +101,7 @@ pub(super) fn rewrite_for_child(object: &mut Object, internal: u64) -> Option<(V
 }
 
 /// Replaces the internal id of a child's answer with the caller's.
-pub(super) fn restore_id(raw: &RawValue, original: &Value) -> Box<RawValue> {
+pub(in crate::mcp) fn restore_id(raw: &RawValue, original: &Value) -> Box<RawValue> {
     match Object::parse(raw.get()) {
         Some(mut object) => {
             object.set("id", original);

@@ -37,6 +37,7 @@ use super::supervisor::{
     Line, MAX_QUEUED_BYTES, QueueError, StdinQueue, fate, read_stdout, supervise,
 };
 use crate::failure::{Failure, Source};
+use crate::mcp::server_requests::Asked;
 use crate::mcp::{NotifySink, Outcome, Reply};
 use crate::wire::{RespType, RpcShape};
 
@@ -109,6 +110,8 @@ pub(super) struct Shared {
     /// Signalled (with `state` locked) when [`State::status`], `ready` or the handshake change.
     pub(super) status_changed: Condvar,
     pub(super) next_id: AtomicU64,
+    /// Server→client requests forwarded to hosts (our extension), awaiting answers.
+    pub(super) asked: Asked,
     pub(super) stopping: AtomicBool,
     /// Signalled on stop and when the supervisor ends.
     pub(super) changed: Condvar,
@@ -290,6 +293,8 @@ impl Process {
                 Some(translated) => translated,
                 None => return Outcome::Reply(ack(202)),
             }
+        } else if let Some(answer) = self.shared.asked.answer(message) {
+            answer.get().to_string() // a host's answer to a request this child sent
         } else {
             message.get().to_string()
         };
@@ -566,6 +571,7 @@ impl Shared {
             wake: Condvar::new(),
             status_changed: Condvar::new(),
             next_id: AtomicU64::new(1),
+            asked: Asked::default(),
             stopping: AtomicBool::new(false),
             changed: Condvar::new(),
             supervisor_done: Mutex::new(false),

@@ -4,8 +4,9 @@
 //! (the one whose internal id the tag names, the tag then set back to the caller's id, else the
 //! only listen in flight), another
 //! notification to every stream held on the child ([`super::listen`]) when there is one, else to
-//! the one call in flight (or nowhere), and a server→client request is refused so the server
-//! never waits for an answer that cannot come.
+//! the one call in flight (or nowhere), and a server→client request goes to the host when our
+//! extension is on and a call or stream can carry it ([`crate::mcp::server_requests`]), else
+//! is refused, so the server never waits for an answer that cannot come.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use serde_json::Value;
 
 use super::object::Object;
 use super::process::{Event, Shared};
+use crate::mcp::server_requests;
 use crate::wire::RpcShape;
 
 /// The `_meta` key a 2026-07-28 server tags a listen's notifications with.
@@ -40,7 +42,11 @@ impl Shared {
             return;
         };
         match (&shape.method, &shape.id) {
-            (Some(method), Some(id)) => self.refuse_request(method, id),
+            (Some(method), Some(id)) => {
+                if !self.forward_request(method, id, &object) {
+                    self.refuse_request(method, id);
+                }
+            }
             (Some(method), None) => self.route_notification(method, object),
             (None, Some(id)) => {
                 let state = self.lock();
@@ -124,18 +130,41 @@ impl Shared {
         let _ = call.events.send(Event::Notification(object.to_raw()));
     }
 
-    /// A server→client request (sampling, roots, elicitation) cannot cross the tunnel: answer it
-    /// with an error so the server does not wait forever.
+    /// A server→client request, with our extension on ([`server_requests`]): to the one call in
+    /// flight on this child, else to one stream held on it, with an id of ours; `false` when
+    /// there is neither (or the extension is off), and it must be refused.
+    fn forward_request(&self, method: &str, id: &Value, object: &Object) -> bool {
+        if !server_requests::is_on() {
+            return false;
+        }
+        let state = self.lock();
+        let to = match (state.calls.len(), state.listeners.values().next()) {
+            (1, _) => state.calls.values().next().map(|c| &c.events),
+            (_, Some(listener)) => Some(listener),
+            _ => None,
+        };
+        let Some(to) = to else {
+            return false;
+        };
+        let forwarded = self.asked.tunnel(&object.to_raw(), id);
+        let sent = to.send(Event::Notification(forwarded)).is_ok();
+        if sent {
+            log::info!(
+                "[{}] stdio server sent a {method} request; forwarded to the host",
+                self.channel
+            );
+        }
+        sent
+    }
+
+    /// A server→client request (sampling, roots, elicitation) that cannot cross the tunnel:
+    /// answer it with an error so the server does not wait forever.
     fn refuse_request(&self, method: &str, id: &Value) {
         log::info!(
             "[{}] stdio server sent a {method} request; answered 'not supported through tunnel'",
             self.channel
         );
-        let reply = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": -32601, "message": "not supported through tunnel" },
-        });
+        let reply = server_requests::refusal(id);
         let _ = self.write_line(&reply.to_string());
     }
 }

@@ -31,6 +31,7 @@
 
 mod instance;
 mod queue;
+mod server_requests;
 mod sessions;
 mod shared;
 mod streams;
@@ -43,7 +44,9 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::random_hex;
 use crate::http_server::ConnectionHandle;
-use crate::wire::{Extensions, FEATURE_CANCEL, FEATURE_STREAMS, RespType, ResponsePayload};
+use crate::wire::{
+    Extensions, FEATURE_CANCEL, FEATURE_SERVER_REQUESTS, FEATURE_STREAMS, RespType, ResponsePayload,
+};
 pub use instance::CLIENT_GONE_GRACE;
 use instance::{FORGET_INSTANCE_AFTER, Instance};
 use queue::{CancelOrder, Item};
@@ -101,6 +104,8 @@ struct Inner {
     instances: HashMap<String, Instance>,
     /// Which instance holds each session of a process-affine channel.
     sessions: SessionTable,
+    /// Server→client requests forwarded to hosts, by id: who asked ([`server_requests`]).
+    asked: server_requests::AskedTable,
 }
 
 /// Why a command could not be queued.
@@ -307,7 +312,7 @@ impl TunnelHub {
         rpc_id: Option<Value>,
     ) -> Result<Ticket, SubmitError> {
         let fields = (session, is_initialize, rpc_id);
-        self.enqueue(body, deadline, fields, None)
+        self.enqueue(body, deadline, fields, None, None)
     }
 
     /// Queues a `stream` command (our extension, [`FEATURE_STREAMS`]) for an instance that
@@ -329,7 +334,21 @@ impl TunnelHub {
             kind: kind.as_str(),
             ends,
         };
-        self.enqueue(body, deadline, (session, false, None), Some(spec))
+        self.enqueue(body, deadline, (session, false, None), Some(spec), None)
+    }
+
+    /// Queues a host's answer to a server→client request (our extension,
+    /// [`FEATURE_SERVER_REQUESTS`]) for the instance that forwarded the request `raw_id` names
+    /// on `channel`; `None` when no instance is remembered for it (the caller then keeps the
+    /// contract's way).
+    pub fn submit_server_response(
+        self: &Arc<Self>,
+        body: CommandBody,
+        deadline: Instant,
+        raw_id: &str,
+    ) -> Option<Result<Ticket, SubmitError>> {
+        let instance = self.lock().asked.take(&body.channel, raw_id)?;
+        Some(self.enqueue(body, deadline, (None, false, None), None, Some(instance)))
     }
 
     /// Whether a stream for `session` could be handed out now: the instance holding the session
@@ -354,6 +373,7 @@ impl TunnelHub {
         deadline: Instant,
         (session, is_initialize, rpc_id): (Option<&str>, bool, Option<Value>),
         stream: Option<StreamSpec>,
+        pinned: Option<String>,
     ) -> Result<Ticket, SubmitError> {
         let now = Instant::now();
         // With the shared store: the session's instance and whether the channel is affine.
@@ -369,7 +389,7 @@ impl TunnelHub {
         }
         let affinity = match (&remote, session.and_then(|s| inner.sessions.owner(s))) {
             // Redis checks that the owner still polls (SessionGone otherwise).
-            (Some((owner, _)), _) => owner.clone(),
+            (Some((owner, _)), _) => owner.clone().or(pinned),
             (None, Some(instance)) => {
                 let alive = inner
                     .instances
@@ -380,7 +400,7 @@ impl TunnelHub {
                 }
                 Some(instance.clone())
             }
-            (None, None) => None,
+            (None, None) => pinned,
         };
         if local && inner.queue.len() >= self.limits.queue_capacity {
             return Err(SubmitError::QueueFull);
@@ -605,6 +625,7 @@ impl TunnelHub {
         };
         let to_connector = pending.to_connector.clone();
         let instance = pending.instance.clone();
+        let channel = pending.channel.clone();
         let binds_session = pending.binds_session;
         if !payload.resp_type.is_terminal() {
             let size = payload_bytes(&payload);
@@ -632,8 +653,17 @@ impl TunnelHub {
         } else {
             inner.pending.remove(&payload.request_id);
         }
-        if let Some(i) = instance.as_ref().and_then(|i| inner.instances.get_mut(i)) {
+        if let Some(id) = instance.as_ref()
+            && let Some(i) = inner.instances.get_mut(id)
+        {
             i.last_seen = Some(Instant::now());
+            // A server request the client forwarded: remember who asked, for the answer.
+            if i.extensions.has(FEATURE_SERVER_REQUESTS)
+                && payload.resp_type == RespType::JsonrpcNotify
+                && let Some(json) = &payload.resp_json
+            {
+                inner.asked.note(json.get(), id, &channel);
+            }
         }
         // Delivered by another node: Redis knows which instance took it.
         let instance = instance.or_else(|| {
