@@ -143,7 +143,7 @@ impl Relay {
                 client_timeout: self.cfg.client_timeout,
             };
             let shared = self.store.as_ref().map(|s| Shared::new(Arc::clone(s), id));
-            TunnelHub::with_store(limits, shared)
+            TunnelHub::new(limits, shared)
         }))
     }
 

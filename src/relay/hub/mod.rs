@@ -242,12 +242,8 @@ fn payload_bytes(payload: &ResponsePayload) -> usize {
 }
 
 impl TunnelHub {
-    pub fn new(limits: HubLimits) -> Arc<TunnelHub> {
-        TunnelHub::with_store(limits, None)
-    }
-
     /// A hub whose queue is in the shared store when `shared` is given.
-    pub(crate) fn with_store(limits: HubLimits, shared: Option<Shared>) -> Arc<TunnelHub> {
+    pub(crate) fn new(limits: HubLimits, shared: Option<Shared>) -> Arc<TunnelHub> {
         Arc::new(TunnelHub {
             inner: Mutex::new(Inner::default()),
             queued: Condvar::new(),
@@ -265,11 +261,10 @@ impl TunnelHub {
 
     /// Whether any client instance has been seen recently.
     pub fn connected(&self) -> bool {
-        let local = {
-            let inner = self.lock();
-            let now = Instant::now();
-            inner.instances.values().any(|i| self.alive(i, now))
-        };
+        let inner = self.lock();
+        let now = Instant::now();
+        let local = inner.instances.values().any(|i| self.alive(i, now));
+        drop(inner);
         local || self.shared.as_ref().is_some_and(Shared::connected)
     }
 
@@ -377,10 +372,12 @@ impl TunnelHub {
     ) -> Result<Ticket, SubmitError> {
         let now = Instant::now();
         // With the shared store: the session's instance and whether the channel is affine.
-        let remote = match &self.shared {
-            Some(s) => Some(s.routing(session, is_initialize.then_some(&*body.channel))?),
-            None => None,
-        };
+        let initialize_on = is_initialize.then_some(&*body.channel);
+        let remote = self
+            .shared
+            .as_ref()
+            .map(|s| s.routing(session, initialize_on));
+        let remote = remote.transpose()?;
         let mut inner = self.lock();
         // With the shared store, whether a client polls and the queue's room are Redis's.
         let local = self.shared.is_none();
@@ -566,20 +563,12 @@ impl TunnelHub {
     /// their order, for the next poller. Only for answers the client cannot have acted on (the
     /// write failed before the answer's last byte); withdrawn commands are skipped.
     pub fn requeue(&self, commands: Vec<Delivered>) {
+        if let Some(shared) = &self.shared {
+            return self.requeue_shared(shared, commands);
+        }
         let mut inner = self.lock();
-        let mut shared_back = Vec::new();
         for d in commands.into_iter().rev() {
             let queued = match d.item {
-                Item::Work {
-                    queued,
-                    shard_token,
-                } if self.shared.is_some() => {
-                    if let Some(pending) = inner.pending.get_mut(&queued.request_id) {
-                        pending.instance = None;
-                    }
-                    shared_back.insert(0, (queued, shard_token));
-                    continue;
-                }
                 Item::Work { queued, .. } => queued,
                 Item::Cancel(order) => {
                     if let Some(me) = inner.instances.get_mut(&order.instance) {
@@ -595,9 +584,6 @@ impl TunnelHub {
             inner.queue.push_front(queued);
         }
         drop(inner);
-        if let Some(shared) = &self.shared {
-            shared.put_back(shared_back);
-        }
         self.queued.notify_all();
     }
 
@@ -609,11 +595,7 @@ impl TunnelHub {
         mut payload: ResponsePayload,
     ) -> Result<(), RespondError> {
         if let Some(shared) = self.shared.as_ref().filter(|s| !s.is_mine(shard_token)) {
-            return match shared.forward(shard_token, payload) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(RespondError::NotPending),
-                Err(_) => Err(RespondError::StoreUnavailable),
-            };
+            return shared.forward(shard_token, payload);
         }
         let mut inner = self.lock();
         let Some(pending) = inner
@@ -666,10 +648,8 @@ impl TunnelHub {
             }
         }
         // Delivered by another node: Redis knows which instance took it.
-        let instance = instance.or_else(|| {
-            let shared = self.shared.as_ref().filter(|_| binds_session)?;
-            shared.delivered_to(&payload.request_id)
-        });
+        let remote = || self.shared.as_ref()?.delivered_to(&payload.request_id);
+        let instance = instance.or_else(|| binds_session.then(remote).flatten());
         if binds_session
             && payload.resp_type == RespType::JsonrpcResponse
             && let Some(instance) = instance
@@ -683,9 +663,9 @@ impl TunnelHub {
                     .insert("Mcp-Session-Id".to_string(), vec![minted.clone()]);
                 minted
             });
-            if let Some(shared) = &self.shared {
-                shared.bind_session(&session, &instance);
-            }
+            self.shared
+                .as_ref()
+                .inspect(|s| s.bind_session(&session, &instance));
             inner.sessions.bind(session, instance);
         }
         drop(inner);
@@ -758,10 +738,7 @@ impl TunnelHub {
                 return None; // cancelling someone else's request would be worse than none
             }
             let cancellable = match &pending.instance {
-                None => self
-                    .shared
-                    .as_ref()
-                    .is_none_or(|s| s.cancellable(request_id)),
+                None => self.remote_cancellable(request_id),
                 Some(i) => inner
                     .instances
                     .get(i)
@@ -781,9 +758,7 @@ impl TunnelHub {
         inner.pending.remove(request_id);
         inner.queue.retain(|q| q.request_id != request_id);
         drop(inner);
-        if let Some(shared) = &self.shared {
-            shared.withdraw(request_id);
-        }
+        self.shared.as_ref().inspect(|s| s.withdraw(request_id));
     }
 
     /// Forgets a session binding (after a successful DELETE).
@@ -791,9 +766,7 @@ impl TunnelHub {
         let mut inner = self.lock();
         inner.sessions.end(session);
         drop(inner);
-        if let Some(shared) = &self.shared {
-            shared.end_session(session);
-        }
+        self.shared.as_ref().inspect(|s| s.end_session(session));
     }
 
     /// Commands queued right now (for tests and metrics).
@@ -810,10 +783,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn hub(capacity: usize) -> Arc<TunnelHub> {
-        TunnelHub::new(HubLimits {
-            queue_capacity: capacity,
-            client_timeout: Duration::from_secs(60),
-        })
+        TunnelHub::new(
+            HubLimits {
+                queue_capacity: capacity,
+                client_timeout: Duration::from_secs(60),
+            },
+            None,
+        )
     }
 
     fn body(channel: &str, message: &str) -> CommandBody {
@@ -996,10 +972,11 @@ mod tests {
 
     #[test]
     fn a_session_whose_instance_is_gone_is_refused() {
-        let hub = TunnelHub::new(HubLimits {
+        let limits = HubLimits {
             queue_capacity: 8,
             client_timeout: Duration::from_millis(1),
-        });
+        };
+        let hub = TunnelHub::new(limits, None);
         announce(&hub, "a", &["main"]);
         let init = hub
             .submit(

@@ -13,9 +13,15 @@
 //! issued none) to the instance that took it, in Redis; later commands of the session go to that
 //! instance's own list, which only its polls take from (before the tunnel's list).
 //!
-//! Not shared yet (a later phase): `cancel` commands for a command delivered by another node,
-//! `tunnel_client_gone` for an instance polling another node, long-lived streams (a node with
-//! the Redis store offers none).
+//! Cancellation across nodes: a `cancel` order goes to the list of the instance that took the
+//! command (when it announced the feature), read by its polls on any node.
+//!
+//! Not shared yet (a later phase): `tunnel_client_gone` for an instance polling another node,
+//! long-lived streams (a node with the Redis store offers none), server→client requests (the
+//! answer's instance is remembered only on the node that saw the request). `poll`: the
+//! long-poll and requeue with the queue in Redis.
+
+mod poll;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,13 +30,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::queue::{
-    CancelOrder, CommandBody, Delivered, Item, POLL_ANSWER_BUDGET, Queued, StreamSpec,
-};
-use super::{Cancelled, GONE_CHECK, Pending, PollAsk, SubmitError, TunnelHub};
+use super::queue::{CancelOrder, CommandBody, POLL_ANSWER_BUDGET, Queued, StreamSpec};
+use super::{Cancelled, Pending, RespondError, SubmitError};
 use crate::crypto::random_hex;
 use crate::relay::store::{self, Store, StoreError};
-use crate::wire::{self, FEATURE_CANCEL, ResponsePayload};
+use crate::wire::{self, ResponsePayload};
 
 /// How long keys outlive the deadline that made them (clock differences between nodes, a
 /// response POST just at the deadline).
@@ -529,9 +533,9 @@ impl Shared {
         &self,
         token: &str,
         payload: ResponsePayload,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), RespondError> {
         let Some((node, _)) = token.split_once('.') else {
-            return Ok(false);
+            return Err(RespondError::NotPending);
         };
         let terminal = if payload.resp_type.is_terminal() {
             "1"
@@ -556,8 +560,15 @@ impl Shared {
             ttl.as_bytes(),
             terminal.as_bytes(),
         ];
-        let reply = self.store.eval(store::FORWARD, &keys, &args)?;
-        Ok(reply.as_int() == Some(1))
+        match self
+            .store
+            .eval(store::FORWARD, &keys, &args)
+            .map(|r| r.as_int())
+        {
+            Ok(Some(1)) => Ok(()),
+            Ok(_) => Err(RespondError::NotPending),
+            Err(_) => Err(RespondError::StoreUnavailable),
+        }
     }
 }
 
@@ -575,94 +586,4 @@ pub(crate) fn take_forwarded(store: &Store, block: Duration) -> Result<Vec<Forwa
         .and_then(|m| serde_json::from_slice(&m).ok())
         .into_iter()
         .collect())
-}
-
-impl TunnelHub {
-    /// [`TunnelHub::poll_with`] with the queue in Redis.
-    pub(super) fn poll_shared(
-        &self,
-        shared: &Shared,
-        instance: &str,
-        ask: PollAsk,
-        limit: usize,
-        wait: Duration,
-        gone: &dyn Fn() -> bool,
-    ) -> Vec<Delivered> {
-        let deadline = Instant::now().checked_add(wait);
-        let affine: Vec<String> = ask.affine_channels.iter().cloned().collect();
-        // What other nodes need to know of it: whether a `cancel` command may be sent.
-        let features = if ask.extensions.has(FEATURE_CANCEL) {
-            FEATURE_CANCEL
-        } else {
-            "-"
-        };
-        {
-            let mut inner = self.lock();
-            let me = inner.instances.entry(instance.to_string()).or_default();
-            me.waiting_polls += 1;
-            me.affine_channels = ask.affine_channels;
-            me.extensions = ask.extensions;
-            me.last_seen = Some(Instant::now());
-        }
-        let (mut cancels, mut taken) = (Vec::new(), Vec::new());
-        loop {
-            if gone() {
-                break;
-            }
-            shared.touch_alive(instance, &affine, features, self.limits.client_timeout);
-            cancels = self
-                .lock()
-                .instances
-                .get_mut(instance)
-                .map(|me| me.cancels.drain(..).collect())
-                .unwrap_or_default();
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let block = if cancels.is_empty() {
-                left.unwrap_or(GONE_CHECK).min(GONE_CHECK)
-            } else {
-                Duration::ZERO
-            };
-            // Whether this round still has to wait: it took nothing without blocking in Redis
-            // (only cancels asked for, a block too short for BLPOP, or Redis down).
-            let room = if ask.cancels_only { 0 } else { limit };
-            let wait_here = match shared.take(instance, room, block) {
-                Ok((orders, t)) => {
-                    cancels.extend(orders);
-                    taken = t;
-                    block < MIN_BLOCK
-                }
-                Err(_) => true,
-            };
-            if !cancels.is_empty() || !taken.is_empty() || left == Some(Duration::ZERO) {
-                break;
-            }
-            if wait_here && !block.is_zero() {
-                let inner = self.lock();
-                drop(self.queued.wait_timeout(inner, block));
-            }
-        }
-        shared.touch_alive(instance, &affine, features, self.limits.client_timeout);
-        let mut inner = self.lock();
-        let me = inner.instances.entry(instance.to_string()).or_default();
-        me.waiting_polls -= 1;
-        me.last_seen = Some(Instant::now());
-        let mut out: Vec<Delivered> = cancels
-            .into_iter()
-            .map(|order| Delivered {
-                item: Item::Cancel(order),
-            })
-            .collect();
-        for (queued, shard_token) in taken {
-            if let Some(pending) = inner.pending.get_mut(&queued.request_id) {
-                pending.instance = Some(instance.to_string());
-            }
-            out.push(Delivered {
-                item: Item::Work {
-                    queued,
-                    shard_token,
-                },
-            });
-        }
-        out
-    }
 }
