@@ -77,6 +77,29 @@ impl Cluster {
         Poller::new(&self.nodes[node], &t.id, &t.runtime_key, instance)
     }
 
+    /// Commands Redis has run so far (`INFO commandstats`, scripts' inner calls included).
+    fn redis_calls(&self) -> (u64, u64) {
+        let stats = self.redis.command("INFO commandstats");
+        let calls = |pick: &dyn Fn(&str) -> bool| -> u64 {
+            stats
+                .lines()
+                .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info"))
+                .filter(|l| pick(l))
+                .filter_map(|l| {
+                    l.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>()
+        };
+        // Round trips: scripts and blocking pops (a node sends little else itself).
+        let trips = calls(&|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_blpop:"));
+        (calls(&|_| true), trips)
+    }
+
     /// Every key in Redis, with its remaining TTL in ms (-1: none).
     fn keys_and_ttls(&self) -> Vec<(String, i64)> {
         let reply = self.redis.command("KEYS *");
@@ -182,6 +205,7 @@ fn two_clients_polling_two_nodes_execute_each_command_exactly_once() {
     cluster.connector(0).wait_until_client_connected();
     cluster.connector(1).wait_until_client_connected();
     const CALLS: usize = 40;
+    let calls_before = cluster.redis_calls();
     let callers: Vec<_> = (0..4)
         .map(|worker| {
             let connector = cluster.connector(worker % 2);
@@ -208,6 +232,14 @@ fn two_clients_polling_two_nodes_execute_each_command_exactly_once() {
         }
     }
     assert_eq!(executions.len(), CALLS, "{executions:?}");
+    // For the record (polls also touch Redis while they wait, so this is an upper bound).
+    let calls_after = cluster.redis_calls();
+    let per_call = |n: u64| n as f64 / CALLS as f64;
+    println!(
+        "per tunnelled call, polls' included: {:.1} Redis commands, {:.1} scripts and BLPOPs",
+        per_call(calls_after.0 - calls_before.0),
+        per_call(calls_after.1 - calls_before.1)
+    );
     let twice: Vec<_> = executions.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "executed more than once: {twice:?}");
 }
