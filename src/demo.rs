@@ -163,6 +163,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             poll_deadline_guardrail: Duration::from_secs(5),
             max_inflight: 20,
             extra_headers: Vec::new(),
+            organization_id: None,
             net: HopNet::direct(),
         },
         mcp: McpConfig {

@@ -23,7 +23,7 @@ use super::run_options::{
     HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW,
     MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS,
     MCP_REQUIRE_DISCOVERY, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL,
-    PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    ORGANIZATION_ID, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
@@ -48,7 +48,11 @@ pub struct ControlPlaneConfig {
     pub poll_timeout: Duration,
     pub poll_deadline_guardrail: Duration,
     pub max_inflight: usize,
+    /// Extra headers, `OpenAI-Organization` among them when [`organization_id`](Self::organization_id)
+    /// is set.
     pub extra_headers: Vec<(String, Secret)>,
+    /// `--control-plane.organization-id`: sent as `OpenAI-Organization` (in `extra_headers`).
+    pub organization_id: Option<String>,
     pub net: HopNet,
 }
 
@@ -153,7 +157,7 @@ pub fn parse_run(
     let poll_deadline_guardrail = positive_duration(&get(POLL_GUARDRAIL))?;
     let max_inflight = count(&get(MAX_INFLIGHT), 1, 10_000)?;
     let cp_extra = get(CP_EXTRA_HEADERS);
-    let cp_extra_headers = parse_headers(&cp_extra, &resolve_secret(&cp_extra, env)?)?;
+    let mut cp_extra_headers = parse_headers(&cp_extra, &resolve_secret(&cp_extra, env)?)?;
     for (name, _) in &cp_extra_headers {
         if crate::headers::is_reserved_header(name) {
             return Err(err(
@@ -161,6 +165,22 @@ pub fn parse_run(
                 &format!("header {name} is set by mcp-tunnel itself and cannot be overridden"),
             ));
         }
+    }
+    let organization_id = validate_organization_id(&get(ORGANIZATION_ID))?;
+    if let Some(id) = &organization_id {
+        if cp_extra_headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case(ORGANIZATION_HEADER))
+        {
+            return Err(err(
+                &cp_extra.source,
+                &format!(
+                    "sets {ORGANIZATION_HEADER}, which CONTROL_PLANE_ORGANIZATION_ID \
+                     ({ORGANIZATION_ID}) sets too; give it once"
+                ),
+            ));
+        }
+        cp_extra_headers.push((ORGANIZATION_HEADER.to_string(), Secret::new(id.clone())));
     }
 
     // Outbound networking, shared by both hops unless a narrower setting wins.
@@ -245,6 +265,7 @@ pub fn parse_run(
             poll_deadline_guardrail,
             max_inflight,
             extra_headers: cp_extra_headers,
+            organization_id,
             net: nets.control_plane,
         },
         mcp: McpConfig {
@@ -259,6 +280,26 @@ pub fn parse_run(
         log,
         ops,
     })))
+}
+
+/// The header the organization id travels in.
+pub const ORGANIZATION_HEADER: &str = "OpenAI-Organization";
+
+/// `--control-plane.organization-id`: unset, or printable ASCII without spaces at its ends (it
+/// goes into a header; a CR or LF would split the request).
+fn validate_organization_id(raw: &Raw) -> Result<Option<String>, ConfigError> {
+    let id = raw.value.trim();
+    if raw.value.is_empty() {
+        return Ok(None);
+    }
+    if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(err(
+            &raw.source,
+            "is not an organization id; expected printable ASCII such as org-AbC123 \
+             (no control characters, at most 256 bytes)",
+        ));
+    }
+    Ok(Some(id.to_string()))
 }
 
 /// Options whose values are secrets or may carry credentials.

@@ -13,6 +13,7 @@ pub(super) const BASE_URL: &str = "--control-plane.base-url";
 pub(super) const URL_PATH: &str = "--control-plane.url-path";
 pub(super) const TUNNEL_ID: &str = "--control-plane.tunnel-id";
 pub(super) const API_KEY: &str = "--control-plane.api-key";
+pub(super) const ORGANIZATION_ID: &str = "--control-plane.organization-id";
 pub(super) const POLL_TIMEOUT: &str = "--control-plane.poll-timeout";
 pub(super) const POLL_GUARDRAIL: &str = "--control-plane.poll-deadline-guardrail";
 pub(super) const MAX_INFLIGHT: &str = "--control-plane.max-inflight";
@@ -41,7 +42,8 @@ pub(super) const MCP_CLIENT_CERT: &str = "--mcp.client-cert";
 pub(super) const MCP_CLIENT_KEY: &str = "--mcp.client-key";
 pub(super) const HEALTH_LISTEN: &str = "--health.listen-addr";
 pub(super) const HEALTH_URL_FILE: &str = "--health.url-file";
-pub(super) const PID_FILE: &str = "--pid-file";
+pub(super) const PID_FILE: &str = "--pid.file";
+pub(super) const PID_FILE_ALIAS: &str = "--pid-file";
 pub(super) const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
 
 /// The default control plane, and where it expects mutual-TLS clients.
@@ -76,6 +78,14 @@ pub const RUN_OPTIONS: &[Opt] = &[
         env: &["CONTROL_PLANE_API_KEY", "OPENAI_API_KEY"],
         default: None,
         help: "Runtime API key. Required. On the command line only as env:VAR or file:/path.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: ORGANIZATION_ID,
+        env: &["CONTROL_PLANE_ORGANIZATION_ID"],
+        default: Some(""),
+        help: "Sent as OpenAI-Organization on every control-plane request (poll, response, metadata; \
+         never to MCP servers), for a key that belongs to several organizations.",
         ..Opt::BASE
     },
     Opt {
@@ -302,6 +312,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     Opt {
         flag: PID_FILE,
         env: &["PID_FILE"],
+        aliases: &[PID_FILE_ALIAS],
         default: Some(""),
         help: "Hold this pid file with an exclusive lock; if another copy holds it, exit 0 at once \
          (for cron and init scripts).",

@@ -29,6 +29,8 @@ pub struct Opt {
     pub switch: bool,
     /// A path whose flag value may be any bytes, not only UTF-8; read it with [`Sources::path`].
     pub os_path: bool,
+    /// Other spellings of the flag (e.g. an older name), rewritten to `flag` before parsing.
+    pub aliases: &'static [&'static str],
 }
 
 impl Opt {
@@ -41,6 +43,7 @@ impl Opt {
         repeatable: false,
         switch: false,
         os_path: false,
+        aliases: &[],
     };
 }
 
@@ -123,9 +126,10 @@ impl<'a> Sources<'a> {
         args: Vec<OsString>,
         env: &'a dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<(Sources<'a>, Vec<OsString>)>, ArgError> {
-        // A bare switch means true: give it a value before the parser sees it.
+        // An alias becomes its flag, and a bare switch means true, before the parser sees them.
         let args = args
             .into_iter()
+            .map(|a| canonical_spelling(options, a))
             .map(|a| match options.iter().find(|o| o.switch && a == o.flag) {
                 Some(o) => OsString::from(format!("{}=true", o.flag)),
                 None => a,
@@ -264,6 +268,24 @@ impl<'a> Sources<'a> {
     }
 }
 
+/// `arg` with an alias spelling (`--alias` or `--alias=value`) replaced by its option's flag.
+fn canonical_spelling(options: &[Opt], arg: OsString) -> OsString {
+    let Some(text) = arg.to_str() else {
+        return arg;
+    };
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (text, None),
+    };
+    match options.iter().find(|o| o.aliases.contains(&name)) {
+        Some(o) => match value {
+            Some(v) => OsString::from(format!("{}={v}", o.flag)),
+            None => OsString::from(o.flag),
+        },
+        None => arg,
+    }
+}
+
 /// The flag of the env-file option, and the spelling `--config` that is rewritten to it.
 pub const ENV_FILE: &str = "--env-file";
 const ENV_FILE_ALIAS: &str = "--config";
@@ -328,6 +350,9 @@ pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
             out.push_str(&format!("  {}[=true|false]\n", o.flag));
         } else {
             out.push_str(&format!("  {} <value>\n", o.flag));
+        }
+        if !o.aliases.is_empty() {
+            out.push_str(&format!("      (also spelled {})\n", o.aliases.join(", ")));
         }
         out.push_str(&format!("      {}\n", o.help));
         let default = match o.default {

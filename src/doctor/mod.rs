@@ -261,10 +261,14 @@ fn check_all(cfg: &RunConfig, report: &mut Report) {
             format!("{} ({kind})", c.name)
         })
         .collect();
+    let organization = match &cp.organization_id {
+        Some(id) => format!("; organization {id} (OpenAI-Organization)"),
+        None => String::new(),
+    };
     report.pass(
         "configuration",
         format!(
-            "read as `run` would: tunnel {} at {}{}; channels {}",
+            "read as `run` would: tunnel {} at {}{}{organization}; channels {}",
             cp.tunnel_id,
             cp.base_url,
             cp.url_path,
