@@ -85,6 +85,20 @@ pub fn run(cfg: &RunConfig) -> i32 {
         cfg.control_plane.url_path,
         tunnel.control_plane().instance_id()
     );
+    let waited = crate::ops::startup_wait::wait_for_listeners(
+        &cfg.mcp.channels,
+        cfg.mcp.startup_wait_timeout,
+        tunnel.health(),
+        &|delay| tunnel.wait_unless_stopped(delay),
+    );
+    if !waited {
+        log::info!("stopped while waiting for the MCP servers to start");
+        tunnel.close(STDIO_STOP_TIMEOUT);
+        if let Some(server) = health {
+            server.stop();
+        }
+        return 0;
+    }
     match tunnel.control_plane().metadata() {
         Ok(meta) if meta.description.is_empty() => log::info!("tunnel {:?}", meta.name),
         Ok(meta) => log::info!("tunnel {:?}: {}", meta.name, meta.description),

@@ -178,6 +178,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             max_streams: 16,
             extra_headers: Vec::new(),
             connection_max_ttl: Duration::from_secs(600),
+            startup_wait_timeout: Duration::ZERO,
             discovery: Default::default(),
         },
         drain_timeout: Duration::from_secs(5),

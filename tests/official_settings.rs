@@ -6,11 +6,51 @@
 
 mod support;
 
-use std::time::Duration;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use support::{
-    ClientBuilder, Command, FakeControlPlane, FakeMcp, PROMPTLY, TUNNEL_ID, TunnelClient, tool_call,
+    ClientBuilder, Command, FakeControlPlane, FakeMcp, PROMPTLY, TUNNEL_ID, TempDir, TunnelClient,
+    http_get, tool_call,
 };
+
+/// Pause between two looks in a bounded polling loop.
+const LOOK_AGAIN: Duration = Duration::from_millis(25);
+
+/// Looks at `probe` until it returns something; panics at the deadline with `what`.
+fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {PROMPTLY:?}");
+        std::thread::sleep(LOOK_AGAIN);
+    }
+}
+
+/// The base URL a client wrote to its health URL file, once written.
+fn health_base(url_file: &Path) -> String {
+    eventually("health URL file", || {
+        std::fs::read_to_string(url_file)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+            .map(|t| t.trim().to_string())
+    })
+}
+
+/// `(status, body)` of `GET {base}{path}` over TCP.
+fn get(base: &str, path: &str) -> (u16, String) {
+    let answer = http_get(&format!("{base}{path}"), &[]);
+    (answer.status, answer.body)
+}
+
+/// A loopback port nothing listens on yet (bound, then released), for a server started later.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
 
 /// A `doctor` run's whole output, once it has finished.
 fn doctor_output(builder: ClientBuilder) -> (Option<i32>, String) {
@@ -117,4 +157,99 @@ fn a_bad_organization_id_is_a_configuration_error_naming_it() {
         client.stderr()
     );
     assert_eq!(control_plane.poll_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MCP_STARTUP_WAIT_TIMEOUT
+
+#[test]
+fn the_first_poll_waits_until_the_mcp_listener_accepts_and_readyz_says_why() {
+    let control_plane = FakeControlPlane::start();
+    let dir = TempDir::new("startup-wait");
+    let url_file = dir.path().join("health.url");
+    let port = free_port();
+    let _client = ClientBuilder::for_fakes(&control_plane, &format!("http://127.0.0.1:{port}/mcp"))
+        .env("MCP_STARTUP_WAIT_TIMEOUT", "60s")
+        .env("HEALTH_URL_FILE", &url_file.display().to_string())
+        .spawn();
+    let base = health_base(&url_file);
+    let (status, body) = get(&base, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body.trim(),
+        "waiting for mcp channel main to accept connections (--mcp.startup-wait-timeout 60s)"
+    );
+    // Seen waiting (above) with the listener down: nothing polled meanwhile.
+    assert_eq!(
+        control_plane.poll_count(),
+        0,
+        "polled before the listener was up"
+    );
+
+    // The sidecar comes up: polling starts, and the wait no longer holds readiness.
+    let _listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the MCP port");
+    control_plane.wait_for_polls(1, PROMPTLY);
+    let (_, body) = get(&base, "/readyz?format=json");
+    assert!(!body.contains("startup-wait"), "{body}");
+}
+
+#[test]
+fn when_the_wait_runs_out_polling_starts_anyway_and_readyz_names_the_channel() {
+    let control_plane = FakeControlPlane::start();
+    let dir = TempDir::new("startup-wait-out");
+    let url_file = dir.path().join("health.url");
+    let port = free_port();
+    let client = ClientBuilder::for_fakes(&control_plane, &format!("http://127.0.0.1:{port}/mcp"))
+        .env("MCP_STARTUP_WAIT_TIMEOUT", "300ms")
+        .env("HEALTH_URL_FILE", &url_file.display().to_string())
+        .spawn();
+    control_plane.wait_for_polls(1, PROMPTLY);
+    assert!(
+        client.wait_for_stderr("did not accept connections within 300ms", PROMPTLY),
+        "{}",
+        client.stderr()
+    );
+    let base = health_base(&url_file);
+    let (status, body) = get(&base, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with(
+            "mcp channel main did not accept connections within 300ms (--mcp.startup-wait-timeout)"
+        ),
+        "{body}"
+    );
+}
+
+#[test]
+fn without_the_setting_polling_does_not_wait_for_a_missing_listener() {
+    let control_plane = FakeControlPlane::start();
+    let port = free_port();
+    let _client =
+        ClientBuilder::for_fakes(&control_plane, &format!("http://127.0.0.1:{port}/mcp")).spawn();
+    control_plane.wait_for_polls(1, PROMPTLY);
+}
+
+#[test]
+fn a_unix_socket_channel_is_waited_for_too() {
+    let control_plane = FakeControlPlane::start();
+    let dir = TempDir::new("startup-wait-unix");
+    let socket = dir.path().join("mcp.sock");
+    let url_file = dir.path().join("health.url");
+    let client = ClientBuilder::for_fakes(
+        &control_plane,
+        &format!(
+            "channel=main,url=http://mcp.local/mcp,unix-socket={}",
+            socket.display()
+        ),
+    )
+    .env("MCP_STARTUP_WAIT_TIMEOUT", "60s")
+    .env("HEALTH_URL_FILE", &url_file.display().to_string())
+    .spawn();
+    let base = health_base(&url_file);
+    let (_, body) = get(&base, "/readyz");
+    assert!(body.contains("waiting for mcp channel main"), "{body}");
+    assert_eq!(control_plane.poll_count(), 0);
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind the socket");
+    control_plane.wait_for_polls(1, PROMPTLY);
+    assert!(client.wait_for_stderr("mcp channel main accepts connections", PROMPTLY));
 }

@@ -22,8 +22,9 @@ use super::run_options::{
     DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
     HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW,
     MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS,
-    MCP_REQUIRE_DISCOVERY, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL,
-    ORGANIZATION_ID, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS,
+    MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT,
+    RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
@@ -76,6 +77,9 @@ pub struct McpConfig {
     pub max_streams: usize,
     pub extra_headers: Vec<(String, Secret)>,
     pub connection_max_ttl: Duration,
+    /// `--mcp.startup-wait-timeout`: how long the first poll may wait for the HTTP servers'
+    /// listeners; zero for not at all.
+    pub startup_wait_timeout: Duration,
     /// OAuth discovery for `main` (the `oauth_discovery` command).
     pub discovery: DiscoveryConfig,
 }
@@ -210,6 +214,7 @@ pub fn parse_run(
     let mcp_extra = get(MCP_EXTRA_HEADERS);
     let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
     let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
+    let startup_wait_timeout = any_duration(&get(MCP_STARTUP_WAIT))?;
     let discovery_extra = get(MCP_DISCOVERY_HEADERS);
     let mut allow_origins = Vec::new();
     for raw in src.values(MCP_DISCOVERY_ALLOW) {
@@ -274,6 +279,7 @@ pub fn parse_run(
             max_streams,
             extra_headers: mcp_extra_headers,
             connection_max_ttl,
+            startup_wait_timeout,
             discovery,
         },
         drain_timeout,

@@ -27,6 +27,7 @@ pub(super) const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
 pub(super) const MCP_MAX_STREAMS: &str = "--mcp.max-streams";
 pub(super) const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 pub(super) const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
+pub(super) const MCP_STARTUP_WAIT: &str = "--mcp.startup-wait-timeout";
 pub(super) const MCP_DISCOVERY_HEADERS: &str = "--mcp.discovery-extra-headers";
 pub(super) const MCP_DISCOVERY_ALLOW: &str = "--mcp.discovery-allow-origin";
 pub(super) const MCP_REQUIRE_DISCOVERY: &str = "--mcp.require-oauth-discovery";
@@ -188,6 +189,16 @@ pub const RUN_OPTIONS: &[Opt] = &[
         env: &["MCP_CONNECTION_MAX_TTL"],
         default: Some("10m"),
         help: "Longest time an idle pooled MCP connection is kept for reuse.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: MCP_STARTUP_WAIT,
+        env: &["MCP_STARTUP_WAIT_TIMEOUT"],
+        default: Some("0s"),
+        help: "Before the first poll, wait up to this long for each Streamable HTTP server to \
+         accept a connection (a sidecar starting after us); /readyz says so meanwhile. When it \
+         passes, polling starts anyway and /readyz stays not ready until the server answers. 0s: \
+         no wait.",
         ..Opt::BASE
     },
     Opt {
