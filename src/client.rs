@@ -53,24 +53,32 @@ pub fn run(cfg: &RunConfig) -> i32 {
             return 1;
         }
     };
-    let health = match &cfg.ops.health_listen {
+    let report: Arc<dyn Report> = Arc::clone(&tunnel) as Arc<dyn Report>;
+    let url_file = cfg.ops.health_url_file.as_deref();
+    let (started, fix) = match (&cfg.ops.health_unix_socket, &cfg.ops.health_listen) {
+        (Some(socket), _) => (
+            Some(HealthServer::start_unix(socket, url_file, report)),
+            "set HEALTH_UNIX_SOCKET (--health.unix-socket) to a free path",
+        ),
+        (None, Some(addr)) => (
+            Some(HealthServer::start(addr, url_file, report)),
+            "set HEALTH_LISTEN_ADDR (--health.listen-addr) or off",
+        ),
+        (None, None) => (None, ""),
+    };
+    let health = match started {
         None => None,
-        Some(addr) => {
-            let report: Arc<dyn Report> = Arc::clone(&tunnel) as Arc<dyn Report>;
-            match HealthServer::start(addr, cfg.ops.health_url_file.as_deref(), report) {
-                Ok(server) => {
-                    log::info!(
-                        "health server on http://{} (/healthz, /readyz, /metrics)",
-                        server.local_addr()
-                    );
-                    Some(server)
-                }
-                Err(e) => {
-                    log::error!("{e}: set HEALTH_LISTEN_ADDR (--health.listen-addr) or off");
-                    tunnel.close(STDIO_STOP_TIMEOUT);
-                    return 2;
-                }
-            }
+        Some(Ok(server)) => {
+            log::info!(
+                "health server on {} (/healthz, /readyz, /metrics)",
+                server.describe()
+            );
+            Some(server)
+        }
+        Some(Err(e)) => {
+            log::error!("{e}: {fix}");
+            tunnel.close(STDIO_STOP_TIMEOUT);
+            return 2;
         }
     };
     if let Err(e) = watch_signals(Arc::clone(&tunnel)) {

@@ -6,13 +6,16 @@
 
 mod support;
 
+use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{
     ClientBuilder, Command, FakeControlPlane, FakeMcp, PROMPTLY, TUNNEL_ID, TempDir, TunnelClient,
-    http_get, tool_call,
+    http_get, http_wire, tool_call,
 };
 
 /// Pause between two looks in a bounded polling loop.
@@ -252,4 +255,92 @@ fn a_unix_socket_channel_is_waited_for_too() {
     let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind the socket");
     control_plane.wait_for_polls(1, PROMPTLY);
     assert!(client.wait_for_stderr("mcp channel main accepts connections", PROMPTLY));
+}
+
+// ---------------------------------------------------------------------------------------------
+// HEALTH_UNIX_SOCKET
+
+/// `(status, body)` of `GET path` over the Unix socket at `socket`.
+fn get_unix(socket: &Path, path: &str) -> (u16, String) {
+    let mut stream = UnixStream::connect(socket).expect("connect to the health socket");
+    stream.set_read_timeout(Some(PROMPTLY)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let reply = http_wire::read_reply_from(&mut stream, &mut Vec::new(), false);
+    (reply.status, reply.text())
+}
+
+#[test]
+fn health_is_served_on_a_private_unix_socket_instead_of_tcp() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let dir = TempDir::new("health-unix");
+    let socket = dir.path().join("health.sock");
+    let url_file = dir.path().join("health.url");
+    // A socket left by a crashed run: nobody accepts on it any more.
+    drop(UnixListener::bind(&socket).expect("a stale socket"));
+    // The TCP address is taken: binding it would fail the start, so serving proves it is unused.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+        .env(
+            "HEALTH_LISTEN_ADDR",
+            &taken.local_addr().unwrap().to_string(),
+        )
+        .env("HEALTH_UNIX_SOCKET", &socket.display().to_string())
+        .env("HEALTH_URL_FILE", &url_file.display().to_string())
+        .spawn();
+
+    let url = health_base(&url_file);
+    assert_eq!(url, mcp_tunnel::ops::health::unix_url(&socket));
+    assert!(
+        url.starts_with("http+unix://") && !url.contains('='),
+        "{url}"
+    );
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    assert_eq!(get_unix(&socket, "/healthz"), (200, "ok\n".to_string()));
+    eventually("ready over the socket", || {
+        (get_unix(&socket, "/readyz") == (200, "ready\n".to_string())).then_some(())
+    });
+    let (status, metrics) = get_unix(&socket, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("# TYPE"), "{metrics}");
+
+    client.send_sigterm();
+    let status = client.wait_exit(PROMPTLY).expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", client.stderr());
+    assert!(!socket.exists(), "the socket is removed on exit");
+    assert!(!url_file.exists(), "the URL file is removed on exit");
+}
+
+#[test]
+fn a_health_socket_path_that_is_not_a_socket_or_is_in_use_is_refused() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let dir = TempDir::new("health-unix-bad");
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let live = dir.path().join("live.sock");
+    let _live = UnixListener::bind(&live).expect("a live socket");
+    for (path, why) in [(&file, "is not a socket"), (&live, "is in use")] {
+        let mut client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+            .env("HEALTH_UNIX_SOCKET", &path.display().to_string())
+            .spawn();
+        let status = client.wait_exit(PROMPTLY).expect("exits");
+        assert_eq!(status.code(), Some(2), "{}", client.stderr());
+        assert!(client.stderr().contains(why), "{}", client.stderr());
+        assert!(
+            client.stderr().contains("HEALTH_UNIX_SOCKET"),
+            "{}",
+            client.stderr()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    assert!(live.exists());
 }

@@ -19,12 +19,12 @@ use super::log_options::{LogConfig, log_config};
 use super::network::hop_nets;
 use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
-    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
-    HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW,
-    MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS,
-    MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS,
-    MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT,
-    RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_UNIX_SOCKET,
+    HEALTH_URL_FILE, HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL,
+    MCP_DISCOVERY_ALLOW, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY,
+    MCP_MAX_CONCURRENT, MCP_MAX_STREAMS, MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT, MCP_STDIO_IDLE,
+    MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_GUARDRAIL,
+    POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
@@ -115,6 +115,8 @@ pub struct RunConfig {
 pub struct OpsConfig {
     /// Where /healthz, /readyz and /metrics listen; `None` when disabled.
     pub health_listen: Option<String>,
+    /// `--health.unix-socket`: serve there instead of `health_listen`.
+    pub health_unix_socket: Option<PathBuf>,
     pub health_url_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub exit_on_auth_failure: bool,
@@ -252,6 +254,7 @@ pub fn parse_run(
     };
     let ops = OpsConfig {
         health_listen,
+        health_unix_socket: optional_path(get(HEALTH_UNIX_SOCKET)),
         health_url_file: optional_path(get(HEALTH_URL_FILE)),
         pid_file: optional_path(get(PID_FILE)),
         exit_on_auth_failure: parse_bool(&get(EXIT_ON_AUTH_FAILURE))?,

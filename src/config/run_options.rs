@@ -42,6 +42,7 @@ pub(super) const MCP_HTTP_PROXY: &str = "--mcp.http-proxy";
 pub(super) const MCP_CLIENT_CERT: &str = "--mcp.client-cert";
 pub(super) const MCP_CLIENT_KEY: &str = "--mcp.client-key";
 pub(super) const HEALTH_LISTEN: &str = "--health.listen-addr";
+pub(super) const HEALTH_UNIX_SOCKET: &str = "--health.unix-socket";
 pub(super) const HEALTH_URL_FILE: &str = "--health.url-file";
 pub(super) const PID_FILE: &str = "--pid.file";
 pub(super) const PID_FILE_ALIAS: &str = "--pid-file";
@@ -314,10 +315,19 @@ pub const RUN_OPTIONS: &[Opt] = &[
         ..Opt::BASE
     },
     Opt {
+        flag: HEALTH_UNIX_SOCKET,
+        env: &["HEALTH_UNIX_SOCKET"],
+        default: Some(""),
+        help: "Serve /healthz, /readyz and /metrics on this Unix socket (mode 0600) instead of TCP; \
+         --health.listen-addr is then not bound. A stale socket is replaced; removed on exit.",
+        ..Opt::BASE
+    },
+    Opt {
         flag: HEALTH_URL_FILE,
         env: &["HEALTH_URL_FILE"],
         default: Some(""),
-        help: "Write the health server's base URL here (atomically; removed on exit).",
+        help: "Write the health server's base URL here (atomically; removed on exit): http://ADDR, \
+         or http+unix://BASE64URL(socket path) with --health.unix-socket.",
         ..Opt::BASE
     },
     Opt {
