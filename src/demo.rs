@@ -164,6 +164,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             max_inflight: 20,
             extra_headers: Vec::new(),
             organization_id: None,
+            poll_channels: Vec::new(),
             net: HopNet::direct(),
         },
         mcp: McpConfig {

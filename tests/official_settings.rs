@@ -344,3 +344,129 @@ fn a_health_socket_path_that_is_not_a_socket_or_is_in_use_is_refused() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
     assert!(live.exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The official flag spellings: --control-plane.poll-channel, --pid.file
+
+#[test]
+fn poll_channels_scope_the_poll_and_disable_the_channels_left_out() {
+    let control_plane = FakeControlPlane::start();
+    let main = FakeMcp::start();
+    let tools = FakeMcp::start();
+    let other = FakeMcp::start();
+    let _client = ClientBuilder::for_fakes(&control_plane, main.url())
+        .arg(&format!("--mcp.server-url={}", main.url()))
+        .arg("--mcp.server-url")
+        .arg(&format!("channel=tools,url={}", tools.url()))
+        .arg("--mcp.server-url")
+        .arg(&format!("channel=other,url={}", other.url()))
+        .arg("--control-plane.poll-channel=tools")
+        .arg("--control-plane.poll-channel")
+        .arg("main")
+        .env("CONTROL_PLANE_POLL_CHANNELS", "other")
+        .spawn();
+    control_plane.wait_for_polls(1, PROMPTLY);
+    let polls: Vec<_> = control_plane
+        .requests()
+        .into_iter()
+        .filter(|r| r.path().ends_with("/poll"))
+        .collect();
+    let poll = &polls[0];
+    assert!(
+        poll.target.ends_with("&channel=main&channel=tools"),
+        "flags win over the variable, sorted: {}",
+        poll.target
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(poll.header("X-Tunnel-MCP-Server-Info").unwrap()).unwrap();
+    let mut declared: Vec<&str> = info["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    declared.sort();
+    assert_eq!(declared, ["main", "tools"], "{info}");
+
+    // A listed channel is served; one left out is not (as if it were not configured).
+    let served = Command::jsonrpc("req-tools", tool_call(1, "echo")).channel("tools");
+    control_plane.push(served);
+    let posted = control_plane.wait_for_terminal_response("req-tools", PROMPTLY);
+    assert_eq!(posted.resp_code(), Some(200), "{posted:#?}");
+    let refused = Command::jsonrpc("req-other", tool_call(2, "echo")).channel("other");
+    control_plane.push(refused);
+    let posted = control_plane.wait_for_terminal_response("req-other", PROMPTLY);
+    assert_eq!(posted.resp_code(), Some(400), "{posted:#?}");
+    assert!(
+        posted.raw_body().contains("unsupported channel"),
+        "{posted:#?}"
+    );
+    assert!(other.calls().is_empty(), "a disabled channel was called");
+}
+
+#[test]
+fn the_poll_channel_variable_is_a_comma_list_and_mistakes_are_named() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let _client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+        .env("CONTROL_PLANE_POLL_CHANNELS", " main ")
+        .spawn();
+    control_plane.wait_for_polls(1, PROMPTLY);
+    let poll = control_plane
+        .requests()
+        .into_iter()
+        .find(|r| r.path().ends_with("/poll"))
+        .expect("a poll");
+    assert!(poll.target.ends_with("&channel=main"), "{}", poll.target);
+
+    let refused = FakeControlPlane::start();
+    for (value, why) in [
+        ("main,harpoon", "harpoon, which has no MCP server"),
+        ("main,main", "twice"),
+        ("main,", "empty"),
+        ("Main", "not a channel name"),
+    ] {
+        let mut client = ClientBuilder::for_fakes(&refused, mcp.url())
+            .env("CONTROL_PLANE_POLL_CHANNELS", value)
+            .spawn();
+        let status = client.wait_exit(PROMPTLY).expect("exits");
+        assert_eq!(status.code(), Some(2), "{value}: {}", client.stderr());
+        let stderr = client.stderr();
+        assert!(
+            stderr.contains("CONTROL_PLANE_POLL_CHANNELS") && stderr.contains(why),
+            "{value}: {stderr}"
+        );
+    }
+    assert_eq!(refused.poll_count(), 0);
+}
+
+#[test]
+fn pid_file_takes_the_official_spelling_and_the_old_one() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let dir = TempDir::new("pid-spelling");
+    for spelling in ["--pid.file", "--pid-file"] {
+        let pid_file = dir.path().join(format!("{spelling}.pid"));
+        let client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+            .arg(&format!("{spelling}={}", pid_file.display()))
+            .spawn();
+        let written = eventually("the pid file", || {
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        });
+        assert_eq!(written.trim(), client.pid().to_string(), "{spelling}");
+    }
+    // Both at once is one option given twice.
+    let mut client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+        .arg("--pid.file=/tmp/a.pid")
+        .arg("--pid-file=/tmp/b.pid")
+        .spawn();
+    let status = client.wait_exit(PROMPTLY).expect("exits");
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        client.stderr().contains("--pid.file"),
+        "{}",
+        client.stderr()
+    );
+}

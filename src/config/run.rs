@@ -23,8 +23,8 @@ use super::run_options::{
     HEALTH_URL_FILE, HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL,
     MCP_DISCOVERY_ALLOW, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY,
     MCP_MAX_CONCURRENT, MCP_MAX_STREAMS, MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT, MCP_STDIO_IDLE,
-    MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_GUARDRAIL,
-    POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_CHANNELS,
+    POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
 use super::values::{
@@ -54,6 +54,8 @@ pub struct ControlPlaneConfig {
     pub extra_headers: Vec<(String, Secret)>,
     /// `--control-plane.organization-id`: sent as `OpenAI-Organization` (in `extra_headers`).
     pub organization_id: Option<String>,
+    /// `--control-plane.poll-channel`: the channels polled for, sorted; empty for unscoped polls.
+    pub poll_channels: Vec<String>,
     pub net: HopNet,
 }
 
@@ -211,6 +213,7 @@ pub fn parse_run(
         &stdio_defaults,
         env,
     )?;
+    let (poll_channels, channels) = poll_channels(&src, channels)?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
     let max_streams = count(&get(MCP_MAX_STREAMS), 0, 1_000)?;
     let mcp_extra = get(MCP_EXTRA_HEADERS);
@@ -274,6 +277,7 @@ pub fn parse_run(
             max_inflight,
             extra_headers: cp_extra_headers,
             organization_id,
+            poll_channels,
             net: nets.control_plane,
         },
         mcp: McpConfig {
@@ -289,6 +293,48 @@ pub fn parse_run(
         log,
         ops,
     })))
+}
+
+/// `--control-plane.poll-channel`: the sorted allowlist, and the channels left enabled. Each name
+/// must be canonical, given once, and have a configured server.
+fn poll_channels(
+    src: &Sources<'_>,
+    channels: Vec<ChannelConfig>,
+) -> Result<(Vec<String>, Vec<ChannelConfig>), ConfigError> {
+    let mut listed: Vec<String> = Vec::new();
+    for raw in src.values(POLL_CHANNELS) {
+        for name in raw.value.split(',').map(str::trim) {
+            let problem = if name.is_empty() {
+                Some("names an empty channel".to_string())
+            } else if crate::wire::canonical_channel(Some(name)).as_deref() != Some(name) {
+                Some(format!(
+                    "{name:?} is not a channel name (lowercase letters, digits, - and _)"
+                ))
+            } else if listed.iter().any(|n| n == name) {
+                Some(format!("names channel {name} twice"))
+            } else if !channels.iter().any(|c| c.name == name) {
+                Some(format!(
+                    "names channel {name}, which has no MCP server here; configure it with \
+                     --mcp.server-url or --mcp.command"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(err(&raw.source, &problem));
+            }
+            listed.push(name.to_string());
+        }
+    }
+    if listed.is_empty() {
+        return Ok((listed, channels));
+    }
+    listed.sort();
+    let enabled = channels
+        .into_iter()
+        .filter(|c| listed.contains(&c.name))
+        .collect();
+    Ok((listed, enabled))
 }
 
 /// The header the organization id travels in.

@@ -18,6 +18,7 @@ pub(super) const POLL_TIMEOUT: &str = "--control-plane.poll-timeout";
 pub(super) const POLL_GUARDRAIL: &str = "--control-plane.poll-deadline-guardrail";
 pub(super) const MAX_INFLIGHT: &str = "--control-plane.max-inflight";
 pub(super) const CP_EXTRA_HEADERS: &str = "--control-plane.extra-headers";
+pub(super) const POLL_CHANNELS: &str = "--control-plane.poll-channel";
 pub(super) const MCP_URL: &str = "--mcp.server-url";
 pub(super) const MCP_COMMAND: &str = "--mcp.command";
 pub(super) const MCP_STDIO_SESSIONS: &str = "--mcp.stdio-sessions";
@@ -116,6 +117,15 @@ pub const RUN_OPTIONS: &[Opt] = &[
         env: &["CONTROL_PLANE_EXTRA_HEADERS"],
         default: Some(""),
         help: "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: POLL_CHANNELS,
+        env: &["CONTROL_PLANE_POLL_CHANNELS"],
+        default: Some(""),
+        help: "Poll only for these channels (sent as repeated channel= on the poll); the others \
+         configured are disabled. Repeatable; in the variable a comma list. Unset: unscoped polls.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {
