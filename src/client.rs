@@ -46,6 +46,16 @@ pub fn run(cfg: &RunConfig) -> i32 {
             }
         },
     };
+    if cfg.ops.http_raw_log {
+        crate::http_log::enable();
+        if log::log_enabled!(target: crate::http_log::TARGET, log::Level::Debug) {
+            log::warn!(
+                "--log.http-raw-unsafe: logging every outbound HTTP exchange head (credentials redacted)"
+            );
+        } else {
+            log::warn!("--log.http-raw-unsafe has no effect below --log.level debug");
+        }
+    }
     let tunnel = match Tunnel::new(cfg) {
         Ok(t) => t,
         Err(e) => {

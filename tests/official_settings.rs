@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{
-    ClientBuilder, Command, FakeControlPlane, FakeMcp, PROMPTLY, TUNNEL_ID, TempDir, TunnelClient,
-    http_get, http_wire, tool_call,
+    ClientBuilder, Command, FakeControlPlane, FakeMcp, McpReply, PROMPTLY, TUNNEL_ID, TempDir,
+    TunnelClient, http_get, http_wire, tool_call,
 };
 
 /// Pause between two looks in a bounded polling loop.
@@ -466,6 +466,99 @@ fn pid_file_takes_the_official_spelling_and_the_old_one() {
     assert_eq!(status.code(), Some(2));
     assert!(
         client.stderr().contains("--pid.file"),
+        "{}",
+        client.stderr()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// LOG_HTTP_RAW_UNSAFE
+
+#[test]
+fn raw_http_logging_shows_the_exchanges_with_every_credential_redacted() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    mcp.on_tool(
+        "echo",
+        McpReply::result(serde_json::json!({"content": []}))
+            .header("Set-Cookie", "sid=cookie-secret-1")
+            .header("Mcp-Session-Id", "session-secret-2"),
+    );
+    let client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+        .env("LOG_HTTP_RAW_UNSAFE", "true")
+        .env(
+            "CONTROL_PLANE_EXTRA_HEADERS",
+            "X-Gateway-Key: gateway-secret-3",
+        )
+        .env("MCP_EXTRA_HEADERS", "X-Mcp-Token: mcp-secret-4")
+        .spawn();
+    let command = Command::jsonrpc("req-raw", tool_call(1, "echo"))
+        .header("Authorization", "Bearer user-secret-5");
+    control_plane.push(command.clone());
+    let posted = control_plane.wait_for_terminal_response("req-raw", PROMPTLY);
+    assert_eq!(posted.resp_code(), Some(200), "{posted:#?}");
+    let call = mcp
+        .calls()
+        .into_iter()
+        .find(|c| c.rpc_method().as_deref() == Some("tools/call"))
+        .expect("the call reached the MCP server");
+    assert_eq!(call.request.header("X-Mcp-Token"), Some("mcp-secret-4"));
+
+    // The response POST's exchange is logged once it is answered.
+    let posted_line = format!(
+        "> POST {}/v1/tunnels/{TUNNEL_ID}/response",
+        control_plane.base_url()
+    );
+    assert!(
+        client.wait_for_stderr(&posted_line, PROMPTLY),
+        "{}",
+        client.stderr()
+    );
+    assert!(client.wait_for_stderr("< POST", PROMPTLY));
+    let log = client.stderr();
+    for expected in [
+        format!(
+            "> GET {}/v1/tunnels/{TUNNEL_ID}/poll?limit=",
+            control_plane.base_url()
+        ),
+        format!("> POST {}", mcp.url()),
+        "authorization: <redacted>".to_string(),
+        "x-gateway-key: <redacted>".to_string(),
+        "x-mcp-token: <redacted>".to_string(),
+        "x-tunnel-shard-token: <redacted>".to_string(),
+        "set-cookie: <redacted>".to_string(),
+        "content-type: application/json".to_string(),
+    ] {
+        assert!(log.contains(&expected), "missing {expected:?} in:\n{log}");
+    }
+    for secret in [
+        control_plane.api_key(),
+        "cookie-secret-1",
+        "session-secret-2",
+        "gateway-secret-3",
+        "mcp-secret-4",
+        "user-secret-5",
+        command.shard_token(),
+    ] {
+        assert!(!log.contains(secret), "{secret} logged:\n{log}");
+    }
+}
+
+#[test]
+fn without_the_setting_no_exchange_is_logged() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let client = ClientBuilder::for_fakes(&control_plane, mcp.url()).spawn();
+    control_plane.push(Command::jsonrpc("req-quiet", tool_call(1, "echo")));
+    control_plane.wait_for_terminal_response("req-quiet", PROMPTLY);
+    // The client logs the delivery at debug after the exchange, so its absence would show by now.
+    assert!(
+        client.wait_for_stderr("req-quiet", PROMPTLY),
+        "{}",
+        client.stderr()
+    );
+    assert!(
+        !client.stderr().contains("mcp_tunnel::http_raw"),
         "{}",
         client.stderr()
     );

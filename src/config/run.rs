@@ -20,8 +20,8 @@ use super::network::hop_nets;
 use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
     DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_UNIX_SOCKET,
-    HEALTH_URL_FILE, HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL,
-    MCP_DISCOVERY_ALLOW, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY,
+    HEALTH_URL_FILE, HTTP_PROXY, LOG_HTTP_RAW, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND,
+    MCP_CONN_TTL, MCP_DISCOVERY_ALLOW, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY,
     MCP_MAX_CONCURRENT, MCP_MAX_STREAMS, MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT, MCP_STDIO_IDLE,
     MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_CHANNELS,
     POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
@@ -122,6 +122,8 @@ pub struct OpsConfig {
     pub health_url_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub exit_on_auth_failure: bool,
+    /// `--log.http-raw-unsafe`: outbound exchange heads at debug, credentials redacted.
+    pub http_raw_log: bool,
 }
 
 /// What the command line asked for.
@@ -261,6 +263,7 @@ pub fn parse_run(
         health_url_file: optional_path(get(HEALTH_URL_FILE)),
         pid_file: optional_path(get(PID_FILE)),
         exit_on_auth_failure: parse_bool(&get(EXIT_ON_AUTH_FAILURE))?,
+        http_raw_log: parse_bool(&get(LOG_HTTP_RAW))?,
     };
 
     let secret_env_vars = secret_env_vars(&src);

@@ -48,6 +48,7 @@ pub(super) const HEALTH_URL_FILE: &str = "--health.url-file";
 pub(super) const PID_FILE: &str = "--pid.file";
 pub(super) const PID_FILE_ALIAS: &str = "--pid-file";
 pub(super) const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
+pub(super) const LOG_HTTP_RAW: &str = "--log.http-raw-unsafe";
 
 /// The default control plane, and where it expects mutual-TLS clients.
 pub(super) const DEFAULT_BASE_URL: &str = "https://api.openai.com";
@@ -317,6 +318,16 @@ pub const RUN_OPTIONS: &[Opt] = &[
     LOG_LEVEL,
     LOG_FORMAT,
     LOG_FILE,
+    Opt {
+        flag: LOG_HTTP_RAW,
+        env: &["LOG_HTTP_RAW_UNSAFE"],
+        default: Some("false"),
+        help: "true: log every outbound HTTP request and response head at debug (URL, status, \
+         headers; no bodies). Keys, bearer tokens, cookies, shard tokens and other credentials \
+         stay redacted.",
+        switch: true,
+        ..Opt::BASE
+    },
     Opt {
         flag: HEALTH_LISTEN,
         env: &["HEALTH_LISTEN_ADDR"],
