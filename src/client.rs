@@ -46,6 +46,9 @@ pub fn run(cfg: &RunConfig) -> i32 {
             }
         },
     };
+    for notice in &cfg.notices {
+        log::warn!("{notice}");
+    }
     if cfg.ops.http_raw_log {
         crate::http_log::enable();
         if log::log_enabled!(target: crate::http_log::TARGET, log::Level::Debug) {

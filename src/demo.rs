@@ -185,6 +185,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
         drain_timeout: Duration::from_secs(5),
         log: config::LogConfig::stderr(level),
         ops: config::OpsConfig::default(),
+        notices: Vec::new(),
     };
     let tunnel =
         Tunnel::new(&client_cfg).map_err(|e| format!("cannot start the tunnel client: {e}"))?;

@@ -563,3 +563,250 @@ fn without_the_setting_no_exchange_is_logged() {
         client.stderr()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every setting of the official client's `run`: honoured, or refused / ignored by name
+
+/// The official `run`'s flags and variables that `mcp-tunnel run` honours (its `--help` and
+/// configuration reference, as of this writing).
+const HONOURED: &[(&str, &str)] = &[
+    ("--ca-bundle", "CA_BUNDLE"),
+    ("--http-proxy", "TUNNEL_CLIENT_HTTP_PROXY"),
+    ("--control-plane.base-url", "CONTROL_PLANE_BASE_URL"),
+    ("--control-plane.url-path", "CONTROL_PLANE_URL_PATH"),
+    ("--control-plane.tunnel-id", "CONTROL_PLANE_TUNNEL_ID"),
+    (
+        "--control-plane.organization-id",
+        "CONTROL_PLANE_ORGANIZATION_ID",
+    ),
+    ("--control-plane.api-key", "CONTROL_PLANE_API_KEY"),
+    ("--control-plane.api-key", "OPENAI_API_KEY"),
+    ("--control-plane.client-cert", "CONTROL_PLANE_CLIENT_CERT"),
+    ("--control-plane.client-key", "CONTROL_PLANE_CLIENT_KEY"),
+    ("--control-plane.http-proxy", "CONTROL_PLANE_HTTP_PROXY"),
+    (
+        "--control-plane.max-inflight",
+        "CONTROL_PLANE_MAX_INFLIGHT_REQUESTS",
+    ),
+    ("--control-plane.poll-timeout", "CONTROL_PLANE_POLL_TIMEOUT"),
+    (
+        "--control-plane.poll-deadline-guardrail",
+        "CONTROL_PLANE_POLL_DEADLINE_GUARDRAIL",
+    ),
+    (
+        "--control-plane.poll-channel",
+        "CONTROL_PLANE_POLL_CHANNELS",
+    ),
+    (
+        "--control-plane.extra-headers",
+        "CONTROL_PLANE_EXTRA_HEADERS",
+    ),
+    ("--log.level", "LOG_LEVEL"),
+    ("--log.format", "LOG_FORMAT"),
+    ("--log.file", "LOG_FILE"),
+    ("--log.http-raw-unsafe", "LOG_HTTP_RAW_UNSAFE"),
+    ("--health.listen-addr", "HEALTH_LISTEN_ADDR"),
+    ("--health.unix-socket", "HEALTH_UNIX_SOCKET"),
+    ("--health.url-file", "HEALTH_URL_FILE"),
+    ("--pid.file", "PID_FILE"),
+    ("--mcp.server-url", "MCP_SERVER_URL"),
+    ("--mcp.command", "MCP_COMMAND"),
+    ("--mcp.http-proxy", "MCP_HTTP_PROXY"),
+    ("--mcp.client-cert", "MCP_CLIENT_CERT"),
+    ("--mcp.client-key", "MCP_CLIENT_KEY"),
+    ("--mcp.extra-headers", "MCP_EXTRA_HEADERS"),
+    (
+        "--mcp.discovery-extra-headers",
+        "MCP_DISCOVERY_EXTRA_HEADERS",
+    ),
+    ("--mcp.startup-wait-timeout", "MCP_STARTUP_WAIT_TIMEOUT"),
+    ("--mcp.connection-max-ttl", "MCP_CONNECTION_MAX_TTL"),
+    (
+        "--mcp.max-concurrent-requests",
+        "MCP_MAX_CONCURRENT_REQUESTS",
+    ),
+];
+
+/// Those it refuses when given: running without them would behave differently.
+const REFUSED: &[(&str, &str)] = &[
+    ("--profile", "TUNNEL_CLIENT_PROFILE"),
+    ("--profile-dir", "TUNNEL_CLIENT_PROFILE_DIR"),
+    ("--profile-file", "TUNNEL_CLIENT_PROFILE_FILE"),
+    ("--harpoon.target", "HARPOON_TARGETS"),
+    ("--cloudflared.managed", "CLOUDFLARED_MANAGED"),
+    ("--cloudflared.token", "CLOUDFLARED_TUNNEL_TOKEN"),
+    ("--embedded-mcp-stub", ""),
+    (
+        "--mcp.stdio-send-initialized-notification",
+        "MCP_STDIO_SEND_INITIALIZED_NOTIFICATION",
+    ),
+];
+
+/// Those it accepts with a warning: parts it does not ship, which change nothing on the wire.
+const IGNORED: &[(&str, &str)] = &[
+    (
+        "--harpoon.allow-plaintext-http",
+        "HARPOON_ALLOW_PLAINTEXT_HTTP",
+    ),
+    ("--harpoon.max-response-bytes", "HARPOON_MAX_RESPONSE_BYTES"),
+    ("--harpoon.max-redirects", "HARPOON_MAX_REDIRECTS"),
+    ("--harpoon.http-proxy", "HARPOON_HTTP_PROXY"),
+    (
+        "--harpoon.additional-transport",
+        "HARPOON_ADDITIONAL_TRANSPORTS",
+    ),
+    ("--harpoon.capture-payloads", "HARPOON_CAPTURE_PAYLOADS"),
+    (
+        "--harpoon.hosts-include-suffix",
+        "HARPOON_HOSTS_INCLUDE_SUFFIX",
+    ),
+    (
+        "--harpoon.hosts-include-regex",
+        "HARPOON_HOSTS_INCLUDE_REGEX",
+    ),
+    (
+        "--harpoon.hosts-include-loopback",
+        "HARPOON_HOSTS_INCLUDE_LOOPBACK",
+    ),
+    (
+        "--harpoon.hosts-include-private",
+        "HARPOON_HOSTS_INCLUDE_PRIVATE",
+    ),
+    ("--cloudflared.path", "CLOUDFLARED_PATH"),
+    ("--cloudflared.ready-timeout", "CLOUDFLARED_READY_TIMEOUT"),
+    ("--allow-remote-ui", "ALLOW_REMOTE_UI"),
+    ("--open-web-ui", "OPEN_WEB_UI"),
+    ("--admin-ui.log-buffer-events", "ADMIN_UI_LOG_BUFFER_EVENTS"),
+    ("--proxy.check-interval", "PROXY_CHECK_INTERVAL"),
+    ("--health.show-details", "HEALTH_SHOW_DETAILS"),
+];
+
+/// `mcp-tunnel run --help`, split into one block per option.
+fn help_blocks() -> Vec<String> {
+    let mut process = ClientBuilder::bare().arg("run").arg("--help").spawn();
+    process.wait_exit(PROMPTLY).expect("--help exits");
+    let help = process.stdout();
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        if line.starts_with("  -") {
+            blocks.push(String::new());
+        }
+        if let Some(block) = blocks.last_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    blocks
+}
+
+fn block_of<'a>(blocks: &'a [String], flag: &str) -> &'a str {
+    blocks
+        .iter()
+        .find(|b| {
+            b.split_whitespace()
+                .next()
+                .is_some_and(|f| f.split('[').next() == Some(flag))
+        })
+        .unwrap_or_else(|| panic!("{flag} is not in `run --help`"))
+}
+
+#[test]
+fn every_official_run_setting_is_in_the_option_table_and_help_says_which_are_not_supported() {
+    let blocks = help_blocks();
+    for (flag, env) in HONOURED {
+        let block = block_of(&blocks, flag);
+        assert!(block.contains(env), "{flag}: {env} missing in\n{block}");
+        assert!(!block.contains("not supported"), "{block}");
+    }
+    for (flag, env) in REFUSED.iter().chain(IGNORED) {
+        let block = block_of(&blocks, flag);
+        assert!(block.contains(env), "{flag}: {env} missing in\n{block}");
+        assert!(block.contains("not supported: "), "{block}");
+    }
+    // The official text format's name is ours too.
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let _client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+        .env("LOG_FORMAT", "struct-text")
+        .spawn();
+    control_plane.wait_for_polls(1, PROMPTLY);
+}
+
+/// Starts a client with one extra setting and expects a configuration error naming `key`.
+fn assert_refused(builder: ClientBuilder, key: &str) {
+    let mut client = builder.spawn();
+    let status = client
+        .wait_exit(PROMPTLY)
+        .expect("a refused setting exits at once");
+    let stderr = client.stderr();
+    assert_eq!(status.code(), Some(2), "{key}: {stderr}");
+    assert!(
+        stderr.contains(&format!("{key}: is not supported: ")),
+        "{key}: {stderr}"
+    );
+}
+
+#[test]
+fn official_settings_we_lack_are_refused_by_name_as_flag_and_as_variable() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let client = || ClientBuilder::for_fakes(&control_plane, mcp.url());
+    for (flag, env) in REFUSED {
+        let value = "true"; // a switch turned on; for the others, any value at all
+        assert_refused(client().arg(&format!("{flag}={value}")), flag);
+        if !env.is_empty() {
+            assert_refused(client().env(env, value), env);
+        }
+    }
+    // A switch turned off asks for nothing we lack.
+    let _off = client()
+        .env("MCP_STDIO_SEND_INITIALIZED_NOTIFICATION", "false")
+        .arg("--cloudflared.managed=false")
+        .spawn();
+    control_plane.wait_for_polls(1, PROMPTLY);
+
+    // The official YAML config, by variable or as --config, is named rather than misread.
+    let dir = TempDir::new("official-yaml");
+    let yaml = dir.path().join("tunnel-client.yaml");
+    std::fs::write(&yaml, "config_version: 1\ncontrol_plane:\n  tunnel_id: t\n").unwrap();
+    let yaml = yaml.display().to_string();
+    let mut by_var = client().env("TUNNEL_CLIENT_CONFIG", &yaml).spawn();
+    assert_eq!(by_var.wait_exit(PROMPTLY).and_then(|s| s.code()), Some(2));
+    assert!(
+        by_var.stderr().contains("TUNNEL_CLIENT_CONFIG: YAML"),
+        "{}",
+        by_var.stderr()
+    );
+    let mut by_flag = client().arg("--config").arg(&yaml).spawn();
+    assert_eq!(by_flag.wait_exit(PROMPTLY).and_then(|s| s.code()), Some(2));
+    assert!(
+        by_flag.stderr().contains("is a YAML config file"),
+        "{}",
+        by_flag.stderr()
+    );
+}
+
+#[test]
+fn official_settings_for_parts_we_do_not_ship_are_accepted_with_a_warning_each() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let mut builder = ClientBuilder::for_fakes(&control_plane, mcp.url());
+    for (_, env) in IGNORED {
+        builder = builder.env(env, "true");
+    }
+    builder = builder.arg("--proxy.check-interval=30s");
+    let client = builder.spawn();
+    control_plane.wait_for_polls(1, PROMPTLY);
+    for (flag, env) in IGNORED {
+        let key = if *flag == "--proxy.check-interval" {
+            flag
+        } else {
+            env
+        };
+        assert!(
+            client.wait_for_stderr(&format!("{key} is ignored: "), PROMPTLY),
+            "{key}: {}",
+            client.stderr()
+        );
+    }
+}

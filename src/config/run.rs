@@ -26,7 +26,7 @@ use super::run_options::{
     MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_CHANNELS,
     POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
-use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
+use super::table::{ConfigError, Raw, Sources, Unsupported, env_file_layer, err};
 use super::values::{
     any_duration, count, is_reference, origin_of, parse_bool, parse_headers, positive_duration,
     resolve_secret, validate_base_url, validate_listen_addr, validate_tunnel_id, validate_url_path,
@@ -110,6 +110,8 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     pub log: LogConfig,
     pub ops: OpsConfig,
+    /// Warnings for the log once it is set up: official settings given that this build ignores.
+    pub notices: Vec<String>,
 }
 
 /// The operator surface of `run`.
@@ -152,6 +154,7 @@ pub fn parse_run(
              pass env:VAR or file:/path instead, or set CONTROL_PLANE_API_KEY",
         ));
     }
+    let notices = unsupported_settings(&src, process_env)?;
     let get = |flag| src.get(flag);
     let required = |flag| src.required(flag);
 
@@ -295,6 +298,7 @@ pub fn parse_run(
         drain_timeout,
         log,
         ops,
+        notices,
     })))
 }
 
@@ -338,6 +342,39 @@ fn poll_channels(
         .filter(|c| listed.contains(&c.name))
         .collect();
     Ok((listed, enabled))
+}
+
+/// The official client's settings this build lacks, when given: an error for one we refuse, a
+/// notice for one we ignore. A switch given as false asks for what we do anyway.
+fn unsupported_settings(
+    src: &Sources<'_>,
+    process_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    if process_env("TUNNEL_CLIENT_CONFIG").is_some_and(|v| !v.is_empty()) {
+        return Err(err(
+            "TUNNEL_CLIENT_CONFIG",
+            "YAML config files are not read yet; give the settings as environment variables, \
+             flags or an --env-file (KEY=VALUE)",
+        ));
+    }
+    let mut notices = Vec::new();
+    for o in RUN_OPTIONS {
+        let (Some(kind), Some(raw)) = (o.unsupported, src.given(o.flag)) else {
+            continue;
+        };
+        if o.switch && parse_bool(&raw).is_ok_and(|on| !on) {
+            continue;
+        }
+        match kind {
+            Unsupported::Refused => {
+                return Err(err(&raw.source, &format!("is not supported: {}", o.help)));
+            }
+            Unsupported::Ignored => {
+                notices.push(format!("{} is ignored: {}", raw.source, o.help));
+            }
+        }
+    }
+    Ok(notices)
 }
 
 /// The header the organization id travels in.

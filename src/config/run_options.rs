@@ -6,7 +6,7 @@
 //! [`RunConfig`](super::RunConfig) is built ([`super::run`]); this file only declares.
 
 use super::log_options::{LOG_FILE, LOG_FORMAT, LOG_LEVEL};
-use super::table::{ENV_FILE, Opt, help_text};
+use super::table::{ENV_FILE, Opt, Unsupported, help_text};
 
 // Option keys, shared by the table and the code that validates the values.
 pub(super) const BASE_URL: &str = "--control-plane.base-url";
@@ -377,7 +377,218 @@ pub const RUN_OPTIONS: &[Opt] = &[
          process environment: flags > environment > this file > defaults. --config is an alias.",
         ..Opt::BASE
     },
+    // The official client's settings for parts this build does not have: each is refused or
+    // ignored by name when given (a switch given as false is simply honoured: the part is off).
+    unsupported(
+        Refused,
+        "--profile",
+        &["TUNNEL_CLIENT_PROFILE"],
+        false,
+        YAML,
+    ),
+    unsupported(
+        Refused,
+        "--profile-dir",
+        &["TUNNEL_CLIENT_PROFILE_DIR"],
+        false,
+        YAML,
+    ),
+    unsupported(
+        Refused,
+        "--profile-file",
+        &["TUNNEL_CLIENT_PROFILE_FILE"],
+        false,
+        YAML,
+    ),
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Refused,
+            "--harpoon.target",
+            &["HARPOON_TARGETS"],
+            false,
+            HARPOON,
+        )
+    },
+    unsupported(
+        Ignored,
+        "--harpoon.allow-plaintext-http",
+        &["HARPOON_ALLOW_PLAINTEXT_HTTP"],
+        true,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.max-response-bytes",
+        &["HARPOON_MAX_RESPONSE_BYTES"],
+        false,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.max-redirects",
+        &["HARPOON_MAX_REDIRECTS"],
+        false,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.http-proxy",
+        &["HARPOON_HTTP_PROXY"],
+        false,
+        NO_TARGETS,
+    ),
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Ignored,
+            "--harpoon.additional-transport",
+            &["HARPOON_ADDITIONAL_TRANSPORTS"],
+            false,
+            NO_TARGETS,
+        )
+    },
+    unsupported(
+        Ignored,
+        "--harpoon.capture-payloads",
+        &["HARPOON_CAPTURE_PAYLOADS"],
+        true,
+        NO_TARGETS,
+    ),
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Ignored,
+            "--harpoon.hosts-include-suffix",
+            &["HARPOON_HOSTS_INCLUDE_SUFFIX"],
+            false,
+            NO_TARGETS,
+        )
+    },
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Ignored,
+            "--harpoon.hosts-include-regex",
+            &["HARPOON_HOSTS_INCLUDE_REGEX"],
+            false,
+            NO_TARGETS,
+        )
+    },
+    unsupported(
+        Ignored,
+        "--harpoon.hosts-include-loopback",
+        &["HARPOON_HOSTS_INCLUDE_LOOPBACK"],
+        true,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.hosts-include-private",
+        &["HARPOON_HOSTS_INCLUDE_PRIVATE"],
+        true,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Refused,
+        "--cloudflared.managed",
+        &["CLOUDFLARED_MANAGED"],
+        true,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Refused,
+        "--cloudflared.token",
+        &["CLOUDFLARED_TUNNEL_TOKEN"],
+        false,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Ignored,
+        "--cloudflared.path",
+        &["CLOUDFLARED_PATH"],
+        false,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Ignored,
+        "--cloudflared.ready-timeout",
+        &["CLOUDFLARED_READY_TIMEOUT"],
+        false,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Refused,
+        "--embedded-mcp-stub",
+        &[],
+        true,
+        "the embedded demo MCP + OAuth stub; run `mcp-tunnel stub` (or `mcp-tunnel demo`) beside the client instead",
+    ),
+    unsupported(
+        Refused,
+        "--mcp.stdio-send-initialized-notification",
+        &["MCP_STDIO_SEND_INITIALIZED_NOTIFICATION"],
+        true,
+        "the stdio initialized-notification shim; a stdio channel forwards the host's own notifications/initialized, once per child",
+    ),
+    unsupported(
+        Ignored,
+        "--allow-remote-ui",
+        &["ALLOW_REMOTE_UI"],
+        true,
+        ADMIN_UI,
+    ),
+    unsupported(Ignored, "--open-web-ui", &["OPEN_WEB_UI"], true, ADMIN_UI),
+    unsupported(
+        Ignored,
+        "--admin-ui.log-buffer-events",
+        &["ADMIN_UI_LOG_BUFFER_EVENTS"],
+        false,
+        ADMIN_UI,
+    ),
+    unsupported(
+        Ignored,
+        "--proxy.check-interval",
+        &["PROXY_CHECK_INTERVAL"],
+        false,
+        "periodic proxy health checks; a proxy failure shows in the logs and /readyz when it happens",
+    ),
+    unsupported(
+        Ignored,
+        "--health.show-details",
+        &["HEALTH_SHOW_DETAILS"],
+        true,
+        "the /health detail routes; /healthz, /readyz (?format=json) and /metrics are served",
+    ),
 ];
+
+use Unsupported::{Ignored, Refused};
+
+const YAML: &str = "YAML config files and profiles are not read yet; give the settings as \
+                    environment variables, flags or an --env-file (KEY=VALUE)";
+const HARPOON: &str = "Harpoon (the embedded MCP server on channel harpoon) is not built in yet";
+const NO_TARGETS: &str = "Harpoon is not built in yet, and without targets this has no effect";
+const CLOUDFLARED: &str = "the cloudflared companion is not shipped";
+const ADMIN_UI: &str = "the embedded admin web UI is not shipped";
+
+/// An official client's option this build lacks (see [`Unsupported`]); `why` is its help line.
+const fn unsupported(
+    kind: Unsupported,
+    flag: &'static str,
+    env: &'static [&'static str],
+    switch: bool,
+    why: &'static str,
+) -> Opt {
+    Opt {
+        flag,
+        env,
+        default: Some(""),
+        help: why,
+        switch,
+        unsupported: Some(kind),
+        ..Opt::BASE
+    }
+}
 
 /// `--help` text for `run`, generated from [`RUN_OPTIONS`].
 pub fn run_help() -> String {

@@ -31,6 +31,19 @@ pub struct Opt {
     pub os_path: bool,
     /// Other spellings of the flag (e.g. an older name), rewritten to `flag` before parsing.
     pub aliases: &'static [&'static str],
+    /// A setting of the official client that this build does not implement; `help` says why.
+    /// Such an option is parsed only to be judged (see [`Unsupported`]).
+    pub unsupported: Option<Unsupported>,
+}
+
+/// What becomes of an official client's setting that this build lacks, when it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A configuration error naming it: running without it would behave differently.
+    Refused,
+    /// Accepted with a warning: it configures a part we do not ship and changes nothing on the
+    /// wire.
+    Ignored,
 }
 
 impl Opt {
@@ -44,6 +57,7 @@ impl Opt {
         switch: false,
         os_path: false,
         aliases: &[],
+        unsupported: None,
     };
 }
 
@@ -243,6 +257,15 @@ impl<'a> Sources<'a> {
         }
     }
 
+    /// Like [`lookup`](Self::lookup), but only a value actually given (flag or variable), never
+    /// the default.
+    pub fn given(&self, flag: &str) -> Option<Raw> {
+        let given = self.flags.contains_key(flag)
+            || (self.option(flag).env.iter())
+                .any(|var| (self.env)(var).is_some_and(|v| !v.is_empty()));
+        if given { self.lookup(flag) } else { None }
+    }
+
     /// Like [`lookup`](Self::lookup), with an error naming the variable when nothing is set.
     pub fn required(&self, flag: &str) -> Result<Raw, ConfigError> {
         self.lookup(flag).ok_or_else(|| {
@@ -346,6 +369,15 @@ pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
          Options:\n"
     );
     for o in options {
+        if o.unsupported.is_some() {
+            out.push_str(&format!(
+                "  {}   env: {}\n      not supported: {}\n",
+                o.flag,
+                o.env.join(", "),
+                o.help
+            ));
+            continue;
+        }
         if o.switch {
             out.push_str(&format!("  {}[=true|false]\n", o.flag));
         } else {
