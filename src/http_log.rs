@@ -159,11 +159,11 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert("authorization", "Bearer sk-secret".parse().unwrap());
         map.insert("cookie", "a=b".parse().unwrap());
-        map.insert("x-tunnel-shard-token", "shard".parse().unwrap());
+        map.insert("x-tunnel-shard-token", "st-123".parse().unwrap());
         map.insert("content-type", "application/json".parse().unwrap());
         let text = headers(&map);
         assert!(text.contains("content-type: application/json"), "{text}");
-        for secret in ["sk-secret", "a=b", "shard"] {
+        for secret in ["sk-secret", "a=b", "st-123"] {
             assert!(!text.contains(secret), "{text}");
         }
         assert_eq!(text.matches("<redacted>").count(), 3, "{text}");
