@@ -810,3 +810,29 @@ fn official_settings_for_parts_we_do_not_ship_are_accepted_with_a_warning_each()
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Extra headers in the official form: repeatable flags, a reference per value
+
+#[test]
+fn extra_header_values_may_be_references_and_the_flags_repeat() {
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    let _client = ClientBuilder::for_fakes(&control_plane, mcp.url())
+        .env("CP_HEADER_VALUE", "cp-secret")
+        .env("MCP_HEADER_VALUE", "mcp-secret")
+        .arg("--control-plane.extra-headers=X-Internal-Auth: env:CP_HEADER_VALUE")
+        .arg("--control-plane.extra-headers=X-Debug-Mode: 1")
+        .env("MCP_EXTRA_HEADERS", "X-Internal-Auth: env:MCP_HEADER_VALUE")
+        .spawn();
+    control_plane.push(Command::jsonrpc("req-hdr", tool_call(1, "echo")));
+    let posted = control_plane.wait_for_terminal_response("req-hdr", PROMPTLY);
+    assert_eq!(posted.header("X-Internal-Auth"), Some("cp-secret"));
+    assert_eq!(posted.header("X-Debug-Mode"), Some("1"));
+    let call = mcp
+        .calls()
+        .into_iter()
+        .find(|c| c.rpc_method().as_deref() == Some("tools/call"))
+        .expect("the call");
+    assert_eq!(call.request.header("X-Internal-Auth"), Some("mcp-secret"));
+}

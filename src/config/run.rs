@@ -28,7 +28,7 @@ use super::run_options::{
 };
 use super::table::{ConfigError, Raw, Sources, Unsupported, env_file_layer, err};
 use super::values::{
-    any_duration, count, is_reference, origin_of, parse_bool, parse_headers, positive_duration,
+    any_duration, count, header_set, is_reference, origin_of, parse_bool, positive_duration,
     resolve_secret, validate_base_url, validate_listen_addr, validate_tunnel_id, validate_url_path,
 };
 use crate::net::HopNet;
@@ -170,7 +170,7 @@ pub fn parse_run(
     let poll_deadline_guardrail = positive_duration(&get(POLL_GUARDRAIL))?;
     let max_inflight = count(&get(MAX_INFLIGHT), 1, 10_000)?;
     let cp_extra = get(CP_EXTRA_HEADERS);
-    let mut cp_extra_headers = parse_headers(&cp_extra, &resolve_secret(&cp_extra, env)?)?;
+    let mut cp_extra_headers = header_set(&src.values(CP_EXTRA_HEADERS), env)?;
     for (name, _) in &cp_extra_headers {
         if crate::headers::is_reserved_header(name) {
             return Err(err(
@@ -221,11 +221,9 @@ pub fn parse_run(
     let (poll_channels, channels) = poll_channels(&src, channels)?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
     let max_streams = count(&get(MCP_MAX_STREAMS), 0, 1_000)?;
-    let mcp_extra = get(MCP_EXTRA_HEADERS);
-    let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
+    let mcp_extra_headers = header_set(&src.values(MCP_EXTRA_HEADERS), env)?;
     let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
     let startup_wait_timeout = any_duration(&get(MCP_STARTUP_WAIT))?;
-    let discovery_extra = get(MCP_DISCOVERY_HEADERS);
     let mut allow_origins = Vec::new();
     for raw in src.values(MCP_DISCOVERY_ALLOW) {
         for item in raw.value.split([',', '\n']).map(str::trim) {
@@ -245,7 +243,7 @@ pub fn parse_run(
         }
     }
     let discovery = DiscoveryConfig {
-        extra_headers: parse_headers(&discovery_extra, &resolve_secret(&discovery_extra, env)?)?,
+        extra_headers: header_set(&src.values(MCP_DISCOVERY_HEADERS), env)?,
         allow_origins,
         required: parse_bool(&get(MCP_REQUIRE_DISCOVERY))?,
     };
@@ -424,6 +422,18 @@ fn secret_env_vars(src: &Sources<'_>) -> Vec<String> {
             .and_then(|r| r.value.strip_prefix("env:").map(str::to_string))
         {
             vars.push(var);
+        }
+    }
+    // A header's value may be a reference of its own (`X-Auth: env:VAR`).
+    for flag in [CP_EXTRA_HEADERS, MCP_EXTRA_HEADERS, MCP_DISCOVERY_HEADERS] {
+        for raw in src.values(flag) {
+            for item in raw.value.split(',') {
+                if let Some((_, value)) = item.split_once(':')
+                    && let Some(var) = value.trim().strip_prefix("env:")
+                {
+                    vars.push(var.to_string());
+                }
+            }
         }
     }
     // Per-channel options may reference variables too (client-key=env:…, http-proxy=env:…).
@@ -990,6 +1000,52 @@ mod tests {
         let mut env = base_env();
         env.push(("EXIT_ON_AUTH_FAILURE", "true"));
         assert!(parse(&[], &env).unwrap().ops.exit_on_auth_failure);
+    }
+
+    #[test]
+    fn header_sets_take_repeated_flags_and_per_value_references() {
+        let mut env = base_env();
+        env.push(("CP_AUTH", "s3cret"));
+        let dir = std::env::temp_dir().join(format!("mcp-tunnel-hdr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("v");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let c = parse(
+            &[
+                "--control-plane.extra-headers",
+                "X-Auth: env:CP_AUTH, X-Plain: a",
+                "--control-plane.extra-headers",
+                &format!("X-File: file:{}", file.display()),
+                "--control-plane.extra-headers",
+                "x-plain: a",
+            ],
+            &env,
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = (c.control_plane.extra_headers.iter())
+            .map(|(n, v)| (n.clone(), v.expose().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("X-Auth".to_string(), "s3cret".to_string()),
+                ("X-Plain".to_string(), "a".to_string()),
+                ("X-File".to_string(), "from-file".to_string()),
+            ]
+        );
+        assert!(c.secret_env_vars.iter().any(|v| v == "CP_AUTH"));
+        let e = parse(&["--mcp.extra-headers", "X-A: 1, x-a: 2"], &env).unwrap_err();
+        assert_eq!(e.key, "--mcp.extra-headers");
+        assert!(e.message.contains("different values"), "{e}");
+        let e = parse(&["--mcp.discovery-extra-headers", "X-A: env:NOPE"], &env).unwrap_err();
+        assert!(
+            e.message.contains("header X-A") && e.message.contains("NOPE"),
+            "{e}"
+        );
+        env.push(("MCP_EXTRA_HEADERS", "env:ALL"));
+        env.push(("ALL", "X-B: env:CP_AUTH"));
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(c.mcp.extra_headers[0].1.expose(), "s3cret");
     }
 
     #[test]

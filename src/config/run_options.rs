@@ -117,7 +117,9 @@ pub const RUN_OPTIONS: &[Opt] = &[
         flag: CP_EXTRA_HEADERS,
         env: &["CONTROL_PLANE_EXTRA_HEADERS"],
         default: Some(""),
-        help: "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path).",
+        help: "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path \
+         holding that); a value may itself be env:VAR or file:/path. Repeatable.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {
@@ -194,6 +196,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
         default: Some(""),
         help: "Static headers for the MCP server, \"K: V, K2: V2\" (or env:VAR / file:/path); \
          headers carried by a command win.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {
@@ -219,6 +222,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
         default: Some(""),
         help: "Headers for OAuth discovery requests to main's origin, \"K: V, K2: V2\" (or env:VAR / \
          file:/path); they override --mcp.extra-headers of the same name.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {
