@@ -122,8 +122,9 @@ fn the_flag_spelling_wins_over_the_variable_and_doctor_shows_it() {
         .env("CONTROL_PLANE_API_KEY", control_plane.api_key())
         .env("CONTROL_PLANE_ORGANIZATION_ID", "org-FromEnv")
         .env("MCP_SERVER_URL", mcp.url());
-    let (_, output) = doctor_output(builder);
+    let (_, output) = doctor_output(builder.env("OPEN_WEB_UI", "true"));
     assert!(output.contains("organization org-FromFlag"), "{output}");
+    assert!(output.contains("OPEN_WEB_UI is ignored"), "{output}");
     let metadata = control_plane
         .requests()
         .into_iter()

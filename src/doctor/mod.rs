@@ -275,6 +275,10 @@ fn check_all(cfg: &RunConfig, report: &mut Report) {
             channels.join(", ")
         ),
     );
+    for notice in &cfg.notices {
+        // Settings of the official client for parts we do not ship: harmless, but said.
+        report.pass("ignored setting", notice.clone());
+    }
     check_control_plane(cfg, report);
     for channel in &cfg.mcp.channels {
         let label = format!("channel {}", channel.name);
