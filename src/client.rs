@@ -46,6 +46,19 @@ pub fn run(cfg: &RunConfig) -> i32 {
             }
         },
     };
+    for notice in &cfg.notices {
+        log::warn!("{notice}");
+    }
+    if cfg.ops.http_raw_log {
+        crate::http_log::enable();
+        if log::log_enabled!(target: crate::http_log::TARGET, log::Level::Debug) {
+            log::warn!(
+                "--log.http-raw-unsafe: logging every outbound HTTP exchange head (credentials redacted)"
+            );
+        } else {
+            log::warn!("--log.http-raw-unsafe has no effect below --log.level debug");
+        }
+    }
     let tunnel = match Tunnel::new(cfg) {
         Ok(t) => t,
         Err(e) => {
@@ -53,24 +66,32 @@ pub fn run(cfg: &RunConfig) -> i32 {
             return 1;
         }
     };
-    let health = match &cfg.ops.health_listen {
+    let report: Arc<dyn Report> = Arc::clone(&tunnel) as Arc<dyn Report>;
+    let url_file = cfg.ops.health_url_file.as_deref();
+    let (started, fix) = match (&cfg.ops.health_unix_socket, &cfg.ops.health_listen) {
+        (Some(socket), _) => (
+            Some(HealthServer::start_unix(socket, url_file, report)),
+            "set HEALTH_UNIX_SOCKET (--health.unix-socket) to a free path",
+        ),
+        (None, Some(addr)) => (
+            Some(HealthServer::start(addr, url_file, report)),
+            "set HEALTH_LISTEN_ADDR (--health.listen-addr) or off",
+        ),
+        (None, None) => (None, ""),
+    };
+    let health = match started {
         None => None,
-        Some(addr) => {
-            let report: Arc<dyn Report> = Arc::clone(&tunnel) as Arc<dyn Report>;
-            match HealthServer::start(addr, cfg.ops.health_url_file.as_deref(), report) {
-                Ok(server) => {
-                    log::info!(
-                        "health server on http://{} (/healthz, /readyz, /metrics)",
-                        server.local_addr()
-                    );
-                    Some(server)
-                }
-                Err(e) => {
-                    log::error!("{e}: set HEALTH_LISTEN_ADDR (--health.listen-addr) or off");
-                    tunnel.close(STDIO_STOP_TIMEOUT);
-                    return 2;
-                }
-            }
+        Some(Ok(server)) => {
+            log::info!(
+                "health server on {} (/healthz, /readyz, /metrics)",
+                server.describe()
+            );
+            Some(server)
+        }
+        Some(Err(e)) => {
+            log::error!("{e}: {fix}");
+            tunnel.close(STDIO_STOP_TIMEOUT);
+            return 2;
         }
     };
     if let Err(e) = watch_signals(Arc::clone(&tunnel)) {
@@ -85,6 +106,20 @@ pub fn run(cfg: &RunConfig) -> i32 {
         cfg.control_plane.url_path,
         tunnel.control_plane().instance_id()
     );
+    let waited = crate::ops::startup_wait::wait_for_listeners(
+        &cfg.mcp.channels,
+        cfg.mcp.startup_wait_timeout,
+        tunnel.health(),
+        &|delay| tunnel.wait_unless_stopped(delay),
+    );
+    if !waited {
+        log::info!("stopped while waiting for the MCP servers to start");
+        tunnel.close(STDIO_STOP_TIMEOUT);
+        if let Some(server) = health {
+            server.stop();
+        }
+        return 0;
+    }
     match tunnel.control_plane().metadata() {
         Ok(meta) if meta.description.is_empty() => log::info!("tunnel {:?}", meta.name),
         Ok(meta) => log::info!("tunnel {:?}: {}", meta.name, meta.description),

@@ -159,6 +159,8 @@ pub struct ControlPlane {
     tunnel_url: String,
     api_key: Secret,
     extra_headers: Vec<(String, Secret)>,
+    /// `&channel=…` for each polled channel (`--control-plane.poll-channel`), or empty.
+    channel_query: String,
     poll_timeout: Duration,
     poll_http_timeout: Duration,
     instance_id: String,
@@ -190,6 +192,10 @@ impl ControlPlane {
             tunnel_url: cfg.tunnel_url(),
             api_key: cfg.api_key.clone(),
             extra_headers: cfg.extra_headers.clone(),
+            // Canonical names need no escaping.
+            channel_query: (cfg.poll_channels.iter())
+                .map(|c| format!("&channel={c}"))
+                .collect(),
             poll_timeout: cfg.poll_timeout,
             poll_http_timeout: cfg.poll_timeout.saturating_add(cfg.poll_deadline_guardrail),
             instance_id: crate::crypto::random_hex(16),
@@ -299,10 +305,11 @@ impl ControlPlane {
 
     fn poll_only(&self, limit: usize, only: Option<&str>) -> Result<PollOk, PollError> {
         let url = format!(
-            "{}/poll?limit={}&timeout_ms={}",
+            "{}/poll?limit={}&timeout_ms={}{}",
             self.tunnel_url,
             limit,
-            self.poll_timeout.as_millis().max(1)
+            self.poll_timeout.as_millis().max(1),
+            self.channel_query
         );
         let mut req = self.decorate(self.agent.get(&url));
         if let Some(only) = only {

@@ -165,6 +165,8 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             poll_deadline_guardrail: Duration::from_secs(5),
             max_inflight: 20,
             extra_headers: Vec::new(),
+            organization_id: None,
+            poll_channels: Vec::new(),
             net: HopNet::direct(),
         },
         mcp: McpConfig {
@@ -179,11 +181,13 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             max_streams: 16,
             extra_headers: Vec::new(),
             connection_max_ttl: Duration::from_secs(600),
+            startup_wait_timeout: Duration::ZERO,
             discovery: Default::default(),
         },
         drain_timeout: Duration::from_secs(5),
         log: config::LogConfig::stderr(level),
         ops: config::OpsConfig::default(),
+        notices: Vec::new(),
     };
     let tunnel =
         Tunnel::new(&client_cfg).map_err(|e| format!("cannot start the tunnel client: {e}"))?;

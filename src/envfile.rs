@@ -13,7 +13,18 @@ use std::path::Path;
 pub fn load(path: &Path) -> Result<HashMap<String, String>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&text).map_err(|(line, why)| format!("{} line {line}: {why}", path.display()))
+    // The official client's --config is a YAML file: say so rather than fail on its first line.
+    let yaml = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("config_version:"));
+    parse(&text).map_err(|(line, why)| match yaml {
+        true => format!(
+            "{} is a YAML config file (config_version:), which is not read yet; --config takes \
+             a KEY=VALUE env file: give the settings as environment variables, flags or such a file",
+            path.display()
+        ),
+        false => format!("{} line {line}: {why}", path.display()),
+    })
 }
 
 /// Parses the text of a file; `Err((line number, reason))`.

@@ -76,6 +76,7 @@ pub fn build_agent(opts: &AgentOptions, net: &HopNet) -> Result<Agent, String> {
         .max_idle_age(opts.max_idle_age)
         .max_idle_connections(opts.max_idle_per_host.max(1) * 2)
         .max_idle_connections_per_host(opts.max_idle_per_host.max(1))
+        .middleware(crate::http_log::middleware)
         .build();
     Ok(match &net.unix_socket {
         Some(path) => Agent::with_parts(

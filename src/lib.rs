@@ -44,6 +44,7 @@
 //! | 1 | [`tls`] | PEM loading and the rustls configurations |
 //! | 1 | [`http_server`] | the one small synchronous HTTP/1.1 server (relay, stub, health, fakes) |
 //! | 2 | [`net`] | one hop's network settings: proxy choice, CA bundle, client identity |
+//! | 2 | [`http_log`] | `--log.http-raw-unsafe`: outbound exchange heads at debug, credentials redacted |
 //! | 3 | [`http_client`] | the one place outbound HTTP agents are built (TLS, proxy, pooling) |
 //! | 4 | [`config`] | flags + environment → one validated, immutable [`config::RunConfig`] |
 //! | 5 | [`logging`] | log format; third-party crates capped so nothing secret is logged |
@@ -104,6 +105,7 @@ pub mod envfile;
 pub mod failure;
 pub mod headers;
 pub mod http_client;
+pub mod http_log;
 pub mod http_server;
 pub mod logging;
 pub mod mcp;

@@ -1065,7 +1065,7 @@ fn every_option_of_every_subcommand_shows_its_variable_and_default() {
                     "127.0.0.1:8080",
                 ),
                 ("--health.url-file", "HEALTH_URL_FILE", "(none)"),
-                ("--pid-file", "PID_FILE", "(none)"),
+                ("--pid.file", "PID_FILE", "(none)"),
                 ("--env-file", "ENV_FILE", "(none)"),
                 ("--exit-on-auth-failure", "EXIT_ON_AUTH_FAILURE", "false"),
             ],

@@ -23,7 +23,8 @@ pub const LOG_FORMAT: Opt = Opt {
     flag: "--log.format",
     env: &["LOG_FORMAT"],
     default: Some("text"),
-    help: "text, or json (one object per line: ts, level, target, msg and fields).",
+    help: "text (also spelled struct-text), or json (one object per line: ts, level, target, msg \
+           and fields).",
     ..Opt::BASE
 };
 
@@ -70,9 +71,10 @@ pub fn log_config(src: &Sources<'_>) -> Result<LogConfig, ConfigError> {
     let format = src.get(LOG_FORMAT.flag);
     let file = src.get(LOG_FILE.flag);
     let format = match format.value.trim() {
-        "text" => LogFormat::Text,
+        // The official client's name for its text format.
+        "text" | "struct-text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        _ => return Err(err(&format.source, "must be text or json")),
+        _ => return Err(err(&format.source, "must be text (or struct-text) or json")),
     };
     let file = file.value.trim();
     Ok(LogConfig {

@@ -19,15 +19,16 @@ use super::log_options::{LogConfig, log_config};
 use super::network::hop_nets;
 use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
-    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_URL_FILE,
-    HTTP_PROXY, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW,
-    MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS,
-    MCP_REQUIRE_DISCOVERY, MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL,
-    PID_FILE, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_UNIX_SOCKET,
+    HEALTH_URL_FILE, HTTP_PROXY, LOG_HTTP_RAW, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND,
+    MCP_CONN_TTL, MCP_DISCOVERY_ALLOW, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY,
+    MCP_MAX_CONCURRENT, MCP_MAX_STREAMS, MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT, MCP_STDIO_IDLE,
+    MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_CHANNELS,
+    POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
-use super::table::{ConfigError, Raw, Sources, env_file_layer, err};
+use super::table::{ConfigError, Raw, Sources, Unsupported, env_file_layer, err};
 use super::values::{
-    any_duration, count, is_reference, origin_of, parse_bool, parse_headers, positive_duration,
+    any_duration, count, header_set, is_reference, origin_of, parse_bool, positive_duration,
     resolve_secret, validate_base_url, validate_listen_addr, validate_tunnel_id, validate_url_path,
 };
 use crate::net::HopNet;
@@ -48,7 +49,13 @@ pub struct ControlPlaneConfig {
     pub poll_timeout: Duration,
     pub poll_deadline_guardrail: Duration,
     pub max_inflight: usize,
+    /// Extra headers, `OpenAI-Organization` among them when [`organization_id`](Self::organization_id)
+    /// is set.
     pub extra_headers: Vec<(String, Secret)>,
+    /// `--control-plane.organization-id`: sent as `OpenAI-Organization` (in `extra_headers`).
+    pub organization_id: Option<String>,
+    /// `--control-plane.poll-channel`: the channels polled for, sorted; empty for unscoped polls.
+    pub poll_channels: Vec<String>,
     pub net: HopNet,
 }
 
@@ -72,6 +79,9 @@ pub struct McpConfig {
     pub max_streams: usize,
     pub extra_headers: Vec<(String, Secret)>,
     pub connection_max_ttl: Duration,
+    /// `--mcp.startup-wait-timeout`: how long the first poll may wait for the HTTP servers'
+    /// listeners; zero for not at all.
+    pub startup_wait_timeout: Duration,
     /// OAuth discovery for `main` (the `oauth_discovery` command).
     pub discovery: DiscoveryConfig,
 }
@@ -100,6 +110,8 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     pub log: LogConfig,
     pub ops: OpsConfig,
+    /// Warnings for the log once it is set up: official settings given that this build ignores.
+    pub notices: Vec<String>,
 }
 
 /// The operator surface of `run`.
@@ -107,9 +119,13 @@ pub struct RunConfig {
 pub struct OpsConfig {
     /// Where /healthz, /readyz and /metrics listen; `None` when disabled.
     pub health_listen: Option<String>,
+    /// `--health.unix-socket`: serve there instead of `health_listen`.
+    pub health_unix_socket: Option<PathBuf>,
     pub health_url_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub exit_on_auth_failure: bool,
+    /// `--log.http-raw-unsafe`: outbound exchange heads at debug, credentials redacted.
+    pub http_raw_log: bool,
 }
 
 /// What the command line asked for.
@@ -138,6 +154,7 @@ pub fn parse_run(
              pass env:VAR or file:/path instead, or set CONTROL_PLANE_API_KEY",
         ));
     }
+    let notices = unsupported_settings(&src, process_env)?;
     let get = |flag| src.get(flag);
     let required = |flag| src.required(flag);
 
@@ -153,7 +170,7 @@ pub fn parse_run(
     let poll_deadline_guardrail = positive_duration(&get(POLL_GUARDRAIL))?;
     let max_inflight = count(&get(MAX_INFLIGHT), 1, 10_000)?;
     let cp_extra = get(CP_EXTRA_HEADERS);
-    let cp_extra_headers = parse_headers(&cp_extra, &resolve_secret(&cp_extra, env)?)?;
+    let mut cp_extra_headers = header_set(&src.values(CP_EXTRA_HEADERS), env)?;
     for (name, _) in &cp_extra_headers {
         if crate::headers::is_reserved_header(name) {
             return Err(err(
@@ -161,6 +178,22 @@ pub fn parse_run(
                 &format!("header {name} is set by mcp-tunnel itself and cannot be overridden"),
             ));
         }
+    }
+    let organization_id = validate_organization_id(&get(ORGANIZATION_ID))?;
+    if let Some(id) = &organization_id {
+        if cp_extra_headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case(ORGANIZATION_HEADER))
+        {
+            return Err(err(
+                &cp_extra.source,
+                &format!(
+                    "sets {ORGANIZATION_HEADER}, which CONTROL_PLANE_ORGANIZATION_ID \
+                     ({ORGANIZATION_ID}) sets too; give it once"
+                ),
+            ));
+        }
+        cp_extra_headers.push((ORGANIZATION_HEADER.to_string(), Secret::new(id.clone())));
     }
 
     // Outbound networking, shared by both hops unless a narrower setting wins.
@@ -185,12 +218,12 @@ pub fn parse_run(
         &stdio_defaults,
         env,
     )?;
+    let (poll_channels, channels) = poll_channels(&src, channels)?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
     let max_streams = count(&get(MCP_MAX_STREAMS), 0, 1_000)?;
-    let mcp_extra = get(MCP_EXTRA_HEADERS);
-    let mcp_extra_headers = parse_headers(&mcp_extra, &resolve_secret(&mcp_extra, env)?)?;
+    let mcp_extra_headers = header_set(&src.values(MCP_EXTRA_HEADERS), env)?;
     let connection_max_ttl = positive_duration(&get(MCP_CONN_TTL))?;
-    let discovery_extra = get(MCP_DISCOVERY_HEADERS);
+    let startup_wait_timeout = any_duration(&get(MCP_STARTUP_WAIT))?;
     let mut allow_origins = Vec::new();
     for raw in src.values(MCP_DISCOVERY_ALLOW) {
         for item in raw.value.split([',', '\n']).map(str::trim) {
@@ -210,7 +243,7 @@ pub fn parse_run(
         }
     }
     let discovery = DiscoveryConfig {
-        extra_headers: parse_headers(&discovery_extra, &resolve_secret(&discovery_extra, env)?)?,
+        extra_headers: header_set(&src.values(MCP_DISCOVERY_HEADERS), env)?,
         allow_origins,
         required: parse_bool(&get(MCP_REQUIRE_DISCOVERY))?,
     };
@@ -227,9 +260,11 @@ pub fn parse_run(
     };
     let ops = OpsConfig {
         health_listen,
+        health_unix_socket: optional_path(get(HEALTH_UNIX_SOCKET)),
         health_url_file: optional_path(get(HEALTH_URL_FILE)),
         pid_file: optional_path(get(PID_FILE)),
         exit_on_auth_failure: parse_bool(&get(EXIT_ON_AUTH_FAILURE))?,
+        http_raw_log: parse_bool(&get(LOG_HTTP_RAW))?,
     };
 
     let secret_env_vars = secret_env_vars(&src);
@@ -245,6 +280,8 @@ pub fn parse_run(
             poll_deadline_guardrail,
             max_inflight,
             extra_headers: cp_extra_headers,
+            organization_id,
+            poll_channels,
             net: nets.control_plane,
         },
         mcp: McpConfig {
@@ -253,12 +290,109 @@ pub fn parse_run(
             max_streams,
             extra_headers: mcp_extra_headers,
             connection_max_ttl,
+            startup_wait_timeout,
             discovery,
         },
         drain_timeout,
         log,
         ops,
+        notices,
     })))
+}
+
+/// `--control-plane.poll-channel`: the sorted allowlist, and the channels left enabled. Each name
+/// must be canonical, given once, and have a configured server.
+fn poll_channels(
+    src: &Sources<'_>,
+    channels: Vec<ChannelConfig>,
+) -> Result<(Vec<String>, Vec<ChannelConfig>), ConfigError> {
+    let mut listed: Vec<String> = Vec::new();
+    for raw in src.values(POLL_CHANNELS) {
+        for name in raw.value.split(',').map(str::trim) {
+            let problem = if name.is_empty() {
+                Some("names an empty channel".to_string())
+            } else if crate::wire::canonical_channel(Some(name)).as_deref() != Some(name) {
+                Some(format!(
+                    "{name:?} is not a channel name (lowercase letters, digits, - and _)"
+                ))
+            } else if listed.iter().any(|n| n == name) {
+                Some(format!("names channel {name} twice"))
+            } else if !channels.iter().any(|c| c.name == name) {
+                Some(format!(
+                    "names channel {name}, which has no MCP server here; configure it with \
+                     --mcp.server-url or --mcp.command"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(err(&raw.source, &problem));
+            }
+            listed.push(name.to_string());
+        }
+    }
+    if listed.is_empty() {
+        return Ok((listed, channels));
+    }
+    listed.sort();
+    let enabled = channels
+        .into_iter()
+        .filter(|c| listed.contains(&c.name))
+        .collect();
+    Ok((listed, enabled))
+}
+
+/// The official client's settings this build lacks, when given: an error for one we refuse, a
+/// notice for one we ignore. A switch given as false asks for what we do anyway.
+fn unsupported_settings(
+    src: &Sources<'_>,
+    process_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    if process_env("TUNNEL_CLIENT_CONFIG").is_some_and(|v| !v.is_empty()) {
+        return Err(err(
+            "TUNNEL_CLIENT_CONFIG",
+            "YAML config files are not read yet; give the settings as environment variables, \
+             flags or an --env-file (KEY=VALUE)",
+        ));
+    }
+    let mut notices = Vec::new();
+    for o in RUN_OPTIONS {
+        let (Some(kind), Some(raw)) = (o.unsupported, src.given(o.flag)) else {
+            continue;
+        };
+        if o.switch && parse_bool(&raw).is_ok_and(|on| !on) {
+            continue;
+        }
+        match kind {
+            Unsupported::Refused => {
+                return Err(err(&raw.source, &format!("is not supported: {}", o.help)));
+            }
+            Unsupported::Ignored => {
+                notices.push(format!("{} is ignored: {}", raw.source, o.help));
+            }
+        }
+    }
+    Ok(notices)
+}
+
+/// The header the organization id travels in.
+pub const ORGANIZATION_HEADER: &str = "OpenAI-Organization";
+
+/// `--control-plane.organization-id`: unset, or printable ASCII without spaces at its ends (it
+/// goes into a header; a CR or LF would split the request).
+fn validate_organization_id(raw: &Raw) -> Result<Option<String>, ConfigError> {
+    let id = raw.value.trim();
+    if raw.value.is_empty() {
+        return Ok(None);
+    }
+    if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(err(
+            &raw.source,
+            "is not an organization id; expected printable ASCII such as org-AbC123 \
+             (no control characters, at most 256 bytes)",
+        ));
+    }
+    Ok(Some(id.to_string()))
 }
 
 /// Options whose values are secrets or may carry credentials.
@@ -288,6 +422,18 @@ fn secret_env_vars(src: &Sources<'_>) -> Vec<String> {
             .and_then(|r| r.value.strip_prefix("env:").map(str::to_string))
         {
             vars.push(var);
+        }
+    }
+    // A header's value may be a reference of its own (`X-Auth: env:VAR`).
+    for flag in [CP_EXTRA_HEADERS, MCP_EXTRA_HEADERS, MCP_DISCOVERY_HEADERS] {
+        for raw in src.values(flag) {
+            for item in raw.value.split(',') {
+                if let Some((_, value)) = item.split_once(':')
+                    && let Some(var) = value.trim().strip_prefix("env:")
+                {
+                    vars.push(var.to_string());
+                }
+            }
         }
     }
     // Per-channel options may reference variables too (client-key=env:…, http-proxy=env:…).
@@ -854,6 +1000,52 @@ mod tests {
         let mut env = base_env();
         env.push(("EXIT_ON_AUTH_FAILURE", "true"));
         assert!(parse(&[], &env).unwrap().ops.exit_on_auth_failure);
+    }
+
+    #[test]
+    fn header_sets_take_repeated_flags_and_per_value_references() {
+        let mut env = base_env();
+        env.push(("CP_AUTH", "s3cret"));
+        let dir = std::env::temp_dir().join(format!("mcp-tunnel-hdr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("v");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let c = parse(
+            &[
+                "--control-plane.extra-headers",
+                "X-Auth: env:CP_AUTH, X-Plain: a",
+                "--control-plane.extra-headers",
+                &format!("X-File: file:{}", file.display()),
+                "--control-plane.extra-headers",
+                "x-plain: a",
+            ],
+            &env,
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = (c.control_plane.extra_headers.iter())
+            .map(|(n, v)| (n.clone(), v.expose().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("X-Auth".to_string(), "s3cret".to_string()),
+                ("X-Plain".to_string(), "a".to_string()),
+                ("X-File".to_string(), "from-file".to_string()),
+            ]
+        );
+        assert!(c.secret_env_vars.iter().any(|v| v == "CP_AUTH"));
+        let e = parse(&["--mcp.extra-headers", "X-A: 1, x-a: 2"], &env).unwrap_err();
+        assert_eq!(e.key, "--mcp.extra-headers");
+        assert!(e.message.contains("different values"), "{e}");
+        let e = parse(&["--mcp.discovery-extra-headers", "X-A: env:NOPE"], &env).unwrap_err();
+        assert!(
+            e.message.contains("header X-A") && e.message.contains("NOPE"),
+            "{e}"
+        );
+        env.push(("MCP_EXTRA_HEADERS", "env:ALL"));
+        env.push(("ALL", "X-B: env:CP_AUTH"));
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(c.mcp.extra_headers[0].1.expose(), "s3cret");
     }
 
     #[test]

@@ -6,17 +6,19 @@
 //! [`RunConfig`](super::RunConfig) is built ([`super::run`]); this file only declares.
 
 use super::log_options::{LOG_FILE, LOG_FORMAT, LOG_LEVEL};
-use super::table::{ENV_FILE, Opt, help_text};
+use super::table::{ENV_FILE, Opt, Unsupported, help_text};
 
 // Option keys, shared by the table and the code that validates the values.
 pub(super) const BASE_URL: &str = "--control-plane.base-url";
 pub(super) const URL_PATH: &str = "--control-plane.url-path";
 pub(super) const TUNNEL_ID: &str = "--control-plane.tunnel-id";
 pub(super) const API_KEY: &str = "--control-plane.api-key";
+pub(super) const ORGANIZATION_ID: &str = "--control-plane.organization-id";
 pub(super) const POLL_TIMEOUT: &str = "--control-plane.poll-timeout";
 pub(super) const POLL_GUARDRAIL: &str = "--control-plane.poll-deadline-guardrail";
 pub(super) const MAX_INFLIGHT: &str = "--control-plane.max-inflight";
 pub(super) const CP_EXTRA_HEADERS: &str = "--control-plane.extra-headers";
+pub(super) const POLL_CHANNELS: &str = "--control-plane.poll-channel";
 pub(super) const MCP_URL: &str = "--mcp.server-url";
 pub(super) const MCP_COMMAND: &str = "--mcp.command";
 pub(super) const MCP_STDIO_SESSIONS: &str = "--mcp.stdio-sessions";
@@ -26,6 +28,7 @@ pub(super) const MCP_MAX_CONCURRENT: &str = "--mcp.max-concurrent-requests";
 pub(super) const MCP_MAX_STREAMS: &str = "--mcp.max-streams";
 pub(super) const MCP_EXTRA_HEADERS: &str = "--mcp.extra-headers";
 pub(super) const MCP_CONN_TTL: &str = "--mcp.connection-max-ttl";
+pub(super) const MCP_STARTUP_WAIT: &str = "--mcp.startup-wait-timeout";
 pub(super) const MCP_DISCOVERY_HEADERS: &str = "--mcp.discovery-extra-headers";
 pub(super) const MCP_DISCOVERY_ALLOW: &str = "--mcp.discovery-allow-origin";
 pub(super) const MCP_REQUIRE_DISCOVERY: &str = "--mcp.require-oauth-discovery";
@@ -40,9 +43,12 @@ pub(super) const MCP_HTTP_PROXY: &str = "--mcp.http-proxy";
 pub(super) const MCP_CLIENT_CERT: &str = "--mcp.client-cert";
 pub(super) const MCP_CLIENT_KEY: &str = "--mcp.client-key";
 pub(super) const HEALTH_LISTEN: &str = "--health.listen-addr";
+pub(super) const HEALTH_UNIX_SOCKET: &str = "--health.unix-socket";
 pub(super) const HEALTH_URL_FILE: &str = "--health.url-file";
-pub(super) const PID_FILE: &str = "--pid-file";
+pub(super) const PID_FILE: &str = "--pid.file";
+pub(super) const PID_FILE_ALIAS: &str = "--pid-file";
 pub(super) const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
+pub(super) const LOG_HTTP_RAW: &str = "--log.http-raw-unsafe";
 
 /// The default control plane, and where it expects mutual-TLS clients.
 pub(super) const DEFAULT_BASE_URL: &str = "https://api.openai.com";
@@ -79,6 +85,14 @@ pub const RUN_OPTIONS: &[Opt] = &[
         ..Opt::BASE
     },
     Opt {
+        flag: ORGANIZATION_ID,
+        env: &["CONTROL_PLANE_ORGANIZATION_ID"],
+        default: Some(""),
+        help: "Sent as OpenAI-Organization on every control-plane request (poll, response, metadata; \
+         never to MCP servers), for a key that belongs to several organizations.",
+        ..Opt::BASE
+    },
+    Opt {
         flag: POLL_TIMEOUT,
         env: &["CONTROL_PLANE_POLL_TIMEOUT"],
         default: Some("30s"),
@@ -103,7 +117,18 @@ pub const RUN_OPTIONS: &[Opt] = &[
         flag: CP_EXTRA_HEADERS,
         env: &["CONTROL_PLANE_EXTRA_HEADERS"],
         default: Some(""),
-        help: "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path).",
+        help: "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path \
+         holding that); a value may itself be env:VAR or file:/path. Repeatable.",
+        repeatable: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: POLL_CHANNELS,
+        env: &["CONTROL_PLANE_POLL_CHANNELS"],
+        default: Some(""),
+        help: "Poll only for these channels (sent as repeated channel= on the poll); the others \
+         configured are disabled. Repeatable; in the variable a comma list. Unset: unscoped polls.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {
@@ -171,6 +196,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
         default: Some(""),
         help: "Static headers for the MCP server, \"K: V, K2: V2\" (or env:VAR / file:/path); \
          headers carried by a command win.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {
@@ -181,11 +207,22 @@ pub const RUN_OPTIONS: &[Opt] = &[
         ..Opt::BASE
     },
     Opt {
+        flag: MCP_STARTUP_WAIT,
+        env: &["MCP_STARTUP_WAIT_TIMEOUT"],
+        default: Some("0s"),
+        help: "Before the first poll, wait up to this long for each Streamable HTTP server to \
+         accept a connection (a sidecar starting after us); /readyz says so meanwhile. When it \
+         passes, polling starts anyway and /readyz stays not ready until the server answers. 0s: \
+         no wait.",
+        ..Opt::BASE
+    },
+    Opt {
         flag: MCP_DISCOVERY_HEADERS,
         env: &["MCP_DISCOVERY_EXTRA_HEADERS"],
         default: Some(""),
         help: "Headers for OAuth discovery requests to main's origin, \"K: V, K2: V2\" (or env:VAR / \
          file:/path); they override --mcp.extra-headers of the same name.",
+        repeatable: true,
         ..Opt::BASE
     },
     Opt {
@@ -286,6 +323,16 @@ pub const RUN_OPTIONS: &[Opt] = &[
     LOG_FORMAT,
     LOG_FILE,
     Opt {
+        flag: LOG_HTTP_RAW,
+        env: &["LOG_HTTP_RAW_UNSAFE"],
+        default: Some("false"),
+        help: "true: log every outbound HTTP request and response head at debug (URL, status, \
+         headers; no bodies). Keys, bearer tokens, cookies, shard tokens and other credentials \
+         stay redacted.",
+        switch: true,
+        ..Opt::BASE
+    },
+    Opt {
         flag: HEALTH_LISTEN,
         env: &["HEALTH_LISTEN_ADDR"],
         default: Some("127.0.0.1:8080"),
@@ -293,15 +340,25 @@ pub const RUN_OPTIONS: &[Opt] = &[
         ..Opt::BASE
     },
     Opt {
+        flag: HEALTH_UNIX_SOCKET,
+        env: &["HEALTH_UNIX_SOCKET"],
+        default: Some(""),
+        help: "Serve /healthz, /readyz and /metrics on this Unix socket (mode 0600) instead of TCP; \
+         --health.listen-addr is then not bound. A stale socket is replaced; removed on exit.",
+        ..Opt::BASE
+    },
+    Opt {
         flag: HEALTH_URL_FILE,
         env: &["HEALTH_URL_FILE"],
         default: Some(""),
-        help: "Write the health server's base URL here (atomically; removed on exit).",
+        help: "Write the health server's base URL here (atomically; removed on exit): http://ADDR, \
+         or http+unix://BASE64URL(socket path) with --health.unix-socket.",
         ..Opt::BASE
     },
     Opt {
         flag: PID_FILE,
         env: &["PID_FILE"],
+        aliases: &[PID_FILE_ALIAS],
         default: Some(""),
         help: "Hold this pid file with an exclusive lock; if another copy holds it, exit 0 at once \
          (for cron and init scripts).",
@@ -324,7 +381,218 @@ pub const RUN_OPTIONS: &[Opt] = &[
          process environment: flags > environment > this file > defaults. --config is an alias.",
         ..Opt::BASE
     },
+    // The official client's settings for parts this build does not have: each is refused or
+    // ignored by name when given (a switch given as false is simply honoured: the part is off).
+    unsupported(
+        Refused,
+        "--profile",
+        &["TUNNEL_CLIENT_PROFILE"],
+        false,
+        YAML,
+    ),
+    unsupported(
+        Refused,
+        "--profile-dir",
+        &["TUNNEL_CLIENT_PROFILE_DIR"],
+        false,
+        YAML,
+    ),
+    unsupported(
+        Refused,
+        "--profile-file",
+        &["TUNNEL_CLIENT_PROFILE_FILE"],
+        false,
+        YAML,
+    ),
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Refused,
+            "--harpoon.target",
+            &["HARPOON_TARGETS"],
+            false,
+            HARPOON,
+        )
+    },
+    unsupported(
+        Ignored,
+        "--harpoon.allow-plaintext-http",
+        &["HARPOON_ALLOW_PLAINTEXT_HTTP"],
+        true,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.max-response-bytes",
+        &["HARPOON_MAX_RESPONSE_BYTES"],
+        false,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.max-redirects",
+        &["HARPOON_MAX_REDIRECTS"],
+        false,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.http-proxy",
+        &["HARPOON_HTTP_PROXY"],
+        false,
+        NO_TARGETS,
+    ),
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Ignored,
+            "--harpoon.additional-transport",
+            &["HARPOON_ADDITIONAL_TRANSPORTS"],
+            false,
+            NO_TARGETS,
+        )
+    },
+    unsupported(
+        Ignored,
+        "--harpoon.capture-payloads",
+        &["HARPOON_CAPTURE_PAYLOADS"],
+        true,
+        NO_TARGETS,
+    ),
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Ignored,
+            "--harpoon.hosts-include-suffix",
+            &["HARPOON_HOSTS_INCLUDE_SUFFIX"],
+            false,
+            NO_TARGETS,
+        )
+    },
+    Opt {
+        repeatable: true,
+        ..unsupported(
+            Ignored,
+            "--harpoon.hosts-include-regex",
+            &["HARPOON_HOSTS_INCLUDE_REGEX"],
+            false,
+            NO_TARGETS,
+        )
+    },
+    unsupported(
+        Ignored,
+        "--harpoon.hosts-include-loopback",
+        &["HARPOON_HOSTS_INCLUDE_LOOPBACK"],
+        true,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Ignored,
+        "--harpoon.hosts-include-private",
+        &["HARPOON_HOSTS_INCLUDE_PRIVATE"],
+        true,
+        NO_TARGETS,
+    ),
+    unsupported(
+        Refused,
+        "--cloudflared.managed",
+        &["CLOUDFLARED_MANAGED"],
+        true,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Refused,
+        "--cloudflared.token",
+        &["CLOUDFLARED_TUNNEL_TOKEN"],
+        false,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Ignored,
+        "--cloudflared.path",
+        &["CLOUDFLARED_PATH"],
+        false,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Ignored,
+        "--cloudflared.ready-timeout",
+        &["CLOUDFLARED_READY_TIMEOUT"],
+        false,
+        CLOUDFLARED,
+    ),
+    unsupported(
+        Refused,
+        "--embedded-mcp-stub",
+        &[],
+        true,
+        "the embedded demo MCP + OAuth stub; run `mcp-tunnel stub` (or `mcp-tunnel demo`) beside the client instead",
+    ),
+    unsupported(
+        Refused,
+        "--mcp.stdio-send-initialized-notification",
+        &["MCP_STDIO_SEND_INITIALIZED_NOTIFICATION"],
+        true,
+        "the stdio initialized-notification shim; a stdio channel forwards the host's own notifications/initialized, once per child",
+    ),
+    unsupported(
+        Ignored,
+        "--allow-remote-ui",
+        &["ALLOW_REMOTE_UI"],
+        true,
+        ADMIN_UI,
+    ),
+    unsupported(Ignored, "--open-web-ui", &["OPEN_WEB_UI"], true, ADMIN_UI),
+    unsupported(
+        Ignored,
+        "--admin-ui.log-buffer-events",
+        &["ADMIN_UI_LOG_BUFFER_EVENTS"],
+        false,
+        ADMIN_UI,
+    ),
+    unsupported(
+        Ignored,
+        "--proxy.check-interval",
+        &["PROXY_CHECK_INTERVAL"],
+        false,
+        "periodic proxy health checks; a proxy failure shows in the logs and /readyz when it happens",
+    ),
+    unsupported(
+        Ignored,
+        "--health.show-details",
+        &["HEALTH_SHOW_DETAILS"],
+        true,
+        "the /health detail routes; /healthz, /readyz (?format=json) and /metrics are served",
+    ),
 ];
+
+use Unsupported::{Ignored, Refused};
+
+const YAML: &str = "YAML config files and profiles are not read yet; give the settings as \
+                    environment variables, flags or an --env-file (KEY=VALUE)";
+const HARPOON: &str = "Harpoon (the embedded MCP server on channel harpoon) is not built in yet";
+const NO_TARGETS: &str = "Harpoon is not built in yet, and without targets this has no effect";
+const CLOUDFLARED: &str = "the cloudflared companion is not shipped";
+const ADMIN_UI: &str = "the embedded admin web UI is not shipped";
+
+/// An official client's option this build lacks (see [`Unsupported`]); `why` is its help line.
+const fn unsupported(
+    kind: Unsupported,
+    flag: &'static str,
+    env: &'static [&'static str],
+    switch: bool,
+    why: &'static str,
+) -> Opt {
+    Opt {
+        flag,
+        env,
+        default: Some(""),
+        help: why,
+        switch,
+        unsupported: Some(kind),
+        ..Opt::BASE
+    }
+}
 
 /// `--help` text for `run`, generated from [`RUN_OPTIONS`].
 pub fn run_help() -> String {

@@ -29,6 +29,21 @@ pub struct Opt {
     pub switch: bool,
     /// A path whose flag value may be any bytes, not only UTF-8; read it with [`Sources::path`].
     pub os_path: bool,
+    /// Other spellings of the flag (e.g. an older name), rewritten to `flag` before parsing.
+    pub aliases: &'static [&'static str],
+    /// A setting of the official client that this build does not implement; `help` says why.
+    /// Such an option is parsed only to be judged (see [`Unsupported`]).
+    pub unsupported: Option<Unsupported>,
+}
+
+/// What becomes of an official client's setting that this build lacks, when it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A configuration error naming it: running without it would behave differently.
+    Refused,
+    /// Accepted with a warning: it configures a part we do not ship and changes nothing on the
+    /// wire.
+    Ignored,
 }
 
 impl Opt {
@@ -41,6 +56,8 @@ impl Opt {
         repeatable: false,
         switch: false,
         os_path: false,
+        aliases: &[],
+        unsupported: None,
     };
 }
 
@@ -123,9 +140,10 @@ impl<'a> Sources<'a> {
         args: Vec<OsString>,
         env: &'a dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<(Sources<'a>, Vec<OsString>)>, ArgError> {
-        // A bare switch means true: give it a value before the parser sees it.
+        // An alias becomes its flag, and a bare switch means true, before the parser sees them.
         let args = args
             .into_iter()
+            .map(|a| canonical_spelling(options, a))
             .map(|a| match options.iter().find(|o| o.switch && a == o.flag) {
                 Some(o) => OsString::from(format!("{}=true", o.flag)),
                 None => a,
@@ -239,6 +257,15 @@ impl<'a> Sources<'a> {
         }
     }
 
+    /// Like [`lookup`](Self::lookup), but only a value actually given (flag or variable), never
+    /// the default.
+    pub fn given(&self, flag: &str) -> Option<Raw> {
+        let given = self.flags.contains_key(flag)
+            || (self.option(flag).env.iter())
+                .any(|var| (self.env)(var).is_some_and(|v| !v.is_empty()));
+        if given { self.lookup(flag) } else { None }
+    }
+
     /// Like [`lookup`](Self::lookup), with an error naming the variable when nothing is set.
     pub fn required(&self, flag: &str) -> Result<Raw, ConfigError> {
         self.lookup(flag).ok_or_else(|| {
@@ -261,6 +288,24 @@ impl<'a> Sources<'a> {
             .iter()
             .find(|o| o.flag == flag)
             .expect("flag is in this command's option table")
+    }
+}
+
+/// `arg` with an alias spelling (`--alias` or `--alias=value`) replaced by its option's flag.
+fn canonical_spelling(options: &[Opt], arg: OsString) -> OsString {
+    let Some(text) = arg.to_str() else {
+        return arg;
+    };
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (text, None),
+    };
+    match options.iter().find(|o| o.aliases.contains(&name)) {
+        Some(o) => match value {
+            Some(v) => OsString::from(format!("{}={v}", o.flag)),
+            None => OsString::from(o.flag),
+        },
+        None => arg,
     }
 }
 
@@ -324,10 +369,22 @@ pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
          Options:\n"
     );
     for o in options {
+        if o.unsupported.is_some() {
+            out.push_str(&format!(
+                "  {}   env: {}\n      not supported: {}\n",
+                o.flag,
+                o.env.join(", "),
+                o.help
+            ));
+            continue;
+        }
         if o.switch {
             out.push_str(&format!("  {}[=true|false]\n", o.flag));
         } else {
             out.push_str(&format!("  {} <value>\n", o.flag));
+        }
+        if !o.aliases.is_empty() {
+            out.push_str(&format!("      (also spelled {})\n", o.aliases.join(", ")));
         }
         out.push_str(&format!("      {}\n", o.help));
         let default = match o.default {

@@ -127,6 +127,49 @@ pub fn parse_headers(raw: &Raw, text: &Secret) -> Result<Vec<(String, Secret)>, 
     Ok(out)
 }
 
+/// A header set given in pieces (a repeatable flag, or the lines of its variable): each piece
+/// `"K: V, K2: V2"` or a reference to such a text, and each header's value itself a literal or an
+/// `env:VAR` / `file:/path` reference (the official client's form). Names are case-insensitive:
+/// the same header twice with the same value is one header; with different values, an error.
+pub fn header_set(
+    pieces: &[Raw],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let mut out: Vec<(String, Secret)> = Vec::new();
+    for raw in pieces {
+        for (name, value) in parse_headers(raw, &resolve_secret(raw, env)?)? {
+            let value = if is_reference(value.expose()) {
+                let reference = Raw {
+                    source: raw.source.clone(),
+                    value: value.expose().to_string(),
+                };
+                let resolved = resolve_secret(&reference, env)
+                    .map_err(|e| err(&raw.source, &format!("header {name}: {}", e.message)))?;
+                if resolved.expose().chars().any(|c| c.is_control()) {
+                    return Err(err(
+                        &raw.source,
+                        &format!("header {name}: its value has a control character"),
+                    ));
+                }
+                resolved
+            } else {
+                value
+            };
+            match out.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                Some((_, v)) if v.expose() == value.expose() => {}
+                Some(_) => {
+                    return Err(err(
+                        &raw.source,
+                        &format!("header {name} is given twice with different values"),
+                    ));
+                }
+                None => out.push((name, value)),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a value is an `env:VAR` or `file:/path` reference rather than the secret itself.
 pub fn is_reference(v: &str) -> bool {
     v.starts_with("env:") || v.starts_with("file:")

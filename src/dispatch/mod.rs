@@ -188,6 +188,16 @@ impl Tunnel {
         &self.control
     }
 
+    /// The readiness record, for start-up steps outside the engine (the listener wait).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Waits `delay` unless stopped first; false when stopping.
+    pub fn wait_unless_stopped(&self, delay: Duration) -> bool {
+        self.pause(delay, false)
+    }
+
     /// Starts the poll thread and `workers` worker threads.
     pub fn start(self: &Arc<Self>, workers: usize) -> std::io::Result<()> {
         for i in 0..workers {

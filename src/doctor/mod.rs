@@ -261,16 +261,24 @@ fn check_all(cfg: &RunConfig, report: &mut Report) {
             format!("{} ({kind})", c.name)
         })
         .collect();
+    let organization = match &cp.organization_id {
+        Some(id) => format!("; organization {id} (OpenAI-Organization)"),
+        None => String::new(),
+    };
     report.pass(
         "configuration",
         format!(
-            "read as `run` would: tunnel {} at {}{}; channels {}",
+            "read as `run` would: tunnel {} at {}{}{organization}; channels {}",
             cp.tunnel_id,
             cp.base_url,
             cp.url_path,
             channels.join(", ")
         ),
     );
+    for notice in &cfg.notices {
+        // Settings of the official client for parts we do not ship: harmless, but said.
+        report.pass("ignored setting", notice.clone());
+    }
     check_control_plane(cfg, report);
     for channel in &cfg.mcp.channels {
         let label = format!("channel {}", channel.name);

@@ -5,9 +5,19 @@
 //! non-blocking write and closed (over TLS, closed without a word, since answering would need a
 //! handshake). Shutdown raises the flag every connection checks between exchanges, wakes the
 //! blocked `accept` with a connection of its own, and returns once the accept thread has ended.
+//!
+//! [`Server::start_unix`] serves a Unix-domain socket the same way (the health server's
+//! `--health.unix-socket`): each accepted stream is handed on as a `TcpStream` built from its file
+//! descriptor (safe `OwnedFd` conversion). Everything the connection code does with it — read,
+//! write, timeouts, non-blocking peeks, shutdown, `try_clone` — is a plain socket call that means
+//! the same on both families; only `set_nodelay` fails, and its result is ignored. Its peer
+//! address is given as `127.0.0.1:0` (a Unix peer has none); TLS is not offered there.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -46,6 +56,8 @@ struct Shared {
 /// A running server. Dropping it shuts it down like [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
+    /// Set for a server on a Unix socket: the path its accept thread is woken through.
+    unix_path: Option<PathBuf>,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
 }
@@ -73,6 +85,44 @@ impl Server {
         let addr = listener.local_addr()?;
         // The accept loop relies on blocking accepts (shutdown wakes it by connecting).
         listener.set_nonblocking(false)?;
+        Server::serve(
+            addr,
+            None,
+            move || listener.accept(),
+            tls,
+            limits,
+            admit,
+            handler,
+        )
+    }
+
+    /// [`Server::start`] on a bound Unix-domain socket at `path` (plain HTTP; see the module
+    /// docs). [`local_addr`](Self::local_addr) then answers `127.0.0.1:0`.
+    pub fn start_unix(
+        listener: UnixListener,
+        path: PathBuf,
+        limits: Limits,
+        handler: impl Handler,
+    ) -> io::Result<Server> {
+        listener.set_nonblocking(false)?;
+        let peer = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0);
+        let accept = move || {
+            let (stream, _) = listener.accept()?;
+            Ok((TcpStream::from(OwnedFd::from(stream)), peer))
+        };
+        let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0);
+        Server::serve(addr, Some(path), accept, None, limits, admit_all, handler)
+    }
+
+    fn serve(
+        addr: SocketAddr,
+        unix_path: Option<PathBuf>,
+        accept: impl FnMut() -> io::Result<(TcpStream, SocketAddr)> + Send + 'static,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        limits: Limits,
+        admit: impl Admit,
+        handler: impl Handler,
+    ) -> io::Result<Server> {
         let slots = Slots::new(
             limits.max_connections,
             limits.reserved_connections,
@@ -91,10 +141,11 @@ impl Server {
         let accept_shared = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name("http-accept".into())
-            .spawn(move || accept_loop(listener, accept_shared))?;
+            .spawn(move || accept_loop(accept, accept_shared))?;
         debug!("http server listening on {addr}");
         Ok(Server {
             addr,
+            unix_path,
             shared,
             accept: Some(accept),
         })
@@ -126,6 +177,9 @@ impl Server {
             _ => self.addr,
         };
         let woken = (0..WAKE_ATTEMPTS).any(|_| {
+            if let Some(path) = &self.unix_path {
+                return handle.is_finished() || UnixStream::connect(path).is_ok();
+            }
             handle.is_finished()
                 || match TcpStream::connect_timeout(&target, WAKE_TIMEOUT) {
                     Ok(_) => true,
@@ -163,9 +217,12 @@ impl Drop for Slot {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(
+    mut accept: impl FnMut() -> io::Result<(TcpStream, SocketAddr)>,
+    shared: Arc<Shared>,
+) {
     loop {
-        let (tcp, peer) = match listener.accept() {
+        let (tcp, peer) = match accept() {
             Ok(conn) => conn,
             Err(e) => {
                 if shared.service.shutdown.load(Ordering::SeqCst) {

@@ -4,9 +4,15 @@
 //! reports the start-up OAuth discovery of an HTTP `main` under `"oauth"`.
 //!
 //! It listens on loopback by default: it tells anyone who asks how the tunnel is doing, and it is
-//! meant for the host's own probes and scrapers.
+//! meant for the host's own probes and scrapers. With `--health.unix-socket` it listens on a
+//! Unix-domain socket instead (mode 0600: only our user may ask) and binds no TCP port; the URL
+//! file then holds `http+unix://` and the socket path in unpadded base64url, as the official
+//! client writes it. A stale socket left by a crash is replaced; a live one, or any other file at
+//! that path, is an error. The socket is removed on a clean exit.
 
 use std::net::TcpListener;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,6 +40,8 @@ fn limits() -> Limits {
 pub struct HealthServer {
     server: Server,
     url_file: Option<PathBuf>,
+    /// The Unix socket it listens on, removed when it stops.
+    socket: Option<PathBuf>,
 }
 
 impl HealthServer {
@@ -54,7 +62,50 @@ impl HealthServer {
         Ok(HealthServer {
             server,
             url_file: url_file.map(Path::to_path_buf),
+            socket: None,
         })
+    }
+
+    /// Listens on a Unix socket at `socket` (mode 0600) and serves; writes
+    /// `http+unix://<base64url(path)>` to `url_file` when given.
+    pub fn start_unix(
+        socket: &Path,
+        url_file: Option<&Path>,
+        report: Arc<dyn Report>,
+    ) -> Result<HealthServer, String> {
+        let shown = socket.display();
+        remove_stale_socket(socket)?;
+        let listener =
+            UnixListener::bind(socket).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
+        let mut server = HealthServer {
+            server: Server::start_unix(listener, socket.to_path_buf(), limits(), move |req| {
+                handle(&*report, &req)
+            })
+            .map_err(|e| format!("cannot start the health server: {e}"))?,
+            url_file: None,
+            socket: Some(socket.to_path_buf()),
+        };
+        let ready = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make {shown} private: {e}"))
+            .and_then(|()| match url_file {
+                None => Ok(()),
+                Some(path) => write_atomically(path, &format!("{}\n", unix_url(socket)))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display())),
+            });
+        if let Err(e) = ready {
+            server.stop(); // removes the socket
+            return Err(e);
+        }
+        server.url_file = url_file.map(Path::to_path_buf);
+        Ok(server)
+    }
+
+    /// Where it listens, for the log: `http://ADDR`, or the socket path.
+    pub fn describe(&self) -> String {
+        match &self.socket {
+            Some(path) => format!("unix socket {}", path.display()),
+            None => format!("http://{}", self.server.local_addr()),
+        }
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -66,7 +117,53 @@ impl HealthServer {
             let _ = std::fs::remove_file(path);
         }
         self.server.shutdown();
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// Makes room for the socket: nothing there is fine; a socket nobody answers on (left by a
+/// crash) is removed; a socket in use, or any other kind of file, is an error.
+fn remove_stale_socket(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot inspect {shown}: {e}")),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{shown} exists and is not a socket; remove it or choose another path"
+        ));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "{shown} is in use: another process accepts connections on it"
+        ));
+    }
+    std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket {shown}: {e}"))
+}
+
+/// `http+unix://` and the path in base64url without padding (RFC 4648 §5), as the official
+/// client's health URL file holds it.
+pub fn unix_url(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = path.as_os_str().as_bytes();
+    let mut out = String::from("http+unix://");
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }
 
 fn handle(report: &dyn Report, req: &Request) -> Response {
@@ -133,4 +230,25 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_urls_are_unpadded_base64url() {
+        // RFC 4648 test vectors, and a path whose encoding needs the URL-safe letters.
+        let url = |p: &str| unix_url(Path::new(p));
+        assert_eq!(url("f"), "http+unix://Zg");
+        assert_eq!(url("fo"), "http+unix://Zm8");
+        assert_eq!(url("foo"), "http+unix://Zm9v");
+        assert_eq!(url("foob"), "http+unix://Zm9vYg");
+        assert_eq!(
+            url("/run/t/health.sock"),
+            "http+unix://L3J1bi90L2hlYWx0aC5zb2Nr"
+        );
+        assert_eq!(url("/??>"), "http+unix://Lz8_Pg");
+        assert_eq!(url("/~~~"), "http+unix://L35-fg");
+    }
 }

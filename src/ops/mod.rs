@@ -6,6 +6,7 @@ pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod pidfile;
+pub mod startup_wait;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -76,6 +77,9 @@ struct HealthState {
     oauth: Option<OAuthStatus>,
     /// Readiness waits for [`OAuthStatus::Protected`].
     oauth_required: bool,
+    /// The start-up listener wait (`--mcp.startup-wait-timeout`): the channel it is about and
+    /// why it keeps the client not ready (waiting, or the wait timed out).
+    startup: Option<(String, String)>,
 }
 
 /// The answer to "are we ready?".
@@ -152,9 +156,19 @@ impl Health {
         s.accepted = false;
     }
 
+    /// The start-up listener wait's verdict on `channel`: `None` clears it.
+    pub fn startup_problem(&self, channel: &str, problem: Option<String>) {
+        self.lock().startup = problem.map(|p| (channel.to_string(), p));
+    }
+
     /// The latest evidence about a channel: `None` when its server answered (whatever it said).
+    /// An answer also ends a start-up wait that timed out on that channel.
     pub fn channel_seen(&self, channel: &str, problem: Option<String>) {
-        self.lock().channels.insert(
+        let mut s = self.lock();
+        if problem.is_none() && s.startup.as_ref().is_some_and(|(c, _)| c == channel) {
+            s.startup = None;
+        }
+        s.channels.insert(
             channel.to_string(),
             ChannelState {
                 problem,
@@ -212,12 +226,17 @@ impl Health {
                 s.oauth.as_ref().and_then(oauth_problem),
             );
         }
-        let reason = checks
-            .values()
-            .flatten()
+        // The start-up wait explains the rest (no poll yet), so it comes first.
+        let startup = s.startup.as_ref().map(|(_, problem)| problem.clone());
+        let reason = startup
+            .iter()
+            .chain(checks.values().flatten())
             .next()
             .cloned()
             .unwrap_or_else(|| "ready".to_string());
+        if startup.is_some() {
+            checks.insert("startup".to_string(), startup);
+        }
         Readiness {
             ready: checks.values().all(Option::is_none),
             reason,
@@ -241,6 +260,21 @@ fn oauth_problem(status: &OAuthStatus) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_startup_wait_explains_first_and_ends_when_its_channel_answers() {
+        let h = Health::new(Duration::from_secs(60));
+        h.startup_problem("main", Some("waiting for main".into()));
+        assert_eq!(h.readiness().reason, "waiting for main");
+        h.poll_succeeded();
+        h.channel_seen("other", None);
+        assert!(!h.readiness().ready);
+        h.channel_seen("main", Some("refused".into()));
+        assert_eq!(h.readiness().reason, "waiting for main");
+        h.channel_seen("main", None);
+        assert!(h.readiness().ready);
+        assert!(!h.readiness().checks.contains_key("startup"));
+    }
 
     #[test]
     fn ready_needs_a_recent_poll_and_reachable_channels() {

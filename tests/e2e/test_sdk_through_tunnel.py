@@ -54,10 +54,11 @@ REQUEST_TIMEOUT = 30.0
 
 CLIENT_INFO = types.Implementation(name="mcp-tunnel-e2e", version="1.0.0")
 
-# Statuses the SDK may see from the relay in a healthy session, per HTTP method. GET is 405: the
-# relay offers no standalone server stream, and says so as the Streamable HTTP transport allows.
-# (DELETE on a stdio channel is 405 too: see `Target.delete_statuses`.)
-ALLOWED_STATUS = {"POST": {200, 202}, "GET": {405}, "DELETE": {200, 204}}
+# Statuses the SDK may see from the relay in a healthy session, per HTTP method. GET is 200: our
+# relay and client hold the session's standalone server stream (the `streams` extension); 405
+# only when no client instance speaks it. (DELETE on a stdio channel is 405: see
+# `Target.delete_statuses`.)
+ALLOWED_STATUS = {"POST": {200, 202}, "GET": {200, 405}, "DELETE": {200, 204}}
 
 # The session id the relay mints for a stdio channel, whose server issues none.
 MINTED_SESSION_PREFIX = "mcpt-"
