@@ -236,7 +236,12 @@ impl Store {
             conn.set_read_timeout(OP_TIMEOUT + block)
                 .map_err(|e| unreachable(&self.url, &e))?;
         }
-        let reply = conn.call(args).map_err(|e| unreachable(&self.url, &e))?;
+        let reply = conn.call(args).map_err(|e| {
+            // Every idle connection is likely as dead as this one (Redis restarted, or closed
+            // them): forget them all, so the next calls connect afresh instead of failing too.
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            unreachable(&self.url, &e)
+        })?;
         if !block.is_zero() {
             conn.set_read_timeout(OP_TIMEOUT)
                 .map_err(|e| unreachable(&self.url, &e))?;
