@@ -649,3 +649,44 @@ fn a_cancellation_reaches_the_instance_that_took_the_command_on_another_node() {
         "a withdrawn command was delivered"
     );
 }
+
+#[test]
+fn a_client_killed_while_polling_another_node_is_reported_gone_to_the_caller() {
+    require_redis!();
+    let cluster = Cluster::start_with(2, &[("--connector.timeout", "40s")]);
+    let mcp = FakeMcp::start();
+    mcp.on_tool(
+        "slow",
+        McpReply::result(json!({})).after(Duration::from_secs(30)),
+    );
+    let mut client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let call = {
+        let connector = connector.clone();
+        in_background(move || connector.post(&tool_call("gone-1", "slow")))
+    };
+    let deadline = Instant::now() + PROMPTLY;
+    while !mcp
+        .calls()
+        .iter()
+        .any(|c| c.rpc_id() == Some(json!("gone-1")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the call did not reach the MCP server"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Instant::now();
+    client.kill_and_collect();
+    let answer = call.join();
+    assert_eq!(answer.status, 502, "{answer:#?}");
+    assert_eq!(answer.error_code().as_deref(), Some("tunnel_client_gone"));
+    // Node 1 saw the client's connections end and told node 0: seconds, not the 40 s timeout.
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        killed.elapsed()
+    );
+}

@@ -503,6 +503,14 @@ fn take_forwarded_responses(relay: Arc<Relay>, store: Arc<Store>) {
         .name("store-responses".into())
         .spawn(move || {
             loop {
+                // About once a second: instances gone here are announced to the other nodes.
+                let hubs = relay
+                    .hubs
+                    .lock()
+                    .map(|h| h.values().cloned().collect::<Vec<_>>());
+                hubs.unwrap_or_default()
+                    .iter()
+                    .for_each(|h| h.announce_gone());
                 match hub::take_forwarded(&store, Duration::from_secs(1)) {
                     Ok(messages) => {
                         for m in messages {

@@ -222,12 +222,14 @@ impl Ticket {
     pub fn client_gone(&self) -> bool {
         let inner = self.hub.lock();
         let now = Instant::now();
-        inner
-            .pending
-            .get(&self.request_id)
-            .and_then(|p| p.instance.as_ref())
-            .and_then(|i| inner.instances.get(i))
-            .is_some_and(|i| i.gone(now))
+        match inner.pending.get(&self.request_id).map(|p| &p.instance) {
+            Some(Some(i)) => inner.instances.get(i).is_some_and(|i| i.gone(now)),
+            Some(None) if self.hub.shared.is_some() => {
+                drop(inner); // delivered by another node, perhaps
+                self.hub.remote_gone(&self.request_id)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -445,11 +447,7 @@ impl TunnelHub {
             cancelled,
         };
         if let Some(shared) = &self.shared {
-            let token = inner.pending[&ticket.request_id].shard_token.clone();
-            drop(inner);
-            // On refusal the ticket's drop forgets the pending command again.
-            shared.enqueue(&queued, &token, self.limits.queue_capacity)?;
-            return Ok(ticket);
+            return self.enqueue_shared(shared, inner, &queued, ticket);
         }
         inner.queue.push_back(queued);
         drop(inner);

@@ -346,6 +346,9 @@ pub fn instance_alive_key(tunnel: &str, instance: &str) -> String {
 pub fn instance_queue_key(tunnel: &str, instance: &str) -> String {
     format!("mcpt:t:{tunnel}:i:{instance}:q")
 }
+pub fn instance_gone_key(tunnel: &str, instance: &str) -> String {
+    format!("mcpt:t:{tunnel}:i:{instance}:gone")
+}
 pub fn instance_cancels_key(tunnel: &str, instance: &str) -> String {
     format!("mcpt:t:{tunnel}:i:{instance}:c")
 }
@@ -358,10 +361,20 @@ pub fn session_key(tunnel: &str, session: &str) -> String {
 pub const SESSION_TTL: Duration = Duration::from_secs(3600);
 
 /// KEYS: the keys to keep alive for ARGV[1] ms (a poll's tunnel, instance and affine channels);
-/// the second (the instance's) holds ARGV[2], the extension features it announced.
+/// the second (the instance's) holds ARGV[2], the extension features it announced. ARGV[3]:
+/// the instance's gone key, deleted (it polls again).
 pub const TOUCH: &str = r"
 for i, k in ipairs(KEYS) do redis.call('SET', k, i == 2 and ARGV[2] or '1', 'PX', ARGV[1]) end
+redis.call('DEL', ARGV[3])
 return 1
+";
+
+/// KEYS: a command's delivered key. ARGV: the tunnel. 1 when the instance that took it was
+/// announced gone (`mcpt:t:{tunnel}:i:{instance}:gone`).
+pub const GONE: &str = r"
+local inst = redis.call('GET', KEYS[1])
+if not inst then return 0 end
+return redis.call('EXISTS', 'mcpt:t:' .. ARGV[1] .. ':i:' .. inst .. ':gone')
 ";
 
 /// KEYS: a command's delivered key. ARGV: the tunnel. 1 when a cancellation can reach it: it is

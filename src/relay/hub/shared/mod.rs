@@ -16,8 +16,10 @@
 //! Cancellation across nodes: a `cancel` order goes to the list of the instance that took the
 //! command (when it announced the feature), read by its polls on any node.
 //!
-//! Not shared yet (a later phase): `tunnel_client_gone` for an instance polling another node,
-//! long-lived streams (a node with the Redis store offers none), server→client requests (the
+//! A gone instance ([`super::CLIENT_GONE_GRACE`]) is announced by the node it polled, for the
+//! connectors waiting on other nodes.
+//!
+//! Not shared yet (a later phase): long-lived streams (a node with the Redis store offers none), server→client requests (the
 //! answer's instance is remembered only on the node that saw the request). `poll`: the
 //! long-poll and requeue with the queue in Redis.
 
@@ -430,7 +432,8 @@ impl Shared {
         keys.extend(affine.iter().map(|c| store::affine_key(&self.tunnel, c)));
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let ttl = millis(client_timeout);
-        let args: [&[u8]; 2] = [ttl.as_bytes(), features.as_bytes()];
+        let gone = store::instance_gone_key(&self.tunnel, instance);
+        let args: [&[u8]; 3] = [ttl.as_bytes(), features.as_bytes(), gone.as_bytes()];
         let _ = self.store.eval(store::TOUCH, &keys, &args);
     }
 
@@ -450,6 +453,24 @@ impl Shared {
             None => false,
         };
         Ok((owner, affine))
+    }
+
+    /// Announces that `instance` is gone, for `ttl`.
+    pub(super) fn mark_gone(&self, instance: &str, ttl: Duration) {
+        let key = store::instance_gone_key(&self.tunnel, instance);
+        let ttl = millis(ttl);
+        let _ = self
+            .store
+            .call(&[b"SET", key.as_bytes(), b"1", b"PX", ttl.as_bytes()]);
+    }
+
+    /// Whether the instance that took `request_id` was announced gone by its node.
+    pub(super) fn instance_gone(&self, request_id: &str) -> bool {
+        let key = store::delivered_key(request_id);
+        let reply = self
+            .store
+            .eval(store::GONE, &[key.as_bytes()], &[self.tunnel.as_bytes()]);
+        reply.ok().and_then(|r| r.as_int()) == Some(1)
     }
 
     /// Whether some instance declared `channel` process-affine.

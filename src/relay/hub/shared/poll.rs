@@ -3,14 +3,61 @@
 //! checks that the poller is still there; an answer that could not be written goes back to the
 //! head of the lists it came from.
 
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use super::super::queue::{Delivered, Item};
-use super::super::{GONE_CHECK, PollAsk, TunnelHub};
+use super::super::queue::{Delivered, Item, Queued};
+use super::super::{GONE_CHECK, Inner, PollAsk, SubmitError, Ticket, TunnelHub};
 use super::{MIN_BLOCK, Shared};
 use crate::wire::FEATURE_CANCEL;
 
+/// How long after its last sign of life a gone instance is still announced to other nodes.
+const ANNOUNCE_GONE_FOR: Duration = Duration::from_secs(60);
+
 impl TunnelHub {
+    /// The end of [`TunnelHub::submit`] with the queue in Redis: `inner` holds the new pending
+    /// command; on refusal the ticket's drop forgets it again.
+    pub(in crate::relay::hub) fn enqueue_shared(
+        &self,
+        shared: &Shared,
+        inner: MutexGuard<'_, Inner>,
+        queued: &Queued,
+        ticket: Ticket,
+    ) -> Result<Ticket, SubmitError> {
+        let token = inner.pending[&ticket.request_id].shard_token.clone();
+        drop(inner);
+        shared.enqueue(queued, &token, self.limits.queue_capacity)?;
+        Ok(ticket)
+    }
+
+    /// Whether the instance that took `request_id` on another node is gone (that node
+    /// announced it: [`TunnelHub::announce_gone`]).
+    pub(in crate::relay::hub) fn remote_gone(&self, request_id: &str) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.instance_gone(request_id))
+    }
+
+    /// Tells the other nodes which of the instances polling here are gone (see
+    /// [`super::super::CLIENT_GONE_GRACE`]), so connectors waiting there stop waiting too.
+    pub fn announce_gone(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let now = Instant::now();
+        let gone: Vec<String> = self
+            .lock()
+            .instances
+            .iter()
+            .filter(|(_, i)| i.last_seen.is_some_and(|t| t.elapsed() < ANNOUNCE_GONE_FOR))
+            .filter(|(_, i)| i.gone(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for instance in gone {
+            shared.mark_gone(&instance, ANNOUNCE_GONE_FOR);
+        }
+    }
+
     /// Whether a command not delivered from this node can still be cancelled: always with the
     /// memory store (it is queued), else as [`Shared::cancellable`] says.
     pub(in crate::relay::hub) fn remote_cancellable(&self, request_id: &str) -> bool {
