@@ -360,8 +360,8 @@ pub fn session_key(tunnel: &str, session: &str) -> String {
 /// forgets an instance an hour after it was last seen, too).
 pub const SESSION_TTL: Duration = Duration::from_secs(3600);
 
-/// KEYS: the keys to keep alive for ARGV[1] ms (a poll's tunnel, instance and affine channels);
-/// the second (the instance's) holds ARGV[2], the extension features it announced. ARGV[3]:
+/// KEYS: the keys to keep alive for `ARGV[1]` ms (a poll's tunnel, instance and affine channels);
+/// the second (the instance's) holds `ARGV[2]`, the extension features it announced. `ARGV[3]`:
 /// the instance's gone key, deleted (it polls again).
 pub const TOUCH: &str = r"
 for i, k in ipairs(KEYS) do redis.call('SET', k, i == 2 and ARGV[2] or '1', 'PX', ARGV[1]) end
