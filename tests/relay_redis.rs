@@ -690,3 +690,62 @@ fn a_client_killed_while_polling_another_node_is_reported_gone_to_the_caller() {
         killed.elapsed()
     );
 }
+
+/// A private CA and a certificate for `localhost` it signed, as PEM files in `dir`: (CA, chain,
+/// key) paths.
+fn localhost_pki(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("a key")).expect("CA");
+    let key = KeyPair::generate().expect("a key");
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf parameters");
+    let leaf = leaf.signed_by(&key, &ca).expect("sign the leaf");
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write a PEM file");
+        path.to_string_lossy().into_owned()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("redis.pem", leaf.pem()),
+        write("redis.key", key.serialize_pem()),
+    )
+}
+
+#[test]
+fn rediss_works_with_the_store_ca_file_and_not_without_it() {
+    require_redis!();
+    let dir = TempDir::new("rediss");
+    let (ca, cert, key) = localhost_pki(dir.path());
+    let redis = RedisServer::start_tls(&cert, &key);
+    let tunnel = add_tunnel(&dir.tunnels_file(), "tls");
+    let relay = RelayBuilder::new(&dir.tunnels_file())
+        .option("--store", &redis.url())
+        .option("--store.ca-file", &ca)
+        .start();
+    let poller = Poller::new(&relay, &tunnel.id, &tunnel.runtime_key, "x");
+    poller.register_as_connected();
+    let connector = Connector::new(&relay, &tunnel);
+    let call = in_background(move || connector.post(&rpc_request("tls-1", "ping", json!({}))));
+    let command = poller.take_one_command();
+    assert_eq!(poller.answer_with_result(&command, json!({})).status, 200);
+    assert_result(&call.join(), &json!("tls-1"));
+    let healthz = format!("{}/healthz", relay.base_url());
+    assert_eq!(http_get(&healthz, &[]).status, 200);
+
+    // Without the CA the relay does not trust this Redis: nothing is queued.
+    let untrusting = RelayBuilder::new(&dir.tunnels_file())
+        .option("--store", &redis.url())
+        .start();
+    let answer =
+        Connector::new(&untrusting, &tunnel).post(&rpc_request("tls-2", "ping", json!({})));
+    assert_eq!(
+        answer.error_code().as_deref(),
+        Some("tunnel_transport_unavailable")
+    );
+    assert_eq!(
+        http_get(&format!("{}/healthz", untrusting.base_url()), &[]).status,
+        503
+    );
+}

@@ -3,6 +3,8 @@
 //! a deadline), killed when dropped. [`RedisServer::stop`] and [`RedisServer::restart`] take it
 //! away and bring it back on the same port (a Redis outage). Without `redis-server` on `PATH` the
 //! tests print "skipped: redis-server not installed" ([`redis_installed`]) and pass.
+//! [`RedisServer::start_tls`] serves TLS only (`rediss://localhost:PORT`), ready once its port
+//! accepts connections.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,6 +27,8 @@ pub fn redis_installed() -> bool {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// `--tls-cert-file`, `--tls-key-file`: TLS only.
+    tls: Option<(String, String)>,
 }
 
 impl RedisServer {
@@ -32,10 +36,27 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         for _attempt in 0..3 {
             let port = free_port();
-            if let Some(child) = launch(port) {
+            if let Some(child) = launch(port, None) {
                 return RedisServer {
                     child: Some(child),
                     port,
+                    tls: None,
+                };
+            }
+        }
+        panic!("redis-server could not listen on a free loopback port");
+    }
+
+    /// One that speaks TLS only, with this certificate chain and key (PEM files).
+    pub fn start_tls(cert: &str, key: &str) -> RedisServer {
+        let tls = Some((cert.to_string(), key.to_string()));
+        for _attempt in 0..3 {
+            let port = free_port();
+            if let Some(child) = launch(port, tls.as_ref()) {
+                return RedisServer {
+                    child: Some(child),
+                    port,
+                    tls,
                 };
             }
         }
@@ -44,7 +65,10 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(_) => format!("rediss://localhost:{}", self.port),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -64,7 +88,7 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + PROMPTLY;
         loop {
-            if let Some(child) = launch(self.port) {
+            if let Some(child) = launch(self.port, self.tls.as_ref()) {
                 self.child = Some(child);
                 return;
             }
@@ -89,10 +113,26 @@ impl Drop for RedisServer {
     }
 }
 
-/// Starts redis-server on `port` and waits for it to answer PING; `None` if it exited.
-fn launch(port: u16) -> Option<Child> {
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+/// Starts redis-server on `port` and waits for it to answer PING (with `tls`: to accept
+/// connections); `None` if it exited.
+fn launch(port: u16, tls: Option<&(String, String)>) -> Option<Child> {
+    let port_text = port.to_string();
+    let mut server = Command::new("redis-server");
+    match tls {
+        None => server.args(["--port", &port_text]),
+        Some((cert, key)) => server
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port_text,
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args(["--tls-cert-file", cert, "--tls-key-file", key]),
+    };
+    let mut child = server
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -101,7 +141,11 @@ fn launch(port: u16) -> Option<Child> {
         .expect("start redis-server");
     let deadline = Instant::now() + PROMPTLY;
     loop {
-        if command(port, "PING").is_some_and(|r| r.starts_with("+PONG")) {
+        let ready = match tls {
+            None => command(port, "PING").is_some_and(|r| r.starts_with("+PONG")),
+            Some(_) => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        if ready {
             return Some(child);
         }
         if let Ok(Some(_)) = child.try_wait() {
