@@ -50,7 +50,7 @@ test: test-deps
 	$(CARGO) test --all-targets
 	$(MAKE) e2e
 
-## test-deps: tools the integration tests use (tinyproxy), installed on Debian when missing
+## test-deps: tools the integration tests use (tinyproxy, promtool, redis-server), installed on Debian when missing
 test-deps:
 	bash tests/setup-deps.sh
 

@@ -141,6 +141,8 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             header_timeout: Duration::from_secs(5),
             cors: Default::default(),
             public_url: None,
+            store: relay::store::StoreSpec::Memory,
+            store_ca: None,
             log: config::LogConfig::stderr(level),
         },
         registry,

@@ -2,12 +2,14 @@
 # Installs what the Rust integration tests need beyond Rust, on Debian, when missing:
 #   tinyproxy - a real CONNECT proxy for the proxy tests (tests/net.rs)
 #   promtool (Debian's prometheus) - checks the /metrics exposition (tests/ops.rs)
+#   redis-server - the relay's shared store (tests/relay_redis.rs); the tests start their own
 # Without root or apt-get it only says what is missing; those tests then print "skipped".
 set -euo pipefail
 
 missing=()
 command -v tinyproxy >/dev/null || missing+=(tinyproxy)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v redis-server >/dev/null || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -16,7 +18,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
 fi
 
 echo "== setup-deps: installing ${missing[*]}"
-# The package would start a system-wide proxy on every interface; the tests start their own on
+# The packages would start a system-wide proxy (and Redis) on every interface; the tests start their own on
 # loopback. policy-rc.d (the standard Debian hook) keeps the service from starting.
 guard=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -133,6 +133,7 @@ pub(super) fn submit_error(e: SubmitError, id: Option<&str>) -> Response {
         SubmitError::QueueFull => mcp_error::TUNNEL_QUEUE_FULL,
         SubmitError::SessionGone => mcp_error::SESSION_NOT_FOUND,
         SubmitError::StreamLimit => mcp_error::TUNNEL_STREAM_LIMIT,
+        SubmitError::StoreUnavailable => mcp_error::TUNNEL_TRANSPORT_UNAVAILABLE,
     };
     error.response(id)
 }

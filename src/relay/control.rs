@@ -213,5 +213,12 @@ pub fn respond(record: &TunnelRecord, hub: &TunnelHub, req: &Request) -> Respons
             "pending_request_not_found",
             "the request was already answered, expired, or never existed for this tunnel",
         ),
+        Err(RespondError::StoreUnavailable) => api_error(
+            503,
+            "api_error",
+            "tunnel_transport_unavailable",
+            "the relay's shared store is unavailable; retry",
+        )
+        .with_header("Retry-After", "1"),
     }
 }

@@ -270,6 +270,16 @@ pub const TUNNEL_STREAM_LIMIT: McpError = McpError {
     fix: "Close streams this host no longer reads, or raise the relay's --stream.max-per-tunnel.",
 };
 
+/// The shared store (`--store redis://…`) cannot be reached: nothing can be queued.
+pub const TUNNEL_TRANSPORT_UNAVAILABLE: McpError = McpError {
+    status: 503,
+    rpc_code: -32070,
+    code: "tunnel_transport_unavailable",
+    message: "the relay's shared store (Redis) is unavailable: retry shortly",
+    fix: "Retry after the Retry-After delay; the relay's operator should check its Redis \
+          (--store, and the relay's /healthz).",
+};
+
 impl McpError {
     /// The JSON-RPC error text for a request whose raw `id` text is `id` (`None`: `null`). The id
     /// is spliced in as the caller wrote it, so it matches byte for byte.
@@ -289,7 +299,10 @@ impl McpError {
     /// the headers its status calls for (`Retry-After` on a full queue).
     pub fn response(&self, id: Option<&str>) -> Response {
         let resp = Response::json(self.status, self.body(id));
-        if *self == TUNNEL_QUEUE_FULL || *self == TUNNEL_STREAM_LIMIT {
+        if *self == TUNNEL_QUEUE_FULL
+            || *self == TUNNEL_STREAM_LIMIT
+            || *self == TUNNEL_TRANSPORT_UNAVAILABLE
+        {
             return resp.with_header("Retry-After", "1");
         }
         resp
@@ -346,6 +359,7 @@ mod tests {
         RELAY_INTERNAL_ERROR,
         REQUEST_CANCELLED,
         TUNNEL_STREAM_LIMIT,
+        TUNNEL_TRANSPORT_UNAVAILABLE,
     ];
 
     #[test]

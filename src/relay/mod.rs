@@ -28,6 +28,7 @@ pub mod mcp_error;
 pub mod oauth;
 pub mod options;
 pub mod reload;
+pub mod store;
 pub mod stream;
 pub mod tunnels;
 
@@ -35,16 +36,18 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::http_server::{Limits, Request, RequestHead, Response, Server};
 use crate::wire;
 use connector::ConnectorLimits;
 use cors::Preflight;
-use hub::{HubLimits, TunnelHub};
+use hub::{HubLimits, Shared, TunnelHub};
 use mcp_error::McpError;
 use options::{LISTEN, MAX_REQUEST_BODY, TUNNELS_FILE};
 pub use options::{RELAY_OPTIONS, RelayConfig, help, parse_config};
 use reload::{ReloadGate, report_reload, watch_tunnels_file};
+use store::{Store, StoreSpec};
 use tunnels::{ConnectorAuth, Registry, TunnelRecord};
 
 /// Body limit of every route that carries no payload (metadata, poll, DELETE, health): nothing
@@ -78,16 +81,42 @@ pub struct Relay {
     registry: RwLock<Arc<Registry>>,
     hubs: Mutex<HashMap<String, Arc<TunnelHub>>>,
     reload_gate: Mutex<ReloadGate>,
+    /// `--store redis://…`: the queues shared with other relay nodes; `None` for memory.
+    store: Option<Arc<Store>>,
 }
 
 impl Relay {
     pub fn new(cfg: RelayConfig, registry: Registry) -> Arc<Relay> {
+        Relay::with_store(cfg, registry, None)
+    }
+
+    /// A relay whose hubs keep their queues in `store` when given.
+    pub fn with_store(
+        cfg: RelayConfig,
+        registry: Registry,
+        store: Option<Arc<Store>>,
+    ) -> Arc<Relay> {
         Arc::new(Relay {
             cfg,
             registry: RwLock::new(Arc::new(registry)),
             hubs: Mutex::new(HashMap::new()),
             reload_gate: Mutex::new(ReloadGate::default()),
+            store,
         })
+    }
+
+    /// `GET /healthz`: alive; with a shared store, 503 while Redis does not answer.
+    fn healthz(&self) -> Response {
+        match &self.store {
+            None => Response::new(200, "ok\n"),
+            Some(store) => match store.ping() {
+                Ok(()) => Response::new(200, "ok\nstore: redis ok\n"),
+                Err(e) => {
+                    log::warn!("/healthz: {e}");
+                    Response::new(503, "store: redis unavailable\n").with_header("Retry-After", "1")
+                }
+            },
+        }
     }
 
     /// Whether a tunnel client has polled `tunnel_id` recently.
@@ -109,10 +138,12 @@ impl Relay {
     fn hub(&self, id: &str) -> Arc<TunnelHub> {
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(hubs.entry(id.to_string()).or_insert_with(|| {
-            TunnelHub::new(HubLimits {
+            let limits = HubLimits {
                 queue_capacity: self.cfg.queue_capacity,
                 client_timeout: self.cfg.client_timeout,
-            })
+            };
+            let shared = self.store.as_ref().map(|s| Shared::new(Arc::clone(s), id));
+            TunnelHub::new(limits, shared)
         }))
     }
 
@@ -208,7 +239,7 @@ impl Relay {
         let path = req.path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["healthz"] => Response::new(200, "ok\n"),
+            ["healthz"] => self.healthz(),
             ["v1", "tunnels", id, rest @ ..] => {
                 if let Err(denied) = self.require_client_cert(req.client_cert_verified, true) {
                     return denied;
@@ -429,7 +460,24 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
             oauth::prmd_url(public, "/v1/mcp/{tunnel_id}")
         );
     }
-    let relay = Relay::new(cfg, registry);
+    let store = match &cfg.store {
+        StoreSpec::Memory => None,
+        StoreSpec::Redis(url) => match store::connect(url, cfg.store_ca.as_deref()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("mcp-tunnel relay: configuration error: --store: {e}");
+                return 2;
+            }
+        },
+    };
+    let relay = Relay::with_store(cfg, registry, store);
+    if let Some(store) = &relay.store {
+        log::info!("store {} (node {})", store.describe(), store.node());
+        if let Err(e) = store.ping() {
+            log::warn!("{e}; connectors get 503 tunnel_transport_unavailable until it answers");
+        }
+        take_forwarded_responses(Arc::clone(&relay), Arc::clone(store));
+    }
     let server = match serve(&relay, listener) {
         Ok(s) => s,
         Err(e) => {
@@ -447,6 +495,36 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
     server.shutdown();
     log::info!("relay stopped");
     code
+}
+
+/// Hands responses posted on other nodes to the connectors waiting here, on one thread.
+fn take_forwarded_responses(relay: Arc<Relay>, store: Arc<Store>) {
+    let spawned = std::thread::Builder::new()
+        .name("store-responses".into())
+        .spawn(move || {
+            loop {
+                // About once a second: instances gone here are announced to the other nodes.
+                let hubs = relay
+                    .hubs
+                    .lock()
+                    .map(|h| h.values().cloned().collect::<Vec<_>>());
+                hubs.unwrap_or_default()
+                    .iter()
+                    .for_each(|h| h.announce_gone());
+                match hub::take_forwarded(&store, Duration::from_secs(1)) {
+                    Ok(messages) => {
+                        for m in messages {
+                            let _ = relay.hub(&m.tunnel).respond(&m.token, m.payload);
+                        }
+                    }
+                    // Redis is down: /healthz says so; try again shortly.
+                    Err(_) => std::thread::sleep(Duration::from_secs(1)),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the store's response thread: {e}");
+    }
 }
 
 /// Blocks until SIGTERM/SIGINT; SIGHUP reloads the tunnels file.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::cors::Cors;
 use super::oauth::parse_public_url;
+use super::store::StoreSpec;
 use super::stream::{STREAM_OPTIONS, StreamLimits};
 use super::tunnels;
 use crate::config::{self, ConfigError, LOG_FILE, LOG_FORMAT, LOG_LEVEL, Opt, Sources};
@@ -38,6 +39,8 @@ const CONTROL_PLANE_RESERVE: &str = "--control-plane-reserve-percent";
 const HEADER_TIMEOUT: &str = "--header-timeout";
 const CORS_ORIGIN: &str = "--cors-origin";
 const PUBLIC_URL: &str = "--public-url";
+const STORE: &str = "--store";
+const STORE_CA_FILE: &str = "--store.ca-file";
 
 /// Every option of `relay`, in `--help` order.
 pub const RELAY_OPTIONS: &[Opt] = &[
@@ -174,6 +177,21 @@ pub const RELAY_OPTIONS: &[Opt] = &[
                (/.well-known/oauth-protected-resource/v1/mcp/...); never taken from Host.",
         ..Opt::BASE
     },
+    Opt {
+        flag: STORE,
+        env: &["RELAY_STORE"],
+        default: Some("memory"),
+        help: "Where the queues live: memory (this process) or redis://[user:pass@]host:port[/db] \
+               (rediss:// for TLS), shared by several relay nodes.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: STORE_CA_FILE,
+        env: &["RELAY_STORE_CA_FILE"],
+        default: Some(""),
+        help: "PEM CA bundle trusted for rediss:// besides the built-in Mozilla roots.",
+        ..Opt::BASE
+    },
     LOG_LEVEL,
     LOG_FORMAT,
     LOG_FILE,
@@ -208,6 +226,10 @@ pub struct RelayConfig {
     /// `--public-url`: the relay's external origin, no trailing slash; `None` when not set (the
     /// OAuth metadata routes then answer 404 `public_url_not_configured`).
     pub public_url: Option<String>,
+    /// `--store`: memory, or the Redis several relay nodes share.
+    pub store: StoreSpec,
+    /// `--store.ca-file`: extra trust for `rediss://`.
+    pub store_ca: Option<PathBuf>,
     pub log: config::LogConfig,
 }
 
@@ -282,6 +304,13 @@ pub fn parse_config(
         header_timeout: config::positive_duration(&src.get(HEADER_TIMEOUT))?,
         cors,
         public_url,
+        store: {
+            let store = src.get(STORE);
+            StoreSpec::parse(&store.value).map_err(|e| config::err(&store.source, &e))?
+        },
+        store_ca: Some(src.get(STORE_CA_FILE).value)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
         log: config::log_config(&src)?,
     }))
 }

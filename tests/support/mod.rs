@@ -14,6 +14,7 @@ pub mod http_wire;
 mod mcp;
 mod process;
 mod raw_host;
+mod redis;
 mod relay;
 mod watched;
 
@@ -24,6 +25,7 @@ pub use process::{
     ClientBuilder, TunnelClient, as_nobody_if_root, fixture_copy, process_gone, running_as_root,
 };
 pub use raw_host::RawHost;
+pub use redis::{RedisServer, redis_installed};
 pub use relay::{
     ArrivedEvent, Connector, HttpAnswer, Poller, Relay, RelayBuilder, Stub, TempDir, Tunnel,
     add_tunnel, add_tunnel_with_auth, http_get, remove_tunnel, request_id_of, result_payload,

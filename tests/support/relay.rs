@@ -547,6 +547,8 @@ pub struct Poller {
     tunnel_url: String,
     key: String,
     instance: String,
+    /// Sent with every request (e.g. `X-Tunnel-MCP-Server-Info`).
+    headers: Vec<(String, String)>,
 }
 
 impl Poller {
@@ -556,7 +558,14 @@ impl Poller {
             tunnel_url: relay.tunnel_url(tunnel_id),
             key: key.to_string(),
             instance: instance.to_string(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Sends `name: value` with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Poller {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// `GET …/poll?limit=<limit>&timeout_ms=<timeout_ms>`.
@@ -633,10 +642,14 @@ impl Poller {
     }
 
     fn decorate<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        request
+        let mut request = request
             .header("Authorization", format!("Bearer {}", self.key))
             .header("Accept", "application/json")
-            .header("X-Tunnel-Client-Instance-Id", &self.instance)
+            .header("X-Tunnel-Client-Instance-Id", &self.instance);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        request
     }
 }
 

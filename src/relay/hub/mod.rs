@@ -33,6 +33,7 @@ mod instance;
 mod queue;
 mod server_requests;
 mod sessions;
+mod shared;
 mod streams;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -53,6 +54,7 @@ pub use queue::{CommandBody, Delivered, POLL_ANSWER_BUDGET, now_rfc3339};
 use queue::{Queued, StreamSpec, take_eligible};
 use serde_json::Value;
 use sessions::{SessionTable, session_of};
+pub(crate) use shared::{Shared, take_forwarded};
 pub use streams::{STREAM_BUFFER_BYTES, StreamKind, slow_readers_cut};
 
 /// How often a waiting long-poll checks that its poller is still connected.
@@ -116,6 +118,8 @@ pub enum SubmitError {
     SessionGone,
     /// The tunnel has as many open streams as `--stream.max-per-tunnel` allows.
     StreamLimit,
+    /// The shared store (Redis) cannot be reached.
+    StoreUnavailable,
 }
 
 /// Why a response POST was refused.
@@ -124,6 +128,8 @@ pub enum RespondError {
     /// Unknown request id, wrong shard token, already answered, the connector left, or its
     /// notification buffer overflowed ([`NOTIFY_BUFFER_BYTES`]).
     NotPending,
+    /// The shared store (Redis) cannot be reached: the client should retry.
+    StoreUnavailable,
 }
 
 /// What the connector thread's wait for the next payload ended with.
@@ -167,6 +173,8 @@ pub struct TunnelHub {
     /// Signalled when commands are queued.
     queued: Condvar,
     limits: HubLimits,
+    /// With `--store redis://…`: the queue is in Redis ([`shared`]).
+    shared: Option<Shared>,
 }
 
 /// A queued command's handle for the connector thread. Dropping it withdraws the command
@@ -214,12 +222,14 @@ impl Ticket {
     pub fn client_gone(&self) -> bool {
         let inner = self.hub.lock();
         let now = Instant::now();
-        inner
-            .pending
-            .get(&self.request_id)
-            .and_then(|p| p.instance.as_ref())
-            .and_then(|i| inner.instances.get(i))
-            .is_some_and(|i| i.gone(now))
+        match inner.pending.get(&self.request_id).map(|p| &p.instance) {
+            Some(Some(i)) => inner.instances.get(i).is_some_and(|i| i.gone(now)),
+            Some(None) if self.hub.shared.is_some() => {
+                drop(inner); // delivered by another node, perhaps
+                self.hub.remote_gone(&self.request_id)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -234,11 +244,13 @@ fn payload_bytes(payload: &ResponsePayload) -> usize {
 }
 
 impl TunnelHub {
-    pub fn new(limits: HubLimits) -> Arc<TunnelHub> {
+    /// A hub whose queue is in the shared store when `shared` is given.
+    pub(crate) fn new(limits: HubLimits, shared: Option<Shared>) -> Arc<TunnelHub> {
         Arc::new(TunnelHub {
             inner: Mutex::new(Inner::default()),
             queued: Condvar::new(),
             limits,
+            shared,
         })
     }
 
@@ -253,7 +265,9 @@ impl TunnelHub {
     pub fn connected(&self) -> bool {
         let inner = self.lock();
         let now = Instant::now();
-        inner.instances.values().any(|i| self.alive(i, now))
+        let local = inner.instances.values().any(|i| self.alive(i, now));
+        drop(inner);
+        local || self.shared.as_ref().is_some_and(Shared::connected)
     }
 
     fn alive(&self, instance: &Instance, now: Instant) -> bool {
@@ -338,6 +352,9 @@ impl TunnelHub {
     /// (or, for an unbound one, any live instance) announced [`FEATURE_STREAMS`]. Without one the
     /// connector keeps the contract's behaviour.
     pub fn streams_available(&self, session: Option<&str>) -> bool {
+        if self.shared.is_some() {
+            return false; // not across nodes yet
+        }
         let inner = self.lock();
         let now = Instant::now();
         let streams = |i: &Instance| self.alive(i, now) && i.extensions.has(FEATURE_STREAMS);
@@ -356,12 +373,23 @@ impl TunnelHub {
         pinned: Option<String>,
     ) -> Result<Ticket, SubmitError> {
         let now = Instant::now();
+        // With the shared store: the session's instance and whether the channel is affine.
+        let initialize_on = is_initialize.then_some(&*body.channel);
+        let remote = self
+            .shared
+            .as_ref()
+            .map(|s| s.routing(session, initialize_on));
+        let remote = remote.transpose()?;
         let mut inner = self.lock();
-        if !inner.instances.values().any(|i| self.alive(i, now)) {
+        // With the shared store, whether a client polls and the queue's room are Redis's.
+        let local = self.shared.is_none();
+        if local && !inner.instances.values().any(|i| self.alive(i, now)) {
             return Err(SubmitError::NotConnected);
         }
-        let affinity = match session.and_then(|s| inner.sessions.owner(s)) {
-            Some(instance) => {
+        let affinity = match (&remote, session.and_then(|s| inner.sessions.owner(s))) {
+            // Redis checks that the owner still polls (SessionGone otherwise).
+            (Some((owner, _)), _) => owner.clone().or(pinned),
+            (None, Some(instance)) => {
                 let alive = inner
                     .instances
                     .get(instance)
@@ -371,9 +399,9 @@ impl TunnelHub {
                 }
                 Some(instance.clone())
             }
-            None => pinned,
+            (None, None) => pinned,
         };
-        if inner.queue.len() >= self.limits.queue_capacity {
+        if local && inner.queue.len() >= self.limits.queue_capacity {
             return Err(SubmitError::QueueFull);
         }
         let request_id = format!("req_{}", random_hex(16));
@@ -381,14 +409,18 @@ impl TunnelHub {
         let buffered = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicBool::new(false));
         let binds_session = is_initialize
-            && inner
-                .instances
-                .values()
-                .any(|i| i.affine_channels.contains(&body.channel));
+            && (remote.as_ref().is_some_and(|r| r.1)
+                || inner
+                    .instances
+                    .values()
+                    .any(|i| i.affine_channels.contains(&body.channel)));
         inner.pending.insert(
             request_id.clone(),
             Pending {
-                shard_token: random_hex(16),
+                shard_token: self
+                    .shared
+                    .as_ref()
+                    .map_or_else(|| random_hex(16), Shared::new_token),
                 to_connector,
                 buffered: Arc::clone(&buffered),
                 instance: None,
@@ -400,22 +432,27 @@ impl TunnelHub {
                 stream: stream.is_some(),
             },
         );
-        inner.queue.push_back(Queued {
+        let queued = Queued {
             request_id: request_id.clone(),
             deadline,
             affinity,
             body,
             stream,
-        });
-        drop(inner);
-        self.queued.notify_all();
-        Ok(Ticket {
+        };
+        let ticket = Ticket {
             hub: Arc::clone(self),
             request_id,
             answers,
             buffered,
             cancelled,
-        })
+        };
+        if let Some(shared) = &self.shared {
+            return self.enqueue_shared(shared, inner, &queued, ticket);
+        }
+        inner.queue.push_back(queued);
+        drop(inner);
+        self.queued.notify_all();
+        Ok(ticket)
     }
 
     /// A long-poll by `instance`: waits up to `wait` for commands it may take and returns at most
@@ -448,6 +485,9 @@ impl TunnelHub {
         wait: Duration,
         gone: &dyn Fn() -> bool,
     ) -> Vec<Delivered> {
+        if let Some(shared) = &self.shared {
+            return self.poll_shared(shared, instance, ask, limit, wait, gone);
+        }
         // An unrepresentable deadline (a huge wait) means "no deadline": wait is capped by the
         // caller anyway.
         let deadline = Instant::now().checked_add(wait);
@@ -521,6 +561,9 @@ impl TunnelHub {
     /// their order, for the next poller. Only for answers the client cannot have acted on (the
     /// write failed before the answer's last byte); withdrawn commands are skipped.
     pub fn requeue(&self, commands: Vec<Delivered>) {
+        if let Some(shared) = &self.shared {
+            return self.requeue_shared(shared, commands);
+        }
         let mut inner = self.lock();
         for d in commands.into_iter().rev() {
             let queued = match d.item {
@@ -549,6 +592,9 @@ impl TunnelHub {
         shard_token: &str,
         mut payload: ResponsePayload,
     ) -> Result<(), RespondError> {
+        if let Some(shared) = self.shared.as_ref().filter(|s| !s.is_mine(shard_token)) {
+            return shared.forward(shard_token, payload);
+        }
         let mut inner = self.lock();
         let Some(pending) = inner
             .pending
@@ -599,6 +645,9 @@ impl TunnelHub {
                 inner.asked.note(json.get(), id, &channel);
             }
         }
+        // Delivered by another node: Redis knows which instance took it.
+        let remote = || self.shared.as_ref()?.delivered_to(&payload.request_id);
+        let instance = instance.or_else(|| binds_session.then(remote).flatten());
         if binds_session
             && payload.resp_type == RespType::JsonrpcResponse
             && let Some(instance) = instance
@@ -612,6 +661,9 @@ impl TunnelHub {
                     .insert("Mcp-Session-Id".to_string(), vec![minted.clone()]);
                 minted
             });
+            self.shared
+                .as_ref()
+                .inspect(|s| s.bind_session(&session, &instance));
             inner.sessions.bind(session, instance);
         }
         drop(inner);
@@ -636,6 +688,10 @@ impl TunnelHub {
             return Cancelled::Withdrawn;
         }
         let Some(instance) = pending.instance else {
+            if let Some(shared) = &self.shared {
+                drop(inner); // queued or delivered by any node: Redis knows
+                return shared.cancel(request_id, &pending, reason);
+            }
             return Cancelled::Forgotten; // in a poll answer being written: requeue skips it
         };
         // A stream's instance always hears of it: it holds the stream open until told.
@@ -680,7 +736,7 @@ impl TunnelHub {
                 return None; // cancelling someone else's request would be worse than none
             }
             let cancellable = match &pending.instance {
-                None => true,
+                None => self.remote_cancellable(request_id),
                 Some(i) => inner
                     .instances
                     .get(i)
@@ -699,12 +755,16 @@ impl TunnelHub {
         let mut inner = self.lock();
         inner.pending.remove(request_id);
         inner.queue.retain(|q| q.request_id != request_id);
+        drop(inner);
+        self.shared.as_ref().inspect(|s| s.withdraw(request_id));
     }
 
     /// Forgets a session binding (after a successful DELETE).
     pub fn end_session(&self, session: &str) {
         let mut inner = self.lock();
         inner.sessions.end(session);
+        drop(inner);
+        self.shared.as_ref().inspect(|s| s.end_session(session));
     }
 
     /// Commands queued right now (for tests and metrics).
@@ -721,10 +781,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn hub(capacity: usize) -> Arc<TunnelHub> {
-        TunnelHub::new(HubLimits {
-            queue_capacity: capacity,
-            client_timeout: Duration::from_secs(60),
-        })
+        TunnelHub::new(
+            HubLimits {
+                queue_capacity: capacity,
+                client_timeout: Duration::from_secs(60),
+            },
+            None,
+        )
     }
 
     fn body(channel: &str, message: &str) -> CommandBody {
@@ -907,10 +970,11 @@ mod tests {
 
     #[test]
     fn a_session_whose_instance_is_gone_is_refused() {
-        let hub = TunnelHub::new(HubLimits {
+        let limits = HubLimits {
             queue_capacity: 8,
             client_timeout: Duration::from_millis(1),
-        });
+        };
+        let hub = TunnelHub::new(limits, None);
         announce(&hub, "a", &["main"]);
         let init = hub
             .submit(

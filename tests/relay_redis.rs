@@ -1,0 +1,751 @@
+//! Several relay nodes sharing their queues in one real Redis (`--store redis://…`): a command
+//! queued on one node is taken by a poll on another and answered through either; two clients
+//! polling two nodes never execute a command twice; while Redis is down connectors get 503
+//! `tunnel_transport_unavailable` with `Retry-After` and `/healthz` says so, and everything works
+//! again once Redis is back. Every key the relays leave in Redis has a TTL.
+//!
+//! A real `redis-server` on a free loopback port (tests/support/redis.rs), installed by the test
+//! set-up (tests/setup-deps.sh); without it the tests print "skipped" and pass.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{
+    Connector, FakeMcp, HttpAnswer, McpReply, PROMPTLY, Poller, RedisServer, Relay, RelayBuilder,
+    Stub, TempDir, Tunnel, add_tunnel, http_get, redis_installed, request_id_of, rpc_request,
+    tool_call, tunnel_client,
+};
+
+macro_rules! require_redis {
+    () => {
+        if !redis_installed() {
+            println!("skipped: redis-server not installed");
+            return;
+        }
+    };
+}
+
+/// One Redis, one tunnel, and relay nodes sharing them.
+struct Cluster {
+    redis: RedisServer,
+    tunnel: Tunnel,
+    nodes: Vec<Relay>,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    fn start(nodes: usize) -> Cluster {
+        Cluster::start_with(nodes, &[])
+    }
+
+    /// `nodes` relay nodes with `options` besides `--store`.
+    fn start_with(nodes: usize, options: &[(&str, &str)]) -> Cluster {
+        let redis = RedisServer::start();
+        let dir = TempDir::new("relay-redis");
+        let tunnel = add_tunnel(&dir.tunnels_file(), "shared");
+        let nodes = (0..nodes)
+            .map(|_| {
+                let mut builder =
+                    RelayBuilder::new(&dir.tunnels_file()).option("--store", &redis.url());
+                if !options.iter().any(|(f, _)| *f == "--connector.timeout") {
+                    builder = builder.option("--connector.timeout", "8s");
+                }
+                for (flag, value) in options {
+                    builder = builder.option(flag, value);
+                }
+                builder.start()
+            })
+            .collect();
+        Cluster {
+            redis,
+            tunnel,
+            nodes,
+            _dir: dir,
+        }
+    }
+
+    fn connector(&self, node: usize) -> Connector {
+        Connector::new(&self.nodes[node], &self.tunnel)
+    }
+
+    fn poller(&self, node: usize, instance: &str) -> Poller {
+        let t = &self.tunnel;
+        Poller::new(&self.nodes[node], &t.id, &t.runtime_key, instance)
+    }
+
+    /// Commands Redis has run so far (`INFO commandstats`, scripts' inner calls included).
+    fn redis_calls(&self) -> (u64, u64) {
+        let stats = self.redis.command("INFO commandstats");
+        let calls = |pick: &dyn Fn(&str) -> bool| -> u64 {
+            stats
+                .lines()
+                .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info"))
+                .filter(|l| pick(l))
+                .filter_map(|l| {
+                    l.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>()
+        };
+        // Round trips: scripts and blocking pops (a node sends little else itself).
+        let trips = calls(&|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_blpop:"));
+        (calls(&|_| true), trips)
+    }
+
+    /// Every key in Redis, with its remaining TTL in ms (-1: none).
+    fn keys_and_ttls(&self) -> Vec<(String, i64)> {
+        let reply = self.redis.command("KEYS *");
+        let keys: Vec<String> = reply
+            .lines()
+            .filter(|l| !l.starts_with('*') && !l.starts_with('$') && !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                let ttl = self.redis.command(&format!("PTTL {k}"));
+                let ttl = ttl.trim().trim_start_matches(':').parse().unwrap_or(-3);
+                (k, ttl)
+            })
+            .collect()
+    }
+}
+
+fn in_background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Background<T> {
+    Background(thread::spawn(work))
+}
+
+struct Background<T>(thread::JoinHandle<T>);
+
+impl<T> Background<T> {
+    fn join(self) -> T {
+        self.0.join().expect("the background request panicked")
+    }
+}
+
+fn assert_result(answer: &HttpAnswer, id: &Value) {
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    let message = if answer.is_event_stream() {
+        answer.events.last().expect("an event").message.clone()
+    } else {
+        answer.json()
+    };
+    assert_eq!(&message["id"], id, "{answer:#?}");
+    assert!(message.get("result").is_some(), "{answer:#?}");
+}
+
+#[test]
+fn a_command_queued_on_one_node_is_taken_and_answered_on_another() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let poller = cluster.poller(1, "client-b");
+    poller.register_as_connected();
+    let connector = cluster.connector(0);
+    let call = in_background(move || connector.post(&rpc_request("p-1", "ping", json!({}))));
+    let command = poller.take_one_command();
+    assert_eq!(command["jsonrpc"]["id"], "p-1");
+    let token = command["shard_token"].as_str().unwrap();
+    // A wrong shard token is refused on the answering node, not forwarded.
+    let mut forged = support::result_payload(&command, json!({}));
+    forged["request_id"] = json!(request_id_of(&command));
+    assert_eq!(
+        poller.post_response("x.forged", &forged).status,
+        404,
+        "a forged shard token"
+    );
+    assert!(
+        token.contains('.'),
+        "the token names the waiting node: {token}"
+    );
+    let posted = poller.answer_with_result(&command, json!({"from": "b"}));
+    assert_eq!(posted.status, 200, "{posted:#?}");
+    let answer = call.join();
+    assert_result(&answer, &json!("p-1"));
+    // A second answer finds nothing pending, whichever node it is posted to.
+    let again = cluster
+        .poller(0, "client-b")
+        .answer_with_result(&command, json!({}));
+    assert_eq!(again.status, 404, "{again:#?}");
+    assert_eq!(
+        poller.answer_with_result(&command, json!({})).status,
+        404,
+        "answered twice"
+    );
+    for (key, ttl) in cluster.keys_and_ttls() {
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[test]
+fn a_real_client_polling_one_node_serves_connectors_on_the_other() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    let _client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let answer = connector.post(&tool_call(7, "echo"));
+    assert_result(&answer, &json!(7));
+}
+
+#[test]
+fn two_clients_polling_two_nodes_execute_each_command_exactly_once() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    let _a = tunnel_client(&cluster.nodes[0], &cluster.tunnel, mcp.url()).spawn();
+    let _b = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    cluster.connector(1).wait_until_client_connected();
+    const CALLS: usize = 40;
+    let calls_before = cluster.redis_calls();
+    let callers: Vec<_> = (0..4)
+        .map(|worker| {
+            let connector = cluster.connector(worker % 2);
+            in_background(move || {
+                (0..CALLS / 4)
+                    .map(|i| {
+                        let id = json!(format!("c-{worker}-{i}"));
+                        (id.clone(), connector.post(&tool_call(id, "count")))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for caller in callers {
+        for (id, answer) in caller.join() {
+            assert_result(&answer, &id);
+        }
+    }
+    let mut executions: BTreeMap<String, usize> = BTreeMap::new();
+    for call in mcp.calls() {
+        if call.rpc_method().as_deref() == Some("tools/call") {
+            let id = call.rpc_id().unwrap_or_default().to_string();
+            *executions.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(executions.len(), CALLS, "{executions:?}");
+    // For the record (polls also touch Redis while they wait, so this is an upper bound).
+    let calls_after = cluster.redis_calls();
+    let per_call = |n: u64| n as f64 / CALLS as f64;
+    println!(
+        "per tunnelled call, polls' included: {:.1} Redis commands, {:.1} scripts and BLPOPs",
+        per_call(calls_after.0 - calls_before.0),
+        per_call(calls_after.1 - calls_before.1)
+    );
+    let twice: Vec<_> = executions.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "executed more than once: {twice:?}");
+}
+
+#[test]
+fn while_redis_is_down_connectors_get_503_and_it_recovers_by_itself() {
+    require_redis!();
+    let mut cluster = Cluster::start(1);
+    let mcp = FakeMcp::start();
+    let _client = tunnel_client(&cluster.nodes[0], &cluster.tunnel, mcp.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let healthz = format!("{}/healthz", cluster.nodes[0].base_url());
+    assert_eq!(http_get(&healthz, &[]).status, 200);
+
+    cluster.redis.stop();
+    let answer = connector.post(&tool_call(1, "echo"));
+    assert_eq!(answer.status, 503, "{answer:#?}");
+    assert_eq!(
+        answer.error_code().as_deref(),
+        Some("tunnel_transport_unavailable"),
+        "{answer:#?}"
+    );
+    assert_eq!(answer.header("Retry-After"), Some("1"), "{answer:#?}");
+    let health = http_get(&healthz, &[]);
+    assert_eq!(health.status, 503, "{health:#?}");
+    assert!(health.body.contains("redis unavailable"), "{health:#?}");
+    let log = cluster.nodes[0].output();
+    assert!(
+        !log.contains(&cluster.tunnel.runtime_key),
+        "a key in the log"
+    );
+
+    cluster.redis.restart();
+    // The client's next poll marks it connected again (Redis came back empty)...
+    let alive = format!("EXISTS mcpt:t:{}:alive", cluster.tunnel.id);
+    let deadline = Instant::now() + PROMPTLY;
+    while cluster.redis.command(&alive).trim() != ":1" {
+        assert!(Instant::now() < deadline, "the client did not poll again");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // ...and the very next call goes through: the relay's stale connections to the old Redis
+    // are replaced, not reported as an outage.
+    assert_result(&connector.post(&tool_call(2, "echo")), &json!(2));
+    assert_eq!(http_get(&healthz, &[]).status, 200);
+}
+
+#[test]
+fn notifications_posted_on_another_node_reach_the_caller_in_order() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let stub = Stub::start();
+    let _client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, stub.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let call = rpc_request(
+        9,
+        "tools/call",
+        json!({
+            "name": "progress",
+            "arguments": {"steps": 5, "delay_ms": 20},
+            "_meta": {"progressToken": "t-9"},
+        }),
+    );
+    let answer = connector.post(&call);
+    assert!(answer.is_event_stream(), "{answer:#?}");
+    let messages: Vec<&Value> = answer.events.iter().map(|e| &e.message).collect();
+    assert_eq!(messages.len(), 6, "{answer:#?}");
+    for (step, message) in messages[..5].iter().enumerate() {
+        assert_eq!(message["method"], "notifications/progress", "{answer:#?}");
+        assert_eq!(
+            message["params"]["progress"],
+            step as u64 + 1,
+            "{answer:#?}"
+        );
+    }
+    assert_eq!(messages[5]["id"], 9, "{answer:#?}");
+}
+
+#[test]
+fn queue_capacity_holds_per_tunnel_across_the_nodes() {
+    require_redis!();
+    let cluster = Cluster::start_with(2, &[("--queue-capacity", "2")]);
+    let poller = cluster.poller(1, "client-b");
+    poller.register_as_connected();
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let connector = cluster.connector(0);
+            in_background(move || connector.post(&rpc_request(format!("q-{i}"), "ping", json!({}))))
+        })
+        .collect();
+    cluster.nodes[0].wait_until_queued(&cluster.tunnel.id, 2);
+    let refused = cluster
+        .connector(1)
+        .post(&rpc_request("q-2", "ping", json!({})));
+    assert_eq!(refused.status, 503, "{refused:#?}");
+    assert_eq!(refused.error_code().as_deref(), Some("tunnel_queue_full"));
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    let mut answered = 0;
+    let deadline = Instant::now() + PROMPTLY;
+    while answered < 2 {
+        for command in poller.take_commands(2, 1000) {
+            assert_eq!(poller.answer_with_result(&command, json!({})).status, 200);
+            answered += 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queued commands were not delivered"
+        );
+    }
+    for call in waiting {
+        assert_eq!(call.join().status, 200);
+    }
+}
+
+#[test]
+fn a_killed_node_fails_only_the_requests_it_held() {
+    require_redis!();
+    let mut cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    mcp.on_tool(
+        "slow",
+        McpReply::result(json!({})).after(Duration::from_millis(1500)),
+    );
+    let _client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    cluster.connector(1).wait_until_client_connected();
+    let on_a = {
+        let connector = cluster.connector(0);
+        thread::spawn(move || connector.post(&tool_call("on-a", "slow")))
+    };
+    let on_b = {
+        let connector = cluster.connector(1);
+        in_background(move || connector.post(&tool_call("on-b", "slow")))
+    };
+    // Both are running at the MCP server (so both were delivered) when node A dies.
+    let deadline = Instant::now() + PROMPTLY;
+    while mcp
+        .calls()
+        .iter()
+        .filter(|c| c.rpc_method().as_deref() == Some("tools/call"))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the calls did not reach the MCP server"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    cluster.nodes[0].stop_and_collect_output();
+    assert!(
+        on_a.join().is_err(),
+        "node A's caller saw its connection dropped"
+    );
+    assert_result(&on_b.join(), &json!("on-b"));
+    // Node B keeps serving.
+    assert_result(
+        &cluster.connector(1).post(&tool_call("after", "echo")),
+        &json!("after"),
+    );
+}
+
+#[test]
+fn process_affine_sessions_stay_on_their_instance_across_nodes() {
+    require_redis!();
+    let cluster = Cluster::start_with(2, &[("--client-timeout", "1s")]);
+    let affine = r#"{"version":1,"channels":[{"name":"main","proc_affinity":true}]}"#;
+    let x = cluster
+        .poller(1, "x")
+        .with_header("X-Tunnel-MCP-Server-Info", affine);
+    let y = cluster
+        .poller(0, "y")
+        .with_header("X-Tunnel-MCP-Server-Info", affine);
+    x.register_as_connected();
+    y.register_as_connected();
+    let connector = cluster.connector(0);
+    let init = {
+        let connector = connector.clone();
+        in_background(move || {
+            connector.post(&rpc_request(
+                1,
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}),
+            ))
+        })
+    };
+    let command = x.take_one_command();
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+    let init = init.join();
+    assert_eq!(init.status, 200, "{init:#?}");
+    // A stdio server issues no session id: the relay minted one, on the connector's node.
+    let session = init
+        .header("Mcp-Session-Id")
+        .expect("a session id")
+        .to_string();
+    assert!(session.starts_with("mcpt-"), "{session}");
+
+    for round in 0..3 {
+        let id = json!(format!("s-{round}"));
+        let call = {
+            let connector = connector.clone().in_session(&session);
+            let id = id.clone();
+            in_background(move || connector.post(&rpc_request(id, "ping", json!({}))))
+        };
+        // The other instance, on the connector's own node, never gets the session's calls.
+        assert!(y.take_commands(1, 300).is_empty(), "round {round}");
+        let command = x.take_one_command();
+        assert_eq!(command["jsonrpc"]["id"], id);
+        assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+        assert_result(&call.join(), &id);
+    }
+
+    // Once "x" has stopped polling for --client-timeout, its session is gone on every node.
+    let alive = format!("EXISTS mcpt:t:{}:i:x:alive", cluster.tunnel.id);
+    let deadline = Instant::now() + PROMPTLY;
+    while cluster.redis.command(&alive).trim() != ":0" {
+        assert!(Instant::now() < deadline, "x's alive key did not expire");
+        thread::sleep(Duration::from_millis(50));
+    }
+    y.register_as_connected();
+    let gone =
+        cluster
+            .connector(1)
+            .in_session(&session)
+            .post(&rpc_request("late", "ping", json!({})));
+    assert_eq!(gone.status, 404, "{gone:#?}");
+    assert_eq!(gone.error_code().as_deref(), Some("session_not_found"));
+    for (key, ttl) in cluster.keys_and_ttls() {
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+/// What one caller of the load test saw.
+#[derive(Debug)]
+enum Outcome {
+    Answered,
+    /// A relay error with this status and code (the caller was told).
+    Refused(u16, String),
+    /// No HTTP answer (its node was killed).
+    Dropped,
+}
+
+#[test]
+fn three_nodes_under_load_survive_a_killed_node_and_a_redis_restart() {
+    require_redis!();
+    let mut cluster = Cluster::start_with(3, &[("--connector.timeout", "3s")]);
+    let mcp = FakeMcp::start();
+    let _b = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    let _c = tunnel_client(&cluster.nodes[2], &cluster.tunnel, mcp.url()).spawn();
+    for node in 0..3 {
+        cluster.connector(node).wait_until_client_connected();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..6)
+        .map(|worker| {
+            let connector = cluster.connector(worker % 3);
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let id = format!("load-{worker}-{i}");
+                    i += 1;
+                    let call = tool_call(json!(id), "count");
+                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        connector.post(&call)
+                    }));
+                    let outcome = match answer {
+                        Err(_) => Outcome::Dropped,
+                        Ok(a) if a.status == 200 => Outcome::Answered,
+                        Ok(a) => Outcome::Refused(a.status, a.error_code().unwrap_or_default()),
+                    };
+                    if matches!(outcome, Outcome::Refused(..)) {
+                        // Pacing, as Retry-After asks: not a synchronisation.
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    let dropped = matches!(outcome, Outcome::Dropped);
+                    seen.push((id, outcome));
+                    if dropped {
+                        break; // its node is gone
+                    }
+                }
+                (worker % 3, seen)
+            })
+        })
+        .collect();
+    let answered_at_least = |n: usize| {
+        let deadline = Instant::now() + PROMPTLY;
+        while mcp.calls().len() < n {
+            assert!(Instant::now() < deadline, "the load did not get through");
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    answered_at_least(30);
+    cluster.nodes[0].stop_and_collect_output();
+    let after_kill = mcp.calls().len();
+    answered_at_least(after_kill + 30);
+    cluster.redis.restart();
+    let after_restart = mcp.calls().len();
+    answered_at_least(after_restart + 30);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let callers: Vec<_> = callers
+        .into_iter()
+        .map(|c| c.join().expect("a load thread panicked"))
+        .collect();
+
+    let mut executions: BTreeMap<String, usize> = BTreeMap::new();
+    for call in mcp.calls() {
+        if call.rpc_method().as_deref() == Some("tools/call") {
+            let id = call.rpc_id().unwrap_or_default();
+            *executions
+                .entry(id.as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = executions.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "executed more than once: {twice:?}");
+    let mut dropped = 0;
+    let mut answered = 0;
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    for (node, seen) in callers {
+        for (id, outcome) in seen {
+            match outcome {
+                Outcome::Answered => {
+                    answered += 1;
+                    assert_eq!(executions.get(&id), Some(&1), "{id} answered, not executed");
+                }
+                Outcome::Dropped => {
+                    assert_eq!(node, 0, "{id}: a caller of a live node was dropped");
+                    dropped += 1;
+                }
+                Outcome::Refused(status, code) => {
+                    *refused.entry(format!("{status} {code}")).or_default() += 1;
+                    assert!(
+                        matches!(
+                            (status, code.as_str()),
+                            (503, "tunnel_transport_unavailable")
+                                | (503, "tunnel_client_not_connected")
+                                | (504, "tunnel_response_timeout")
+                        ),
+                        "{id}: {status} {code}"
+                    )
+                }
+            }
+        }
+    }
+    println!("answered {answered}, dropped {dropped}, refused {refused:?}");
+    // Each of node 0's two callers had at most one request in flight when it was killed.
+    assert!(dropped <= 2, "{dropped} dropped");
+    assert!(answered >= 90, "{answered} answered");
+}
+
+#[test]
+fn a_cancellation_reaches_the_instance_that_took_the_command_on_another_node() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let x = cluster
+        .poller(1, "x")
+        .with_header("X-Mcp-Tunnel-Extensions", "cancel");
+    x.register_as_connected();
+    let connector = cluster.connector(0);
+    let cancel = |id: &str| {
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": id, "reason": "user"}});
+        let answer = cluster.connector(0).post(&note);
+        assert_eq!(answer.status, 202, "{answer:#?}");
+    };
+
+    // Taken by "x" through node 1: the cancellation posted on node 0 becomes a `cancel`
+    // command in x's next poll, and the held request ends.
+    let held = {
+        let connector = connector.clone();
+        in_background(move || connector.post(&rpc_request("c-1", "ping", json!({}))))
+    };
+    let command = x.take_one_command();
+    cancel("c-1");
+    let told = x.take_one_command();
+    assert_eq!(told["command_type"], "cancel", "{told:#}");
+    assert_eq!(told["request_id"], command["request_id"]);
+    assert_eq!(told["shard_token"], command["shard_token"]);
+    let held = held.join();
+    assert_eq!(
+        held.error_code().as_deref(),
+        Some("request_cancelled"),
+        "{held:#?}"
+    );
+    // Its late answer finds nothing pending.
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 404);
+
+    // Still queued: withdrawn from Redis, never delivered.
+    let held = {
+        let connector = connector.clone();
+        in_background(move || connector.post(&rpc_request("c-2", "ping", json!({}))))
+    };
+    cluster.nodes[0].wait_until_queued(&cluster.tunnel.id, 2);
+    cancel("c-2");
+    let held = held.join();
+    assert_eq!(
+        held.error_code().as_deref(),
+        Some("request_cancelled"),
+        "{held:#?}"
+    );
+    assert!(
+        x.take_commands(1, 300).is_empty(),
+        "a withdrawn command was delivered"
+    );
+}
+
+#[test]
+fn a_client_killed_while_polling_another_node_is_reported_gone_to_the_caller() {
+    require_redis!();
+    let cluster = Cluster::start_with(2, &[("--connector.timeout", "40s")]);
+    let mcp = FakeMcp::start();
+    mcp.on_tool(
+        "slow",
+        McpReply::result(json!({})).after(Duration::from_secs(30)),
+    );
+    let mut client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    let connector = cluster.connector(0);
+    connector.wait_until_client_connected();
+    let call = {
+        let connector = connector.clone();
+        in_background(move || connector.post(&tool_call("gone-1", "slow")))
+    };
+    let deadline = Instant::now() + PROMPTLY;
+    while !mcp
+        .calls()
+        .iter()
+        .any(|c| c.rpc_id() == Some(json!("gone-1")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the call did not reach the MCP server"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Instant::now();
+    client.kill_and_collect();
+    let answer = call.join();
+    assert_eq!(answer.status, 502, "{answer:#?}");
+    assert_eq!(answer.error_code().as_deref(), Some("tunnel_client_gone"));
+    // Node 1 saw the client's connections end and told node 0: seconds, not the 40 s timeout.
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
+/// A private CA and a certificate for `localhost` it signed, as PEM files in `dir`: (CA, chain,
+/// key) paths.
+fn localhost_pki(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("a key")).expect("CA");
+    let key = KeyPair::generate().expect("a key");
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf parameters");
+    let leaf = leaf.signed_by(&key, &ca).expect("sign the leaf");
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write a PEM file");
+        path.to_string_lossy().into_owned()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("redis.pem", leaf.pem()),
+        write("redis.key", key.serialize_pem()),
+    )
+}
+
+#[test]
+fn rediss_works_with_the_store_ca_file_and_not_without_it() {
+    require_redis!();
+    let dir = TempDir::new("rediss");
+    let (ca, cert, key) = localhost_pki(dir.path());
+    let redis = RedisServer::start_tls(&cert, &key);
+    let tunnel = add_tunnel(&dir.tunnels_file(), "tls");
+    let relay = RelayBuilder::new(&dir.tunnels_file())
+        .option("--store", &redis.url())
+        .option("--store.ca-file", &ca)
+        .start();
+    let poller = Poller::new(&relay, &tunnel.id, &tunnel.runtime_key, "x");
+    poller.register_as_connected();
+    let connector = Connector::new(&relay, &tunnel);
+    let call = in_background(move || connector.post(&rpc_request("tls-1", "ping", json!({}))));
+    let command = poller.take_one_command();
+    assert_eq!(poller.answer_with_result(&command, json!({})).status, 200);
+    assert_result(&call.join(), &json!("tls-1"));
+    let healthz = format!("{}/healthz", relay.base_url());
+    assert_eq!(http_get(&healthz, &[]).status, 200);
+
+    // Without the CA the relay does not trust this Redis: nothing is queued.
+    let untrusting = RelayBuilder::new(&dir.tunnels_file())
+        .option("--store", &redis.url())
+        .start();
+    let answer =
+        Connector::new(&untrusting, &tunnel).post(&rpc_request("tls-2", "ping", json!({})));
+    assert_eq!(
+        answer.error_code().as_deref(),
+        Some("tunnel_transport_unavailable")
+    );
+    assert_eq!(
+        http_get(&format!("{}/healthz", untrusting.base_url()), &[]).status,
+        503
+    );
+}
