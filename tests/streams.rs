@@ -307,10 +307,11 @@ fn a_host_that_does_not_read_has_its_stream_ended_and_relay_memory_stays_bounded
         mcp.wait_until_get_finished(PROMPTLY).is_some(),
         "the upstream stream was never ended"
     );
-    let relay_log = setup.relay.output();
     assert!(
-        relay_log.contains("is not reading it") && relay_log.contains("ending the stream"),
-        "{relay_log}"
+        setup.relay.wait_for_log("is not reading it", PROMPTLY)
+            && setup.relay.output().contains("ending the stream"),
+        "{}",
+        setup.relay.output()
     );
     let sent = mcp
         .calls()

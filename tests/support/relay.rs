@@ -235,6 +235,12 @@ impl Relay {
         self.process.pid()
     }
 
+    /// Waits until the relay's log (stderr) holds `needle`: its output is read by another
+    /// thread, so a line the relay wrote may not be there yet when an effect of it is seen.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.process.wait_for_stderr(needle, timeout)
+    }
+
     /// Everything the relay has written so far, stdout then stderr.
     pub fn output(&self) -> String {
         format!("{}{}", self.process.stdout(), self.process.stderr())
