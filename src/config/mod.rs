@@ -10,6 +10,7 @@
 //! | [`values`] | value parsers: booleans, durations, counts, header lists, secret references, URLs |
 //! | [`log_options`] | the `--log.*` options every long-running command shares, and [`LogConfig`] |
 //! | [`run_options`] | `run`'s option table, in `--help` order (the official-only rows in `official_options`) |
+//! | [`provenance`] | where each effective setting came from, secrets masked (for `doctor`) |
 //! | [`yaml`] | the official YAML config file → a [`Layer`] beneath the environment (`profile` picks the file) |
 //! | [`run`] | building and validating [`RunConfig`] from that table |
 //! | [`network`] | `run`'s outbound networking: CA roots, proxies, client certificates per hop |
@@ -23,6 +24,7 @@ pub mod log_options;
 pub mod network;
 mod official_options;
 mod profile;
+pub mod provenance;
 pub mod run;
 pub mod run_options;
 pub mod table;

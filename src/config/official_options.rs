@@ -199,6 +199,7 @@ const HARPOON_TARGET: YamlShape = YamlShape::Entries(
         ("description", "desc"),
     ],
     "label",
+    "",
 );
 
 const HARPOON: &str = "Harpoon (the embedded MCP server on channel harpoon) is not built in yet";

@@ -179,6 +179,11 @@ pub fn with_run_sources<T>(
     f(&src, files).map(Some)
 }
 
+/// Checks every setting of `run`, as [`parse_run`] does.
+pub(super) fn validate(src: &Sources<'_>) -> Result<(), ConfigError> {
+    build(src, Vec::new()).map(drop)
+}
+
 /// Validates every setting of `run`.
 fn build(src: &Sources<'_>, mut notices: Vec<String>) -> Result<RunConfig, ConfigError> {
     let env = src.env();

@@ -78,10 +78,14 @@ const SERVER_URL_ENTRY: YamlShape = YamlShape::Entries(
         ("client_key", "client-key"),
     ],
     "url",
+    "channel",
 );
 /// `mcp.commands[]`: `channel=…,command=…` entries of `--mcp.command` (the command last).
-const COMMAND_ENTRY: YamlShape =
-    YamlShape::Entries(&[("channel", "channel"), ("command", "command")], "command");
+const COMMAND_ENTRY: YamlShape = YamlShape::Entries(
+    &[("channel", "channel"), ("command", "command")],
+    "command",
+    "channel",
+);
 
 /// The default control plane, and where it expects mutual-TLS clients.
 pub(super) const DEFAULT_BASE_URL: &str = "https://api.openai.com";

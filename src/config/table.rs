@@ -51,8 +51,13 @@ pub enum YamlShape {
     /// A map of header names to values, one `Name: value` raw value each.
     Headers,
     /// A list of maps, each entry written `key=value,…` in the option's own grammar:
-    /// `(YAML field, entry key)` pairs in output order, the first field listed as required.
-    Entries(&'static [(&'static str, &'static str)], &'static str),
+    /// `(YAML field, entry key)` pairs in output order, then the required field, then a field
+    /// (the channel) without which the required one is written bare, without its key.
+    Entries(
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    ),
 }
 
 /// What becomes of an official client's setting that this build lacks, when it is given.

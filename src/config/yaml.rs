@@ -217,10 +217,11 @@ impl Reader<'_> {
                 raws
             }
             (YamlShape::Headers, _) => return Err(wrong("a map of header names to values")),
-            (YamlShape::Entries(fields, required), Node::Seq(items)) => {
+            (YamlShape::Entries(fields, required, bare_unless), Node::Seq(items)) => {
                 let mut raws = Vec::new();
                 for (i, item) in items.into_iter().enumerate() {
-                    raws.push(self.entry(&format!("{path}[{i}]"), fields, required, item)?);
+                    let path = format!("{path}[{i}]");
+                    raws.push(self.entry(&path, fields, (required, bare_unless), item)?);
                 }
                 raws
             }
@@ -230,12 +231,12 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// One map of a list of entries, as `key=value,…`.
+    /// One map of a list of entries, as `key=value,…` (see [`YamlShape::Entries`]).
     fn entry(
         &self,
         path: &str,
         fields: &[(&str, &str)],
-        required: &str,
+        (required, bare_unless): (&str, &str),
         item: Spanned<Node>,
     ) -> Result<Raw, ConfigError> {
         let source = self.at(item.referenced.line(), path);
@@ -265,16 +266,19 @@ impl Reader<'_> {
                 self.resolved(Raw { source: at, value }, REFERENCE_FIELDS.contains(&field))?;
             given.push((entry_key, raw.value));
         }
-        if !given
-            .iter()
-            .any(|(k, _)| fields.iter().any(|(f, e)| f == &required && e == k))
-        {
+        let key_of = |field: &str| fields.iter().find(|(f, _)| *f == field).map(|(_, e)| *e);
+        let (required_key, bare_key) = (key_of(required), key_of(bare_unless));
+        if !given.iter().any(|(k, _)| Some(*k) == required_key) {
             return Err(err(&source, &format!("needs {required}")));
         }
+        let bare = bare_key.is_some_and(|b| !given.iter().any(|(k, _)| *k == b));
         // The entry grammar's order: fields as listed (a command comes last: it may hold commas).
         let text: Vec<String> = (fields.iter())
             .filter_map(|(_, e)| given.iter().find(|(k, _)| k == e))
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| match bare && Some(*k) == required_key {
+                true => v.clone(),
+                false => format!("{k}={v}"),
+            })
             .collect();
         Ok(Raw {
             source,
@@ -388,7 +392,7 @@ mod tests {
             "config_version: 1\ncontrol_plane:\n  tunnel_id: t\n  max_inflight_requests: 7\n  \
              extra_headers:\n    X-A: one\n  poll_channels: [main, b]\n  base_url: env:REF\n\
              mcp:\n  server_urls:\n    - url: http://h/mcp\n      channel: b\n  commands:\n    \
-             - command: srv --a,b\n      channel: main\n",
+             - command: srv --a,b\n",
         )
         .unwrap();
         assert_eq!(value(&l, "--control-plane.max-inflight"), ["7"]);
@@ -399,10 +403,7 @@ mod tests {
             value(&l, "--mcp.server-url"),
             ["channel=b,url=http://h/mcp"]
         );
-        assert_eq!(
-            value(&l, "--mcp.command"),
-            ["channel=main,command=srv --a,b"]
-        );
+        assert_eq!(value(&l, "--mcp.command"), ["srv --a,b"]);
         let src = &l.layer.values["--control-plane.max-inflight"][0].source;
         assert!(
             src.ends_with(":4: control_plane.max_inflight_requests"),

@@ -61,8 +61,23 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // Doctor starts the stdio servers `run` would: they get the same protection from us.
     crate::secret::make_non_dumpable();
     let json_output = args.iter().any(|a| a == "--json");
-    let args: Vec<OsString> = args.into_iter().filter(|a| a != "--json").collect();
+    let show_config = args.iter().any(|a| a == "--show-config");
+    let args: Vec<OsString> = (args.into_iter())
+        .filter(|a| a != "--json" && a != "--show-config")
+        .collect();
     let env = |name: &str| std::env::var(name).ok();
+    if show_config || !json_output {
+        // Where each setting comes from; the same errors as below, so only a valid one is shown.
+        if let Ok(Some(settings)) = config::provenance::run_settings(args.clone(), &env) {
+            let text = config::provenance::settings_text(&settings, show_config);
+            if show_config {
+                print!("{text}");
+                return 0;
+            }
+            println!("configuration (values not from defaults, and where they come from):");
+            print!("{text}");
+        }
+    }
     let cfg = match config::parse_run(args, &env) {
         Ok(Parsed::Help) => {
             print!("{}", help());
@@ -92,11 +107,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
 pub fn help() -> String {
     "mcp-tunnel doctor: check the configuration `run` would use, then try each hop for real
 
-Usage: mcp-tunnel doctor [--json] [OPTIONS]
+Usage: mcp-tunnel doctor [--json | --show-config] [OPTIONS]
 
 Reads exactly what `mcp-tunnel run` reads: it takes every option of `run` (flags, their
-environment variables and --env-file), so run it with the same environment as the service.
-See `mcp-tunnel run --help` for the options.
+environment variables, --env-file and the YAML config file or profile), so run it with the same
+environment as the service. See `mcp-tunnel run --help` for the options. First it lists each
+setting not left at its default and where it came from (flag, env VAR, env file, or yaml
+FILE:LINE KEY); secrets are shown as <redacted>, references such as env:VAR as written.
 
 Checks, one line each with ✓ or ✗ and the fix for every failure:
   control plane  DNS, TCP (or the proxy's DNS, TCP and CONNECT), TLS, and the API key with
@@ -111,6 +128,8 @@ Every check has a 10 s deadline. No secret is ever printed.
 Options:
   --json         Print one JSON document: {\"ok\": bool, \"checks\": [{\"name\", \"ok\",
                  \"detail\", \"fix\"}]}
+  --show-config  Print every setting (defaults too) with where it came from, then exit 0
+                 without checking anything (2 for a configuration error).
   -h, --help     Print this help.
 
 Exit codes: 0 every check passed, 1 a check failed, 2 configuration or usage error.
