@@ -14,8 +14,9 @@
 
 use std::path::Path;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
+use std::collections::HashMap;
+
+use granit_parser::{Event, Parser, ScalarStyle};
 
 use super::run_options::{API_KEY, REFERENCE_OPTIONS};
 use super::table::{ConfigError, Layer, Opt, Raw, YamlShape, err};
@@ -27,6 +28,8 @@ const CONFIG_VERSION: &str = "1";
 const REFERENCE_FIELDS: &[&str] = &["client_cert", "client_key", "http_proxy"];
 /// The largest config file read (a config is a few kilobytes).
 const MAX_FILE: u64 = 1024 * 1024;
+/// The most values one file may hold once aliases are expanded (no "billion laughs").
+const MAX_NODES: usize = 100_000;
 
 /// A config file read into raw values, and the warnings it deserves.
 #[derive(Default)]
@@ -43,20 +46,17 @@ pub fn load(
 ) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
     let text = read(path).map_err(|e| err(&file, &e))?;
-    let mut opts = serde_saphyr::Options::default();
-    // The snippet would quote the file's text, which may hold a key.
-    opts.with_snippet = false;
-    let root: Spanned<Node> = serde_saphyr::from_str_with_options(&text, opts).map_err(|e| {
-        let key = match e.location() {
-            Some(at) => format!("{file}:{}", at.line()),
-            None => file.clone(),
-        };
+    let root = parse(&text).map_err(|(line, why)| {
         err(
-            &key,
-            "is not valid YAML; check the indentation and quoting on this line",
+            &format!("{file}:{line}"),
+            &format!("is not valid YAML ({why}); check the indentation and quoting"),
         )
     })?;
-    let Node::Map(entries) = root.value else {
+    let Some(Spanned {
+        value: Node::Map(entries),
+        ..
+    }) = root
+    else {
         return Err(err(
             &file,
             "is not a YAML config file: expected a map starting with config_version: 1",
@@ -117,14 +117,15 @@ struct Reader<'e> {
 }
 
 impl Reader<'_> {
-    fn at(&self, line: u64, key: &str) -> String {
+    fn at(&self, line: usize, key: &str) -> String {
         format!("{}:{line}: {key}", self.file)
     }
 
     /// The entries of a section (`prefix` empty for the top level).
     fn section(&mut self, prefix: &str, entries: Vec<Entry>) -> Result<(), ConfigError> {
+        let mut seen: Vec<String> = Vec::new();
         for (key, value) in entries {
-            let line = key.referenced.line();
+            let line = key.line;
             let Node::Scalar(name) = key.value else {
                 return Err(err(&self.at(line, prefix), "has a key that is not a name"));
             };
@@ -132,11 +133,15 @@ impl Reader<'_> {
                 "" => name,
                 _ => format!("{prefix}.{name}"),
             };
+            if seen.contains(&path) {
+                return Err(err(&self.at(line, &path), "is given twice; give it once"));
+            }
+            seen.push(path.clone());
             if path == "config_version" {
                 self.version = true;
                 if !matches!(&value.value, Node::Scalar(v) if v == CONFIG_VERSION) {
                     return Err(err(
-                        &self.at(value.referenced.line(), &path),
+                        &self.at(value.line, &path),
                         "must be 1, the only version of the official schema",
                     ));
                 }
@@ -160,13 +165,8 @@ impl Reader<'_> {
     }
 
     /// One option's value, as raw values in the option's own grammar.
-    fn leaf(
-        &mut self,
-        o: &'static Opt,
-        path: &str,
-        value: Spanned<Node>,
-    ) -> Result<(), ConfigError> {
-        let line = value.referenced.line();
+    fn leaf(&mut self, o: &'static Opt, path: &str, value: Spanned) -> Result<(), ConfigError> {
+        let line = value.line;
         let source = self.at(line, path);
         let wrong = |what: &str| err(&source, &format!("must be {what}"));
         let raws = match (o.yaml_shape, value.value) {
@@ -188,12 +188,12 @@ impl Reader<'_> {
                 for item in items {
                     let Node::Scalar(v) = item.value else {
                         return Err(err(
-                            &self.at(item.referenced.line(), path),
+                            &self.at(item.line, path),
                             "must be a list of single values",
                         ));
                     };
                     let raw = Raw {
-                        source: self.at(item.referenced.line(), path),
+                        source: self.at(item.line, path),
                         value: v,
                     };
                     raws.push(self.resolved(raw, false)?);
@@ -204,7 +204,7 @@ impl Reader<'_> {
             (YamlShape::Headers, Node::Map(entries)) => {
                 let mut raws = Vec::new();
                 for (name, v) in entries {
-                    let at = name.referenced.line();
+                    let at = name.line;
                     let (Node::Scalar(name), Node::Scalar(v)) = (name.value, v.value) else {
                         return Err(wrong("a map of header names to values"));
                     };
@@ -237,15 +237,15 @@ impl Reader<'_> {
         path: &str,
         fields: &[(&str, &str)],
         (required, bare_unless): (&str, &str),
-        item: Spanned<Node>,
+        item: Spanned,
     ) -> Result<Raw, ConfigError> {
-        let source = self.at(item.referenced.line(), path);
+        let source = self.at(item.line, path);
         let Node::Map(entries) = item.value else {
             return Err(err(&source, "must be a map"));
         };
         let mut given: Vec<(&str, String)> = Vec::new();
         for (key, value) in entries {
-            let line = key.referenced.line();
+            let line = key.line;
             let name = match key.value {
                 Node::Scalar(name) => name,
                 _ => String::new(),
@@ -256,7 +256,7 @@ impl Reader<'_> {
                     "unknown key",
                 ));
             };
-            let at = self.at(value.referenced.line(), &format!("{path}.{name}"));
+            let at = self.at(value.line, &format!("{path}.{name}"));
             let value = match value.value {
                 Node::Null => continue,
                 Node::Scalar(v) => v,
@@ -296,69 +296,136 @@ impl Reader<'_> {
     }
 }
 
-type Entry = (Spanned<Node>, Spanned<Node>);
+type Entry = (Spanned, Spanned);
+
+/// A YAML value and the line it starts on.
+#[derive(Clone)]
+struct Spanned {
+    value: Node,
+    line: usize,
+}
 
 /// A YAML value with the position of every key and value in it.
+#[derive(Clone)]
 enum Node {
     Null,
-    /// A string, number or boolean, as text.
+    /// A scalar (string, number or boolean) as written.
     Scalar(String),
-    Seq(Vec<Spanned<Node>>),
+    Seq(Vec<Spanned>),
     Map(Vec<Entry>),
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
-        d.deserialize_any(NodeVisitor)
+impl Node {
+    fn size(&self) -> usize {
+        match self {
+            Node::Null | Node::Scalar(_) => 1,
+            Node::Seq(items) => 1 + items.iter().map(|i| i.value.size()).sum::<usize>(),
+            Node::Map(entries) => {
+                1 + (entries.iter())
+                    .map(|(k, v)| k.value.size() + v.value.size())
+                    .sum::<usize>()
+            }
+        }
     }
 }
 
-struct NodeVisitor;
+/// A collection being read: its line, anchor id (0 for none) and what it holds so far.
+struct Open {
+    line: usize,
+    anchor: usize,
+    items: Vec<Spanned>,
+    map: bool,
+}
 
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a YAML value")
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Scalar(v.to_string()))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
-        Node::deserialize(d)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+/// The one document of `text` as a tree (`None` when empty), from the parser's events; aliases
+/// are expanded. `Err((line, why))`.
+fn parse(text: &str) -> Result<Option<Spanned>, (usize, String)> {
+    let mut anchors: HashMap<usize, Spanned> = HashMap::new();
+    let mut open: Vec<Open> = Vec::new();
+    let mut root = None;
+    let (mut documents, mut nodes) = (0, 0);
+    for next in Parser::new_from_str(text) {
+        let (event, span) = next.map_err(|e| (e.marker().line(), e.info()))?;
+        let line = span.start.line();
+        let (done, anchor) = match event {
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err((line, "a second document; a config file holds one".into()));
+                }
+                continue;
+            }
+            Event::Scalar(v, style, anchor, _) => {
+                let null = style == ScalarStyle::Plain
+                    && matches!(&*v, "" | "~" | "null" | "Null" | "NULL");
+                let value = if null {
+                    Node::Null
+                } else {
+                    Node::Scalar(v.into_owned())
+                };
+                (Spanned { value, line }, anchor)
+            }
+            Event::Alias(id) => {
+                let Some(target) = anchors.get(&id) else {
+                    return Err((line, "an alias to an unknown anchor".into()));
+                };
+                nodes += target.value.size();
+                (
+                    Spanned {
+                        line,
+                        ..target.clone()
+                    },
+                    0,
+                )
+            }
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                let map = matches!(event, Event::MappingStart(..));
+                open.push(Open {
+                    line,
+                    anchor,
+                    items: Vec::new(),
+                    map,
+                });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(done) = open.pop() else {
+                    return Err((line, "an unbalanced collection".into()));
+                };
+                let value = match done.map {
+                    false => Node::Seq(done.items),
+                    true => {
+                        let mut items = done.items.into_iter();
+                        let mut entries = Vec::new();
+                        while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                            entries.push((k, v));
+                        }
+                        Node::Map(entries)
+                    }
+                };
+                (
+                    Spanned {
+                        value,
+                        line: done.line,
+                    },
+                    done.anchor,
+                )
+            }
+            _ => continue,
+        };
+        nodes += 1;
+        if nodes > MAX_NODES {
+            return Err((line, format!("more than {MAX_NODES} values")));
         }
-        Ok(Node::Seq(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(entry) = map.next_entry()? {
-            entries.push(entry);
+        if anchor != 0 {
+            anchors.insert(anchor, done.clone());
         }
-        Ok(Node::Map(entries))
+        match open.last_mut() {
+            Some(parent) => parent.items.push(done),
+            None => root = Some(done),
+        }
     }
+    Ok(root)
 }
 
 #[cfg(test)]
