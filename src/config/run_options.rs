@@ -519,7 +519,9 @@ const fn concat<const N: usize>(a: &[Opt], b: &[Opt]) -> [Opt; N] {
 /// `--help` text for `run`, generated from [`RUN_OPTIONS`].
 pub fn run_help() -> String {
     help_text(
-        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server",
+        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server\n\n\
+         The official client's YAML config file (--config, --profile, --profile-file) is read\n\
+         beneath the environment and the env file; an option's yaml: line names its key.",
         "mcp-tunnel run [OPTIONS]",
         RUN_OPTIONS,
     )

@@ -506,12 +506,11 @@ pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
             Some("") => "(none)".to_string(),
             Some(d) => d.to_string(),
         };
-        let yaml = match o.yaml {
-            "" => String::new(),
-            key => format!("   yaml: {key}"),
-        };
+        if !o.yaml.is_empty() {
+            out.push_str(&format!("      yaml: {}\n", o.yaml));
+        }
         out.push_str(&format!(
-            "      env: {}{yaml}   default: {default}\n",
+            "      env: {}   default: {default}\n",
             o.env.join(", ")
         ));
     }
