@@ -12,7 +12,7 @@ use std::path::Path;
 
 use support::{
     ClientBuilder, Command, FakeControlPlane, FakeMcp, PROMPTLY, TUNNEL_ID, TempDir, TunnelClient,
-    tool_call,
+    dead_loopback_url, tool_call,
 };
 
 /// A literal key that must never be printed.
@@ -512,4 +512,50 @@ fn profiles_are_found_where_the_official_client_looks() {
         ),
         &["TUNNEL_CLIENT_PROFILE_FILE: must name a .yaml file"],
     );
+}
+
+#[test]
+fn doctor_checks_what_the_yaml_file_says_and_reports_where_each_setting_came_from() {
+    let dir = TempDir::new("yaml-doctor");
+    let (control_plane, mcp) = (dead_loopback_url(""), dead_loopback_url("/mcp"));
+    let file = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "config_version: 1\ncontrol_plane:\n  base_url: {control_plane}\n  tunnel_id: \
+             {TUNNEL_ID}\n  api_key: {LITERAL_KEY}\nmcp:\n  server_urls:\n    - url: {mcp}\n"
+        ),
+    );
+    let run = |json: bool| {
+        let mut b = ClientBuilder::bare()
+            .arg("doctor")
+            .env("TUNNEL_CLIENT_CONFIG", &file);
+        if json {
+            b = b.arg("--json");
+        }
+        let (code, stdout, stderr) = finish(b.spawn());
+        assert_eq!(code, Some(1), "nothing answers: {stdout}{stderr}");
+        assert!(!stdout.contains(LITERAL_KEY) && !stderr.contains(LITERAL_KEY));
+        stdout
+    };
+    let text = run(false);
+    assert!(
+        text.contains(&format!(
+            "= <redacted>   (yaml {file}:5 control_plane.api_key)"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("✗ control plane"), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&run(true)).expect("one JSON document");
+    let settings = doc["settings"].as_array().expect("settings");
+    let base = settings
+        .iter()
+        .find(|s| s["flag"] == "--control-plane.base-url")
+        .expect("base URL listed");
+    assert_eq!(base["value"], control_plane.as_str());
+    assert_eq!(
+        base["origin"],
+        format!("yaml {file}:3 control_plane.base_url").as_str()
+    );
+    assert!(settings.iter().all(|s| s["origin"] != "default"), "{doc}");
 }

@@ -15,13 +15,14 @@ use super::table::{ConfigError, Origin, Raw, Sources};
 use super::values::is_reference;
 
 /// One effective setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Setting {
     pub flag: &'static str,
     /// The value, secrets masked; repeated values joined with ` | `; `(none)` when empty.
     pub value: String,
     /// `flag`, `env VAR`, `env file PATH (VAR)`, `yaml FILE:LINE KEY` or `default`.
     pub origin: String,
+    #[serde(skip)]
     pub from_default: bool,
 }
 

@@ -1,9 +1,10 @@
 //! `run`'s validated, immutable [`RunConfig`] (and its parts), built from the flags, the
-//! environment and the env file by [`parse_run`].
+//! environment, the env file and the YAML config file by [`parse_run`].
 //!
-//! Precedence: flag > environment variable > env file > default. Every error names the offending
-//! key (the flag or variable the value came from) and says how to fix it; no error ever repeats a
-//! secret's value. The process exits with code 2 on any of them.
+//! Precedence: flag > environment variable > env file > YAML config file > default. Every error
+//! names the offending key (the flag, variable or `FILE:LINE: yaml.key` the value came from) and
+//! says how to fix it; no error ever repeats a secret's value. The process exits with code 2 on
+//! any of them.
 //!
 //! Secret-bearing options (API key, extra header sets) accept references instead of values:
 //! `env:VAR` reads another environment variable, `file:/path` reads a file (trailing newline

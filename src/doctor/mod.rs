@@ -66,17 +66,18 @@ pub fn main(args: Vec<OsString>) -> i32 {
         .filter(|a| a != "--json" && a != "--show-config")
         .collect();
     let env = |name: &str| std::env::var(name).ok();
-    if show_config || !json_output {
-        // Where each setting comes from; the same errors as below, so only a valid one is shown.
-        if let Ok(Some(settings)) = config::provenance::run_settings(args.clone(), &env) {
-            let text = config::provenance::settings_text(&settings, show_config);
-            if show_config {
-                print!("{text}");
-                return 0;
-            }
-            println!("configuration (values not from defaults, and where they come from):");
-            print!("{text}");
-        }
+    // Where each setting comes from; the same errors as below, so only a valid one is shown.
+    let settings = match config::provenance::run_settings(args.clone(), &env) {
+        Ok(Some(settings)) => settings,
+        _ => Vec::new(),
+    };
+    if show_config && !settings.is_empty() {
+        print!("{}", config::provenance::settings_text(&settings, true));
+        return 0;
+    }
+    if !json_output && !settings.is_empty() {
+        println!("configuration (values not from defaults, and where they come from):");
+        print!("{}", config::provenance::settings_text(&settings, false));
     }
     let cfg = match config::parse_run(args, &env) {
         Ok(Parsed::Help) => {
@@ -99,6 +100,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let mut report = Report::new(json_output);
+    report.settings = settings.into_iter().filter(|s| !s.from_default).collect();
     check_all(&cfg, &mut report);
     report.finish()
 }
@@ -127,7 +129,7 @@ Every check has a 10 s deadline. No secret is ever printed.
 
 Options:
   --json         Print one JSON document: {\"ok\": bool, \"checks\": [{\"name\", \"ok\",
-                 \"detail\", \"fix\"}]}
+                 \"detail\", \"fix\"}], \"settings\": [{\"flag\", \"value\", \"origin\"}]}
   --show-config  Print every setting (defaults too) with where it came from, then exit 0
                  without checking anything (2 for a configuration error).
   -h, --help     Print this help.
@@ -159,6 +161,8 @@ struct Check {
 struct Report {
     json: bool,
     checks: Vec<Check>,
+    /// For `--json`: the settings not left at their defaults, and their origins.
+    settings: Vec<config::provenance::Setting>,
 }
 
 impl Report {
@@ -166,6 +170,7 @@ impl Report {
         Report {
             json,
             checks: Vec::new(),
+            settings: Vec::new(),
         }
     }
 
@@ -226,6 +231,8 @@ impl Report {
             struct Doc<'a> {
                 ok: bool,
                 checks: Vec<Line<'a>>,
+                #[serde(skip_serializing_if = "<[_]>::is_empty")]
+                settings: &'a [config::provenance::Setting],
             }
             let checks = self
                 .checks
@@ -238,7 +245,11 @@ impl Report {
                     skipped: c.verdict == Verdict::Skip,
                 })
                 .collect();
-            let doc = Doc { ok, checks };
+            let doc = Doc {
+                ok,
+                checks,
+                settings: &self.settings,
+            };
             let text =
                 serde_json::to_string_pretty(&doc).expect("strings and booleans always serialize");
             println!("{text}");
