@@ -4,13 +4,16 @@
 //! The settings are read exactly as [`parse_run`](super::parse_run) reads them, and validated
 //! the same way first, so what is shown is what `run` would use. Secret values never appear:
 //! a literal key, client key or header value is shown as `<redacted>` (a reference such as
-//! `env:VAR` as written), a proxy with credentials in full as `<redacted>`, URL queries as `?…`;
-//! the settings of parts we do not ship only as given.
+//! `env:VAR` as written), a proxy with credentials in full as `<redacted>`, URL queries as `?…`,
+//! a command as its program without its arguments; the settings of parts we do not ship only
+//! as given.
 
 use std::ffi::OsString;
 
 use super::run::{ConfigFiles, SECRET_OPTIONS, with_run_sources};
-use super::run_options::{CP_EXTRA_HEADERS, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, RUN_OPTIONS};
+use super::run_options::{
+    CP_EXTRA_HEADERS, MCP_COMMAND, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, RUN_OPTIONS,
+};
 use super::table::{ConfigError, Origin, Raw, Sources};
 use super::values::is_reference;
 
@@ -106,6 +109,21 @@ fn masked(flag: &str, raw: &Raw) -> String {
             })
             .collect();
         return names.join(", ");
+    }
+    if flag == MCP_COMMAND {
+        // Arguments may carry tokens: the program only, as doctor's checks name it.
+        let (prefix, line) = match v.split_once("command=") {
+            Some((prefix, line)) if v.starts_with("channel=") => {
+                (format!("{prefix}command="), line)
+            }
+            _ => (String::new(), v),
+        };
+        let mut words = line.split_whitespace();
+        let program = words.next().unwrap_or_default();
+        return match words.count() {
+            0 => format!("{prefix}{program}"),
+            n => format!("{prefix}{program} <{n} arguments not shown>"),
+        };
     }
     if SECRET_OPTIONS.contains(&flag) {
         let plain_proxy = flag.ends_with("http-proxy") && !v.contains('@');
