@@ -13,14 +13,14 @@ use std::path::Path;
 pub fn load(path: &Path) -> Result<HashMap<String, String>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    // The official client's --config is a YAML file: say so rather than fail on its first line.
+    // A YAML file given as an env file (--env-file, ENV_FILE): say where it belongs.
     let yaml = text
         .lines()
         .any(|l| l.trim_start().starts_with("config_version:"));
     parse(&text).map_err(|(line, why)| match yaml {
         true => format!(
-            "{} is a YAML config file (config_version:), which is not read yet; --config takes \
-             a KEY=VALUE env file: give the settings as environment variables, flags or such a file",
+            "{} is a YAML config file (config_version:), not a KEY=VALUE env file; give it \
+             with --config or TUNNEL_CLIENT_CONFIG",
             path.display()
         ),
         false => format!("{} line {line}: {why}", path.display()),

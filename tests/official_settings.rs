@@ -626,13 +626,15 @@ const HONOURED: &[(&str, &str)] = &[
         "--mcp.max-concurrent-requests",
         "MCP_MAX_CONCURRENT_REQUESTS",
     ),
+    // The YAML config file and profiles (tests/yaml_config.rs).
+    ("--config", "TUNNEL_CLIENT_CONFIG"),
+    ("--profile", "TUNNEL_CLIENT_PROFILE"),
+    ("--profile-dir", "TUNNEL_CLIENT_PROFILE_DIR"),
+    ("--profile-file", "TUNNEL_CLIENT_PROFILE_FILE"),
 ];
 
 /// Those it refuses when given: running without them would behave differently.
 const REFUSED: &[(&str, &str)] = &[
-    ("--profile", "TUNNEL_CLIENT_PROFILE"),
-    ("--profile-dir", "TUNNEL_CLIENT_PROFILE_DIR"),
-    ("--profile-file", "TUNNEL_CLIENT_PROFILE_FILE"),
     ("--harpoon.target", "HARPOON_TARGETS"),
     ("--cloudflared.managed", "CLOUDFLARED_MANAGED"),
     ("--cloudflared.token", "CLOUDFLARED_TUNNEL_TOKEN"),
@@ -765,26 +767,6 @@ fn official_settings_we_lack_are_refused_by_name_as_flag_and_as_variable() {
         .arg("--cloudflared.managed=false")
         .spawn();
     control_plane.wait_for_polls(1, PROMPTLY);
-
-    // The official YAML config, by variable or as --config, is named rather than misread.
-    let dir = TempDir::new("official-yaml");
-    let yaml = dir.path().join("tunnel-client.yaml");
-    std::fs::write(&yaml, "config_version: 1\ncontrol_plane:\n  tunnel_id: t\n").unwrap();
-    let yaml = yaml.display().to_string();
-    let mut by_var = client().env("TUNNEL_CLIENT_CONFIG", &yaml).spawn();
-    assert_eq!(by_var.wait_exit(PROMPTLY).and_then(|s| s.code()), Some(2));
-    assert!(
-        by_var.stderr().contains("TUNNEL_CLIENT_CONFIG: YAML"),
-        "{}",
-        by_var.stderr()
-    );
-    let mut by_flag = client().arg("--config").arg(&yaml).spawn();
-    assert_eq!(by_flag.wait_exit(PROMPTLY).and_then(|s| s.code()), Some(2));
-    assert!(
-        by_flag.stderr().contains("is a YAML config file"),
-        "{}",
-        by_flag.stderr()
-    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Configuration: raw flags, environment variables and env files in, validated, immutable
+//! Configuration: raw flags, environment variables, env files and the YAML config file in, validated, immutable
 //! settings out — [`RunConfig`] for `mcp-tunnel run`, and the shared machinery every other
 //! subcommand's options are parsed with.
 //!
@@ -9,7 +9,9 @@
 //! | [`table`] | the option table ([`Opt`]) and the generic parser: flags + environment + env file → [`Raw`] values |
 //! | [`values`] | value parsers: booleans, durations, counts, header lists, secret references, URLs |
 //! | [`log_options`] | the `--log.*` options every long-running command shares, and [`LogConfig`] |
-//! | [`run_options`] | `run`'s option table, in `--help` order |
+//! | [`run_options`] | `run`'s option table, in `--help` order (the official-only rows in `official_options`) |
+//! | [`provenance`] | where each effective setting came from, secrets masked (for `doctor`) |
+//! | [`yaml`] | the official YAML config file → a [`Layer`] beneath the environment (`profile` picks the file) |
 //! | [`run`] | building and validating [`RunConfig`] from that table |
 //! | [`network`] | `run`'s outbound networking: CA roots, proxies, client certificates per hop |
 //! | [`channels`] | the `--mcp.server-url` / `--mcp.command` channel-entry grammar |
@@ -20,10 +22,14 @@
 pub mod channels;
 pub mod log_options;
 pub mod network;
+mod official_options;
+mod profile;
+pub mod provenance;
 pub mod run;
 pub mod run_options;
 pub mod table;
 pub mod values;
+pub mod yaml;
 
 pub use channels::{
     ChannelConfig, ChannelTransport, MAX_CHANNELS, StdioOptions, StdioSessions, fuzz_channel_entry,
@@ -36,7 +42,9 @@ pub use run::{
     parse_run,
 };
 pub use run_options::{RUN_OPTIONS, run_help};
-pub use table::{ArgError, ConfigError, ENV_FILE, Opt, Raw, Sources, err, help_text};
+pub use table::{
+    ArgError, ConfigError, ENV_FILE, Layer, Opt, Origin, Raw, Sources, YamlShape, err, help_text,
+};
 pub use values::{
     any_duration, count, is_loopback_host, is_reference, origin_of, parse_bool, parse_headers,
     positive_duration, resolve_secret,

@@ -1,9 +1,10 @@
 //! `run`'s validated, immutable [`RunConfig`] (and its parts), built from the flags, the
-//! environment and the env file by [`parse_run`].
+//! environment, the env file and the YAML config file by [`parse_run`].
 //!
-//! Precedence: flag > environment variable > env file > default. Every error names the offending
-//! key (the flag or variable the value came from) and says how to fix it; no error ever repeats a
-//! secret's value. The process exits with code 2 on any of them.
+//! Precedence: flag > environment variable > env file > YAML config file > default. Every error
+//! names the offending key (the flag, variable or `FILE:LINE: yaml.key` the value came from) and
+//! says how to fix it; no error ever repeats a secret's value. The process exits with code 2 on
+//! any of them.
 //!
 //! Secret-bearing options (API key, extra header sets) accept references instead of values:
 //! `env:VAR` reads another environment variable, `file:/path` reads a file (trailing newline
@@ -17,6 +18,7 @@ use std::time::Duration;
 use super::channels::{ChannelConfig, StdioOptions, StdioSessions, parse_channels};
 use super::log_options::{LogConfig, log_config};
 use super::network::hop_nets;
+use super::profile::config_file;
 use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
     DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_UNIX_SOCKET,
@@ -141,11 +143,51 @@ pub fn parse_run(
     args: Vec<OsString>,
     process_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Parsed, ConfigError> {
-    let (args, file_vars) = env_file_layer(args, process_env)?;
+    let parsed = with_run_sources(args, process_env, |src, file| build(src, file.notices))?;
+    Ok(parsed.map_or(Parsed::Help, |cfg| Parsed::Run(Box::new(cfg))))
+}
+
+/// The files a configuration was read from besides flags and the environment.
+pub struct ConfigFiles<'a> {
+    /// The KEY=VALUE env file's path and variables.
+    pub env_file: Option<(&'a str, &'a std::collections::HashMap<String, String>)>,
+    /// Warnings about the YAML file (a literal key).
+    pub notices: Vec<String>,
+}
+
+/// Builds `run`'s [`Sources`] — flags, the environment, the env file, the YAML config file — and
+/// hands them to `f`; `Ok(None)` for `--help`.
+pub fn with_run_sources<T>(
+    args: Vec<OsString>,
+    process_env: &dyn Fn(&str) -> Option<String>,
+    f: impl FnOnce(&Sources<'_>, ConfigFiles<'_>) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    let file = env_file_layer(args, process_env)?;
+    let file_vars = &file.vars;
     let env = &|name: &str| process_env(name).or_else(|| file_vars.get(name).cloned());
-    let Some(src) = Sources::parse(RUN_OPTIONS, args, env, "run")? else {
-        return Ok(Parsed::Help);
+    let Some(src) = Sources::parse(RUN_OPTIONS, file.args, env, "run")? else {
+        return Ok(None);
     };
+    let loaded = match config_file(&src, env)? {
+        Some(path) => super::yaml::load(&path, RUN_OPTIONS, env)?,
+        None => Default::default(),
+    };
+    let src = src.with_layer(&loaded.layer);
+    let files = ConfigFiles {
+        env_file: file.path.as_deref().map(|p| (p, file_vars)),
+        notices: loaded.notices.clone(),
+    };
+    f(&src, files).map(Some)
+}
+
+/// Checks every setting of `run`, as [`parse_run`] does.
+pub(super) fn validate(src: &Sources<'_>) -> Result<(), ConfigError> {
+    build(src, Vec::new()).map(drop)
+}
+
+/// Validates every setting of `run`.
+fn build(src: &Sources<'_>, mut notices: Vec<String>) -> Result<RunConfig, ConfigError> {
+    let env = src.env();
     // A literal key on argv would be visible in `ps`; refuse before anything else looks at it.
     if src.flag(API_KEY).is_some_and(|v| !is_reference(v)) {
         return Err(err(
@@ -154,7 +196,7 @@ pub fn parse_run(
              pass env:VAR or file:/path instead, or set CONTROL_PLANE_API_KEY",
         ));
     }
-    let notices = unsupported_settings(&src, process_env)?;
+    notices.extend(unsupported_settings(src)?);
     let get = |flag| src.get(flag);
     let required = |flag| src.required(flag);
 
@@ -197,7 +239,7 @@ pub fn parse_run(
     }
 
     // Outbound networking, shared by both hops unless a narrower setting wins.
-    let nets = hop_nets(&src)?;
+    let nets = hop_nets(src)?;
     // OpenAI serves mutual-TLS clients on a separate host.
     let base_url = if nets.control_plane.identity.is_some() && base_url == DEFAULT_BASE_URL {
         DEFAULT_MTLS_BASE_URL.to_string()
@@ -218,7 +260,7 @@ pub fn parse_run(
         &stdio_defaults,
         env,
     )?;
-    let (poll_channels, channels) = poll_channels(&src, channels)?;
+    let (poll_channels, channels) = poll_channels(src, channels)?;
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
     let max_streams = count(&get(MCP_MAX_STREAMS), 0, 1_000)?;
     let mcp_extra_headers = header_set(&src.values(MCP_EXTRA_HEADERS), env)?;
@@ -248,7 +290,7 @@ pub fn parse_run(
         required: parse_bool(&get(MCP_REQUIRE_DISCOVERY))?,
     };
     let drain_timeout = any_duration(&get(DRAIN_TIMEOUT))?;
-    let log = log_config(&src)?;
+    let log = log_config(src)?;
     let health = get(HEALTH_LISTEN);
     let health_listen = match health.value.trim() {
         "" | "off" => None,
@@ -267,9 +309,9 @@ pub fn parse_run(
         http_raw_log: parse_bool(&get(LOG_HTTP_RAW))?,
     };
 
-    let secret_env_vars = secret_env_vars(&src);
+    let secret_env_vars = secret_env_vars(src);
 
-    Ok(Parsed::Run(Box::new(RunConfig {
+    Ok(RunConfig {
         secret_env_vars,
         control_plane: ControlPlaneConfig {
             base_url,
@@ -297,7 +339,7 @@ pub fn parse_run(
         log,
         ops,
         notices,
-    })))
+    })
 }
 
 /// `--control-plane.poll-channel`: the sorted allowlist, and the channels left enabled. Each name
@@ -344,17 +386,7 @@ fn poll_channels(
 
 /// The official client's settings this build lacks, when given: an error for one we refuse, a
 /// notice for one we ignore. A switch given as false asks for what we do anyway.
-fn unsupported_settings(
-    src: &Sources<'_>,
-    process_env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<String>, ConfigError> {
-    if process_env("TUNNEL_CLIENT_CONFIG").is_some_and(|v| !v.is_empty()) {
-        return Err(err(
-            "TUNNEL_CLIENT_CONFIG",
-            "YAML config files are not read yet; give the settings as environment variables, \
-             flags or an --env-file (KEY=VALUE)",
-        ));
-    }
+fn unsupported_settings(src: &Sources<'_>) -> Result<Vec<String>, ConfigError> {
     let mut notices = Vec::new();
     for o in RUN_OPTIONS {
         let (Some(kind), Some(raw)) = (o.unsupported, src.given(o.flag)) else {
@@ -396,7 +428,7 @@ fn validate_organization_id(raw: &Raw) -> Result<Option<String>, ConfigError> {
 }
 
 /// Options whose values are secrets or may carry credentials.
-const SECRET_OPTIONS: &[&str] = &[
+pub(super) const SECRET_OPTIONS: &[&str] = &[
     API_KEY,
     CP_EXTRA_HEADERS,
     MCP_EXTRA_HEADERS,

@@ -6,7 +6,12 @@
 //! [`RunConfig`](super::RunConfig) is built ([`super::run`]); this file only declares.
 
 use super::log_options::{LOG_FILE, LOG_FORMAT, LOG_LEVEL};
-use super::table::{ENV_FILE, Opt, Unsupported, help_text};
+use super::official_options::OFFICIAL_ONLY;
+use super::profile::{
+    CONFIG, CONFIG_VAR, PROFILE, PROFILE_DIR, PROFILE_DIR_VAR, PROFILE_FILE, PROFILE_FILE_VAR,
+    PROFILE_VAR,
+};
+use super::table::{ENV_FILE, Opt, YamlShape, help_text};
 
 // Option keys, shared by the table and the code that validates the values.
 pub(super) const BASE_URL: &str = "--control-plane.base-url";
@@ -50,14 +55,47 @@ pub(super) const PID_FILE_ALIAS: &str = "--pid-file";
 pub(super) const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
 pub(super) const LOG_HTTP_RAW: &str = "--log.http-raw-unsafe";
 
+/// Options that resolve `env:`/`file:` references themselves (a YAML file passes them on).
+pub(super) const REFERENCE_OPTIONS: &[&str] = &[
+    API_KEY,
+    CP_CLIENT_CERT,
+    CP_CLIENT_KEY,
+    MCP_CLIENT_CERT,
+    MCP_CLIENT_KEY,
+    HTTP_PROXY,
+    CP_HTTP_PROXY,
+    MCP_HTTP_PROXY,
+];
+
+/// `mcp.server_urls[]`: `channel=…,url=…,…` entries of `--mcp.server-url`.
+const SERVER_URL_ENTRY: YamlShape = YamlShape::Entries(
+    &[
+        ("channel", "channel"),
+        ("url", "url"),
+        ("unix_socket", "unix-socket"),
+        ("http_proxy", "http-proxy"),
+        ("client_cert", "client-cert"),
+        ("client_key", "client-key"),
+    ],
+    "url",
+    "channel",
+);
+/// `mcp.commands[]`: `channel=…,command=…` entries of `--mcp.command` (the command last).
+const COMMAND_ENTRY: YamlShape = YamlShape::Entries(
+    &[("channel", "channel"), ("command", "command")],
+    "command",
+    "channel",
+);
+
 /// The default control plane, and where it expects mutual-TLS clients.
 pub(super) const DEFAULT_BASE_URL: &str = "https://api.openai.com";
 pub(super) const DEFAULT_MTLS_BASE_URL: &str = "https://mtls.api.openai.com";
 
-/// Every option of `run`, in `--help` order.
-pub const RUN_OPTIONS: &[Opt] = &[
+/// `run`'s own options (the official client's names where it has them), in `--help` order.
+const OWN_OPTIONS: &[Opt] = &[
     Opt {
         flag: BASE_URL,
+        yaml: "control_plane.base_url",
         env: &["CONTROL_PLANE_BASE_URL"],
         default: Some(DEFAULT_BASE_URL),
         help: "Control-plane origin (scheme://host[:port], no path). http:// only for loopback hosts.",
@@ -65,6 +103,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: URL_PATH,
+        yaml: "control_plane.url_path",
         env: &["CONTROL_PLANE_URL_PATH"],
         default: Some(""),
         help: "Path prefix put before /v1/tunnels/... (for API gateways).",
@@ -72,6 +111,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: TUNNEL_ID,
+        yaml: "control_plane.tunnel_id",
         env: &["CONTROL_PLANE_TUNNEL_ID"],
         default: None,
         help: "Tunnel id, e.g. tunnel_0123456789abcdef0123456789abcdef. Required.",
@@ -79,6 +119,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: API_KEY,
+        yaml: "control_plane.api_key",
         env: &["CONTROL_PLANE_API_KEY", "OPENAI_API_KEY"],
         default: None,
         help: "Runtime API key. Required. On the command line only as env:VAR or file:/path.",
@@ -86,6 +127,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: ORGANIZATION_ID,
+        yaml: "control_plane.organization_id",
         env: &["CONTROL_PLANE_ORGANIZATION_ID"],
         default: Some(""),
         help: "Sent as OpenAI-Organization on every control-plane request (poll, response, metadata; \
@@ -94,6 +136,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: POLL_TIMEOUT,
+        yaml: "control_plane.poll_timeout",
         env: &["CONTROL_PLANE_POLL_TIMEOUT"],
         default: Some("30s"),
         help: "How long one long-poll may wait on the control plane for work.",
@@ -101,6 +144,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: POLL_GUARDRAIL,
+        yaml: "control_plane.poll_deadline_guardrail",
         env: &["CONTROL_PLANE_POLL_DEADLINE_GUARDRAIL"],
         default: Some("5s"),
         help: "Extra time allowed for a poll's HTTP exchange beyond the poll wait.",
@@ -108,6 +152,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MAX_INFLIGHT,
+        yaml: "control_plane.max_inflight_requests",
         env: &["CONTROL_PLANE_MAX_INFLIGHT_REQUESTS"],
         default: Some("20"),
         help: "Commands held at once (queued + running); the poll asks for at most the free slots.",
@@ -115,6 +160,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: CP_EXTRA_HEADERS,
+        yaml: "control_plane.extra_headers",
+        yaml_shape: YamlShape::Headers,
         env: &["CONTROL_PLANE_EXTRA_HEADERS"],
         default: Some(""),
         help: "Extra headers for control-plane requests, \"K: V, K2: V2\" (or env:VAR / file:/path \
@@ -124,6 +171,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: POLL_CHANNELS,
+        yaml: "control_plane.poll_channels",
+        yaml_shape: YamlShape::List,
         env: &["CONTROL_PLANE_POLL_CHANNELS"],
         default: Some(""),
         help: "Poll only for these channels (sent as repeated channel= on the poll); the others \
@@ -133,6 +182,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_URL,
+        yaml: "mcp.server_urls",
+        yaml_shape: SERVER_URL_ENTRY,
         env: &["MCP_SERVER_URL"],
         default: None,
         help: "A Streamable HTTP MCP server: URL (channel main) or channel=NAME,url=URL[,client-cert=P,\
@@ -143,6 +194,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_COMMAND,
+        yaml: "mcp.commands",
+        yaml_shape: COMMAND_ENTRY,
         env: &["MCP_COMMAND"],
         default: None,
         help: "A stdio MCP server: command line (channel main) or channel=NAME[,sessions=shared|\
@@ -153,6 +206,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_STDIO_SESSIONS,
+        yaml: "mcp.stdio_sessions",
         env: &["MCP_STDIO_SESSIONS"],
         default: Some("shared"),
         help: "shared: a stdio channel's sessions share its server process; per-session: each \
@@ -161,6 +215,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_STDIO_MAX_SESSIONS,
+        yaml: "mcp.stdio_max_sessions",
         env: &["MCP_STDIO_MAX_SESSIONS"],
         default: Some("16"),
         help: "Per-session stdio channels: the most sessions (processes) open at once per channel; \
@@ -169,6 +224,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_STDIO_IDLE,
+        yaml: "mcp.stdio_session_idle_timeout",
         env: &["MCP_STDIO_SESSION_IDLE_TIMEOUT"],
         default: Some("10m"),
         help: "Per-session stdio channels: a session without traffic for this long has its process \
@@ -177,6 +233,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_MAX_CONCURRENT,
+        yaml: "mcp.max_concurrent_requests",
         env: &["MCP_MAX_CONCURRENT_REQUESTS"],
         default: Some("10"),
         help: "Worker threads: MCP calls running at once.",
@@ -184,6 +241,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_MAX_STREAMS,
+        yaml: "mcp.max_streams",
         env: &["MCP_MAX_STREAMS"],
         default: Some("16"),
         help: "Long-lived event streams held at once (relay extension), each on its own thread, \
@@ -192,6 +250,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_EXTRA_HEADERS,
+        yaml: "mcp.extra_headers",
+        yaml_shape: YamlShape::Headers,
         env: &["MCP_EXTRA_HEADERS"],
         default: Some(""),
         help: "Static headers for the MCP server, \"K: V, K2: V2\" (or env:VAR / file:/path); \
@@ -201,6 +261,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_CONN_TTL,
+        yaml: "mcp.connection_max_ttl",
         env: &["MCP_CONNECTION_MAX_TTL"],
         default: Some("10m"),
         help: "Longest time an idle pooled MCP connection is kept for reuse.",
@@ -208,6 +269,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_STARTUP_WAIT,
+        yaml: "mcp.startup_wait_timeout",
         env: &["MCP_STARTUP_WAIT_TIMEOUT"],
         default: Some("0s"),
         help: "Before the first poll, wait up to this long for each Streamable HTTP server to \
@@ -218,6 +280,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_DISCOVERY_HEADERS,
+        yaml: "mcp.discovery_extra_headers",
+        yaml_shape: YamlShape::Headers,
         env: &["MCP_DISCOVERY_EXTRA_HEADERS"],
         default: Some(""),
         help: "Headers for OAuth discovery requests to main's origin, \"K: V, K2: V2\" (or env:VAR / \
@@ -227,6 +291,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_DISCOVERY_ALLOW,
+        yaml: "mcp.discovery_allow_origins",
+        yaml_shape: YamlShape::List,
         env: &["MCP_DISCOVERY_ALLOW_ORIGIN"],
         default: Some(""),
         help: "An origin (scheme://host[:port]) other than main's from which OAuth discovery may \
@@ -236,6 +302,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_REQUIRE_DISCOVERY,
+        yaml: "mcp.require_oauth_discovery",
         env: &["MCP_REQUIRE_OAUTH_DISCOVERY"],
         default: Some("false"),
         help: "true: not ready until the start-up OAuth discovery of an HTTP main found its \
@@ -245,6 +312,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: CA_BUNDLE,
+        yaml: "ca_bundle",
         env: &["CA_BUNDLE"],
         default: Some(""),
         help: "PEM file of extra CA certificates (a private CA, a TLS-inspecting proxy), trusted in \
@@ -253,6 +321,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: CA_BUNDLE_SYSTEM,
+        yaml: "ca_bundle_system",
         env: &["CA_BUNDLE_SYSTEM"],
         default: Some("false"),
         help: "true: also trust the operating system's CA bundle \
@@ -262,6 +331,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: HTTP_PROXY,
+        yaml: "http_proxy",
         env: &["TUNNEL_CLIENT_HTTP_PROXY"],
         default: Some(""),
         help: "Proxy for both hops: http(s)://[user:pass@]host:port or env:VAR. An explicit proxy \
@@ -270,6 +340,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: CP_HTTP_PROXY,
+        yaml: "control_plane.http_proxy",
         env: &["CONTROL_PLANE_HTTP_PROXY"],
         default: Some(""),
         help: "Proxy for the control plane only (wins over --http-proxy).",
@@ -277,6 +348,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: CP_CLIENT_CERT,
+        yaml: "control_plane.client_cert",
         env: &["CONTROL_PLANE_CLIENT_CERT"],
         default: Some(""),
         help: "Client certificate for mutual TLS with the control plane: a PEM path, file:/path or \
@@ -285,6 +357,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: CP_CLIENT_KEY,
+        yaml: "control_plane.client_key",
         env: &["CONTROL_PLANE_CLIENT_KEY"],
         default: Some(""),
         help: "Its private key (PEM path, file:/path or env:VAR).",
@@ -292,6 +365,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_HTTP_PROXY,
+        yaml: "mcp.http_proxy",
         env: &["MCP_HTTP_PROXY"],
         default: Some(""),
         help: "Proxy for the MCP servers (wins over --http-proxy; a channel's http-proxy= wins over it).",
@@ -299,6 +373,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_CLIENT_CERT,
+        yaml: "mcp.client_cert",
         env: &["MCP_CLIENT_CERT"],
         default: Some(""),
         help: "Client certificate presented to the MCP servers' origins (PEM path, file:/path or \
@@ -307,6 +382,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: MCP_CLIENT_KEY,
+        yaml: "mcp.client_key",
         env: &["MCP_CLIENT_KEY"],
         default: Some(""),
         help: "Its private key.",
@@ -314,16 +390,18 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: DRAIN_TIMEOUT,
+        yaml: "shutdown.drain_timeout",
         env: &["SHUTDOWN_DRAIN_TIMEOUT"],
         default: Some("10s"),
         help: "On SIGTERM/SIGINT, how long in-flight commands may take to finish and post.",
         ..Opt::BASE
     },
-    LOG_LEVEL,
-    LOG_FORMAT,
-    LOG_FILE,
+    LOG_LEVEL.in_yaml("log.level", YamlShape::Scalar),
+    LOG_FORMAT.in_yaml("log.format", YamlShape::Scalar),
+    LOG_FILE.in_yaml("log.file", YamlShape::Scalar),
     Opt {
         flag: LOG_HTTP_RAW,
+        yaml: "log.http_raw_unsafe",
         env: &["LOG_HTTP_RAW_UNSAFE"],
         default: Some("false"),
         help: "true: log every outbound HTTP request and response head at debug (URL, status, \
@@ -334,6 +412,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: HEALTH_LISTEN,
+        yaml: "health.listen_addr",
         env: &["HEALTH_LISTEN_ADDR"],
         default: Some("127.0.0.1:8080"),
         help: "Address of /healthz, /readyz and /metrics; :0 picks a free port, off disables.",
@@ -341,6 +420,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: HEALTH_UNIX_SOCKET,
+        yaml: "health.unix_socket",
         env: &["HEALTH_UNIX_SOCKET"],
         default: Some(""),
         help: "Serve /healthz, /readyz and /metrics on this Unix socket (mode 0600) instead of TCP; \
@@ -349,6 +429,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: HEALTH_URL_FILE,
+        yaml: "health.url_file",
         env: &["HEALTH_URL_FILE"],
         default: Some(""),
         help: "Write the health server's base URL here (atomically; removed on exit): http://ADDR, \
@@ -357,6 +438,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: PID_FILE,
+        yaml: "process.pid_file",
         env: &["PID_FILE"],
         aliases: &[PID_FILE_ALIAS],
         default: Some(""),
@@ -366,6 +448,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
     },
     Opt {
         flag: EXIT_ON_AUTH_FAILURE,
+        yaml: "exit_on_auth_failure",
         env: &["EXIT_ON_AUTH_FAILURE"],
         default: Some("false"),
         help: "true: exit with code 3 when the control plane rejects the API key (401/403) instead of \
@@ -378,226 +461,67 @@ pub const RUN_OPTIONS: &[Opt] = &[
         env: &["ENV_FILE"],
         default: Some(""),
         help: "KEY=VALUE file (the /etc/default and systemd EnvironmentFile format) read after the \
-         process environment: flags > environment > this file > defaults. --config is an alias.",
+         process environment: flags > environment > this file > the YAML file > defaults.",
         ..Opt::BASE
     },
-    // The official client's settings for parts this build does not have: each is refused or
-    // ignored by name when given (a switch given as false is simply honoured: the part is off).
-    unsupported(
-        Refused,
-        "--profile",
-        &["TUNNEL_CLIENT_PROFILE"],
-        false,
-        YAML,
-    ),
-    unsupported(
-        Refused,
-        "--profile-dir",
-        &["TUNNEL_CLIENT_PROFILE_DIR"],
-        false,
-        YAML,
-    ),
-    unsupported(
-        Refused,
-        "--profile-file",
-        &["TUNNEL_CLIENT_PROFILE_FILE"],
-        false,
-        YAML,
-    ),
     Opt {
-        repeatable: true,
-        ..unsupported(
-            Refused,
-            "--harpoon.target",
-            &["HARPOON_TARGETS"],
-            false,
-            HARPOON,
-        )
-    },
-    unsupported(
-        Ignored,
-        "--harpoon.allow-plaintext-http",
-        &["HARPOON_ALLOW_PLAINTEXT_HTTP"],
-        true,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Ignored,
-        "--harpoon.max-response-bytes",
-        &["HARPOON_MAX_RESPONSE_BYTES"],
-        false,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Ignored,
-        "--harpoon.max-redirects",
-        &["HARPOON_MAX_REDIRECTS"],
-        false,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Ignored,
-        "--harpoon.http-proxy",
-        &["HARPOON_HTTP_PROXY"],
-        false,
-        NO_TARGETS,
-    ),
-    Opt {
-        repeatable: true,
-        ..unsupported(
-            Ignored,
-            "--harpoon.additional-transport",
-            &["HARPOON_ADDITIONAL_TRANSPORTS"],
-            false,
-            NO_TARGETS,
-        )
-    },
-    unsupported(
-        Ignored,
-        "--harpoon.capture-payloads",
-        &["HARPOON_CAPTURE_PAYLOADS"],
-        true,
-        NO_TARGETS,
-    ),
-    Opt {
-        repeatable: true,
-        ..unsupported(
-            Ignored,
-            "--harpoon.hosts-include-suffix",
-            &["HARPOON_HOSTS_INCLUDE_SUFFIX"],
-            false,
-            NO_TARGETS,
-        )
+        flag: CONFIG,
+        env: &[CONFIG_VAR],
+        default: Some(""),
+        help: "The official client's YAML config file (config_version: 1), read beneath the \
+         environment: flags > environment > env file > this file > defaults. A --config file that \
+         is not YAML is read as an env file, as before.",
+        ..Opt::BASE
     },
     Opt {
-        repeatable: true,
-        ..unsupported(
-            Ignored,
-            "--harpoon.hosts-include-regex",
-            &["HARPOON_HOSTS_INCLUDE_REGEX"],
-            false,
-            NO_TARGETS,
-        )
+        flag: PROFILE,
+        env: &[PROFILE_VAR],
+        default: Some(""),
+        help: "Read the YAML config file NAME.yaml in the profile directory (instead of --config).",
+        ..Opt::BASE
     },
-    unsupported(
-        Ignored,
-        "--harpoon.hosts-include-loopback",
-        &["HARPOON_HOSTS_INCLUDE_LOOPBACK"],
-        true,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Ignored,
-        "--harpoon.hosts-include-private",
-        &["HARPOON_HOSTS_INCLUDE_PRIVATE"],
-        true,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Refused,
-        "--cloudflared.managed",
-        &["CLOUDFLARED_MANAGED"],
-        true,
-        CLOUDFLARED,
-    ),
-    unsupported(
-        Refused,
-        "--cloudflared.token",
-        &["CLOUDFLARED_TUNNEL_TOKEN"],
-        false,
-        CLOUDFLARED,
-    ),
-    unsupported(
-        Ignored,
-        "--cloudflared.path",
-        &["CLOUDFLARED_PATH"],
-        false,
-        CLOUDFLARED,
-    ),
-    unsupported(
-        Ignored,
-        "--cloudflared.ready-timeout",
-        &["CLOUDFLARED_READY_TIMEOUT"],
-        false,
-        CLOUDFLARED,
-    ),
-    unsupported(
-        Refused,
-        "--embedded-mcp-stub",
-        &[],
-        true,
-        "the embedded demo MCP + OAuth stub; run `mcp-tunnel stub` (or `mcp-tunnel demo`) beside the client instead",
-    ),
-    unsupported(
-        Refused,
-        "--mcp.stdio-send-initialized-notification",
-        &["MCP_STDIO_SEND_INITIALIZED_NOTIFICATION"],
-        true,
-        "the stdio initialized-notification shim; a stdio channel forwards the host's own notifications/initialized, once per child",
-    ),
-    unsupported(
-        Ignored,
-        "--allow-remote-ui",
-        &["ALLOW_REMOTE_UI"],
-        true,
-        ADMIN_UI,
-    ),
-    unsupported(Ignored, "--open-web-ui", &["OPEN_WEB_UI"], true, ADMIN_UI),
-    unsupported(
-        Ignored,
-        "--admin-ui.log-buffer-events",
-        &["ADMIN_UI_LOG_BUFFER_EVENTS"],
-        false,
-        ADMIN_UI,
-    ),
-    unsupported(
-        Ignored,
-        "--proxy.check-interval",
-        &["PROXY_CHECK_INTERVAL"],
-        false,
-        "periodic proxy health checks; a proxy failure shows in the logs and /readyz when it happens",
-    ),
-    unsupported(
-        Ignored,
-        "--health.show-details",
-        &["HEALTH_SHOW_DETAILS"],
-        true,
-        "the /health detail routes; /healthz, /readyz (?format=json) and /metrics are served",
-    ),
+    Opt {
+        flag: PROFILE_DIR,
+        env: &[PROFILE_DIR_VAR],
+        default: Some(""),
+        help: "The profile directory; unset: $XDG_CONFIG_HOME/tunnel-client, else \
+         ~/.config/tunnel-client.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: PROFILE_FILE,
+        env: &[PROFILE_FILE_VAR],
+        default: Some(""),
+        help: "Read this profile file (a path ending in .yaml) instead of --config or --profile.",
+        ..Opt::BASE
+    },
 ];
 
-use Unsupported::{Ignored, Refused};
+/// Every option of `run`, in `--help` order: ours, then the official settings we lack.
+pub const RUN_OPTIONS: &[Opt] =
+    &concat::<{ OWN_OPTIONS.len() + OFFICIAL_ONLY.len() }>(OWN_OPTIONS, OFFICIAL_ONLY);
 
-const YAML: &str = "YAML config files and profiles are not read yet; give the settings as \
-                    environment variables, flags or an --env-file (KEY=VALUE)";
-const HARPOON: &str = "Harpoon (the embedded MCP server on channel harpoon) is not built in yet";
-const NO_TARGETS: &str = "Harpoon is not built in yet, and without targets this has no effect";
-const CLOUDFLARED: &str = "the cloudflared companion is not shipped";
-const ADMIN_UI: &str = "the embedded admin web UI is not shipped";
-
-/// An official client's option this build lacks (see [`Unsupported`]); `why` is its help line.
-const fn unsupported(
-    kind: Unsupported,
-    flag: &'static str,
-    env: &'static [&'static str],
-    switch: bool,
-    why: &'static str,
-) -> Opt {
-    Opt {
-        flag,
-        env,
-        default: Some(""),
-        help: why,
-        switch,
-        unsupported: Some(kind),
-        ..Opt::BASE
+/// Two option tables as one array (`N` is their total length).
+const fn concat<const N: usize>(a: &[Opt], b: &[Opt]) -> [Opt; N] {
+    let mut out = [Opt::BASE; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
     }
+    while i < N {
+        out[i] = b[i - a.len()];
+        i += 1;
+    }
+    out
 }
 
 /// `--help` text for `run`, generated from [`RUN_OPTIONS`].
 pub fn run_help() -> String {
     help_text(
-        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server",
+        "mcp-tunnel run: poll the control plane and forward MCP requests to a private server\n\n\
+         The official client's YAML config file (--config, --profile, --profile-file) is read\n\
+         beneath the environment and the env file; an option's yaml: line names its key.",
         "mcp-tunnel run [OPTIONS]",
         RUN_OPTIONS,
     )

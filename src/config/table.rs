@@ -4,7 +4,8 @@
 //! Every subcommand (`run`, `relay`, `stub`, `demo`, `relay tunnel …`) declares its options as a
 //! `&[Opt]` table written `Opt { flag, env, default, help, ..Opt::BASE }`; the same table drives
 //! parsing and `--help`, so they cannot drift. Precedence: flag > environment variable (first
-//! non-empty one of the option's list) > the env file > the table's default. Errors are
+//! non-empty one of the option's list) > the env file > a config-file [`Layer`] (the YAML file,
+//! keyed by [`Opt::yaml`]) > the table's default. Errors are
 //! [`ConfigError`]s naming the key (flag or variable) a value came from; this file never looks at
 //! what a value means, so it never echoes one.
 
@@ -34,6 +35,29 @@ pub struct Opt {
     /// A setting of the official client that this build does not implement; `help` says why.
     /// Such an option is parsed only to be judged (see [`Unsupported`]).
     pub unsupported: Option<Unsupported>,
+    /// The option's key in the YAML config file (`control_plane.poll_timeout`); `""` for none.
+    pub yaml: &'static str,
+    /// What the YAML value looks like and how it becomes the option's raw values.
+    pub yaml_shape: YamlShape,
+}
+
+/// The shape of an option's value in the YAML config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YamlShape {
+    /// One scalar: a string, number or boolean, read as its text.
+    Scalar,
+    /// A list of scalars, one raw value each.
+    List,
+    /// A map of header names to values, one `Name: value` raw value each.
+    Headers,
+    /// A list of maps, each entry written `key=value,…` in the option's own grammar:
+    /// `(YAML field, entry key)` pairs in output order, then the required field, then a field
+    /// (the channel) without which the required one is written bare, without its key.
+    Entries(
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    ),
 }
 
 /// What becomes of an official client's setting that this build lacks, when it is given.
@@ -58,7 +82,18 @@ impl Opt {
         os_path: false,
         aliases: &[],
         unsupported: None,
+        yaml: "",
+        yaml_shape: YamlShape::Scalar,
     };
+
+    /// This option with its key (and value shape) in the YAML config file.
+    pub const fn in_yaml(self, key: &'static str, shape: YamlShape) -> Opt {
+        Opt {
+            yaml: key,
+            yaml_shape: shape,
+            ..self
+        }
+    }
 }
 
 /// A configuration problem, naming the key it came from.
@@ -94,17 +129,39 @@ pub enum ArgError {
     Invalid(ConfigError),
 }
 
-/// A raw value and the key it was read from (a flag or an environment variable), for messages.
+/// A raw value and the key it was read from (a flag, an environment variable, or
+/// `FILE:LINE: yaml.key`), for messages.
+#[derive(Clone)]
 pub struct Raw {
     pub source: String,
     pub value: String,
 }
 
-/// Where option values come from: parsed flags, then the environment, then the table's defaults.
+/// Option values read from a config file: per flag, its raw values, each with a source
+/// `FILE:LINE: yaml.key`. Sits below the environment.
+#[derive(Default)]
+pub struct Layer {
+    pub values: HashMap<&'static str, Vec<Raw>>,
+}
+
+/// Where an option's effective value came from (see [`Sources::origin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    /// An environment variable (the process's or the env file's).
+    Env,
+    /// The config file [`Layer`].
+    File,
+    Default,
+}
+
+/// Where option values come from: parsed flags, then the environment, then a config-file
+/// layer, then the table's defaults.
 pub struct Sources<'a> {
     options: &'static [Opt],
     flags: HashMap<&'static str, Vec<OsString>>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    layer: Option<&'a Layer>,
 }
 
 impl<'a> Sources<'a> {
@@ -180,8 +237,37 @@ impl<'a> Sources<'a> {
             options,
             flags,
             env,
+            layer: None,
         };
         Ok(Some((sources, pargs.finish())))
+    }
+
+    /// These sources with a config-file layer beneath the environment.
+    pub fn with_layer(self, layer: &'a Layer) -> Sources<'a> {
+        Sources {
+            layer: Some(layer),
+            ..self
+        }
+    }
+
+    /// The layer's values for `flag`, if it has any.
+    fn layered(&self, flag: &str) -> Option<&'a [Raw]> {
+        let values = self.layer?.values.get(flag)?;
+        (!values.is_empty()).then_some(values.as_slice())
+    }
+
+    /// Where the effective value of `flag` comes from; `None` when it is unset.
+    pub fn origin(&self, flag: &str) -> Option<Origin> {
+        let o = self.option(flag);
+        if self.flags.contains_key(flag) {
+            Some(Origin::Flag)
+        } else if (o.env.iter()).any(|var| (self.env)(var).is_some_and(|v| !v.is_empty())) {
+            Some(Origin::Env)
+        } else if self.layered(flag).is_some() {
+            Some(Origin::File)
+        } else {
+            o.default.map(|_| Origin::Default)
+        }
     }
 
     /// The value given on the command line, if any.
@@ -217,7 +303,7 @@ impl<'a> Sources<'a> {
                     .collect();
             }
         }
-        Vec::new()
+        self.layered(flag).map(<[Raw]>::to_vec).unwrap_or_default()
     }
 
     /// The environment lookup, for following `env:` references.
@@ -242,6 +328,9 @@ impl<'a> Sources<'a> {
                 });
             }
         }
+        if let Some(values) = self.layered(flag) {
+            return values.first().cloned();
+        }
         o.default.map(|d| Raw {
             source: flag.to_string(),
             value: d.to_string(),
@@ -262,7 +351,8 @@ impl<'a> Sources<'a> {
     pub fn given(&self, flag: &str) -> Option<Raw> {
         let given = self.flags.contains_key(flag)
             || (self.option(flag).env.iter())
-                .any(|var| (self.env)(var).is_some_and(|v| !v.is_empty()));
+                .any(|var| (self.env)(var).is_some_and(|v| !v.is_empty()))
+            || self.layered(flag).is_some();
         if given { self.lookup(flag) } else { None }
     }
 
@@ -309,7 +399,8 @@ fn canonical_spelling(options: &[Opt], arg: OsString) -> OsString {
     }
 }
 
-/// The flag of the env-file option, and the spelling `--config` that is rewritten to it.
+/// The flag of the env-file option, and the spelling `--config` that is rewritten to it when the
+/// file it names is not YAML.
 pub const ENV_FILE: &str = "--env-file";
 const ENV_FILE_ALIAS: &str = "--config";
 /// The variable naming the env file when no flag does.
@@ -317,12 +408,13 @@ const ENV_FILE_VAR: &str = "ENV_FILE";
 
 /// The environment with an env file beneath it: finds `--env-file`/`--config` (or `ENV_FILE`)
 /// before anything else and loads that KEY=VALUE file, whose variables then fill in what the
-/// process environment lacks. `--config` is rewritten to `--env-file` so the option table knows
-/// one name. Returns the rewritten arguments and the file's variables.
+/// process environment lacks. A `--config` naming a YAML file (the official client's) is left
+/// for the YAML layer; any other is rewritten to `--env-file` so the option table knows one
+/// name. Returns the rewritten arguments, the file's variables and the file's path.
 pub fn env_file_layer(
     args: Vec<OsString>,
     process_env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Vec<OsString>, HashMap<String, String>), ConfigError> {
+) -> Result<EnvFile, ConfigError> {
     let mut path: Option<(String, String)> = None;
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
@@ -340,6 +432,11 @@ pub fn env_file_layer(
                     None => return Err(err(&flag, "needs a file path")),
                 },
             };
+            if flag == ENV_FILE_ALIAS && super::yaml::looks_like_yaml(std::path::Path::new(&value))
+            {
+                out.push(OsString::from(format!("{ENV_FILE_ALIAS}={value}")));
+                continue;
+            }
             out.push(OsString::from(format!("{ENV_FILE}={value}")));
             path = Some((flag, value));
         } else {
@@ -351,13 +448,26 @@ pub fn env_file_layer(
             .filter(|v| !v.is_empty())
             .map(|v| (ENV_FILE_VAR.to_string(), v))
     });
-    let vars = match path {
+    let vars = match &path {
         Some((source, file)) => {
-            crate::envfile::load(std::path::Path::new(&file)).map_err(|e| err(&source, &e))?
+            crate::envfile::load(std::path::Path::new(file)).map_err(|e| err(source, &e))?
         }
         None => HashMap::new(),
     };
-    Ok((out, vars))
+    Ok(EnvFile {
+        args: out,
+        vars,
+        path: path.map(|(_, file)| file),
+    })
+}
+
+/// What [`env_file_layer`] found.
+pub struct EnvFile {
+    /// The arguments, `--config` rewritten to `--env-file` unless it names a YAML file.
+    pub args: Vec<OsString>,
+    /// The env file's variables (empty without one).
+    pub vars: HashMap<String, String>,
+    pub path: Option<String>,
 }
 
 /// `--help` text for any option table: each option with its variables and default.
@@ -370,8 +480,12 @@ pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
     );
     for o in options {
         if o.unsupported.is_some() {
+            let yaml = match o.yaml {
+                "" => String::new(),
+                key => format!("   yaml: {key}"),
+            };
             out.push_str(&format!(
-                "  {}   env: {}\n      not supported: {}\n",
+                "  {}   env: {}{yaml}\n      not supported: {}\n",
                 o.flag,
                 o.env.join(", "),
                 o.help
@@ -392,6 +506,9 @@ pub fn help_text(title: &str, usage: &str, options: &[Opt]) -> String {
             Some("") => "(none)".to_string(),
             Some(d) => d.to_string(),
         };
+        if !o.yaml.is_empty() {
+            out.push_str(&format!("      yaml: {}\n", o.yaml));
+        }
         out.push_str(&format!(
             "      env: {}   default: {default}\n",
             o.env.join(", ")

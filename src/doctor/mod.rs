@@ -61,8 +61,24 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // Doctor starts the stdio servers `run` would: they get the same protection from us.
     crate::secret::make_non_dumpable();
     let json_output = args.iter().any(|a| a == "--json");
-    let args: Vec<OsString> = args.into_iter().filter(|a| a != "--json").collect();
+    let show_config = args.iter().any(|a| a == "--show-config");
+    let args: Vec<OsString> = (args.into_iter())
+        .filter(|a| a != "--json" && a != "--show-config")
+        .collect();
     let env = |name: &str| std::env::var(name).ok();
+    // Where each setting comes from; the same errors as below, so only a valid one is shown.
+    let settings = match config::provenance::run_settings(args.clone(), &env) {
+        Ok(Some(settings)) => settings,
+        _ => Vec::new(),
+    };
+    if show_config && !settings.is_empty() {
+        print!("{}", config::provenance::settings_text(&settings, true));
+        return 0;
+    }
+    if !json_output && !settings.is_empty() {
+        println!("configuration (values not from defaults, and where they come from):");
+        print!("{}", config::provenance::settings_text(&settings, false));
+    }
     let cfg = match config::parse_run(args, &env) {
         Ok(Parsed::Help) => {
             print!("{}", help());
@@ -84,6 +100,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let mut report = Report::new(json_output);
+    report.settings = settings.into_iter().filter(|s| !s.from_default).collect();
     check_all(&cfg, &mut report);
     report.finish()
 }
@@ -92,11 +109,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
 pub fn help() -> String {
     "mcp-tunnel doctor: check the configuration `run` would use, then try each hop for real
 
-Usage: mcp-tunnel doctor [--json] [OPTIONS]
+Usage: mcp-tunnel doctor [--json | --show-config] [OPTIONS]
 
 Reads exactly what `mcp-tunnel run` reads: it takes every option of `run` (flags, their
-environment variables and --env-file), so run it with the same environment as the service.
-See `mcp-tunnel run --help` for the options.
+environment variables, --env-file and the YAML config file or profile), so run it with the same
+environment as the service. See `mcp-tunnel run --help` for the options. First it lists each
+setting not left at its default and where it came from (flag, env VAR, env file, or yaml
+FILE:LINE KEY); secrets are shown as <redacted>, references such as env:VAR as written.
 
 Checks, one line each with ✓ or ✗ and the fix for every failure:
   control plane  DNS, TCP (or the proxy's DNS, TCP and CONNECT), TLS, and the API key with
@@ -110,7 +129,9 @@ Every check has a 10 s deadline. No secret is ever printed.
 
 Options:
   --json         Print one JSON document: {\"ok\": bool, \"checks\": [{\"name\", \"ok\",
-                 \"detail\", \"fix\"}]}
+                 \"detail\", \"fix\"}], \"settings\": [{\"flag\", \"value\", \"origin\"}]}
+  --show-config  Print every setting (defaults too) with where it came from, then exit 0
+                 without checking anything (2 for a configuration error).
   -h, --help     Print this help.
 
 Exit codes: 0 every check passed, 1 a check failed, 2 configuration or usage error.
@@ -140,6 +161,8 @@ struct Check {
 struct Report {
     json: bool,
     checks: Vec<Check>,
+    /// For `--json`: the settings not left at their defaults, and their origins.
+    settings: Vec<config::provenance::Setting>,
 }
 
 impl Report {
@@ -147,6 +170,7 @@ impl Report {
         Report {
             json,
             checks: Vec::new(),
+            settings: Vec::new(),
         }
     }
 
@@ -207,6 +231,8 @@ impl Report {
             struct Doc<'a> {
                 ok: bool,
                 checks: Vec<Line<'a>>,
+                #[serde(skip_serializing_if = "<[_]>::is_empty")]
+                settings: &'a [config::provenance::Setting],
             }
             let checks = self
                 .checks
@@ -219,7 +245,11 @@ impl Report {
                     skipped: c.verdict == Verdict::Skip,
                 })
                 .collect();
-            let doc = Doc { ok, checks };
+            let doc = Doc {
+                ok,
+                checks,
+                settings: &self.settings,
+            };
             let text =
                 serde_json::to_string_pretty(&doc).expect("strings and booleans always serialize");
             println!("{text}");
