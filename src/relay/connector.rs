@@ -194,7 +194,9 @@ fn post(
         };
         let deadline = started + limits.wait;
         let margin = deadline.checked_sub(RESPONSE_MARGIN).unwrap_or(deadline);
-        if let Some(submitted) = hub.submit_server_response(body, margin, raw_id) {
+        if let Some(submitted) =
+            hub.submit_server_response(body, margin, raw_id, session.as_deref())
+        {
             let ticket = match submitted {
                 Ok(t) => t,
                 Err(e) => return submit_error(e, None),
