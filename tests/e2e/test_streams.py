@@ -104,12 +104,15 @@ MODERN_META = {
 }
 
 
-def modern_post(stack: Stack, method: str, params: dict[str, Any], rid: Any, name: str | None = None) -> httpx2.Request:
-    """A 2026-07-28 request (stateless: `_meta`, `Mcp-Method`/`Mcp-Name` headers)."""
+def modern_post(
+    stack: Stack, method: str, params: dict[str, Any], rid: Any, name: str | None = None, **meta: Any
+) -> httpx2.Request:
+    """A 2026-07-28 request (stateless: `_meta`, `Mcp-Method`/`Mcp-Name` headers); `meta` adds
+    to its `_meta`."""
     headers = _headers(stack, **{"MCP-Protocol-Version": LATEST_MODERN_VERSION, "Mcp-Method": method})
     if name is not None:
         headers["Mcp-Name"] = name
-    body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": {**params, "_meta": MODERN_META}}
+    body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": {**params, "_meta": {**MODERN_META, **meta}}}
     return httpx2.Request("POST", stack.mcp_url, json=body, headers=headers)
 
 
@@ -397,10 +400,7 @@ def test_host_closing_its_stream_cancels_the_call(fastmcp_streams: tuple[Stack, 
         request = session.request("tools/call", {"name": "progress", "arguments": arguments, "_meta": {"progressToken": "c1"}})
     else:
         params = {"name": "progress", "arguments": arguments}
-        request = modern_post(stack, "tools/call", params, "cancel-1", name="progress")
-        body = json.loads(request.content)
-        body["params"]["_meta"]["progressToken"] = "c1"
-        request = httpx2.Request("POST", stack.mcp_url, json=body, headers=dict(request.headers))
+        request = modern_post(stack, "tools/call", params, "cancel-1", name="progress", progressToken="c1")
     with httpx2.Client(trust_env=False, timeout=30) as http:
         response = http.send(request, stream=True)
         assert response.status_code == 200, response.status_code
