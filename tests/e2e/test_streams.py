@@ -197,12 +197,16 @@ class RawStream:
     comments: list[tuple[float, str]] = field(default_factory=list)
     status: int | None = None
     ended: str = ""
+    _lines: Iterator[str] | None = None
 
     def read(self, response: httpx2.Response, until: float, stop_when: Any = None) -> None:
-        """Reads `response` line by line until `until` (monotonic), its end, or `stop_when(msg)`."""
+        """Reads `response` line by line until `until` (monotonic; checked as lines come), its
+        end, or `stop_when(message)`; a later call reads on where this one stopped."""
         self.status = response.status_code
+        if self._lines is None:
+            self._lines = response.iter_lines()
         data: list[str] = []
-        for line in response.iter_lines():
+        for line in self._lines:
             now = time.monotonic()
             if line.startswith(":"):
                 self.comments.append((now, line))
