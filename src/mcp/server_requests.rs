@@ -49,9 +49,12 @@ pub fn is_on() -> bool {
 pub struct Asked {
     prefix: String,
     next: AtomicU64,
-    /// Ours → the server's id, the session it was asked in, when.
-    waiting: Mutex<HashMap<String, (Value, Option<String>, Instant)>>,
+    /// Ours → who waits for it.
+    waiting: Mutex<HashMap<String, Waiting>>,
 }
+
+/// The server's id, the session it was asked in, when.
+type Waiting = (Value, Option<String>, Instant);
 
 impl Default for Asked {
     fn default() -> Asked {
