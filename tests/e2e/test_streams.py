@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -313,11 +313,7 @@ def _hold_listen(stack: Stack, result: dict[str, Any]) -> None:
             assert response.status_code == 200, (response.status_code, response.read()[:500])
             start = time.monotonic()
             publisher.start()
-
-            def read_until_stop() -> None:
-                stream.read(response, start + HOLD_S)
-
-            read_until_stop()
+            stream.read(response, start + HOLD_S)
             held_until = time.monotonic()
             stop.set()
             # Then the graceful close: the rest, up to the completion result.
@@ -530,8 +526,9 @@ class _OfficialContractProxy(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def official_contract_proxy() -> Iterator[tuple[Any, list[str]]]:
-    """A proxy to be pointed at the relay once its address is known; yields (map, the URL)."""
+def official_contract_proxy() -> Iterator[Callable[[str], str]]:
+    """A proxy in front of the relay; yields what maps the relay's address (known once the relay
+    runs) to the proxy's base URL, for `run_stack(control_plane=...)`."""
     server = ThreadingHTTPServer((LOOPBACK, 0), _OfficialContractProxy)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -551,7 +548,6 @@ def official_contract_proxy() -> Iterator[tuple[Any, list[str]]]:
 @pytest.mark.anyio
 async def test_server_requests_refused_promptly_without_the_extension(tmp_path: Path) -> None:
     with official_contract_proxy() as control_plane, run_stack("everything", tmp_path, control_plane=control_plane) as stack:
-        client_log = stack.procs["client"].log()
         host = AnsweringHost()
         out = await _ask_everything(stack, host)
         assert host.asked == [], f"the host was asked {host.asked} through a control plane without the extension"
