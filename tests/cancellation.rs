@@ -41,8 +41,9 @@ struct Seen {
 }
 
 /// Streamable HTTP: `tools/call` of `hang` answers an event stream of comments, one each 50 ms
-/// for [`HANG`], and records when writing to it fails (the client closed it); any other request
-/// gets an empty result at once; notifications get 202.
+/// for [`HANG`] (of `chatty`: progress notifications instead), and records when writing to it
+/// fails (the client closed it); any other request gets an empty result at once; notifications
+/// get 202.
 struct Recorder {
     seen: Arc<(Mutex<Seen>, Condvar)>,
     server: Option<Server>,
@@ -137,7 +138,8 @@ fn serve(state: &Arc<(Mutex<Seen>, Condvar)>, req: Request) -> Response {
     let Some(id) = message.get("id").cloned() else {
         return Response::new(202, Vec::new());
     };
-    if message["params"]["name"] != "hang" {
+    let chatty = message["params"]["name"] == "chatty";
+    if message["params"]["name"] != "hang" && !chatty {
         let body = json!({"jsonrpc": "2.0", "id": id, "result": {}});
         return Response::json(200, body.to_string());
     }
@@ -148,8 +150,14 @@ fn serve(state: &Arc<(Mutex<Seen>, Condvar)>, req: Request) -> Response {
         vec![("Content-Type".into(), "text/event-stream".into())],
         Box::new(move |w: &mut ChunkWriter<'_>| {
             let until = Instant::now() + HANG;
+            let chunk: &[u8] = if chatty {
+                b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\
+                  \"params\":{\"progressToken\":1,\"progress\":1}}\n\n"
+            } else {
+                b": working\n\n"
+            };
             while Instant::now() < until {
-                if let Err(e) = w.send(b": working\n\n") {
+                if let Err(e) = w.send(chunk) {
                     record(&state, |s| s.closed.push((id.clone(), Instant::now())));
                     return Err(e);
                 }
@@ -310,6 +318,42 @@ fn a_host_closing_its_request_ends_the_mcp_call_and_frees_the_worker() {
 
     assert_worker_free(&setup, 8);
     assert_nothing_posted(&setup.client);
+}
+
+#[test]
+fn a_host_closing_a_stream_of_frequent_notifications_ends_the_mcp_call() {
+    // The relay finds the host gone by a failed write, before its idle check ever runs.
+    let mcp = Recorder::start();
+    let setup = start(&mcp.url, None);
+    let id = json!(27);
+    let call = json!({"jsonrpc": "2.0", "id": 27, "method": "tools/call",
+                      "params": {"name": "chatty", "arguments": {}}});
+    let mut host = post_and_hold(&setup.relay, &setup.tunnel, &call, Some("session-2"));
+    mcp.call_arrived(&id);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + PROMPTLY;
+    host.set_read_timeout(Some(PROMPTLY)).unwrap();
+    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
+        assert!(
+            Instant::now() < deadline,
+            "no notification reached the host"
+        );
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut host, &mut buf).unwrap();
+        assert!(n > 0, "the stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let hung_up = Instant::now();
+    drop(host);
+    let closed = mcp
+        .closed_at(&id, CANCEL_SEEN_WITHIN + Duration::from_millis(500))
+        .expect("the upstream response was never closed");
+    assert!(
+        closed - hung_up < CANCEL_SEEN_WITHIN,
+        "closed after {:?}",
+        closed - hung_up
+    );
+    assert_worker_free(&setup, 28);
 }
 
 #[test]

@@ -132,6 +132,14 @@ fn session(setup: &Setup) -> String {
 
 /// Waits on `host` for the server's `roots/list` and answers it as a host would.
 fn answer_roots(setup: &Setup, host: &mut RawHost, session: &str) -> String {
+    let asked = asked_roots(setup, host);
+    let posted = post_roots(setup, session, &asked, "file:///work");
+    assert_eq!(posted.status, 202, "{posted:#?}");
+    asked
+}
+
+/// The id of the server's `roots/list` request, once `host` sees it.
+fn asked_roots(setup: &Setup, host: &mut RawHost) -> String {
     assert!(
         host.wait_for("roots/list", 1, PROMPTLY),
         "{}\n{}",
@@ -145,13 +153,16 @@ fn answer_roots(setup: &Setup, host: &mut RawHost, session: &str) -> String {
         .expect("the request");
     let asked = request["id"].as_str().expect("a string id").to_string();
     assert!(asked.starts_with("mcpt-sr-"), "{request}");
-    let answer = json!({"jsonrpc": "2.0", "id": asked,
-                        "result": {"roots": [{"uri": "file:///work", "name": "work"}]}});
-    let posted = Connector::new(&setup.relay, &setup.tunnel)
-        .in_session(session)
-        .post(&answer);
-    assert_eq!(posted.status, 202, "{posted:#?}");
     asked
+}
+
+/// A host's answer to `asked`, one root `uri`, posted in `session`.
+fn post_roots(setup: &Setup, session: &str, asked: &str, uri: &str) -> support::HttpAnswer {
+    let answer = json!({"jsonrpc": "2.0", "id": asked,
+                        "result": {"roots": [{"uri": uri, "name": "work"}]}});
+    Connector::new(&setup.relay, &setup.tunnel)
+        .in_session(session)
+        .post(&answer)
 }
 
 /// The `ask` tool's report in a call's final message.
@@ -275,6 +286,34 @@ fn an_answer_for_a_request_nobody_forwarded_takes_the_contracts_way() {
         .post(&stray);
     // An ordinary jsonrpc command: the server acknowledges a response it did not ask for.
     assert_eq!(posted.status, 202, "{posted:#?}");
+}
+
+#[test]
+fn an_answer_from_another_session_is_not_routed_to_the_asked_session() {
+    let setup = start();
+    let asked_session = session(&setup);
+    let other_session = session(&setup);
+    assert_ne!(asked_session, other_session);
+    let mut call = RawHost::post(&setup.relay, &setup.tunnel, &asked_session, &ask(2, "call"));
+    let asked = asked_roots(&setup, &mut call);
+    // Another session's host names the id: the ordinary way, to the server in its own session,
+    // which acknowledges a response it did not ask for; the asked call keeps waiting.
+    let intruder = post_roots(&setup, &other_session, &asked, "file:///intruder");
+    assert_eq!(intruder.status, 202, "{intruder:#?}");
+    // The relay sent it as an ordinary command, not as the asked instance's server_response.
+    let relay_log = setup.relay.output();
+    assert!(relay_log.contains("(response)"), "{relay_log}");
+    assert!(!relay_log.contains("(server_response)"), "{relay_log}");
+    // The asked session's own answer still reaches the server.
+    let posted = post_roots(&setup, &asked_session, &asked, "file:///work");
+    assert_eq!(posted.status, 202, "{posted:#?}");
+    assert!(
+        call.wait_for("structuredContent", 1, PROMPTLY),
+        "{}",
+        call.text()
+    );
+    let done = call.messages().into_iter().find(|m| m["id"] == 2).unwrap();
+    assert_answered(report(&done));
 }
 
 #[test]

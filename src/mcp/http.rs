@@ -152,7 +152,8 @@ impl HttpTransport {
         };
         let id = shape.id.clone().unwrap_or(Value::Null);
         // A host's answer to a server request we forwarded goes back with the server's id.
-        let answer = self.asked.answer(message);
+        let session = server_requests::session_in(command_headers);
+        let answer = self.asked.answer(message, session);
         let message = answer.as_deref().unwrap_or(message);
         let budget = budget(deadline);
         let req = self.with_headers(self.agent.post(&self.url), command_headers);
@@ -345,7 +346,8 @@ impl HttpTransport {
                     "mcp server sent a {} request; forwarded to the host",
                     shape.method.as_deref().unwrap_or("")
                 );
-                on_notify(self.asked.tunnel(&raw, &id), &resp_headers);
+                let session = server_requests::session_in(command_headers);
+                on_notify(self.asked.tunnel(&raw, &id, session), &resp_headers);
             } else if shape.is_call() {
                 self.refuse_server_request(&shape, command_headers, deadline);
             } else if shape.id.as_ref() == Some(id) {

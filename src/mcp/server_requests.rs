@@ -12,6 +12,9 @@
 //!   ([`Asked::answer`]), byte for byte otherwise. At most [`MAX_ASKED`] are kept, each for
 //!   [`ASKED_TTL`] (a server's own request timeout is shorter); past that an answer is passed on
 //!   unchanged, which the server ignores.
+//! - **Sessions.** Over HTTP a request asked in a session (the command's `Mcp-Session-Id`) has
+//!   its id put back only for an answer in that same session; an answer from another session
+//!   passes unchanged, as an unknown one does. (A stdio child's requests are not tied to one.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,8 +49,12 @@ pub fn is_on() -> bool {
 pub struct Asked {
     prefix: String,
     next: AtomicU64,
-    waiting: Mutex<HashMap<String, (Value, Instant)>>,
+    /// Ours → who waits for it.
+    waiting: Mutex<HashMap<String, Waiting>>,
 }
+
+/// The server's id, the session it was asked in, when.
+type Waiting = (Value, Option<String>, Instant);
 
 impl Default for Asked {
     fn default() -> Asked {
@@ -60,8 +67,9 @@ impl Default for Asked {
 }
 
 impl Asked {
-    /// The request to forward, with an id of ours in place of `id` (the server's).
-    pub fn tunnel(&self, raw: &RawValue, id: &Value) -> Box<RawValue> {
+    /// The request to forward, with an id of ours in place of `id` (the server's), asked in
+    /// `session`.
+    pub fn tunnel(&self, raw: &RawValue, id: &Value, session: Option<&str>) -> Box<RawValue> {
         let ours = format!(
             "{}{}",
             self.prefix,
@@ -69,31 +77,45 @@ impl Asked {
         );
         let now = Instant::now();
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        waiting.retain(|_, (_, at)| now.duration_since(*at) < ASKED_TTL);
+        waiting.retain(|_, (_, _, at)| now.duration_since(*at) < ASKED_TTL);
         if waiting.len() >= MAX_ASKED
             && let Some(oldest) = waiting
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
+                .min_by_key(|(_, (_, _, at))| *at)
                 .map(|(k, _)| k.clone())
         {
             waiting.remove(&oldest);
         }
-        waiting.insert(ours.clone(), (id.clone(), now));
+        let session = session.map(str::to_string);
+        waiting.insert(ours.clone(), (id.clone(), session, now));
         with_id(raw, &Value::String(ours))
     }
 
     /// A host's answer (a message without `method`) to a request we forwarded, with the server's
-    /// id back in place; `None` when `raw` is no such answer.
-    pub fn answer(&self, raw: &RawValue) -> Option<Box<RawValue>> {
+    /// id back in place; `None` when `raw` is no such answer, or comes from another session than
+    /// `session` while the request was asked in one.
+    pub fn answer(&self, raw: &RawValue, session: Option<&str>) -> Option<Box<RawValue>> {
         let shape = RpcShape::of(raw.get()).filter(|s| s.method.is_none())?;
         let ours = shape.id.as_ref()?.as_str()?;
         if !ours.starts_with(&self.prefix) {
             return None;
         }
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let (id, _) = waiting.remove(ours)?;
+        let (_, asked_in, _) = waiting.get(ours)?;
+        if asked_in.is_some() && asked_in.as_deref() != session {
+            return None;
+        }
+        let (id, _, _) = waiting.remove(ours)?;
         Some(with_id(raw, &id))
     }
+}
+
+/// The `Mcp-Session-Id` among a command's headers.
+pub fn session_in(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
+        .map(|(_, v)| v.as_str())
 }
 
 /// `raw` with its top-level `id` set to `id`, every other member's text untouched.
@@ -121,20 +143,36 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":7,"method":"roots/list","params":{}}"#.into(),
         )
         .unwrap();
-        let out = asked.tunnel(&request, &Value::from(7));
+        let out = asked.tunnel(&request, &Value::from(7), None);
         let ours = RpcShape::of(out.get()).unwrap().id.unwrap();
         let ours = ours.as_str().unwrap();
         assert!(ours.starts_with(ID_PREFIX), "{ours}");
         assert!(out.get().contains(r#""method":"roots/list""#));
         let answer = format!(r#"{{"jsonrpc":"2.0","id":"{ours}","result":{{"roots":[]}}}}"#);
         let answer = RawValue::from_string(answer).unwrap();
-        let back = asked.answer(&answer).unwrap();
+        let back = asked.answer(&answer, None).unwrap();
         assert_eq!(
             back.get(),
             r#"{"jsonrpc":"2.0","id":7,"result":{"roots":[]}}"#
         );
         // Once only; a request or a foreign id is no answer.
-        assert!(asked.answer(&answer).is_none());
-        assert!(asked.answer(&request).is_none());
+        assert!(asked.answer(&answer, None).is_none());
+        assert!(asked.answer(&request, None).is_none());
+    }
+
+    #[test]
+    fn a_request_asked_in_a_session_gets_its_id_back_only_from_that_session() {
+        let asked = Asked::default();
+        let request =
+            RawValue::from_string(r#"{"jsonrpc":"2.0","id":"s","method":"roots/list"}"#.into())
+                .unwrap();
+        let out = asked.tunnel(&request, &Value::from("s"), Some("sess-1"));
+        let ours = RpcShape::of(out.get()).unwrap().id.unwrap();
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":{ours},"result":{{}}}}"#);
+        let answer = RawValue::from_string(answer).unwrap();
+        assert!(asked.answer(&answer, Some("sess-2")).is_none());
+        assert!(asked.answer(&answer, None).is_none());
+        let back = asked.answer(&answer, Some("sess-1")).unwrap();
+        assert_eq!(back.get(), r#"{"jsonrpc":"2.0","id":"s","result":{}}"#);
     }
 }

@@ -195,7 +195,9 @@ fn post(
         };
         let deadline = started + limits.wait;
         let margin = deadline.checked_sub(RESPONSE_MARGIN).unwrap_or(deadline);
-        if let Some(submitted) = hub.submit_server_response(body, margin, raw_id) {
+        if let Some(submitted) =
+            hub.submit_server_response(body, margin, raw_id, session.as_deref())
+        {
             let ticket = match submitted {
                 Ok(t) => t,
                 Err(e) => return submit_error(e, None),
@@ -455,48 +457,64 @@ fn stream(
         200,
         headers,
         Box::new(move |w: &mut ChunkWriter<'_>| {
-            if let Some(json) = &first.resp_json {
-                w.send(sse_event(json.get()).as_bytes())?;
+            let pumped = pump(&ticket, &first, deadline, id.as_deref(), &req, w);
+            if pumped.is_err() {
+                // A write failed: the caller is gone as surely as when it closed between events.
+                let done = ticket.cancel("host_closed");
+                log::debug!("{}: caller's stream broke: {done:?}", ticket.request_id);
             }
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    // Out of time: end the stream; the caller sees no final message.
-                    return Ok(());
-                }
-                let payload = match ticket.next(left.min(HOST_GONE_CHECK)) {
-                    Wait::Payload(payload) => payload,
-                    // The caller closed its stream: in 2026-07-28 that *is* the cancellation.
-                    Wait::Timeout if req.peer_gone() => {
-                        let done = ticket.cancel("host_closed");
-                        log::debug!("{}: caller closed its stream: {done:?}", ticket.request_id);
-                        return Err(io::Error::other("caller closed its event stream"));
-                    }
-                    Wait::Timeout if ticket.client_gone() => {
-                        if let Some(id) = &id {
-                            w.send(
-                                sse_event(&mcp_error::TUNNEL_CLIENT_GONE.body(Some(id))).as_bytes(),
-                            )?;
-                        }
-                        return Ok(());
-                    }
-                    Wait::Timeout => continue,
-                    // The caller cancelled it: end the stream without a final message.
-                    Wait::Cancelled => return Ok(()),
-                    // The caller did not read its notifications fast enough: cut the stream.
-                    Wait::Dropped => {
-                        return Err(io::Error::other("connector not reading its event stream"));
-                    }
-                };
-                if let Some(json) = &payload.resp_json {
-                    w.send(sse_event(json.get()).as_bytes())?;
-                }
-                if payload.resp_type.is_terminal() {
-                    return Ok(());
-                }
-            }
+            pumped
         }),
     )
+}
+
+/// Writes `first`, then every later payload until the terminal one.
+fn pump(
+    ticket: &Ticket,
+    first: &ResponsePayload,
+    deadline: Instant,
+    id: Option<&str>,
+    req: &Request,
+    w: &mut ChunkWriter<'_>,
+) -> io::Result<()> {
+    if let Some(json) = &first.resp_json {
+        w.send(sse_event(json.get()).as_bytes())?;
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // Out of time: end the stream; the caller sees no final message.
+            return Ok(());
+        }
+        let payload = match ticket.next(left.min(HOST_GONE_CHECK)) {
+            Wait::Payload(payload) => payload,
+            // The caller closed its stream: in 2026-07-28 that *is* the cancellation.
+            Wait::Timeout if req.peer_gone() => {
+                let done = ticket.cancel("host_closed");
+                log::debug!("{}: caller closed its stream: {done:?}", ticket.request_id);
+                return Err(io::Error::other("caller closed its event stream"));
+            }
+            Wait::Timeout if ticket.client_gone() => {
+                if let Some(id) = id {
+                    w.send(sse_event(&mcp_error::TUNNEL_CLIENT_GONE.body(Some(id))).as_bytes())?;
+                }
+                return Ok(());
+            }
+            Wait::Timeout => continue,
+            // The caller cancelled it: end the stream without a final message.
+            Wait::Cancelled => return Ok(()),
+            // The caller did not read its notifications fast enough: cut the stream.
+            Wait::Dropped => {
+                return Err(io::Error::other("connector not reading its event stream"));
+            }
+        };
+        if let Some(json) = &payload.resp_json {
+            w.send(sse_event(json.get()).as_bytes())?;
+        }
+        if payload.resp_type.is_terminal() {
+            return Ok(());
+        }
+    }
 }
 
 /// One `message` event; a JSON text spanning lines becomes several `data:` lines, which the

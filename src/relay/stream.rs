@@ -228,7 +228,15 @@ impl Held {
         Response::stream(
             200,
             headers,
-            Box::new(move |w: &mut ChunkWriter<'_>| self.pump(first, w)),
+            Box::new(move |w: &mut ChunkWriter<'_>| {
+                let pumped = self.pump(first, w);
+                if pumped.is_err() {
+                    // A write failed: the host is gone as surely as when it closed while quiet.
+                    let done = self.ticket.cancel("host_closed");
+                    log::debug!("{}: host's stream broke: {done:?}", self.ticket.request_id);
+                }
+                pumped
+            }),
         )
     }
 

@@ -454,8 +454,16 @@ def _stop_stack(stack: Stack) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_stack(kind: str, workdir: Path, client_settings: dict[str, str] | None = None) -> Iterator[Stack]:
-    """Starts the stack of layout `kind`; `client_settings` adds to the client's environment."""
+def run_stack(
+    kind: str,
+    workdir: Path,
+    client_settings: dict[str, str] | None = None,
+    relay_settings: dict[str, str] | None = None,
+    control_plane: Callable[[str], str] | None = None,
+) -> Iterator[Stack]:
+    """Starts the stack of layout `kind`; `client_settings` adds to the client's environment,
+    `relay_settings` to the relay's; `control_plane` maps the relay's address to the base URL
+    the client polls (default: the relay itself), e.g. a proxy in front of it."""
     layout = LAYOUTS[kind]
     binary = _binary()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
@@ -473,7 +481,7 @@ def run_stack(kind: str, workdir: Path, client_settings: dict[str, str] | None =
             f"{kind}/relay",
             [str(binary), "relay", "--listen", f"{LOOPBACK}:0", "--tunnels-file", str(tunnels_file)],
             workdir / "relay.log",
-            env,
+            {**env, **(relay_settings or {})},
             workdir,
         )
         stack.procs["relay"] = relay
@@ -482,7 +490,7 @@ def run_stack(kind: str, workdir: Path, client_settings: dict[str, str] | None =
 
         client_env = {
             **env,
-            "CONTROL_PLANE_BASE_URL": f"http://{stack.relay_addr}",
+            "CONTROL_PLANE_BASE_URL": control_plane(stack.relay_addr) if control_plane else f"http://{stack.relay_addr}",
             "CONTROL_PLANE_TUNNEL_ID": tunnel.id,
             "CONTROL_PLANE_API_KEY": tunnel.runtime_key,
             "CONTROL_PLANE_POLL_TIMEOUT": "5s",

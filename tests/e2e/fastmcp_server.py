@@ -16,6 +16,11 @@ Tools:
   fail_rpc(reason)        raises an MCPError: the SDK answers with a JSON-RPC error
   remember(value)         keeps `value` in this process (for per-session isolation tests)
   recall()                the value this process keeps ("" when none)
+  publish_updated(uri, count, delay_ms)
+                          publishes `count` resource-updated events for `uri` to the
+                          `subscriptions/listen` streams (2026-07-28), `delay_ms` apart
+  close_listens()         ends every open listen stream gracefully (each sends its completion
+                          result), as a server shutting down does
 
 Server-side record, appended to --events-file one JSON line per event, so the tests can check what
 reached the server without reading logs:
@@ -24,8 +29,9 @@ reached the server without reading logs:
                           only; e.g. the session's DELETE and its status), with the Mcp-Method,
                           Mcp-Name and MCP-Protocol-Version headers it carried
   {"kind": "cancelled", "tool": "progress", "step"}
-                          the progress tool was cancelled (notifications/cancelled) after `step`
-                          steps
+                          the progress tool was cancelled (notifications/cancelled, or its
+                          response stream closed) after `step` steps
+Every event also has "at", the server's wall-clock time (time.time()) when it was recorded.
 
 Usage: fastmcp_server.py --port PORT --events-file PATH   (listens on 127.0.0.1 only)
        fastmcp_server.py --stdio [--events-file PATH]
@@ -37,6 +43,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -62,7 +69,7 @@ def record(event: dict[str, Any]) -> None:
     if _events_path is None:
         return
     with _events_lock, open(_events_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(event) + "\n")
+        f.write(json.dumps({**event, "at": time.time()}) + "\n")
 
 
 @server.tool()
@@ -119,6 +126,26 @@ def remember(value: str) -> str:
 def recall() -> str:
     """The value this server process keeps."""
     return _remembered
+
+
+@server.tool()
+async def publish_updated(ctx: Context, uri: str, count: int = 1, delay_ms: int = 0) -> int:
+    """Publish `count` resource-updated events for `uri` to the listen streams."""
+    for n in range(count):
+        if n and delay_ms:
+            await anyio.sleep(delay_ms / 1000)
+        await ctx.notify_resource_updated(uri)
+    return count
+
+
+@server.tool()
+def close_listens() -> str:
+    """End every open subscriptions/listen stream gracefully."""
+    # MCPServer registers its ListenHandler on the low-level server; its close() is the SDK's
+    # graceful closure (each stream sends its SubscriptionsListenResult last).
+    entry = server._lowlevel_server._request_handlers["subscriptions/listen"]  # noqa: SLF001
+    entry.handler.close()
+    return "closed"
 
 
 class RequestRecorder:

@@ -146,7 +146,9 @@ impl HttpTransport {
                 }
             } else if shape.is_call() && server_requests::is_on() {
                 let asked_id = shape.id.clone().unwrap_or(Value::Null);
-                if !sink(Some(self.asked.tunnel(&raw, &asked_id)), &resp_headers) {
+                let session = server_requests::session_in(command_headers);
+                let forwarded = self.asked.tunnel(&raw, &asked_id, session);
+                if !sink(Some(forwarded), &resp_headers) {
                     return Outcome::Cancelled;
                 }
             } else if shape.is_call() {

@@ -293,7 +293,7 @@ impl Process {
                 Some(translated) => translated,
                 None => return Outcome::Reply(ack(202)),
             }
-        } else if let Some(answer) = self.shared.asked.answer(message) {
+        } else if let Some(answer) = self.shared.asked.answer(message, None) {
             answer.get().to_string() // a host's answer to a request this child sent
         } else {
             message.get().to_string()

@@ -146,7 +146,7 @@ impl Shared {
         let Some(to) = to else {
             return false;
         };
-        let forwarded = self.asked.tunnel(&object.to_raw(), id);
+        let forwarded = self.asked.tunnel(&object.to_raw(), id, None);
         let sent = to.send(Event::Notification(forwarded)).is_ok();
         if sent {
             log::info!(

@@ -336,15 +336,17 @@ impl TunnelHub {
 
     /// Queues a host's answer to a server→client request (our extension,
     /// [`FEATURE_SERVER_REQUESTS`]) for the instance that forwarded the request `raw_id` names
-    /// on `channel`; `None` when no instance is remembered for it (the caller then keeps the
-    /// contract's way).
+    /// on `channel`, answered in `session` (the session that was asked, when it was asked in
+    /// one); `None` when no instance is remembered for it (the caller then keeps the contract's
+    /// way).
     pub fn submit_server_response(
         self: &Arc<Self>,
         body: CommandBody,
         deadline: Instant,
         raw_id: &str,
+        session: Option<&str>,
     ) -> Option<Result<Ticket, SubmitError>> {
-        let instance = self.lock().asked.take(&body.channel, raw_id)?;
+        let instance = self.lock().asked.take(&body.channel, raw_id, session)?;
         Some(self.enqueue(body, deadline, (None, false, None), None, Some(instance)))
     }
 
@@ -606,6 +608,7 @@ impl TunnelHub {
         let to_connector = pending.to_connector.clone();
         let instance = pending.instance.clone();
         let channel = pending.channel.clone();
+        let asked_in = pending.session.clone();
         let binds_session = pending.binds_session;
         if !payload.resp_type.is_terminal() {
             let size = payload_bytes(&payload);
@@ -642,7 +645,9 @@ impl TunnelHub {
                 && payload.resp_type == RespType::JsonrpcNotify
                 && let Some(json) = &payload.resp_json
             {
-                inner.asked.note(json.get(), id, &channel);
+                inner
+                    .asked
+                    .note(json.get(), id, &channel, asked_in.as_deref());
             }
         }
         // Delivered by another node: Redis knows which instance took it.
