@@ -247,7 +247,8 @@ cmd_container_context() {
 
 # The image, built from dist/container by buildah without a daemon: vfs storage (no overlay
 # mounts needed) and chroot isolation (no runc namespaces), both overridable. FROM scratch
-# pulls nothing, so no registry is contacted. --timestamp pins every date to SOURCE_DATE_EPOCH.
+# pulls nothing, so no registry is contacted. --timestamp pins every date to SOURCE_DATE_EPOCH;
+# without the io.buildah.version label the image ID does not depend on the buildah release.
 cmd_image() {
     local bin=$1
     check_binary "$bin"
@@ -263,7 +264,7 @@ cmd_image() {
     export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
     # A rebuild replaces the tag; drop the old image so vfs storage does not pile up copies.
     "${buildah[@]}" rmi "$image" >/dev/null 2>&1 || true
-    "${buildah[@]}" build --quiet --format oci --timestamp "$SOURCE_DATE_EPOCH" \
+    "${buildah[@]}" build --quiet --format oci --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
         --build-arg VERSION="$version" --build-arg REVISION="$commit" \
         --build-arg SOURCE="$source" \
         --build-arg CREATED="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)" \
