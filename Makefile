@@ -6,7 +6,8 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/mcp-tunnel
 
 .PHONY: all build demo test test-deps e2e bench lint fmt static setup clean fuzz fuzz-smoke fuzz-setup \
-	static-aarch64 setup-aarch64 dist deb rpm packages container-context package-check package-setup
+	static-aarch64 setup-aarch64 dist deb rpm packages container-context package-check package-setup \
+	image image-check
 
 CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
 # No build-machine paths in the release binary: the same commit and toolchain give the same
@@ -136,6 +137,19 @@ packages: deb rpm
 container-context: static
 	$(PACKAGING) container-context $(STATIC_BIN)
 
+## image: the FROM scratch container image $(IMAGE_REPO):VERSION, built from dist/container with
+## buildah (vfs storage, chroot isolation: no daemon, no registry), and its OCI archive
+## target/image/mcp-tunnel-VERSION.oci.tar for `buildah push`, `podman load` or air-gapped hosts
+## (packaging/README.md). IMAGE_REPO names it for your registry; IMAGE_SOURCE sets its source label.
+IMAGE_REPO ?= registry.example.com/mcp-tunnel
+export IMAGE_REPO
+image: container-context
+	IMAGE_SOURCE="$(IMAGE_SOURCE)" $(PACKAGING) image $(STATIC_BIN)
+
+## image-check: run the binary inside the image (buildah from + run), its size, user, labels, files
+image-check:
+	bash packaging/image-check.sh
+
 ## package-check: inspect, lint, install and remove the packages (packaging/check.sh)
 package-check:
 	bash packaging/check.sh
@@ -143,7 +157,7 @@ package-check:
 ## package-setup: the Debian tools the packaging targets and their checks use
 package-setup:
 	@need=""; \
-	for p in dpkg-dev lintian rpm systemd python3 python3-yaml python3-venv file man-db; do \
+	for p in dpkg-dev lintian rpm systemd python3 python3-yaml python3-venv file man-db buildah; do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || need="$$need $$p"; \
 	done; \
 	if [ -n "$$need" ]; then \

@@ -5,7 +5,9 @@
 #                                              sha256 and a CycloneDX SBOM next to it
 #   packaging/build.sh deb  BINARY            dist/mcp-tunnel_VERSION-1_amd64.deb (dpkg-deb)
 #   packaging/build.sh rpm  BINARY            dist/mcp-tunnel-VERSION-1.x86_64.rpm (rpmbuild)
-#   packaging/build.sh container-context BINARY   dist/container/{Dockerfile,.dockerignore,mcp-tunnel}
+#   packaging/build.sh container-context BINARY   dist/container/{Dockerfile,.dockerignore,passwd,group,mcp-tunnel}
+#   packaging/build.sh image BINARY           the image $IMAGE_REPO:VERSION from dist/container with
+#                                              buildah, and target/image/mcp-tunnel-VERSION.oci.tar
 #
 # Reproducible: every timestamp is $SOURCE_DATE_EPOCH (default: the time of the commit the
 # binary was built from, as its --version says; else of HEAD), files are staged with fixed modes and mtimes, gzip runs with -n, dpkg-deb and
@@ -237,9 +239,41 @@ cmd_container_context() {
     rm -rf "$ctx"
     install -d -m 0755 "$ctx"
     install -m 0755 "$bin" "$ctx"/mcp-tunnel
-    install -m 0644 "$here"/container/Dockerfile "$here"/container/.dockerignore "$ctx"/
+    install -m 0644 "$here"/container/Dockerfile "$here"/container/.dockerignore \
+        "$here"/container/passwd "$here"/container/group "$ctx"/
     clamp_mtimes "$ctx"
-    echo "$ctx: build with  docker build --build-arg VERSION=$version --build-arg REVISION=$commit -t mcp-tunnel:$version $ctx"
+    echo "$ctx: build with  make image  (or docker build --build-arg VERSION=$version --build-arg REVISION=$commit -t mcp-tunnel:$version $ctx)"
+}
+
+# The image, built from dist/container by buildah without a daemon: vfs storage (no overlay
+# mounts needed) and chroot isolation (no runc namespaces), both overridable. FROM scratch
+# pulls nothing, so no registry is contacted. --timestamp pins every date to SOURCE_DATE_EPOCH;
+# without the io.buildah.version label the image ID does not depend on the buildah release.
+cmd_image() {
+    local bin=$1
+    check_binary "$bin"
+    local ctx=$dist/container
+    cmp -s "$ctx/mcp-tunnel" "$bin" || die "$ctx does not hold $bin: run make container-context"
+    command -v buildah >/dev/null || die "buildah is missing: apt-get install buildah (make package-setup)"
+    local image=${IMAGE_REPO:-registry.example.com/mcp-tunnel}:$version
+    local source=${IMAGE_SOURCE:-$(git -C "$root" config --get remote.origin.url 2>/dev/null || echo unknown)}
+    local out=$root/target/image
+    local archive=$out/mcp-tunnel-$version.oci.tar
+    # shellcheck disable=SC2206 # BUILDAH is a command with flags
+    local buildah=(${BUILDAH:-buildah --storage-driver vfs})
+    export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+    # A rebuild replaces the tag; drop the old image so vfs storage does not pile up copies.
+    "${buildah[@]}" rmi "$image" >/dev/null 2>&1 || true
+    "${buildah[@]}" build --quiet --format oci --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
+        --build-arg VERSION="$version" --build-arg REVISION="$commit" \
+        --build-arg SOURCE="$source" \
+        --build-arg CREATED="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)" \
+        -t "$image" -f "$ctx/Dockerfile" "$ctx" >/dev/null
+    install -d -m 0755 "$out"
+    rm -f "$archive"
+    "${buildah[@]}" push --quiet "$image" "oci-archive:$archive:$image"
+    echo "$image  ($("${buildah[@]}" inspect --type image --format '{{.FromImageID}}' "$image" | cut -c1-12))"
+    echo "$archive  ($(stat -c %s "$archive") bytes)"
 }
 
 case "${1:-}" in
@@ -247,5 +281,6 @@ case "${1:-}" in
     deb) cmd_deb "$2" ;;
     rpm) cmd_rpm "$2" ;;
     container-context) cmd_container_context "$2" ;;
-    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+    image) cmd_image "$2" ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
 esac

@@ -7,7 +7,7 @@
 # packages rebuilt from the same binary are byte-identical); .deb: dpkg-deb -I/-c (files, modes,
 # conffiles, scripts), lintian without errors; .rpm: rpm -qpi, -qplv, -qpc, --scripts, digests,
 # an unpack into a scratch root; the env templates against `--help`; the Dockerfile and its
-# context; the Kubernetes manifests (kubernetes-validate --strict + security assertions);
+# context (the built image itself: packaging/image-check.sh); the Kubernetes manifests (kubernetes-validate --strict + security assertions);
 # dpkg -i on a host without a running systemd, systemd-analyze verify and security (client
 # exposure <= 2.0, as documented), the SysV script and the cron line for real against a
 # loopback relay and stub MCP server, dpkg -r and --purge (the user stays).
@@ -216,8 +216,8 @@ fi
 
 # ---------------------------------------------------------------------------------------
 section "container: $ctx"
-check "context holds only Dockerfile, .dockerignore and the binary" \
-    test "$(cd "$ctx" && find . -mindepth 1 | sort | tr '\n' ' ')" = "./.dockerignore ./Dockerfile ./mcp-tunnel "
+check "context holds only Dockerfile, .dockerignore, the binary and the account files" \
+    test "$(cd "$ctx" && find . -mindepth 1 | sort | tr '\n' ' ')" = "./.dockerignore ./Dockerfile ./group ./mcp-tunnel ./passwd "
 check "the context's binary is the dist binary" cmp -s "$ctx/mcp-tunnel" "$bin"
 "$sys_python" - "$ctx" <<'EOF' && ok "Dockerfile: FROM scratch, COPY only files in the context, no RUN, user 65532, entrypoint /mcp-tunnel run, health on 0.0.0.0:8080" || bad "Dockerfile rules"
 import json, os, re, sys
@@ -241,8 +241,8 @@ for c, a in cmds:
         if any(w.startswith("--from") for w in a.split()):
             errors.append("COPY --from is not allowed")
 ignore = open(os.path.join(ctx, ".dockerignore")).read().split()
-if ignore[-2:] != ["*", "!mcp-tunnel"]:
-    errors.append(".dockerignore must exclude everything but mcp-tunnel")
+if ignore[-4:] != ["*", "!mcp-tunnel", "!passwd", "!group"]:
+    errors.append(".dockerignore must exclude everything but mcp-tunnel, passwd and group")
 want = {"USER": "65532:65532", "ENTRYPOINT": '["/mcp-tunnel"]', "CMD": '["run"]',
         "ENV": "HEALTH_LISTEN_ADDR=0.0.0.0:8080", "EXPOSE": "8080"}
 got = {c: a for c, a in cmds}
