@@ -49,6 +49,11 @@ pub(super) const PID_FILE: &str = "--pid.file";
 pub(super) const PID_FILE_ALIAS: &str = "--pid-file";
 pub(super) const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
 pub(super) const LOG_HTTP_RAW: &str = "--log.http-raw-unsafe";
+pub(super) const HARPOON_TARGET: &str = "--harpoon.target";
+pub(super) const HARPOON_PLAINTEXT: &str = "--harpoon.allow-plaintext-http";
+pub(super) const HARPOON_MAX_BYTES: &str = "--harpoon.max-response-bytes";
+pub(super) const HARPOON_MAX_REDIRECTS: &str = "--harpoon.max-redirects";
+pub(super) const HARPOON_HTTP_PROXY: &str = "--harpoon.http-proxy";
 
 /// The default control plane, and where it expects mutual-TLS clients.
 pub(super) const DEFAULT_BASE_URL: &str = "https://api.openai.com";
@@ -404,44 +409,49 @@ pub const RUN_OPTIONS: &[Opt] = &[
         false,
         YAML,
     ),
+    // Harpoon, the embedded MCP server on channel `harpoon` (see `super::harpoon`).
     Opt {
+        flag: HARPOON_TARGET,
+        env: &["HARPOON_TARGETS"],
+        default: Some(""),
+        help: "Harpoon target label=NAME,url=URL[,unix-socket=PATH][,desc=TEXT]: an HTTP endpoint \
+         the embedded MCP server on channel harpoon may call (repeatable; in the variable one per \
+         line or ;-separated). With at least one, channel harpoon is declared and served.",
         repeatable: true,
-        ..unsupported(
-            Refused,
-            "--harpoon.target",
-            &["HARPOON_TARGETS"],
-            false,
-            HARPOON,
-        )
+        ..Opt::BASE
     },
-    unsupported(
-        Ignored,
-        "--harpoon.allow-plaintext-http",
-        &["HARPOON_ALLOW_PLAINTEXT_HTTP"],
-        true,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Ignored,
-        "--harpoon.max-response-bytes",
-        &["HARPOON_MAX_RESPONSE_BYTES"],
-        false,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Ignored,
-        "--harpoon.max-redirects",
-        &["HARPOON_MAX_REDIRECTS"],
-        false,
-        NO_TARGETS,
-    ),
-    unsupported(
-        Ignored,
-        "--harpoon.http-proxy",
-        &["HARPOON_HTTP_PROXY"],
-        false,
-        NO_TARGETS,
-    ),
+    Opt {
+        flag: HARPOON_PLAINTEXT,
+        env: &["HARPOON_ALLOW_PLAINTEXT_HTTP"],
+        default: Some("false"),
+        help: "Allow plaintext http:// Harpoon targets (and redirects to them).",
+        switch: true,
+        ..Opt::BASE
+    },
+    Opt {
+        flag: HARPOON_MAX_BYTES,
+        env: &["HARPOON_MAX_RESPONSE_BYTES"],
+        default: Some("102400"),
+        help: "Most response (and request) body bytes of one Harpoon call, 1 to 102400; the \
+         ceiling and default of a call's max_response_bytes.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: HARPOON_MAX_REDIRECTS,
+        env: &["HARPOON_MAX_REDIRECTS"],
+        default: Some("5"),
+        help: "Most redirects one Harpoon call follows, 0 to 5; the ceiling and default of a \
+         call's max_redirects. Only redirects to another allowlisted target URL are followed.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: HARPOON_HTTP_PROXY,
+        env: &["HARPOON_HTTP_PROXY"],
+        default: Some(""),
+        help: "Proxy for Harpoon calls (URL or env:VAR); default --http-proxy, else the proxy \
+         environment variables.",
+        ..Opt::BASE
+    },
     Opt {
         repeatable: true,
         ..unsupported(
@@ -449,7 +459,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
             "--harpoon.additional-transport",
             &["HARPOON_ADDITIONAL_TRANSPORTS"],
             false,
-            NO_TARGETS,
+            "Harpoon over the admin/health HTTP server; it is served on channel harpoon only",
         )
     },
     unsupported(
@@ -457,7 +467,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
         "--harpoon.capture-payloads",
         &["HARPOON_CAPTURE_PAYLOADS"],
         true,
-        NO_TARGETS,
+        ADMIN_UI,
     ),
     Opt {
         repeatable: true,
@@ -466,7 +476,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
             "--harpoon.hosts-include-suffix",
             &["HARPOON_HOSTS_INCLUDE_SUFFIX"],
             false,
-            NO_TARGETS,
+            AUTO_TARGETS,
         )
     },
     Opt {
@@ -476,7 +486,7 @@ pub const RUN_OPTIONS: &[Opt] = &[
             "--harpoon.hosts-include-regex",
             &["HARPOON_HOSTS_INCLUDE_REGEX"],
             false,
-            NO_TARGETS,
+            AUTO_TARGETS,
         )
     },
     unsupported(
@@ -484,14 +494,14 @@ pub const RUN_OPTIONS: &[Opt] = &[
         "--harpoon.hosts-include-loopback",
         &["HARPOON_HOSTS_INCLUDE_LOOPBACK"],
         true,
-        NO_TARGETS,
+        AUTO_TARGETS,
     ),
     unsupported(
         Ignored,
         "--harpoon.hosts-include-private",
         &["HARPOON_HOSTS_INCLUDE_PRIVATE"],
         true,
-        NO_TARGETS,
+        AUTO_TARGETS,
     ),
     unsupported(
         Refused,
@@ -570,8 +580,8 @@ use Unsupported::{Ignored, Refused};
 
 const YAML: &str = "YAML config files and profiles are not read yet; give the settings as \
                     environment variables, flags or an --env-file (KEY=VALUE)";
-const HARPOON: &str = "Harpoon (the embedded MCP server on channel harpoon) is not built in yet";
-const NO_TARGETS: &str = "Harpoon is not built in yet, and without targets this has no effect";
+const AUTO_TARGETS: &str = "which hosts count as private when OAuth discovery registers Harpoon \
+                            targets by itself; targets are only the --harpoon.target ones here";
 const CLOUDFLARED: &str = "the cloudflared companion is not shipped";
 const ADMIN_UI: &str = "the embedded admin web UI is not shipped";
 
