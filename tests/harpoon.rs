@@ -72,6 +72,11 @@ impl Target {
                 "/to-query" => redirect(302, "/token?extra=1"),
                 "/to-https" => redirect(307, "https://127.0.0.1:1/token"),
                 "/chain" => redirect(302, "/to-token"),
+                // A slow server (not synchronisation: the call must give up before it answers).
+                "/slow" => {
+                    std::thread::sleep(std::time::Duration::from_secs(3));
+                    Response::new(200, "late")
+                }
                 _ => Response::new(404, "no such route"),
             }
         })
@@ -96,6 +101,7 @@ impl Target {
             format!("label=query,url={b}/to-query"),
             format!("label=https,url={b}/to-https"),
             format!("label=chain,url={b}/chain"),
+            format!("label=slow,url={b}/slow"),
         ]
         .join(";\n")
     }
@@ -247,7 +253,7 @@ fn the_server_initializes_and_lists_its_tools_and_targets_without_urls() {
     assert_eq!(
         labels,
         [
-            "token", "big", "hop", "hop303", "away", "query", "https", "chain"
+            "token", "big", "hop", "hop303", "away", "query", "https", "chain", "slow"
         ]
     );
     assert_eq!(targets[0]["description"], "Token endpoint");
@@ -491,6 +497,55 @@ fn redirects_are_followed_only_to_allowlisted_targets_and_within_the_limit() {
     assert_eq!(kept["status_code"], 302, "{kept}");
     assert_eq!(kept["headers"]["Location"], json!(["/not-listed"]));
     assert!(!target.paths().contains(&"/not-listed".to_string()));
+}
+
+#[test]
+fn a_call_ends_at_its_timeout_and_a_unix_socket_target_is_dialled_by_path() {
+    let target = Target::start();
+    let dir = TempDir::new("harpoon-unix");
+    let socket = dir.path().join("idp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind the socket");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let _unix = Server::start_unix(listener, socket.clone(), Limits::default(), move |req| {
+        record
+            .lock()
+            .unwrap()
+            .push((req.target.clone(), req.header("Host").map(str::to_string)));
+        Response::new(200, "over the socket")
+    })
+    .expect("serve the socket");
+    let targets = format!(
+        "{};label=sock,url=https://idp.internal/oauth/token,unix-socket={},desc=via socket",
+        target.targets(),
+        socket.display()
+    );
+    // An https:// URL over a Unix socket would need TLS there; plaintext keeps the test small.
+    let targets = targets.replace("url=https://idp.internal", "url=http://idp.internal");
+    let s = setup(&[
+        ("HARPOON_TARGETS", &targets),
+        ("HARPOON_ALLOW_PLAINTEXT_HTTP", "true"),
+    ]);
+
+    let started = std::time::Instant::now();
+    let late = refused(
+        &s,
+        json!({"label": "slow", "method": "GET", "timeout_ms": 300}),
+    );
+    assert!(late.contains("label slow: timeout"), "{late}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let over_socket = call(&s, json!({"label": "sock", "method": "GET"}));
+    assert_eq!(over_socket["status_code"], 200, "{over_socket}");
+    assert_eq!(over_socket["body_base64"], base64(b"over the socket"));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("/oauth/token".to_string(), Some("idp.internal".to_string()))]
+    );
 }
 
 #[test]
