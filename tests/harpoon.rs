@@ -232,6 +232,11 @@ fn the_server_initializes_and_lists_its_tools_and_targets_without_urls() {
         "{init}"
     );
 
+    let initialized = s
+        .harpoon
+        .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    assert_eq!(initialized.status, 202, "{initialized:#?}");
+
     let tools = s
         .harpoon
         .post(&rpc_request(2, "tools/list", json!({})))

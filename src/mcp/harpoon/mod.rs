@@ -329,3 +329,89 @@ fn reply(body: Value) -> Outcome {
         Err(_) => Outcome::Reply(Reply::error_json(500, String::from("{}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HarpoonTarget;
+
+    fn server() -> Harpoon {
+        let cfg = HarpoonConfig {
+            targets: vec![HarpoonTarget {
+                label: "auth".into(),
+                url: "https://auth.example/token".into(),
+                unix_socket: None,
+                description: String::new(),
+            }],
+            net: HopNet::direct(),
+            ..HarpoonConfig::default()
+        };
+        Harpoon::new(&cfg).unwrap().expect("a server")
+    }
+
+    fn answer(h: &Harpoon, message: &str) -> (u16, Option<Value>) {
+        let raw = RawValue::from_string(message.to_string()).unwrap();
+        match h.call(&raw, None) {
+            Outcome::Reply(r) => (
+                r.resp_code,
+                r.resp_json.map(|j| serde_json::from_str(j.get()).unwrap()),
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_targets_no_server() {
+        assert!(Harpoon::new(&HarpoonConfig::default()).unwrap().is_none());
+    }
+
+    #[test]
+    fn it_speaks_json_rpc_and_keeps_the_exact_id() {
+        let h = server();
+        let (code, body) = answer(
+            &h,
+            r#"{"jsonrpc":"2.0","id":18446744073709551617,"method":"initialize","params":{"protocolVersion":"1999-01-01"}}"#,
+        );
+        let body = body.unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(body["id"].to_string(), "18446744073709551617");
+        assert_eq!(body["result"]["protocolVersion"], PROTOCOLS[0]);
+        let (code, body) = answer(
+            &h,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        );
+        assert_eq!((code, body), (202, None));
+        let (_, body) = answer(&h, r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#);
+        assert_eq!(body.unwrap()["result"], json!({}));
+        let (_, body) = answer(&h, r#"{"jsonrpc":"2.0","id":1,"method":"resources/list"}"#);
+        assert_eq!(body.unwrap()["error"]["code"], -32601);
+        let (_, body) = answer(&h, r#"[1,2]"#);
+        assert_eq!(body.unwrap()["error"]["code"], -32600);
+        let (_, body) = answer(
+            &h,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"call_target","arguments":[]}}"#,
+        );
+        assert_eq!(body.unwrap()["error"]["code"], -32602);
+    }
+
+    #[test]
+    fn list_target_filters_match_configured_targets_only() {
+        let h = server();
+        let list = |args: &str| {
+            let (_, body) = answer(
+                &h,
+                &format!(
+                    r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"list_targets","arguments":{args}}}}}"#
+                ),
+            );
+            body.unwrap()["result"]["structuredContent"]["targets"]
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        assert_eq!(list("{}"), 1);
+        assert_eq!(list(r#"{"categories":["config"],"sources":["CONFIG"]}"#), 1);
+        assert_eq!(list(r#"{"categories":["oauth"]}"#), 0);
+        assert_eq!(list(r#"{"tags":["token-endpoint"]}"#), 0);
+    }
+}
