@@ -414,9 +414,8 @@ pub const RUN_OPTIONS: &[Opt] = &[
         flag: HARPOON_TARGET,
         env: &["HARPOON_TARGETS"],
         default: Some(""),
-        help: "Harpoon target label=NAME,url=URL[,unix-socket=PATH][,desc=TEXT]: an HTTP endpoint \
-         the embedded MCP server on channel harpoon may call (repeatable; in the variable one per \
-         line or ;-separated). With at least one, channel harpoon is declared and served.",
+        help: "Harpoon target label=NAME,url=URL[,unix-socket=PATH][,desc=TEXT] the server on \
+         channel harpoon may call; repeatable (variable: lines or ;). None: no channel harpoon.",
         repeatable: true,
         ..Opt::BASE
     },
@@ -432,24 +431,22 @@ pub const RUN_OPTIONS: &[Opt] = &[
         flag: HARPOON_MAX_BYTES,
         env: &["HARPOON_MAX_RESPONSE_BYTES"],
         default: Some("102400"),
-        help: "Most response (and request) body bytes of one Harpoon call, 1 to 102400; the \
-         ceiling and default of a call's max_response_bytes.",
+        help: "Most body bytes of one Harpoon call (1-102400): ceiling of max_response_bytes.",
         ..Opt::BASE
     },
     Opt {
         flag: HARPOON_MAX_REDIRECTS,
         env: &["HARPOON_MAX_REDIRECTS"],
         default: Some("5"),
-        help: "Most redirects one Harpoon call follows, 0 to 5; the ceiling and default of a \
-         call's max_redirects. Only redirects to another allowlisted target URL are followed.",
+        help: "Most redirects one Harpoon call follows (0-5), each to a target: ceiling of \
+         max_redirects.",
         ..Opt::BASE
     },
     Opt {
         flag: HARPOON_HTTP_PROXY,
         env: &["HARPOON_HTTP_PROXY"],
         default: Some(""),
-        help: "Proxy for Harpoon calls (URL or env:VAR); default --http-proxy, else the proxy \
-         environment variables.",
+        help: "Proxy for Harpoon calls (URL or env:VAR); default --http-proxy, else the proxy variables.",
         ..Opt::BASE
     },
     Opt {
