@@ -183,6 +183,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             connection_max_ttl: Duration::from_secs(600),
             startup_wait_timeout: Duration::ZERO,
             discovery: Default::default(),
+            harpoon: Default::default(),
         },
         drain_timeout: Duration::from_secs(5),
         log: config::LogConfig::stderr(level),

@@ -108,13 +108,19 @@ fn connection_nominated<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -
 
 /// The command headers that may be sent to the MCP server, in their original order.
 pub fn forwardable(headers: &[(String, String)]) -> Vec<(String, String)> {
+    forwardable_except(headers, &[])
+}
+
+/// [`forwardable`], except that the (lowercase) names in `allowed` pass unless a `Connection`
+/// header nominates them: a Harpoon caller sets its own body's `Content-Type`.
+pub fn forwardable_except(headers: &[(String, String)], allowed: &[&str]) -> Vec<(String, String)> {
     let nominated = connection_nominated(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     headers
         .iter()
         .filter(|(name, _)| {
             let lower = name.to_ascii_lowercase();
             is_token(name)
-                && !BLOCKED_FORWARD.contains(&lower.as_str())
+                && (allowed.contains(&lower.as_str()) || !BLOCKED_FORWARD.contains(&lower.as_str()))
                 && !BLOCKED_FORWARD_PREFIXES
                     .iter()
                     .any(|p| lower.starts_with(p))

@@ -49,7 +49,7 @@
 //! | 4 | [`config`] | flags + environment → one validated, immutable [`config::RunConfig`] |
 //! | 5 | [`logging`] | log format; third-party crates capped so nothing secret is logged |
 //! | 5 | [`control_plane`] | metadata, poll and response calls with their retries |
-//! | 5 | [`mcp`] | transports to the MCP server (Streamable HTTP, SSE, stdio) and its session steps |
+//! | 5 | [`mcp`] | transports to the MCP server (Streamable HTTP, SSE, stdio), its session steps, and the embedded Harpoon server |
 //! | 5 | [`ops`] | readiness, metrics, health server, systemd notification, pid file |
 //! | 6 | [`dispatch`] | poll loop, queue, workers (admit → call → settle), deadlines, drain |
 //! | 7 | [`client`] | `mcp-tunnel run`: wiring and signals |

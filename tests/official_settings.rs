@@ -631,11 +631,18 @@ const HONOURED: &[(&str, &str)] = &[
     ("--profile", "TUNNEL_CLIENT_PROFILE"),
     ("--profile-dir", "TUNNEL_CLIENT_PROFILE_DIR"),
     ("--profile-file", "TUNNEL_CLIENT_PROFILE_FILE"),
+    ("--harpoon.target", "HARPOON_TARGETS"),
+    (
+        "--harpoon.allow-plaintext-http",
+        "HARPOON_ALLOW_PLAINTEXT_HTTP",
+    ),
+    ("--harpoon.max-response-bytes", "HARPOON_MAX_RESPONSE_BYTES"),
+    ("--harpoon.max-redirects", "HARPOON_MAX_REDIRECTS"),
+    ("--harpoon.http-proxy", "HARPOON_HTTP_PROXY"),
 ];
 
 /// Those it refuses when given: running without them would behave differently.
 const REFUSED: &[(&str, &str)] = &[
-    ("--harpoon.target", "HARPOON_TARGETS"),
     ("--cloudflared.managed", "CLOUDFLARED_MANAGED"),
     ("--cloudflared.token", "CLOUDFLARED_TUNNEL_TOKEN"),
     ("--embedded-mcp-stub", ""),
@@ -647,13 +654,6 @@ const REFUSED: &[(&str, &str)] = &[
 
 /// Those it accepts with a warning: parts it does not ship, which change nothing on the wire.
 const IGNORED: &[(&str, &str)] = &[
-    (
-        "--harpoon.allow-plaintext-http",
-        "HARPOON_ALLOW_PLAINTEXT_HTTP",
-    ),
-    ("--harpoon.max-response-bytes", "HARPOON_MAX_RESPONSE_BYTES"),
-    ("--harpoon.max-redirects", "HARPOON_MAX_REDIRECTS"),
-    ("--harpoon.http-proxy", "HARPOON_HTTP_PROXY"),
     (
         "--harpoon.additional-transport",
         "HARPOON_ADDITIONAL_TRANSPORTS",

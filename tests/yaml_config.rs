@@ -102,7 +102,13 @@ fn full_config(base_url: &str, mcp_url: &str) -> String {
          \x20   X-Mcp: env:MCP_HEADER\n\
          \x20 connection_max_ttl: 5m\n\
          \x20 max_concurrent_requests: 4\n\
-         \x20 startup_wait_timeout: 3s\n"
+         \x20 startup_wait_timeout: 3s\n\
+         harpoon:\n\
+         \x20 targets:\n\
+         \x20   - label: idp\n\
+         \x20     url: https://idp.internal/token\n\
+         \x20     description: the token endpoint\n\
+         \x20 max_redirects: 2\n"
     )
 }
 
@@ -131,6 +137,11 @@ fn full_env(builder: ClientBuilder, base_url: &str, mcp_url: &str) -> ClientBuil
         ("MCP_CONNECTION_MAX_TTL", "5m"),
         ("MCP_MAX_CONCURRENT_REQUESTS", "4"),
         ("MCP_STARTUP_WAIT_TIMEOUT", "3s"),
+        (
+            "HARPOON_TARGETS",
+            "label=idp,url=https://idp.internal/token,desc=the token endpoint",
+        ),
+        ("HARPOON_MAX_REDIRECTS", "2"),
     ]
     .into_iter()
     .fold(builder, |b, (k, v)| b.env(k, v))
@@ -171,7 +182,7 @@ fn a_config_of_the_documented_schema_gives_the_same_settings_as_the_environment(
         );
         from_file += usize::from(origin.starts_with("yaml "));
     }
-    assert_eq!(from_file, 19, "{from_yaml:#?}");
+    assert_eq!(from_file, 21, "{from_yaml:#?}");
     // The origin names the file, the line and the key.
     let (_, origin) = origin_of(&from_yaml, "--control-plane.max-inflight");
     assert_eq!(
@@ -392,8 +403,8 @@ fn every_bad_config_exits_2_naming_the_key_and_line_and_never_a_secret() {
         ),
         (
             "harpoon-target",
-            format!("{head}{server}harpoon:\n  targets:\n    - label: idp\n      url: https://i\n"),
-            &[":10: harpoon.targets[0]: is not supported"],
+            format!("{head}{server}harpoon:\n  targets:\n    - label: idp\n      url: ftp://i\n"),
+            &[":10: harpoon.targets[0]: target idp: key url must be an absolute https:// URL"],
         ),
     ];
     for (name, text, needles) in cases {

@@ -15,11 +15,13 @@
 //! | [`run`] | building and validating [`RunConfig`] from that table |
 //! | [`network`] | `run`'s outbound networking: CA roots, proxies, client certificates per hop |
 //! | [`channels`] | the `--mcp.server-url` / `--mcp.command` channel-entry grammar |
+//! | [`harpoon`] | the `--harpoon.*` targets and limits of the embedded server on channel `harpoon` |
 //!
 //! Every error is a [`ConfigError`] naming the flag or variable at fault, never a secret's value.
 //! This module sits below everything that consumes its settings and imports none of them.
 
 pub mod channels;
+pub mod harpoon;
 pub mod log_options;
 pub mod network;
 mod official_options;
@@ -34,6 +36,7 @@ pub mod yaml;
 pub use channels::{
     ChannelConfig, ChannelTransport, MAX_CHANNELS, StdioOptions, StdioSessions, fuzz_channel_entry,
 };
+pub use harpoon::{HarpoonConfig, HarpoonTarget};
 pub use log_options::{
     LOG_FILE, LOG_FORMAT, LOG_LEVEL, LogConfig, LogFormat, log_config, parse_log_level,
 };

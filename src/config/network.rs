@@ -7,8 +7,8 @@
 //! credentials; errors never repeat them.
 
 use super::run_options::{
-    CA_BUNDLE, CA_BUNDLE_SYSTEM, CP_CLIENT_CERT, CP_CLIENT_KEY, CP_HTTP_PROXY, HTTP_PROXY,
-    MCP_CLIENT_CERT, MCP_CLIENT_KEY, MCP_HTTP_PROXY, first_env_var,
+    CA_BUNDLE, CA_BUNDLE_SYSTEM, CP_CLIENT_CERT, CP_CLIENT_KEY, CP_HTTP_PROXY, HARPOON_HTTP_PROXY,
+    HTTP_PROXY, MCP_CLIENT_CERT, MCP_CLIENT_KEY, MCP_HTTP_PROXY, first_env_var,
 };
 use super::table::{ConfigError, Raw, Sources, err};
 use super::values::{parse_bool, proxy_setting};
@@ -21,6 +21,8 @@ pub(super) struct HopNets {
     pub control_plane: HopNet,
     /// What every HTTP channel starts from.
     pub mcp_defaults: HopNet,
+    /// Harpoon's calls: the same roots, no client certificate, its own proxy.
+    pub harpoon: HopNet,
 }
 
 /// Reads the CA, proxy and client-certificate options of both hops. A hop's own proxy wins over
@@ -47,6 +49,14 @@ pub(super) fn hop_nets(src: &Sources<'_>) -> Result<HopNets, ConfigError> {
         proxy: cp_proxy.map_or(ProxyChoice::FromEnvironment, ProxyChoice::Explicit),
         unix_socket: None,
     };
+    let harpoon = HopNet {
+        roots: roots.clone(),
+        identity: None,
+        proxy: proxy_setting(&get(HARPOON_HTTP_PROXY), env)?
+            .or_else(|| global_proxy.clone())
+            .map_or(ProxyChoice::FromEnvironment, ProxyChoice::Explicit),
+        unix_socket: None,
+    };
     let mcp_defaults = HopNet {
         roots,
         identity: identity(&get(MCP_CLIENT_CERT), &get(MCP_CLIENT_KEY), env)?,
@@ -58,6 +68,7 @@ pub(super) fn hop_nets(src: &Sources<'_>) -> Result<HopNets, ConfigError> {
     Ok(HopNets {
         control_plane,
         mcp_defaults,
+        harpoon,
     })
 }
 

@@ -1,4 +1,4 @@
-//! The official client's `run` settings for parts this build does not have (Harpoon,
+//! The official client's `run` settings for parts this build does not have (Harpoon's extras,
 //! cloudflared, the admin UI, …), as option rows appended to [`RUN_OPTIONS`](super::RUN_OPTIONS):
 //! each is refused or ignored by name when given — by a flag, the environment or its key in the
 //! YAML config file. A switch given as false is simply honoured: the part is off.
@@ -12,54 +12,11 @@ pub(super) const OFFICIAL_ONLY: &[Opt] = &[
     Opt {
         repeatable: true,
         ..unsupported(
-            Refused,
-            "--harpoon.target",
-            &["HARPOON_TARGETS"],
-            false,
-            HARPOON,
-        )
-        .in_yaml("harpoon.targets", HARPOON_TARGET)
-    },
-    unsupported(
-        Ignored,
-        "--harpoon.allow-plaintext-http",
-        &["HARPOON_ALLOW_PLAINTEXT_HTTP"],
-        true,
-        NO_TARGETS,
-    )
-    .in_yaml("harpoon.allow_plaintext_http", Scalar),
-    unsupported(
-        Ignored,
-        "--harpoon.max-response-bytes",
-        &["HARPOON_MAX_RESPONSE_BYTES"],
-        false,
-        NO_TARGETS,
-    )
-    .in_yaml("harpoon.max_response_bytes", Scalar),
-    unsupported(
-        Ignored,
-        "--harpoon.max-redirects",
-        &["HARPOON_MAX_REDIRECTS"],
-        false,
-        NO_TARGETS,
-    )
-    .in_yaml("harpoon.max_redirects", Scalar),
-    unsupported(
-        Ignored,
-        "--harpoon.http-proxy",
-        &["HARPOON_HTTP_PROXY"],
-        false,
-        NO_TARGETS,
-    )
-    .in_yaml("harpoon.http_proxy", Scalar),
-    Opt {
-        repeatable: true,
-        ..unsupported(
             Ignored,
             "--harpoon.additional-transport",
             &["HARPOON_ADDITIONAL_TRANSPORTS"],
             false,
-            NO_TARGETS,
+            NO_TRANSPORTS,
         )
         .in_yaml("harpoon.additional_transports", List)
     },
@@ -68,7 +25,7 @@ pub(super) const OFFICIAL_ONLY: &[Opt] = &[
         "--harpoon.capture-payloads",
         &["HARPOON_CAPTURE_PAYLOADS"],
         true,
-        NO_TARGETS,
+        ADMIN_UI,
     )
     .in_yaml("harpoon.capture_payloads", Scalar),
     Opt {
@@ -78,7 +35,7 @@ pub(super) const OFFICIAL_ONLY: &[Opt] = &[
             "--harpoon.hosts-include-suffix",
             &["HARPOON_HOSTS_INCLUDE_SUFFIX"],
             false,
-            NO_TARGETS,
+            AUTO_TARGETS,
         )
         .in_yaml("harpoon.hosts_include_suffix", List)
     },
@@ -89,7 +46,7 @@ pub(super) const OFFICIAL_ONLY: &[Opt] = &[
             "--harpoon.hosts-include-regex",
             &["HARPOON_HOSTS_INCLUDE_REGEX"],
             false,
-            NO_TARGETS,
+            AUTO_TARGETS,
         )
         .in_yaml("harpoon.hosts_include_regex", List)
     },
@@ -98,7 +55,7 @@ pub(super) const OFFICIAL_ONLY: &[Opt] = &[
         "--harpoon.hosts-include-loopback",
         &["HARPOON_HOSTS_INCLUDE_LOOPBACK"],
         true,
-        NO_TARGETS,
+        AUTO_TARGETS,
     )
     .in_yaml("harpoon.hosts_include_loopback", Scalar),
     unsupported(
@@ -106,7 +63,7 @@ pub(super) const OFFICIAL_ONLY: &[Opt] = &[
         "--harpoon.hosts-include-private",
         &["HARPOON_HOSTS_INCLUDE_PRIVATE"],
         true,
-        NO_TARGETS,
+        AUTO_TARGETS,
     )
     .in_yaml("harpoon.hosts_include_private", Scalar),
     unsupported(
@@ -190,20 +147,10 @@ pub(super) const OFFICIAL_ONLY: &[Opt] = &[
     ),
 ];
 
-/// `harpoon.targets[]` as `label=…,url=…,unix-socket=…,desc=…` entries.
-const HARPOON_TARGET: YamlShape = YamlShape::Entries(
-    &[
-        ("label", "label"),
-        ("url", "url"),
-        ("unix_socket", "unix-socket"),
-        ("description", "desc"),
-    ],
-    "label",
-    "",
-);
-
-const HARPOON: &str = "Harpoon (the embedded MCP server on channel harpoon) is not built in yet";
-const NO_TARGETS: &str = "Harpoon is not built in yet, and without targets this has no effect";
+const NO_TRANSPORTS: &str =
+    "Harpoon over the admin/health HTTP server; it is served on channel harpoon only";
+const AUTO_TARGETS: &str = "which hosts count as private when OAuth discovery registers Harpoon \
+                            targets by itself; targets are only the --harpoon.target ones here";
 const CLOUDFLARED: &str = "the cloudflared companion is not shipped";
 const ADMIN_UI: &str = "the embedded admin web UI is not shipped";
 

@@ -16,17 +16,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::channels::{ChannelConfig, StdioOptions, StdioSessions, parse_channels};
+use super::harpoon::{self, HarpoonConfig};
 use super::log_options::{LogConfig, log_config};
 use super::network::hop_nets;
 use super::profile::config_file;
 use super::run_options::{
     API_KEY, BASE_URL, CP_CLIENT_KEY, CP_EXTRA_HEADERS, CP_HTTP_PROXY, DEFAULT_BASE_URL,
-    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HEALTH_LISTEN, HEALTH_UNIX_SOCKET,
-    HEALTH_URL_FILE, HTTP_PROXY, LOG_HTTP_RAW, MAX_INFLIGHT, MCP_CLIENT_KEY, MCP_COMMAND,
-    MCP_CONN_TTL, MCP_DISCOVERY_ALLOW, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS, MCP_HTTP_PROXY,
-    MCP_MAX_CONCURRENT, MCP_MAX_STREAMS, MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT, MCP_STDIO_IDLE,
-    MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE, POLL_CHANNELS,
-    POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
+    DEFAULT_MTLS_BASE_URL, DRAIN_TIMEOUT, EXIT_ON_AUTH_FAILURE, HARPOON_HTTP_PROXY,
+    HARPOON_MAX_BYTES, HARPOON_MAX_REDIRECTS, HARPOON_PLAINTEXT, HARPOON_TARGET, HEALTH_LISTEN,
+    HEALTH_UNIX_SOCKET, HEALTH_URL_FILE, HTTP_PROXY, LOG_HTTP_RAW, MAX_INFLIGHT, MCP_CLIENT_KEY,
+    MCP_COMMAND, MCP_CONN_TTL, MCP_DISCOVERY_ALLOW, MCP_DISCOVERY_HEADERS, MCP_EXTRA_HEADERS,
+    MCP_HTTP_PROXY, MCP_MAX_CONCURRENT, MCP_MAX_STREAMS, MCP_REQUIRE_DISCOVERY, MCP_STARTUP_WAIT,
+    MCP_STDIO_IDLE, MCP_STDIO_MAX_SESSIONS, MCP_STDIO_SESSIONS, MCP_URL, ORGANIZATION_ID, PID_FILE,
+    POLL_CHANNELS, POLL_GUARDRAIL, POLL_TIMEOUT, RUN_OPTIONS, TUNNEL_ID, URL_PATH,
 };
 use super::table::{ConfigError, Raw, Sources, Unsupported, env_file_layer, err};
 use super::values::{
@@ -86,6 +88,8 @@ pub struct McpConfig {
     pub startup_wait_timeout: Duration,
     /// OAuth discovery for `main` (the `oauth_discovery` command).
     pub discovery: DiscoveryConfig,
+    /// The embedded server on channel `harpoon`; off without targets.
+    pub harpoon: HarpoonConfig,
 }
 
 /// Settings of OAuth discovery.
@@ -260,7 +264,21 @@ fn build(src: &Sources<'_>, mut notices: Vec<String>) -> Result<RunConfig, Confi
         &stdio_defaults,
         env,
     )?;
-    let (poll_channels, channels) = poll_channels(src, channels)?;
+    let mut harpoon = harpoon_config(src, nets.harpoon)?;
+    if let Some(raw) = (src.values(MCP_URL).iter().chain(&src.values(MCP_COMMAND)))
+        .find(|r| r.value.trim_start().starts_with("channel=harpoon,"))
+    {
+        return Err(err(
+            &raw.source,
+            "channel harpoon is reserved for the embedded Harpoon server; \
+             configure it with --harpoon.target",
+        ));
+    }
+    let (poll_channels, channels) = poll_channels(src, channels, !harpoon.targets.is_empty())?;
+    // An allowlist without harpoon turns the embedded server off like any other channel.
+    if !poll_channels.is_empty() && !poll_channels.iter().any(|c| c == harpoon::CHANNEL) {
+        harpoon.targets.clear();
+    }
     let max_concurrent = count(&get(MCP_MAX_CONCURRENT), 1, 1_000)?;
     let max_streams = count(&get(MCP_MAX_STREAMS), 0, 1_000)?;
     let mcp_extra_headers = header_set(&src.values(MCP_EXTRA_HEADERS), env)?;
@@ -334,6 +352,7 @@ fn build(src: &Sources<'_>, mut notices: Vec<String>) -> Result<RunConfig, Confi
             connection_max_ttl,
             startup_wait_timeout,
             discovery,
+            harpoon,
         },
         drain_timeout,
         log,
@@ -347,6 +366,7 @@ fn build(src: &Sources<'_>, mut notices: Vec<String>) -> Result<RunConfig, Confi
 fn poll_channels(
     src: &Sources<'_>,
     channels: Vec<ChannelConfig>,
+    harpoon_on: bool,
 ) -> Result<(Vec<String>, Vec<ChannelConfig>), ConfigError> {
     let mut listed: Vec<String> = Vec::new();
     for raw in src.values(POLL_CHANNELS) {
@@ -359,7 +379,12 @@ fn poll_channels(
                 ))
             } else if listed.iter().any(|n| n == name) {
                 Some(format!("names channel {name} twice"))
-            } else if !channels.iter().any(|c| c.name == name) {
+            } else if name == harpoon::CHANNEL && !harpoon_on {
+                Some(format!(
+                    "names channel {name}, which has no MCP server here: the embedded Harpoon \
+                     server needs at least one --harpoon.target"
+                ))
+            } else if name != harpoon::CHANNEL && !channels.iter().any(|c| c.name == name) {
                 Some(format!(
                     "names channel {name}, which has no MCP server here; configure it with \
                      --mcp.server-url or --mcp.command"
@@ -407,6 +432,23 @@ fn unsupported_settings(src: &Sources<'_>) -> Result<Vec<String>, ConfigError> {
     Ok(notices)
 }
 
+/// The `--harpoon.*` settings; `net` is Harpoon's networking from [`hop_nets`].
+fn harpoon_config(src: &Sources<'_>, net: HopNet) -> Result<HarpoonConfig, ConfigError> {
+    let allow_plaintext_http = parse_bool(&src.get(HARPOON_PLAINTEXT))?;
+    let plaintext_key = format!("{HARPOON_PLAINTEXT} (HARPOON_ALLOW_PLAINTEXT_HTTP)");
+    Ok(HarpoonConfig {
+        targets: harpoon::parse_targets(
+            &src.values(HARPOON_TARGET),
+            allow_plaintext_http,
+            &plaintext_key,
+        )?,
+        allow_plaintext_http,
+        max_response_bytes: count(&src.get(HARPOON_MAX_BYTES), 1, harpoon::MAX_RESPONSE_BYTES)?,
+        max_redirects: count(&src.get(HARPOON_MAX_REDIRECTS), 0, harpoon::MAX_REDIRECTS)?,
+        net,
+    })
+}
+
 /// The header the organization id travels in.
 pub const ORGANIZATION_HEADER: &str = "OpenAI-Organization";
 
@@ -438,6 +480,7 @@ pub(super) const SECRET_OPTIONS: &[&str] = &[
     HTTP_PROXY,
     CP_HTTP_PROXY,
     MCP_HTTP_PROXY,
+    HARPOON_HTTP_PROXY,
 ];
 
 /// Every environment variable that holds (or that an `env:` reference points at) a secret.

@@ -54,6 +54,11 @@ pub(super) const PID_FILE: &str = "--pid.file";
 pub(super) const PID_FILE_ALIAS: &str = "--pid-file";
 pub(super) const EXIT_ON_AUTH_FAILURE: &str = "--exit-on-auth-failure";
 pub(super) const LOG_HTTP_RAW: &str = "--log.http-raw-unsafe";
+pub(super) const HARPOON_TARGET: &str = "--harpoon.target";
+pub(super) const HARPOON_PLAINTEXT: &str = "--harpoon.allow-plaintext-http";
+pub(super) const HARPOON_MAX_BYTES: &str = "--harpoon.max-response-bytes";
+pub(super) const HARPOON_MAX_REDIRECTS: &str = "--harpoon.max-redirects";
+pub(super) const HARPOON_HTTP_PROXY: &str = "--harpoon.http-proxy";
 
 /// Options that resolve `env:`/`file:` references themselves (a YAML file passes them on).
 pub(super) const REFERENCE_OPTIONS: &[&str] = &[
@@ -495,7 +500,64 @@ const OWN_OPTIONS: &[Opt] = &[
         help: "Read this profile file (a path ending in .yaml) instead of --config or --profile.",
         ..Opt::BASE
     },
+    // Harpoon, the embedded MCP server on channel `harpoon` (see `super::harpoon`).
+    Opt {
+        flag: HARPOON_TARGET,
+        env: &["HARPOON_TARGETS"],
+        default: Some(""),
+        help: "Harpoon target label=NAME,url=URL[,unix-socket=PATH][,desc=TEXT] the server on \
+         channel harpoon may call; repeatable (variable: lines or ;). None: no channel harpoon.",
+        repeatable: true,
+        ..Opt::BASE
+    }
+    .in_yaml("harpoon.targets", HARPOON_TARGET_ENTRY),
+    Opt {
+        flag: HARPOON_PLAINTEXT,
+        env: &["HARPOON_ALLOW_PLAINTEXT_HTTP"],
+        default: Some("false"),
+        help: "Allow plaintext http:// Harpoon targets (and redirects to them).",
+        switch: true,
+        ..Opt::BASE
+    }
+    .in_yaml("harpoon.allow_plaintext_http", YamlShape::Scalar),
+    Opt {
+        flag: HARPOON_MAX_BYTES,
+        env: &["HARPOON_MAX_RESPONSE_BYTES"],
+        default: Some("102400"),
+        help: "Most body bytes of one Harpoon call (1-102400): ceiling of max_response_bytes.",
+        ..Opt::BASE
+    }
+    .in_yaml("harpoon.max_response_bytes", YamlShape::Scalar),
+    Opt {
+        flag: HARPOON_MAX_REDIRECTS,
+        env: &["HARPOON_MAX_REDIRECTS"],
+        default: Some("5"),
+        help: "Most redirects one Harpoon call follows (0-5), each to a target: ceiling of \
+         max_redirects.",
+        ..Opt::BASE
+    }
+    .in_yaml("harpoon.max_redirects", YamlShape::Scalar),
+    Opt {
+        flag: HARPOON_HTTP_PROXY,
+        env: &["HARPOON_HTTP_PROXY"],
+        default: Some(""),
+        help: "Proxy for Harpoon calls (URL or env:VAR); default --http-proxy, else the proxy variables.",
+        ..Opt::BASE
+    }
+    .in_yaml("harpoon.http_proxy", YamlShape::Scalar),
 ];
+
+/// `harpoon.targets[]` as `label=…,url=…,unix-socket=…,desc=…` entries of `--harpoon.target`.
+const HARPOON_TARGET_ENTRY: YamlShape = YamlShape::Entries(
+    &[
+        ("label", "label"),
+        ("url", "url"),
+        ("unix_socket", "unix-socket"),
+        ("description", "desc"),
+    ],
+    "label",
+    "",
+);
 
 /// Every option of `run`, in `--help` order: ours, then the official settings we lack.
 pub const RUN_OPTIONS: &[Opt] =

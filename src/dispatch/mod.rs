@@ -40,11 +40,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::config::harpoon::CHANNEL as HARPOON_CHANNEL;
 use crate::config::{ChannelTransport, DiscoveryConfig, RunConfig};
 use crate::contain;
 use crate::control_plane::ControlPlane;
 use crate::deadline;
 use crate::mcp::Transport;
+use crate::mcp::harpoon::Harpoon;
 use crate::mcp::http::HttpTransport;
 use crate::mcp::stdio::StdioTransport;
 use crate::ops::health::Report;
@@ -133,6 +135,15 @@ impl Tunnel {
                 proc_affinity: transport.proc_affinity(),
             });
             channels.insert(channel.name.clone(), transport);
+        }
+        // Channel harpoon exists (and is declared) only while it has a target.
+        if let Some(harpoon) = Harpoon::new(&cfg.mcp.harpoon)? {
+            let transport = Transport::Harpoon(harpoon);
+            info.push(ChannelInfo {
+                name: HARPOON_CHANNEL.to_string(),
+                proc_affinity: transport.proc_affinity(),
+            });
+            channels.insert(HARPOON_CHANNEL.to_string(), transport);
         }
         let control = ControlPlane::new(&cfg.control_plane, &info, cfg.mcp.max_concurrent)?;
         let cp = &cfg.control_plane;
@@ -372,7 +383,7 @@ impl Report for Tunnel {
             .map(|(name, t)| {
                 let restarts = match t {
                     Transport::Stdio(s) => Some(s.restarts()),
-                    Transport::Http(_) => None,
+                    Transport::Http(_) | Transport::Harpoon(_) => None,
                 };
                 (name.clone(), (self.health.channel_up(name), restarts))
             })

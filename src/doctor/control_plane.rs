@@ -50,7 +50,7 @@ pub(super) fn check_metadata(cfg: &RunConfig, hop: &Hop<'_>, report: &mut Report
             return;
         }
     };
-    let channels: Vec<ChannelInfo> = cfg
+    let mut channels: Vec<ChannelInfo> = cfg
         .mcp
         .channels
         .iter()
@@ -59,6 +59,13 @@ pub(super) fn check_metadata(cfg: &RunConfig, hop: &Hop<'_>, report: &mut Report
             proc_affinity: matches!(c.transport, ChannelTransport::Stdio { .. }),
         })
         .collect();
+    // As `run` declares it: the embedded server, while it has a target.
+    if !cfg.mcp.harpoon.targets.is_empty() {
+        channels.push(ChannelInfo {
+            name: crate::config::harpoon::CHANNEL.to_string(),
+            proc_affinity: true,
+        });
+    }
     let url = cp.tunnel_url();
     let mut req = agent.get(&url);
     for (name, value) in &cp.extra_headers {

@@ -2,7 +2,10 @@
 //! transport takes one command's message and returns one [`Reply`] (or reports the deadline
 //! passed), handing notifications to a callback as they arrive. [`session`] holds the MCP
 //! session's own steps (initialize, tools/list, the end), spoken through these transports.
+//! [`harpoon`] is the one MCP server of our own behind a transport: channel `harpoon`, answered
+//! in memory.
 
+pub mod harpoon;
 pub mod http;
 pub mod oauth_discovery;
 pub mod server_requests;
@@ -98,6 +101,8 @@ pub enum Outcome {
 pub enum Transport {
     Http(http::HttpTransport),
     Stdio(stdio::StdioTransport),
+    /// The embedded Harpoon server (channel `harpoon`).
+    Harpoon(harpoon::Harpoon),
 }
 
 impl Transport {
@@ -112,6 +117,7 @@ impl Transport {
         match self {
             Transport::Http(t) => t.call(message, command_headers, deadline, on_notify),
             Transport::Stdio(t) => t.call(message, command_headers, deadline, on_notify),
+            Transport::Harpoon(h) => h.call(message, deadline),
         }
     }
 
@@ -132,6 +138,7 @@ impl Transport {
                 t.call_cancellable(message, command_headers, deadline, on_notify, cancel)
             }
             Transport::Stdio(t) => t.call(message, command_headers, deadline, on_notify),
+            Transport::Harpoon(h) => h.call(message, deadline),
         }
     }
 
@@ -151,7 +158,9 @@ impl Transport {
         let in_session = command_headers
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"));
-        if matches!(self, Transport::Http(_)) && !in_session {
+        if matches!(self, Transport::Harpoon(_))
+            || matches!(self, Transport::Http(_)) && !in_session
+        {
             return;
         }
         let notice = serde_json::json!({
@@ -206,6 +215,11 @@ impl Transport {
             (Transport::Stdio(t), StreamOpen::Get) => {
                 t.hold_stream(command_headers, deadline, sink, cancel)
             }
+            // Harpoon sends nothing unasked: no stream to hold.
+            (Transport::Harpoon(_), _) => Outcome::Reply(Reply::error_json(
+                405,
+                r#"{"error":"harpoon holds no streams"}"#.to_string(),
+            )),
         }
     }
 
@@ -218,13 +232,21 @@ impl Transport {
         match self {
             Transport::Http(t) => t.terminate_session(command_headers, deadline),
             Transport::Stdio(t) => t.terminate_session(command_headers),
+            Transport::Harpoon(_) => Outcome::Reply(Reply {
+                resp_json: None,
+                resp_headers: Headers::new(),
+                resp_code: 200,
+                resp_type: RespType::SessionTerminationResponse,
+                failure: None,
+            }),
         }
     }
 
     /// Whether one MCP session must stay on this client instance: a stdio server keeps session
-    /// state in its one process.
+    /// state in its one process; the in-memory Harpoon server is declared so too (the official
+    /// client's rule).
     pub fn proc_affinity(&self) -> bool {
-        matches!(self, Transport::Stdio(_))
+        matches!(self, Transport::Stdio(_) | Transport::Harpoon(_))
     }
 
     /// Stops what the transport runs (a stdio child); waits at most `timeout`.
