@@ -67,7 +67,7 @@ impl Relay {
                 TunnelGauges {
                     name: r.name.clone(),
                     queued: hub.queued_len(),
-                    capacity: hub.queue_capacity(),
+                    capacity: self.cfg.queue_capacity,
                     instances: hub.live_instances(),
                     connected: hub.connected(),
                 }

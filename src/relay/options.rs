@@ -303,7 +303,8 @@ pub fn parse_config(
     let metrics_listen = src.get(METRICS_LISTEN);
     let metrics_listen = match metrics_listen.value.trim() {
         "" => None,
-        same if same == listen.trim() => {
+        // (Port 0 on both is two ephemeral ports, as tests use.)
+        same if same == listen.trim() && !same.ends_with(":0") => {
             return Err(config::err(
                 &metrics_listen.source,
                 "must differ from --listen: metrics are never served on the public listener",

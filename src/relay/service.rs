@@ -77,7 +77,10 @@ impl Report for RelayReport {
 /// Starts the `--metrics-listen` server.
 pub fn metrics_server(relay: &Arc<Relay>, addr: &str) -> Result<HealthServer, String> {
     let server = HealthServer::start(addr, None, Arc::new(RelayReport(Arc::clone(relay))))?;
-    log::info!("metrics on http://{addr}/metrics (not public: keep it so)");
+    log::info!(
+        "metrics listening on http://{} (/metrics, /healthz, /readyz; not public: keep it so)",
+        server.local_addr()
+    );
     Ok(server)
 }
 

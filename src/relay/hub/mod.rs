@@ -771,27 +771,6 @@ impl TunnelHub {
     pub fn queued_len(&self) -> usize {
         self.lock().queue.len()
     }
-
-    /// Client instances of this node counted as connected (for metrics).
-    pub fn live_instances(&self) -> usize {
-        let inner = self.lock();
-        let now = Instant::now();
-        inner
-            .instances
-            .values()
-            .filter(|i| self.alive(i, now))
-            .count()
-    }
-
-    /// Wakes every held poll, so that a draining relay's polls see their stop at once.
-    pub fn wake_polls(&self) {
-        self.queued.notify_all();
-    }
-
-    /// The queue's capacity (`--queue-capacity`).
-    pub fn queue_capacity(&self) -> usize {
-        self.limits.queue_capacity
-    }
 }
 
 #[cfg(test)]
