@@ -9,6 +9,10 @@
 //! | `OPTIONS /v1/mcp/…` | browsers' CORS preflights (no key) | [`cors`] |
 //! | `GET /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]` | MCP hosts (no key) | [`oauth`] |
 //! | `GET /healthz` | load balancers | here |
+//! | `GET /metrics`, `/healthz`, `/readyz` on `--metrics-listen` only | Prometheus, probes | [`metrics`], [`service`] |
+//!
+//! Each connector request is counted ([`metrics`]) and may be written to the audit log
+//! ([`audit`]) by [`observe`]; SIGTERM drains ([`service`]).
 //!
 //! On `/v1/mcp/…` every error the relay makes is a JSON-RPC error object ([`mcp_error`]); the
 //! control plane keeps the contract's `{"error":{"message","type","code"}}` ([`api_error`]).

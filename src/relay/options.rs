@@ -402,7 +402,8 @@ pub fn help() -> String {
         "\nEndpoints:\n  /v1/tunnels/{id}[/poll|/response]   tunnel clients (runtime key)\n  \
          /v1/mcp/{id}[/{channel}]            MCP hosts (connector key, or passthrough)\n  \
          /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]   OAuth metadata\n  \
-         /healthz                            liveness\n",
+         /healthz                            liveness (503 while draining)\n  \
+         /metrics, /healthz, /readyz         on --metrics-listen only, never on --listen\n",
     );
     text
 }
