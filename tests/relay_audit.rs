@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Connector, PROMPTLY, Poller, RelayBuilder, TempDir, add_tunnel, http_get, request_id_of,
-    rpc_request, shard_token_of,
+    Connector, FakeMcp, McpReply, PROMPTLY, Poller, RelayBuilder, SseEvent, TempDir, add_tunnel,
+    http_get, request_id_of, rpc_request, sample, shard_token_of, tunnel_client,
 };
 
 const NAME: &str = "audited";
@@ -200,4 +200,62 @@ fn audit_lines_name_the_call_and_never_its_arguments_results_keys_or_sessions() 
     );
     let log = relay.stop_and_collect_output();
     assert!(!log.contains("argument-secret-1"), "{log}");
+}
+
+#[test]
+fn a_long_lived_stream_is_audited_when_it_opens_and_when_it_closes() {
+    let dir = TempDir::new("relay-audit-stream");
+    let tunnel = add_tunnel(&dir.tunnels_file(), NAME);
+    let audit = dir.path().join("audit.log");
+    let relay = RelayBuilder::new(&dir.tunnels_file())
+        .option("--audit-log", audit.to_str().unwrap())
+        .option("--metrics-listen", "127.0.0.1:0")
+        .start();
+    let mcp = FakeMcp::start();
+    let update = |seq: u64| {
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+               "params": {"uri": "test://r", "seq": seq}})
+    };
+    mcp.on_get(McpReply::sse(
+        (0..3)
+            .map(|i| SseEvent::message(Duration::from_millis(50), &update(i)))
+            .collect(),
+    ));
+    let _client = tunnel_client(&relay, &tunnel, mcp.url()).spawn();
+    let connector = Connector::new(&relay, &tunnel);
+    assert_eq!(connector.wait_until_client_connected().status, 200);
+    let before = lines(&audit, 1).len();
+    let stream = connector
+        .clone()
+        .in_session("stream-session-secret-6")
+        .accepting("text/event-stream")
+        .get();
+    assert_eq!(stream.status, 200, "{stream:#?}");
+    assert_eq!(stream.events.len(), 3, "{stream:#?}");
+    let seen = lines(&audit, before + 2);
+    let events: Vec<&Value> = seen[before..].iter().collect();
+    assert_eq!(events[0]["event"], "stream_open", "{events:?}");
+    assert_eq!(events[1]["event"], "stream_close", "{events:?}");
+    assert_eq!(events[1]["http_method"], "GET");
+    assert_eq!(events[1]["outcome"], "2xx");
+    assert!(
+        events[1]["latency_ms"].as_f64() >= events[0]["latency_ms"].as_f64(),
+        "{events:?}"
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains("stream-session-secret-6"), "{text}");
+    // The stream's metrics: counted once it ended, and no longer in progress.
+    let metrics = http_get(&format!("{}/metrics", relay.metrics_url()), &[]).body;
+    let series = format!(
+        "mcp_tunnel_relay_connector_requests_total{{tunnel=\"{NAME}\",method=\"stream\",outcome=\"2xx\"}}"
+    );
+    assert_eq!(sample(&metrics, &series), Some(1.0), "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "mcp_tunnel_relay_requests_in_progress{kind=\"stream\"}"
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
 }
