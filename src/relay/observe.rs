@@ -99,9 +99,9 @@ impl Relay {
 
     /// The connector route, counted and audited; refused at once while draining.
     pub(super) fn observed_mcp(&self, segments: &[&str], req: Request) -> Response {
+        // A stream's lines are named in `finish`, once it is known to be one.
         let event = match req.method.as_str() {
             "DELETE" => "session_termination",
-            "GET" => "stream_open",
             _ => "connector_request",
         };
         let call = self.call_of(&Head::of(&req), event, segments);
@@ -162,7 +162,6 @@ impl Relay {
             };
             let event = match head.method {
                 "DELETE" => "session_termination",
-                "GET" => "stream_open",
                 _ => "connector_request",
             };
             let call = self.call_of(&req, event, &segments);
