@@ -469,6 +469,22 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_options_default_to_off_and_metrics_never_share_the_public_listener() {
+        let cfg = parse(&[], &[]).unwrap();
+        assert_eq!(cfg.metrics_listen, None);
+        assert_eq!(cfg.audit_log, None);
+        assert_eq!(cfg.pid_file, None);
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        let e = parse(&["--metrics-listen", "127.0.0.1:8000"], &[]).unwrap_err();
+        assert_eq!(e.key, "--metrics-listen", "{e}");
+        let e = parse(&[], &[("RELAY_METRICS_LISTEN", "127.0.0.1:8000")]).unwrap_err();
+        assert_eq!(e.key, "RELAY_METRICS_LISTEN", "{e}");
+        let cfg = parse(&["--drain-timeout", "5s", "--pid.file", "/run/r.pid"], &[]).unwrap();
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.pid_file, Some(PathBuf::from("/run/r.pid")));
+    }
+
+    #[test]
     fn a_bad_cors_origin_is_an_error_naming_its_source() {
         let e = parse(&["--cors-origin", "*"], &[]).unwrap_err();
         assert_eq!(e.key, "--cors-origin");
