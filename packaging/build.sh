@@ -93,6 +93,7 @@ stage_common() {
     "$python" "$here/from_help.py" env "$b" relay > "$st"/etc/mcp-tunnel/relay.env
     chmod 0640 "$st"/etc/mcp-tunnel/mcp-tunnel.env "$st"/etc/mcp-tunnel/relay.env
     install -m 0755 "$here"/sysv/mcp-tunnel "$st"/etc/init.d/mcp-tunnel
+    install -m 0755 "$here"/sysv/mcp-tunnel-relay "$st"/etc/init.d/mcp-tunnel-relay
     install -m 0644 "$here"/logrotate/mcp-tunnel "$st"/etc/logrotate.d/mcp-tunnel
     install -m 0644 "$here"/systemd/mcp-tunnel.service "$here"/systemd/mcp-tunnel-relay.service \
         "$st"/usr/lib/systemd/system/

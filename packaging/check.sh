@@ -119,6 +119,7 @@ done <<'EOF'
 -rw-r----- etc/mcp-tunnel/mcp-tunnel.env
 -rw-r----- etc/mcp-tunnel/relay.env
 -rwxr-xr-x etc/init.d/mcp-tunnel
+-rwxr-xr-x etc/init.d/mcp-tunnel-relay
 -rw-r--r-- etc/logrotate.d/mcp-tunnel
 -rw-r--r-- usr/lib/systemd/system/mcp-tunnel.service
 -rw-r--r-- usr/lib/systemd/system/mcp-tunnel-relay.service
@@ -139,7 +140,7 @@ check "every entry owned by root/root" sh -c "! awk '{print \$2}' '$scratch/deb-
 check "one mtime for every entry (SOURCE_DATE_EPOCH)" sh -c "test \$(awk '{print \$4\" \"\$5}' '$scratch/deb-contents' | sort -u | wc -l) -eq 1"
 mkdir -p "$scratch/control"
 dpkg-deb -e "$deb" "$scratch/control"
-check "conffiles: both env files, init script, logrotate" diff -u packaging/deb/conffiles "$scratch/control/conffiles"
+check "conffiles: both env files, both init scripts, logrotate" diff -u packaging/deb/conffiles "$scratch/control/conffiles"
 for s in postinst prerm postrm; do
     check "$s is executable and valid sh" sh -c "test -x '$scratch/control/$s' && sh -n '$scratch/control/$s'"
 done
@@ -179,6 +180,7 @@ done <<'EOF'
 -rw-r----- root mcp-tunnel /etc/mcp-tunnel/mcp-tunnel.env
 -rw-r----- root mcp-tunnel /etc/mcp-tunnel/relay.env
 -rwxr-xr-x root root /etc/rc.d/init.d/mcp-tunnel
+-rwxr-xr-x root root /etc/rc.d/init.d/mcp-tunnel-relay
 -rw-r--r-- root root /usr/lib/systemd/system/mcp-tunnel.service
 -rw-r--r-- root root /usr/lib/systemd/system/mcp-tunnel-relay.service
 -rw-r--r-- root root /usr/lib/sysusers.d/mcp-tunnel.conf
@@ -409,6 +411,46 @@ if [ "$failed" -ne "$failed_before" ]; then
 fi
 cp "$scratch/env.orig" /etc/mcp-tunnel/mcp-tunnel.env
 rm -f /etc/mcp-tunnel/api-key
+
+# ---------------------------------------------------------------------------------------
+section "the relay's SysV script, for real: start, metrics, audit log, reload, drain on stop"
+failed_before=$failed
+r_port=$(free_port); m_port=$(free_port)
+r_tunnels=/etc/mcp-tunnel/pkgcheck-tunnels.toml
+cp "$tunnels" "$r_tunnels" && chown mcp-tunnel:mcp-tunnel "$r_tunnels"
+cp /etc/mcp-tunnel/relay.env "$scratch/relay.env.orig"
+cat >> /etc/mcp-tunnel/relay.env <<EOF
+RELAY_LISTEN=127.0.0.1:$r_port
+RELAY_TUNNELS_FILE=$r_tunnels
+RELAY_METRICS_LISTEN=127.0.0.1:$m_port
+RELAY_AUDIT_LOG=/var/log/mcp-tunnel/audit.log
+EOF
+get() { "$sys_python" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"; }
+rinit=/etc/init.d/mcp-tunnel-relay
+rpidf=/run/mcp-tunnel/mcp-tunnel-relay.pid
+check "relay init script: start" "$rinit" start
+check "relay init script: status says running" "$rinit" status
+rpid=$(cat "$rpidf" 2>/dev/null || echo none)
+check "relay init script: the relay runs as user mcp-tunnel" test "$(ps -o user:32= -p "$rpid" 2>/dev/null)" = mcp-tunnel
+check "relay init script: /healthz is 200 on RELAY_LISTEN" sh -c "$(declare -f get); sys_python='$sys_python'; get http://127.0.0.1:$r_port/healthz | grep -q ok"
+get "http://127.0.0.1:$m_port/metrics" > "$scratch/relay-metrics.txt" 2>/dev/null || true
+check "relay /metrics on RELAY_METRICS_LISTEN names the tunnel" grep -q 'mcp_tunnel_relay_queue_capacity{tunnel="pkgcheck"}' "$scratch/relay-metrics.txt"
+if command -v promtool >/dev/null 2>&1; then
+    check "relay /metrics passes promtool check metrics" sh -c "promtool check metrics < '$scratch/relay-metrics.txt'"
+fi
+check "relay audit log is 0600, user mcp-tunnel" \
+    test "$(stat -c '%U %a' /var/log/mcp-tunnel/audit.log 2>/dev/null)" = "mcp-tunnel 600"
+"$rinit" reload > /dev/null && sleep 1
+check "relay init script: reload (SIGHUP) keeps the same process" test "$(cat "$rpidf" 2>/dev/null)" = "$rpid"
+check "relay init script: stop (SIGTERM, drained)" "$rinit" stop
+check "relay init script: stopped, no pid file" sh -c "$(declare -f alive gone); gone '$rpid' && test ! -e '$rpidf'"
+check "relay log says it drained" grep -q 'drained' /var/log/mcp-tunnel/mcp-tunnel-relay.log
+if [ "$failed" -ne "$failed_before" ]; then
+    echo "    --- /var/log/mcp-tunnel/mcp-tunnel-relay.log"
+    tail -n 20 /var/log/mcp-tunnel/mcp-tunnel-relay.log 2>/dev/null | sed 's/^/    /'
+fi
+cp "$scratch/relay.env.orig" /etc/mcp-tunnel/relay.env
+rm -f "$r_tunnels"
 
 # ---------------------------------------------------------------------------------------
 section "remove: dpkg -r, then --purge"

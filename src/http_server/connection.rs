@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -28,6 +28,14 @@ use super::response::{
 };
 use super::slots::Pool;
 use super::transport::{Transport, peer_closed, tls_handshake};
+
+/// TLS handshakes that failed (or timed out), process-wide: the relay's metrics report it.
+static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many TLS handshakes failed since the process started, on every server.
+pub fn tls_handshake_failures() -> u64 {
+    TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
+}
 
 /// How often an idle keep-alive connection wakes to notice a shutdown. Idle reads are cut into
 /// slices this long; short enough that shutdown frees idle connections promptly, long enough to
@@ -82,6 +90,7 @@ pub(super) fn serve_connection(
             Ok(t) => Transport::Tls(Box::new(t)),
             Err(e) => {
                 debug!("{peer}: TLS handshake failed: {e}");
+                TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         },

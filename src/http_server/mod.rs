@@ -62,7 +62,7 @@ mod server;
 mod slots;
 mod transport;
 
-pub use connection::{Admit, Handler};
+pub use connection::{Admit, Handler, tls_handshake_failures};
 pub use fuzz::{FuzzSummary, fuzz_read_request};
 pub use limits::Limits;
 pub use request::{ConnectionEnd, ConnectionHandle, Request, RequestHead};

@@ -15,16 +15,16 @@ const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-/// A cumulative histogram.
+/// A cumulative histogram (also the relay's, [`crate::relay`]'s metrics reuse it).
 #[derive(Debug, Clone, Default)]
-struct Histogram {
+pub struct Histogram {
     /// Per bucket (non-cumulative), plus one for +Inf.
     counts: Vec<u64>,
     sum: f64,
 }
 
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
+    pub fn observe(&mut self, seconds: f64) {
         if self.counts.is_empty() {
             self.counts = vec![0; BUCKETS.len() + 1];
         }
@@ -36,7 +36,8 @@ impl Histogram {
         self.sum += seconds;
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    /// Appends the `_bucket`, `_sum` and `_count` lines; `labels` is `k="v",…` or empty.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -365,7 +366,8 @@ impl Metrics {
 
 /// Label values escape backslash, quote and newline (channel names never need it, but a label
 /// is no place to trust that).
-fn escape(value: &str) -> String {
+/// A label value escaped for the exposition format.
+pub fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -76,11 +76,13 @@ fn instance_of(req: &Request) -> &str {
         .unwrap_or("anonymous")
 }
 
+/// A long-poll; `stop` (the relay is draining) ends a held one at once, with no commands.
 pub fn poll(
     record: &TunnelRecord,
     hub: &Arc<TunnelHub>,
     req: &Request,
     max_wait: Duration,
+    stop: &dyn Fn() -> bool,
 ) -> Response {
     if let Err(denied) = authorize(record, req) {
         return denied;
@@ -124,7 +126,7 @@ pub fn poll(
                 .any(|t| t.trim().eq_ignore_ascii_case(wire::COMMAND_CANCEL))
         }),
     };
-    let commands = hub.poll_with(instance, ask, limit, wait, &|| req.peer_gone());
+    let commands = hub.poll_with(instance, ask, limit, wait, &|| req.peer_gone() || stop());
     if commands.is_empty() {
         return announce(Response::new(204, Vec::new()));
     }

@@ -280,6 +280,17 @@ pub const TUNNEL_TRANSPORT_UNAVAILABLE: McpError = McpError {
           (--store, and the relay's /healthz).",
 };
 
+/// The relay is stopping (SIGTERM): it finishes the requests it holds and takes no new ones.
+pub const RELAY_DRAINING: McpError = McpError {
+    status: 503,
+    rpc_code: -32071,
+    code: "relay_draining",
+    message: "relay stopping: it finishes the requests it holds and takes no new ones; retry \
+              shortly",
+    fix: "Retry after the Retry-After delay: another relay node, or this one once restarted, \
+          takes it.",
+};
+
 impl McpError {
     /// The JSON-RPC error text for a request whose raw `id` text is `id` (`None`: `null`). The id
     /// is spliced in as the caller wrote it, so it matches byte for byte.
@@ -302,6 +313,7 @@ impl McpError {
         if *self == TUNNEL_QUEUE_FULL
             || *self == TUNNEL_STREAM_LIMIT
             || *self == TUNNEL_TRANSPORT_UNAVAILABLE
+            || *self == RELAY_DRAINING
         {
             return resp.with_header("Retry-After", "1");
         }

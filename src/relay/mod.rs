@@ -9,6 +9,10 @@
 //! | `OPTIONS /v1/mcp/…` | browsers' CORS preflights (no key) | [`cors`] |
 //! | `GET /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]` | MCP hosts (no key) | [`oauth`] |
 //! | `GET /healthz` | load balancers | here |
+//! | `GET /metrics`, `/healthz`, `/readyz` on `--metrics-listen` only | Prometheus, probes | [`metrics`], [`service`] |
+//!
+//! Each connector request is counted ([`metrics`]) and may be written to the audit log
+//! ([`audit`]) by [`observe`]; SIGTERM drains ([`service`]).
 //!
 //! On `/v1/mcp/…` every error the relay makes is a JSON-RPC error object ([`mcp_error`]); the
 //! control plane keeps the contract's `{"error":{"message","type","code"}}` ([`api_error`]).
@@ -19,15 +23,19 @@
 //! connections. Queues and pending requests live in memory ([`hub`]); a relay
 //! restart fails the requests in flight, which their callers see as errors, never as hangs.
 
+pub mod audit;
 pub mod connector;
 pub mod control;
 pub mod cors;
 pub mod hub;
 pub mod keys;
 pub mod mcp_error;
+pub mod metrics;
 pub mod oauth;
+mod observe;
 pub mod options;
 pub mod reload;
+mod service;
 pub mod store;
 pub mod stream;
 pub mod tunnels;
@@ -35,7 +43,8 @@ pub mod tunnels;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::http_server::{Limits, Request, RequestHead, Response, Server};
@@ -83,6 +92,11 @@ pub struct Relay {
     reload_gate: Mutex<ReloadGate>,
     /// `--store redis://…`: the queues shared with other relay nodes; `None` for memory.
     store: Option<Arc<Store>>,
+    metrics: Arc<metrics::RelayMetrics>,
+    /// `--audit-log`, once opened.
+    audit: OnceLock<Arc<audit::AuditLog>>,
+    /// SIGTERM arrived: finishing held requests, taking no new ones.
+    draining: AtomicBool,
 }
 
 impl Relay {
@@ -102,11 +116,17 @@ impl Relay {
             hubs: Mutex::new(HashMap::new()),
             reload_gate: Mutex::new(ReloadGate::default()),
             store,
+            metrics: Arc::default(),
+            audit: OnceLock::new(),
+            draining: AtomicBool::new(false),
         })
     }
 
     /// `GET /healthz`: alive; with a shared store, 503 while Redis does not answer.
     fn healthz(&self) -> Response {
+        if self.draining() {
+            return Response::new(503, "draining\n").with_header("Retry-After", "1");
+        }
         match &self.store {
             None => Response::new(200, "ok\n"),
             Some(store) => match store.ping() {
@@ -236,6 +256,15 @@ impl Relay {
 
     /// Routes one request.
     pub fn handle(&self, req: Request) -> Response {
+        self.metrics.bytes_in(req.body.len());
+        let resp = self.route(req);
+        if let crate::http_server::Body::Full(body) = &resp.body {
+            self.metrics.bytes_out(body.len());
+        }
+        resp
+    }
+
+    fn route(&self, req: Request) -> Response {
         let path = req.path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
@@ -247,28 +276,31 @@ impl Relay {
                 let Some(record) = self.record(id) else {
                     return unknown_tunnel();
                 };
-                match (req.method.as_str(), rest) {
+                let _held = match rest {
+                    ["poll"] => None,
+                    _ => Some(self.metrics.enter(metrics::Kind::ControlPlane, None)),
+                };
+                let resp = match (req.method.as_str(), rest) {
                     ("GET", []) => control::metadata(&record, &req),
-                    ("GET", ["poll"]) => {
-                        control::poll(&record, &self.hub(id), &req, self.cfg.poll_max_wait)
-                    }
+                    ("GET", ["poll"]) => return self.observed_poll(&record, &req),
                     ("POST", ["response"]) => control::respond(&record, &self.hub(id), &req),
                     _ => not_found(),
+                };
+                if matches!(resp.status, 401 | 403) {
+                    self.metrics.auth_failure("control_plane");
                 }
+                resp
             }
             ["v1", "mcp", rest @ ..] => {
                 if req.method == "OPTIONS" {
                     return self.options(&req);
                 }
                 let origin = req.header("Origin").map(str::to_string);
-                let resp = match self.handle_mcp(rest, req) {
-                    Ok(resp) => resp,
-                    Err(e) => e.response(None),
-                };
+                let resp = self.observed_mcp(rest, req);
                 self.cfg.cors.decorate(resp, origin.as_deref())
             }
             [w, k, "v1", "mcp", rest @ ..] if [*w, *k] == oauth::WELL_KNOWN => {
-                self.protected_resource(rest, req)
+                self.observed_oauth(rest, req)
             }
             _ => not_found(),
         }
@@ -405,7 +437,7 @@ pub fn serve(relay: &Arc<Relay>, listener: TcpListener) -> Result<Server, String
         listener,
         tls,
         limits,
-        move |head: &RequestHead<'_>| admitting.admit(head),
+        move |head: &RequestHead<'_>| admitting.admit_observed(head),
         move |req| handling.handle(req),
     )
     .map_err(|e| format!("cannot start the server: {e}"))
@@ -430,6 +462,23 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
         }
     };
     crate::logging::init(&cfg.log);
+    let _pid_file = match cfg.pid_file.as_deref().map(service::take_pid_file) {
+        None => None,
+        Some(Ok(Some(held))) => Some(held),
+        Some(Ok(None)) => return 0,
+        Some(Err(e)) => {
+            eprintln!("mcp-tunnel relay: configuration error: --pid-file: {e}");
+            return 2;
+        }
+    };
+    let audit = match cfg.audit_log.as_deref().map(audit::AuditLog::open) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!("mcp-tunnel relay: configuration error: --audit-log: {e}");
+            return 2;
+        }
+    };
     let registry = match tunnels::load(&cfg.tunnels_file) {
         Ok(r) => r,
         Err(e) => {
@@ -471,6 +520,9 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
         },
     };
     let relay = Relay::with_store(cfg, registry, store);
+    if let Some(audit) = audit {
+        relay.set_audit(audit);
+    }
     if let Some(store) = &relay.store {
         log::info!("store {} (node {})", store.describe(), store.node());
         if let Err(e) = store.ping() {
@@ -490,7 +542,18 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
         server.local_addr(),
         relay.registry.read().map(|r| r.tunnels.len()).unwrap_or(0)
     );
+    let _metrics = match relay.cfg.metrics_listen.as_deref() {
+        None => None,
+        Some(addr) => match service::metrics_server(&relay, addr) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("mcp-tunnel relay: configuration error: --metrics-listen: {e}");
+                return 2;
+            }
+        },
+    };
     watch_tunnels_file(Arc::clone(&relay));
+    service::ready(&relay);
     let code = wait_for_signals(&relay);
     server.shutdown();
     log::info!("relay stopped");
@@ -540,10 +603,12 @@ fn wait_for_signals(relay: &Relay) -> i32 {
         match signal {
             crate::signals::Signal::Hangup => {
                 crate::logging::reopen();
+                relay.reopen_audit();
                 report_reload(relay.reload(), "SIGHUP");
             }
             crate::signals::Signal::Stop(number) => {
                 log::info!("signal {number} received; stopping");
+                service::drain(relay, relay.cfg.drain_timeout);
                 return 0;
             }
         }

@@ -14,7 +14,7 @@ use super::oauth::parse_public_url;
 use super::store::StoreSpec;
 use super::stream::{STREAM_OPTIONS, StreamLimits};
 use super::tunnels;
-use crate::config::{self, ConfigError, LOG_FILE, LOG_FORMAT, LOG_LEVEL, Opt, Sources};
+use crate::config::{self, ConfigError, ENV_FILE, LOG_FILE, LOG_FORMAT, LOG_LEVEL, Opt, Sources};
 
 /// Largest request the server reads: a response POST may carry a large tool result (the client
 /// reads MCP answers up to 32 MiB). Connector requests have their own, smaller limit, which
@@ -41,6 +41,10 @@ const CORS_ORIGIN: &str = "--cors-origin";
 const PUBLIC_URL: &str = "--public-url";
 const STORE: &str = "--store";
 const STORE_CA_FILE: &str = "--store.ca-file";
+const METRICS_LISTEN: &str = "--metrics-listen";
+const AUDIT_LOG: &str = "--audit-log";
+const PID_FILE: &str = "--pid-file";
+const DRAIN_TIMEOUT: &str = "--shutdown.drain-timeout";
 
 /// Every option of `relay`, in `--help` order.
 pub const RELAY_OPTIONS: &[Opt] = &[
@@ -192,6 +196,50 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         help: "PEM CA bundle trusted for rediss:// besides the built-in Mozilla roots.",
         ..Opt::BASE
     },
+    Opt {
+        flag: METRICS_LISTEN,
+        env: &["RELAY_METRICS_LISTEN"],
+        default: Some(""),
+        help: "Address of a separate, non-public listener for GET /metrics (Prometheus text), \
+               /healthz and /readyz, e.g. 127.0.0.1:9464. None: no such listener. Never the \
+               --listen address.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: AUDIT_LOG,
+        env: &["RELAY_AUDIT_LOG"],
+        default: Some(""),
+        help: "Audit log: one JSON line per connector request, session end, OAuth discovery and \
+               stream open/close (no arguments, results, keys or tokens). A file (created 0600, \
+               appended, reopened on SIGHUP) or - for standard output. None: off.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: PID_FILE,
+        env: &["RELAY_PID_FILE"],
+        aliases: &["--pid.file"],
+        default: Some(""),
+        help: "Hold this pid file with an exclusive lock; if another copy holds it, exit 0 at \
+               once (for init scripts).",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: DRAIN_TIMEOUT,
+        env: &["RELAY_SHUTDOWN_DRAIN_TIMEOUT"],
+        aliases: &["--drain-timeout"],
+        default: Some("30s"),
+        help: "On SIGTERM/SIGINT, how long held MCP requests may take to be answered: new ones \
+               get 503 relay_draining, long-polls return at once, /healthz answers 503.",
+        ..Opt::BASE
+    },
+    Opt {
+        flag: ENV_FILE,
+        env: &["ENV_FILE"],
+        default: Some(""),
+        help: "KEY=VALUE file (the /etc/default and systemd EnvironmentFile format) read after \
+               the process environment: flags > environment > this file > defaults.",
+        ..Opt::BASE
+    },
     LOG_LEVEL,
     LOG_FORMAT,
     LOG_FILE,
@@ -230,6 +278,14 @@ pub struct RelayConfig {
     pub store: StoreSpec,
     /// `--store.ca-file`: extra trust for `rediss://`.
     pub store_ca: Option<PathBuf>,
+    /// `--metrics-listen`: the non-public metrics listener; `None`: none.
+    pub metrics_listen: Option<String>,
+    /// `--audit-log`: a path, or `-` for standard output; `None`: off.
+    pub audit_log: Option<String>,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--shutdown.drain-timeout`.
+    pub drain_timeout: Duration,
     pub log: config::LogConfig,
 }
 
@@ -238,9 +294,25 @@ pub fn parse_config(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<RelayConfig>, ConfigError> {
+    let (args, file_vars) = config::table::env_file_layer(args, env)?;
+    let env = &|name: &str| env(name).or_else(|| file_vars.get(name).cloned());
     let Some(src) = Sources::parse(RELAY_OPTIONS, args, env, "relay")? else {
         return Ok(None);
     };
+    let listen = src.get(LISTEN).value;
+    let metrics_listen = src.get(METRICS_LISTEN);
+    let metrics_listen = match metrics_listen.value.trim() {
+        "" => None,
+        // (Port 0 on both is two ephemeral ports, as tests use.)
+        same if same == listen.trim() && !same.ends_with(":0") => {
+            return Err(config::err(
+                &metrics_listen.source,
+                "must differ from --listen: metrics are never served on the public listener",
+            ));
+        }
+        addr => Some(addr.to_string()),
+    };
+    let nonempty = |flag: &str| Some(src.get(flag).value).filter(|v| !v.trim().is_empty());
     let cert = src.get(TLS_CERT);
     let key = src.get(TLS_KEY);
     let tls = match (cert.value.is_empty(), key.value.is_empty()) {
@@ -280,7 +352,7 @@ pub fn parse_config(
         value => Some(parse_public_url(value).map_err(|e| config::err(&public_url.source, &e))?),
     };
     Ok(Some(RelayConfig {
-        listen: src.get(LISTEN).value,
+        listen,
         tunnels_file: PathBuf::from(src.get(TUNNELS_FILE).value),
         tls,
         client_ca,
@@ -311,6 +383,10 @@ pub fn parse_config(
         store_ca: Some(src.get(STORE_CA_FILE).value)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
+        metrics_listen,
+        audit_log: nonempty(AUDIT_LOG),
+        pid_file: nonempty(PID_FILE).map(PathBuf::from),
+        drain_timeout: config::any_duration(&src.get(DRAIN_TIMEOUT))?,
         log: config::log_config(&src)?,
     }))
 }
@@ -326,7 +402,8 @@ pub fn help() -> String {
         "\nEndpoints:\n  /v1/tunnels/{id}[/poll|/response]   tunnel clients (runtime key)\n  \
          /v1/mcp/{id}[/{channel}]            MCP hosts (connector key, or passthrough)\n  \
          /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]   OAuth metadata\n  \
-         /healthz                            liveness\n",
+         /healthz                            liveness (503 while draining)\n  \
+         /metrics, /healthz, /readyz         on --metrics-listen only, never on --listen\n",
     );
     text
 }
@@ -389,6 +466,22 @@ mod tests {
             let e = parse(&[], &[("RELAY_PUBLIC_URL", bad)]).unwrap_err();
             assert_eq!(e.key, "RELAY_PUBLIC_URL", "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_operator_options_default_to_off_and_metrics_never_share_the_public_listener() {
+        let cfg = parse(&[], &[]).unwrap();
+        assert_eq!(cfg.metrics_listen, None);
+        assert_eq!(cfg.audit_log, None);
+        assert_eq!(cfg.pid_file, None);
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        let e = parse(&["--metrics-listen", "127.0.0.1:8000"], &[]).unwrap_err();
+        assert_eq!(e.key, "--metrics-listen", "{e}");
+        let e = parse(&[], &[("RELAY_METRICS_LISTEN", "127.0.0.1:8000")]).unwrap_err();
+        assert_eq!(e.key, "RELAY_METRICS_LISTEN", "{e}");
+        let cfg = parse(&["--drain-timeout", "5s", "--pid.file", "/run/r.pid"], &[]).unwrap();
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.pid_file, Some(PathBuf::from("/run/r.pid")));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod commands;
 mod control_plane;
 pub mod http_wire;
 mod mcp;
+mod ops_checks;
 mod process;
 mod raw_host;
 mod redis;
@@ -21,6 +22,7 @@ mod watched;
 pub use commands::{Command, notification, rpc_request, tool_call};
 pub use control_plane::{API_KEY, FakeControlPlane, PostedResponse, Scripted, TUNNEL_ID};
 pub use mcp::{FakeMcp, McpReply, SseEvent};
+pub use ops_checks::{assert_valid_exposition, read_until, sample};
 pub use process::{
     ClientBuilder, TunnelClient, as_nobody_if_root, fixture_copy, process_gone, running_as_root,
 };

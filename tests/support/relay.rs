@@ -176,6 +176,12 @@ impl RelayBuilder {
         self
     }
 
+    /// Sets an environment variable of the relay process.
+    pub fn env(mut self, key: &str, value: &str) -> RelayBuilder {
+        self.builder = self.builder.env(key, value);
+        self
+    }
+
     /// Starts the relay and waits for its `relay listening on` line.
     pub fn start(self) -> Relay {
         let process = self.builder.spawn();
@@ -244,6 +250,22 @@ impl Relay {
     /// Everything the relay has written so far, stdout then stderr.
     pub fn output(&self) -> String {
         format!("{}{}", self.process.stdout(), self.process.stderr())
+    }
+
+    /// The relay's process, to signal it or wait for its exit.
+    pub fn process(&mut self) -> &mut TunnelClient {
+        &mut self.process
+    }
+
+    /// With `--metrics-listen 127.0.0.1:0`: `http://127.0.0.1:PORT` of the metrics listener.
+    pub fn metrics_url(&self) -> String {
+        let marker = "metrics listening on ";
+        assert!(
+            self.process.wait_for_stderr(marker, PROMPTLY),
+            "no metrics listener:\n{}",
+            self.process.stderr()
+        );
+        word_after(&self.process.stderr(), marker).expect("the metrics URL")
     }
 
     /// Kills the relay and returns all of its output.

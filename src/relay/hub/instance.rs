@@ -71,3 +71,21 @@ impl Instance {
         }
     }
 }
+
+impl super::TunnelHub {
+    /// Client instances of this node counted as connected (for metrics).
+    pub fn live_instances(&self) -> usize {
+        let inner = self.lock();
+        let now = Instant::now();
+        inner
+            .instances
+            .values()
+            .filter(|i| self.alive(i, now))
+            .count()
+    }
+
+    /// Wakes every held poll (a draining relay's polls see their stop at once).
+    pub fn wake_polls(&self) {
+        self.queued.notify_all();
+    }
+}
