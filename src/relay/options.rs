@@ -294,9 +294,10 @@ pub fn parse_config(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<RelayConfig>, ConfigError> {
-    let (args, file_vars) = config::table::env_file_layer(args, env)?;
+    let file = config::table::env_file_layer(args, env)?;
+    let file_vars = file.vars;
     let env = &|name: &str| env(name).or_else(|| file_vars.get(name).cloned());
-    let Some(src) = Sources::parse(RELAY_OPTIONS, args, env, "relay")? else {
+    let Some(src) = Sources::parse(RELAY_OPTIONS, file.args, env, "relay")? else {
         return Ok(None);
     };
     let listen = src.get(LISTEN).value;
