@@ -406,6 +406,28 @@ fn a_slow_discovery_is_pending_and_does_not_hold_readiness_by_default() {
 }
 
 #[test]
+fn a_failed_start_up_discovery_is_retried_while_main_comes_up() {
+    let dir = TempDir::new("ops-oauth-retry");
+    let control_plane = FakeControlPlane::start();
+    let mcp = FakeMcp::start();
+    for path in [
+        "/mcp",
+        WELL_KNOWN_MCP,
+        "/.well-known/oauth-protected-resource",
+    ] {
+        mcp.on_path(path, McpReply::text(503, "starting"));
+    }
+    let _client = client_for(&control_plane, mcp.url(), &dir).spawn();
+    let health = Health::of(&dir);
+    let (_, doc) = health.wait_for_oauth_state("failed", PROMPTLY);
+    assert!(doc["oauth"]["error"].is_string(), "{doc}");
+    // main is up now, OAuth-protected: the next try finds it without a restart of the client.
+    let metadata_url = protect(&mcp);
+    let (_, doc) = health.wait_for_oauth_state("protected", 2 * PROMPTLY);
+    assert_eq!(doc["oauth"]["metadata_url"], metadata_url.as_str());
+}
+
+#[test]
 fn required_oauth_discovery_holds_readiness_until_metadata_appears() {
     let dir = TempDir::new("ops-oauth-required");
     let control_plane = FakeControlPlane::start();

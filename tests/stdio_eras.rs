@@ -353,3 +353,39 @@ fn the_era_probe_is_not_redone_after_a_restart() {
     );
     assert_eq!(stderr.matches("stdio server speaks").count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_dual_era_child_that_answers_the_probe_too_late_is_replaced_before_serving_legacy() {
+    // Slower than the probe's 3 s: the child commits to modern when it reads `server/discover`,
+    // but its answer arrives after the client has settled on legacy.
+    let control_plane = FakeControlPlane::start();
+    let client = ClientBuilder::run(control_plane.base_url(), control_plane.api_key(), "unused")
+        .without_env("MCP_SERVER_URL")
+        .env("MCP_COMMAND", &format!("python3 '{STRICT_SERVER}' dual"))
+        .env("STRICT_DISCOVER_DELAY_S", "4")
+        .spawn();
+    assert!(
+        client.wait_for_stderr("is replaced before it serves anything", PROMPTLY * 2),
+        "{}",
+        client.stderr()
+    );
+    assert!(
+        client.stderr().contains("speaks 2025 (legacy, initialize)"),
+        "{}",
+        client.stderr()
+    );
+    let init = open_session(&control_plane, "late", json!(1));
+    assert_eq!(init["result"]["serverInfo"]["name"], "strict", "{init}");
+    let call = exchange(
+        &control_plane,
+        in_session("late-call", "late", tool(2, "pid", json!({}))),
+    );
+    assert_eq!(report(&call)["era"], "legacy", "{call:#?}");
+    assert!(
+        !client
+            .stderr()
+            .contains("connection is serving the 2026-07-28"),
+        "{}",
+        client.stderr()
+    );
+}

@@ -2,7 +2,8 @@
 //! command, run once on its own thread when the client starts, reported by `/readyz` (and logged)
 //! and never counted as a command. It never holds up polling; readiness waits for it only with
 //! `--mcp.require-oauth-discovery`, and then it is retried, with growing pauses, until it finds
-//! metadata. Header values are never logged (discovery headers are secrets).
+//! metadata; otherwise only a failure (say, `main` not listening yet) is retried, for a minute.
+//! Header values are never logged (discovery headers are secrets).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use crate::wire;
 /// First pause before a required discovery is tried again; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long a failed discovery is retried when it is not required (a `main` still starting).
+const FAILED_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Every log line of a start-up discovery result begins so.
 const STARTUP: &str = "start-up OAuth discovery: ";
@@ -35,13 +38,21 @@ impl Tunnel {
         };
         let mut pause = RETRY_FIRST;
         let mut last: Option<OAuthStatus> = None;
+        let started = Instant::now();
         loop {
             let deadline = Instant::now() + oauth_discovery::OVERALL_TIMEOUT;
             let status = status_of(http.oauth_discovery(&self.discovery).run(deadline));
             if last.as_ref() != Some(&status) {
                 log_status(&status);
             }
-            let done = !self.discovery.required || matches!(status, OAuthStatus::Protected { .. });
+            let done = match &status {
+                OAuthStatus::Protected { .. } => true,
+                _ if self.discovery.required => false,
+                // A server that starts after the client (connection refused) gets a while to
+                // come up before its status is left at "failed".
+                OAuthStatus::Failed(_) => started.elapsed() >= FAILED_RETRY_FOR,
+                _ => true,
+            };
             self.health.oauth_seen(status.clone());
             last = Some(status);
             if done || !self.pause(pause, false) {

@@ -9,8 +9,9 @@
 //! spec's stdio backward-compatibility rules say. A `DiscoverResult` (a result with
 //! `supportedVersions`) or a recognisably modern error (an `UnsupportedProtocolVersionError`: its
 //! `data.supported` lists versions, whatever its code) means modern-capable; any other error, no
-//! answer within [`PROBE_TIMEOUT`], or the child exiting means legacy. The fallback is never keyed
-//! on one error code. The result is kept for the channel's life: a restart does not probe again,
+//! answer within [`PROBE_TIMEOUT`], or the child exiting means legacy; a child that did not answer
+//! is replaced before it serves anything, since it may still answer late and commit to modern. The
+//! fallback is never keyed on one error code. The result is kept for the channel's life: a restart does not probe again,
 //! and a child started later for the legacy era is never probed (a dual-era server commits to the
 //! era of the first request it serves, so a probe would commit it to modern).
 
@@ -56,9 +57,12 @@ impl EraSlot {
     }
 
     /// Probes the child `shared` has just started, unless the channel was probed already.
-    pub(super) fn probe_once(&self, shared: &Shared) {
+    /// `false` when the probe went unanswered: the channel is then legacy, but this child got a
+    /// `server/discover` it may still answer late (a slow start under load) and so commit to the
+    /// modern era; it must not serve legacy traffic (see [`super::supervisor`]).
+    pub(super) fn probe_once(&self, shared: &Shared) -> bool {
         if self.get().is_some() {
-            return;
+            return true;
         }
         let params = json!({"_meta": {
             "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
@@ -82,6 +86,7 @@ impl EraSlot {
             }
         );
         *self.era.lock().unwrap_or_else(|e| e.into_inner()) = Some(era);
+        answer.is_some()
     }
 }
 

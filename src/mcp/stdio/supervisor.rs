@@ -119,8 +119,17 @@ pub(super) fn supervise(shared: &Arc<Shared>) {
                     child.id()
                 );
                 shared.set_status(ChildStatus::Running(child.id()));
-                prepare(shared);
-                watch(shared, &mut child);
+                if prepare(shared) {
+                    watch(shared, &mut child);
+                } else {
+                    log::warn!(
+                        "[{}] server/discover not answered within {:?}: the server counts as \
+                         legacy, and this child is replaced before it serves anything (a late \
+                         answer would have committed it to the modern era)",
+                        shared.channel,
+                        super::era::PROBE_TIMEOUT
+                    );
+                }
                 go_down(shared);
                 let status = stop_child(shared, &mut child);
                 shared.set_status(ChildStatus::Exited(status.clone()));
@@ -170,10 +179,13 @@ pub(super) fn supervise(shared: &Arc<Shared>) {
 }
 
 /// Makes a new child ready: the channel's era probe when this process owes it one, the cached
-/// handshake replayed; only then may calls go to it (they wait for `ready`).
-fn prepare(shared: &Shared) {
-    if let Some(slot) = &shared.probe {
-        slot.probe_once(shared);
+/// handshake replayed; only then may calls go to it (they wait for `ready`). `false`: the probe
+/// went unanswered and the child must be replaced instead.
+fn prepare(shared: &Shared) -> bool {
+    if let Some(slot) = &shared.probe
+        && !slot.probe_once(shared)
+    {
+        return false;
     }
     shared.replay_handshake();
     let gone = shared.reader_lock().done;
@@ -181,6 +193,7 @@ fn prepare(shared: &Shared) {
     state.ready = state.up && !gone;
     drop(state);
     shared.status_changed.notify_all();
+    true
 }
 
 /// Returns when the current child closed its stdout, exited, or we are stopping.
