@@ -330,6 +330,7 @@ impl TunnelHub {
         let spec = StreamSpec {
             kind: kind.as_str(),
             ends,
+            max_open,
         };
         self.enqueue(body, deadline, (session, false, None), Some(spec), None)
     }
@@ -346,7 +347,10 @@ impl TunnelHub {
         raw_id: &str,
         session: Option<&str>,
     ) -> Option<Result<Ticket, SubmitError>> {
-        let instance = self.lock().asked.take(&body.channel, raw_id, session)?;
+        let instance = match &self.shared {
+            Some(shared) => shared.take_ask(&body.channel, raw_id, session)?,
+            None => self.lock().asked.take(&body.channel, raw_id, session)?,
+        };
         Some(self.enqueue(body, deadline, (None, false, None), None, Some(instance)))
     }
 
@@ -354,8 +358,8 @@ impl TunnelHub {
     /// (or, for an unbound one, any live instance) announced [`FEATURE_STREAMS`]. Without one the
     /// connector keeps the contract's behaviour.
     pub fn streams_available(&self, session: Option<&str>) -> bool {
-        if self.shared.is_some() {
-            return false; // not across nodes yet
+        if let Some(shared) = &self.shared {
+            return shared.streams_available(session);
         }
         let inner = self.lock();
         let now = Instant::now();
@@ -589,14 +593,24 @@ impl TunnelHub {
 
     /// A response POST. Notifications go to the waiting connector; a terminal payload also ends
     /// the command. The answer to a process-affine `initialize` binds its session here.
-    pub fn respond(
+    pub fn respond(&self, shard_token: &str, payload: ResponsePayload) -> Result<(), RespondError> {
+        if let Some(shared) = &self.shared
+            && (!shared.is_mine(shard_token) || self.is_stream(&payload.request_id))
+        {
+            // A stream's messages go through this node's list too, so that those posted on
+            // several nodes reach its host in the order they were posted.
+            return shared.forward(shard_token, payload);
+        }
+        self.deliver(shard_token, payload)
+    }
+
+    /// [`TunnelHub::respond`] for a connector waiting on this node: posted here, or taken from
+    /// this node's list in the shared store (posted on any node).
+    pub fn deliver(
         &self,
         shard_token: &str,
         mut payload: ResponsePayload,
     ) -> Result<(), RespondError> {
-        if let Some(shared) = self.shared.as_ref().filter(|s| !s.is_mine(shard_token)) {
-            return shared.forward(shard_token, payload);
-        }
         let mut inner = self.lock();
         let Some(pending) = inner
             .pending
@@ -642,6 +656,7 @@ impl TunnelHub {
             i.last_seen = Some(Instant::now());
             // A server request the client forwarded: remember who asked, for the answer.
             if i.extensions.has(FEATURE_SERVER_REQUESTS)
+                && self.shared.is_none()
                 && payload.resp_type == RespType::JsonrpcNotify
                 && let Some(json) = &payload.resp_json
             {
@@ -649,6 +664,9 @@ impl TunnelHub {
                     .asked
                     .note(json.get(), id, &channel, asked_in.as_deref());
             }
+        }
+        if let Some(shared) = &self.shared {
+            shared.note_ask(&payload, instance.as_deref(), &channel, asked_in.as_deref());
         }
         // Delivered by another node: Redis knows which instance took it.
         let remote = || self.shared.as_ref()?.delivered_to(&payload.request_id);
@@ -692,11 +710,11 @@ impl TunnelHub {
         if inner.queue.len() < queued {
             return Cancelled::Withdrawn;
         }
+        if let Some(shared) = &self.shared {
+            drop(inner); // queued or delivered by any node, polled next on any: Redis knows
+            return shared.cancel(request_id, &pending, reason);
+        }
         let Some(instance) = pending.instance else {
-            if let Some(shared) = &self.shared {
-                drop(inner); // queued or delivered by any node: Redis knows
-                return shared.cancel(request_id, &pending, reason);
-            }
             return Cancelled::Forgotten; // in a poll answer being written: requeue skips it
         };
         // A stream's instance always hears of it: it holds the stream open until told.
