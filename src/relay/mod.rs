@@ -509,9 +509,7 @@ fn take_forwarded_responses(relay: Arc<Relay>, store: Arc<Store>) {
                     .hubs
                     .lock()
                     .map(|h| h.values().cloned().collect::<Vec<_>>());
-                hubs.unwrap_or_default()
-                    .iter()
-                    .for_each(|h| h.upkeep());
+                hubs.unwrap_or_default().iter().for_each(|h| h.upkeep());
                 match hub::take_forwarded(&store, Duration::from_secs(1)) {
                     Ok(messages) => {
                         for m in messages {

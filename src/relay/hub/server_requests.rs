@@ -36,7 +36,9 @@ pub(super) fn request_id(message: &str) -> Option<String> {
 
 /// `raw_id` (an answer's id as posted) as canonical JSON text.
 pub(super) fn canonical_id(raw_id: &str) -> Option<String> {
-    serde_json::from_str::<Value>(raw_id).ok().map(|v| v.to_string())
+    serde_json::from_str::<Value>(raw_id)
+        .ok()
+        .map(|v| v.to_string())
 }
 
 /// Who asked: the instance and the session the request came in (if any).

@@ -23,8 +23,8 @@
 //!   commands not bound to a session, taken only by instances that announced `streams`),
 //!   `mcpt:t:{tunnel}:salive` (such an instance polled; `--client-timeout`), `mcpt:t:{tunnel}:st`
 //!   (a sorted set of the open streams, each member's score its lease's end; the per-tunnel cap).
-//! - Server→client requests: `mcpt:t:{tunnel}:ask:{len}:{channel}:{id}` (the instance and session
-//!   that asked, for the host's answer; ten minutes).
+//! - Server→client requests: `mcpt:t:{tunnel}:ask:{channel}:{id}` (both in hex; the instance and
+//!   session that asked, for the host's answer; ten minutes).
 //!
 //! A command leaves the queue by `LPOP`/`BLPOP` (inside a script for several): Redis runs each
 //! atomically, so two pollers on two nodes never get the same command. When Redis cannot be
@@ -370,8 +370,10 @@ pub fn streams_alive_key(tunnel: &str) -> String {
 pub fn streams_key(tunnel: &str) -> String {
     format!("mcpt:t:{tunnel}:st")
 }
+/// The channel and the request's id (canonical JSON) in hex: any bytes, and no two alike.
 pub fn ask_key(tunnel: &str, channel: &str, id: &str) -> String {
-    format!("mcpt:t:{tunnel}:ask:{}:{channel}:{id}", channel.len())
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("mcpt:t:{tunnel}:ask:{}:{}", hex(channel), hex(id))
 }
 
 /// How long a session binding outlives the last command of its session (the memory store

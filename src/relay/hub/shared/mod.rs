@@ -132,6 +132,7 @@ fn command_type(text: &str) -> &'static str {
         wire::COMMAND_SESSION_TERMINATION,
         wire::COMMAND_OAUTH_DISCOVERY,
         wire::COMMAND_STREAM,
+        wire::COMMAND_SERVER_RESPONSE,
     ]
     .into_iter()
     .find(|t| *t == text)
@@ -170,7 +171,10 @@ impl Shared {
             headers: q.body.headers.clone(),
             jsonrpc: q.body.jsonrpc.clone(),
             created_at: q.body.created_at.clone(),
-            stream: q.stream.as_ref().map(|s| (s.kind.to_string(), unix_ms(s.ends))),
+            stream: q
+                .stream
+                .as_ref()
+                .map(|s| (s.kind.to_string(), unix_ms(s.ends))),
         };
         let json = serde_json::to_string(&stored).unwrap_or_default();
         format!("{}\n{json}", q.request_id).into_bytes()

@@ -114,11 +114,9 @@ impl Shared {
     /// request then takes the contract's way, and gets 503 there).
     pub(in crate::relay::hub) fn streams_available(&self, session: Option<&str>) -> bool {
         let key = session.map_or_else(String::new, |s| store::session_key(&self.tunnel, s));
-        let reply = self.store.eval(
-            AVAILABLE,
-            &[key.as_bytes()],
-            &[self.tunnel.as_bytes()],
-        );
+        let reply = self
+            .store
+            .eval(AVAILABLE, &[key.as_bytes()], &[self.tunnel.as_bytes()]);
         reply.ok().and_then(|r| r.as_int()) == Some(1)
     }
 
@@ -218,7 +216,10 @@ impl Shared {
 impl TunnelHub {
     /// Whether `request_id` is a stream whose connector waits on this node.
     pub(in crate::relay::hub) fn is_stream(&self, request_id: &str) -> bool {
-        self.lock().pending.get(request_id).is_some_and(|p| p.stream)
+        self.lock()
+            .pending
+            .get(request_id)
+            .is_some_and(|p| p.stream)
     }
 
     /// What a node does about once a second with the Redis store: tells the others which
