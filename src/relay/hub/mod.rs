@@ -312,29 +312,6 @@ impl TunnelHub {
         self.enqueue(body, deadline, fields, None, None)
     }
 
-    /// Queues a `stream` command (our extension, [`FEATURE_STREAMS`]) for an instance that
-    /// announced it, unless `max_open` streams of this tunnel are open already. It must be taken
-    /// by `deadline`; the stream may stay open until `ends`.
-    pub fn submit_stream(
-        self: &Arc<Self>,
-        body: CommandBody,
-        kind: StreamKind,
-        deadline: Instant,
-        ends: Instant,
-        session: Option<&str>,
-        max_open: usize,
-    ) -> Result<Ticket, SubmitError> {
-        if streams::open(self.lock().pending.values().map(|p| p.stream)) >= max_open {
-            return Err(SubmitError::StreamLimit);
-        }
-        let spec = StreamSpec {
-            kind: kind.as_str(),
-            ends,
-            max_open,
-        };
-        self.enqueue(body, deadline, (session, false, None), Some(spec), None)
-    }
-
     /// Queues a host's answer to a server→client request (our extension,
     /// [`FEATURE_SERVER_REQUESTS`]) for the instance that forwarded the request `raw_id` names
     /// on `channel`, answered in `session` (the session that was asked, when it was asked in
@@ -352,22 +329,6 @@ impl TunnelHub {
             None => self.lock().asked.take(&body.channel, raw_id, session)?,
         };
         Some(self.enqueue(body, deadline, (None, false, None), None, Some(instance)))
-    }
-
-    /// Whether a stream for `session` could be handed out now: the instance holding the session
-    /// (or, for an unbound one, any live instance) announced [`FEATURE_STREAMS`]. Without one the
-    /// connector keeps the contract's behaviour.
-    pub fn streams_available(&self, session: Option<&str>) -> bool {
-        if let Some(shared) = &self.shared {
-            return shared.streams_available(session);
-        }
-        let inner = self.lock();
-        let now = Instant::now();
-        let streams = |i: &Instance| self.alive(i, now) && i.extensions.has(FEATURE_STREAMS);
-        match session.and_then(|s| inner.sessions.owner(s)) {
-            Some(owner) => inner.instances.get(owner).is_some_and(streams),
-            None => inner.instances.values().any(streams),
-        }
     }
 
     fn enqueue(
