@@ -1,11 +1,12 @@
 //! Long-lived streams' bookkeeping (our extension, [`crate::wire::FEATURE_STREAMS`]): what kind
-//! of stream a `stream` command opens, how many a tunnel has open, and the bound on what a slow
-//! reader leaves unread at the relay.
+//! of stream a `stream` command opens, whether one can be handed out, how many a tunnel has
+//! open, and the bound on what a slow reader leaves unread at the relay.
 //!
 //! An open stream is a pending command marked `stream`; the count of them is the per-tunnel
 //! figure `--stream.max-per-tunnel` caps, derived from the pending table so that it can never
-//! drift from it. A stream's notifications wait for its host in the same buffer as any request's,
-//! bounded by [`STREAM_BUFFER_BYTES`]: when a message would pass that, the stream is ended (the
+//! drift from it. With the Redis store the cap is also checked cluster-wide when a stream is
+//! queued (`shared::streams`: a leased member per open stream). A stream's notifications wait
+//! for its host in the same buffer as any request's, bounded by [`STREAM_BUFFER_BYTES`]: when a message would pass that, the stream is ended (the
 //! client's next POST gets 404 and it closes the upstream request), counted in
 //! [`slow_readers_cut`] and logged. Dropping the oldest messages instead would hand the host a
 //! stream with holes in it that nothing tells it about; an ended stream it reopens.
