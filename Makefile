@@ -59,7 +59,8 @@ test-deps:
 e2e:
 	bash tests/e2e/run.sh
 
-## bench: mcp-tunnel against direct access, rathole and bore on loopback; rewrites
+## bench: mcp-tunnel against direct access, rathole and bore on loopback, and the relay's store
+## (memory, Redis, three relays on one Redis; BENCH_ONLY=store for that part alone); rewrites
 ## tests/bench/RESULTS.md and latency.svg (about 12 minutes; not part of `make test`)
 bench:
 	bash tests/bench/run.sh

@@ -104,7 +104,7 @@ stage_common() {
     install -m 0644 "$root"/README.md "$doc"/README.md
     install -m 0644 "$here"/README.md "$doc"/README.packaging.md
     install -m 0644 "$here"/cron/mcp-tunnel.cron "$here"/systemd/stdio-child.conf \
-        "$here"/systemd/relay-low-port.conf "$doc"/examples/
+        "$here"/systemd/relay-low-port.conf "$here"/systemd/relay-cluster.conf "$doc"/examples/
     "$b" --help > "$doc"/help/mcp-tunnel.txt
     for c in run relay stub demo doctor; do
         if "$b" "$c" --help > "$doc/help/$c.txt" 2>/dev/null; then :; else rm -f "$doc/help/$c.txt"; fi

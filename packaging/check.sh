@@ -132,6 +132,7 @@ done <<'EOF'
 -rw-r--r-- usr/share/doc/mcp-tunnel/examples/mcp-tunnel.cron
 -rw-r--r-- usr/share/doc/mcp-tunnel/examples/stdio-child.conf
 -rw-r--r-- usr/share/doc/mcp-tunnel/examples/relay-low-port.conf
+-rw-r--r-- usr/share/doc/mcp-tunnel/examples/relay-cluster.conf
 -rw-r--r-- usr/share/doc/mcp-tunnel/help/run.txt
 -rw-r--r-- usr/share/doc/mcp-tunnel/help/relay.txt
 -rw-r--r-- usr/share/doc/mcp-tunnel/help/mcp-tunnel.txt
@@ -262,7 +263,7 @@ for k in 1.25.0 1.37.0; do
     check "kubernetes-validate --strict against Kubernetes $k" \
         "$venv/bin/kubernetes-validate" --strict --quiet -k "$k" packaging/kubernetes/*.yaml
 done
-check "security fields on every container, probes, key from a Secret file" \
+check "security fields on every container, probes, key from a Secret file, the relays' tunnels file and store" \
     "$venv/bin/python" packaging/kubernetes/check_security.py packaging/kubernetes/*.yaml
 
 # ---------------------------------------------------------------------------------------
@@ -316,6 +317,14 @@ rm -rf /etc/systemd/system/mcp-tunnel.service.d
 echo "    exposure with the stdio-child drop-in: $stdio_score"
 check "stdio-child drop-in verifies" test "$rc" -eq 0 -a -z "$out"
 check "packaging/README.md records the stdio drop-in score $stdio_score" grep -q "| \`mcp-tunnel.service\` + \`stdio-child.conf\` | $stdio_score |" packaging/README.md
+# The relay-cluster drop-in, as an administrator would install it (with its store file).
+install -D -m 0644 packaging/systemd/relay-cluster.conf /etc/systemd/system/mcp-tunnel-relay.service.d/cluster.conf
+store_env_existed=no; [ -e /etc/mcp-tunnel/relay-store.env ] && store_env_existed=yes
+[ "$store_env_existed" = yes ] || echo 'RELAY_STORE=redis://127.0.0.1:6379/0' > /etc/mcp-tunnel/relay-store.env
+out=$(systemd-analyze verify --man=no mcp-tunnel-relay.service 2>&1) && rc=0 || rc=$?
+rm -rf /etc/systemd/system/mcp-tunnel-relay.service.d
+[ "$store_env_existed" = yes ] || rm -f /etc/mcp-tunnel/relay-store.env
+check "relay-cluster drop-in verifies" test "$rc" -eq 0 -a -z "$out"
 
 # ---------------------------------------------------------------------------------------
 section "SysV script and cron line, for real, against a loopback relay and stub"

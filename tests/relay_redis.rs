@@ -2,7 +2,11 @@
 //! queued on one node is taken by a poll on another and answered through either; two clients
 //! polling two nodes never execute a command twice; while Redis is down connectors get 503
 //! `tunnel_transport_unavailable` with `Retry-After` and `/healthz` says so, and everything works
-//! again once Redis is back. Every key the relays leave in Redis has a TTL.
+//! again once Redis is back. Every key the relays leave in Redis has a TTL. Long-lived streams
+//! (our `streams` extension) opened on one node are served by a client polling another: their
+//! messages arrive in order whichever node they were posted on, a host's hang-up ends the
+//! upstream, the per-tunnel cap holds across the nodes, and a server request's answer posted on
+//! another node reaches the client that asked.
 //!
 //! A real `redis-server` on a free loopback port (tests/support/redis.rs), installed by the test
 //! set-up (tests/setup-deps.sh); without it the tests print "skipped" and pass.
@@ -15,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Connector, FakeMcp, HttpAnswer, McpReply, PROMPTLY, Poller, RedisServer, Relay, RelayBuilder,
-    Stub, TempDir, Tunnel, add_tunnel, http_get, redis_installed, request_id_of, rpc_request,
-    tool_call, tunnel_client,
+    Connector, FakeMcp, HttpAnswer, McpReply, PROMPTLY, Poller, RawHost, RedisServer, Relay,
+    RelayBuilder, SseEvent, Stub, TempDir, Tunnel, add_tunnel, http_get, redis_installed,
+    request_id_of, rpc_request, shard_token_of, tool_call, tunnel_client,
 };
 
 macro_rules! require_redis {
@@ -748,4 +752,325 @@ fn rediss_works_with_the_store_ca_file_and_not_without_it() {
         http_get(&format!("{}/healthz", untrusting.base_url()), &[]).status,
         503
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long-lived streams and server requests across nodes
+
+const EXTENSIONS: &str = "X-Mcp-Tunnel-Extensions";
+
+/// A `jsonrpc_notify` payload for `command`: `message` on its stream, or (none) the client's
+/// "opened" marker.
+fn stream_message(command: &Value, message: Option<Value>) -> Value {
+    let mut payload = json!({
+        "request_id": request_id_of(command),
+        "channel": command["channel"],
+        "resp_headers": {},
+        "resp_code": 200,
+        "resp_type": "jsonrpc_notify",
+    });
+    if let Some(m) = message {
+        payload["resp_json"] = m;
+    }
+    payload
+}
+
+/// The empty `jsonrpc_response` a client posts when the server ended a stream.
+fn stream_end(command: &Value) -> Value {
+    json!({"request_id": request_id_of(command), "channel": command["channel"],
+           "resp_headers": {}, "resp_code": 200, "resp_type": "jsonrpc_response"})
+}
+
+fn update(seq: u64) -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+           "params": {"uri": "test://r", "seq": seq}})
+}
+
+/// Takes a `stream` command and posts its "opened" marker.
+fn take_stream(poller: &Poller) -> Value {
+    let command = poller.take_one_command();
+    assert_eq!(command["command_type"], "stream", "{command:#}");
+    let opened = poller.post_response(shard_token_of(&command), &stream_message(&command, None));
+    assert_eq!(opened.status, 200, "{opened:#?}");
+    command
+}
+
+#[test]
+fn a_stream_held_on_one_node_gets_its_messages_in_order_whichever_node_they_are_posted_on() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let on = |node| {
+        cluster
+            .poller(node, "s")
+            .with_header(EXTENSIONS, "cancel,streams")
+    };
+    let (via_0, via_1) = (on(0), on(1));
+    via_1.register_as_connected();
+    let mut host = RawHost::get(&cluster.nodes[0], &cluster.tunnel, "sess-order");
+    let command = take_stream(&via_1);
+    assert_eq!(command["stream"], "get", "{command:#}");
+    let token = shard_token_of(&command);
+    assert!(
+        host.wait_for(": stream open", 1, PROMPTLY),
+        "{}",
+        host.text()
+    );
+    for seq in 0..20 {
+        let poster = if seq % 2 == 0 { &via_0 } else { &via_1 };
+        let posted = poster.post_response(token, &stream_message(&command, Some(update(seq))));
+        assert_eq!(posted.status, 200, "{posted:#?}");
+    }
+    assert!(host.wait_for("\"seq\":19", 1, PROMPTLY), "{}", host.text());
+    let seqs: Vec<Value> = host
+        .messages()
+        .iter()
+        .map(|m| m["params"]["seq"].clone())
+        .collect();
+    assert_eq!(seqs, (0..20).map(Value::from).collect::<Vec<_>>());
+    // Its end, posted on the other node, ends the host's stream; later posts find nothing.
+    assert_eq!(
+        via_1.post_response(token, &stream_end(&command)).status,
+        200
+    );
+    assert!(host.wait_for("0\r\n\r\n", 1, PROMPTLY), "{}", host.text());
+    let late = via_0.post_response(token, &stream_message(&command, Some(update(20))));
+    assert_eq!(late.status, 404, "{late:#?}");
+}
+
+#[test]
+fn a_real_clients_get_stream_and_listen_opened_on_another_node_arrive_in_order() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    let every = Duration::from_millis(50);
+    mcp.on_get(McpReply::sse(
+        (0..5)
+            .map(|i| SseEvent::message(every, &update(i)))
+            .collect(),
+    ));
+    mcp.on_method(
+        "subscriptions/listen",
+        McpReply::sse(vec![
+            SseEvent::message(every, &update(7)),
+            SseEvent::message(every, &update(8)),
+            SseEvent::result(every, json!({"resultType": "complete"})),
+        ]),
+    );
+    let client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    assert!(
+        client.wait_for_stderr("speaks the mcp-tunnel extension", PROMPTLY),
+        "{}",
+        client.stderr()
+    );
+    let deadline = Instant::now() + PROMPTLY;
+    let get = loop {
+        // The first poll announcing the extension may still be on its way.
+        let get = cluster
+            .connector(0)
+            .in_session("sess-real")
+            .accepting("text/event-stream")
+            .get();
+        if get.status != 405 || Instant::now() >= deadline {
+            break get;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(get.status, 200, "{get:#?}");
+    let seqs: Vec<Value> = get
+        .events
+        .iter()
+        .map(|e| e.message["params"]["seq"].clone())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4].map(Value::from), "{get:#?}");
+
+    let listen = json!({"jsonrpc": "2.0", "id": 41, "method": "subscriptions/listen",
+        "params": {"subscriptions": [{"uri": "test://r"}],
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let answer = cluster.connector(0).post(&listen);
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    let got: Vec<Value> = answer
+        .events
+        .iter()
+        .map(|e| e.message["params"]["seq"].clone())
+        .collect();
+    assert_eq!(got, [json!(7), json!(8), Value::Null], "{answer:#?}");
+    assert_eq!(answer.events[2].message["result"]["resultType"], "complete");
+    assert!(
+        client
+            .stderr()
+            .contains("holding a subscriptions/listen stream"),
+        "{}",
+        client.stderr()
+    );
+}
+
+#[test]
+fn a_host_hanging_up_on_one_node_ends_the_upstream_held_through_another() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let mcp = FakeMcp::start();
+    mcp.on_get(McpReply::sse(
+        (0..600)
+            .map(|i| SseEvent::message(Duration::from_millis(50), &update(i)))
+            .collect(),
+    ));
+    let client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    assert!(client.wait_for_stderr("speaks the mcp-tunnel extension", PROMPTLY));
+    let deadline = Instant::now() + PROMPTLY;
+    let mut host = loop {
+        let mut host = RawHost::get(&cluster.nodes[0], &cluster.tunnel, "sess-hangup");
+        if host.wait_for("\"seq\":", 2, PROMPTLY) || Instant::now() >= deadline {
+            break host;
+        }
+    };
+    assert!(
+        host.wait_for("\"seq\":", 2, Duration::ZERO),
+        "{}",
+        host.text()
+    );
+    let hung_up = Instant::now();
+    drop(host);
+    let get = mcp
+        .wait_until_get_finished(Duration::from_secs(5))
+        .expect("the upstream GET was never closed");
+    let after = get.finished_at.unwrap() - hung_up;
+    assert!(after < Duration::from_secs(3), "closed after {after:?}");
+    assert!(
+        client.wait_for_stderr("cancelled by the caller", PROMPTLY),
+        "{}",
+        client.stderr()
+    );
+}
+
+#[test]
+fn the_per_tunnel_stream_cap_holds_across_the_nodes() {
+    require_redis!();
+    let cluster = Cluster::start_with(2, &[("--stream.max-per-tunnel", "2")]);
+    let client = cluster
+        .poller(1, "s")
+        .with_header(EXTENSIONS, "cancel,streams");
+    client.register_as_connected();
+    let mut first = RawHost::get(&cluster.nodes[0], &cluster.tunnel, "sess-1");
+    let first_command = take_stream(&client);
+    let mut second = RawHost::get(&cluster.nodes[1], &cluster.tunnel, "sess-2");
+    take_stream(&client);
+    assert!(
+        first.wait_for(": stream open", 1, PROMPTLY),
+        "{}",
+        first.text()
+    );
+    assert!(
+        second.wait_for(": stream open", 1, PROMPTLY),
+        "{}",
+        second.text()
+    );
+    for node in 0..2 {
+        let third = cluster
+            .connector(node)
+            .in_session("sess-3")
+            .accepting("text/event-stream")
+            .get();
+        assert_eq!(third.status, 429, "node {node}: {third:#?}");
+        assert_eq!(third.error_code().as_deref(), Some("tunnel_stream_limit"));
+    }
+    assert!(
+        client.take_commands(1, 200).is_empty(),
+        "a refused stream was queued"
+    );
+    let keys = cluster.keys_and_ttls();
+    assert!(keys.iter().any(|(k, _)| k.ends_with(":st")), "{keys:?}");
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+    // One ends: its place is free for a stream on the other node.
+    let ended = client.post_response(shard_token_of(&first_command), &stream_end(&first_command));
+    assert_eq!(ended.status, 200, "{ended:#?}");
+    assert!(first.wait_for("0\r\n\r\n", 1, PROMPTLY), "{}", first.text());
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let mut again = RawHost::get(&cluster.nodes[1], &cluster.tunnel, "sess-4");
+        let queued = client.take_commands(1, 300);
+        if let Some(command) = queued.first() {
+            assert_eq!(command["command_type"], "stream", "{command:#}");
+            break;
+        }
+        assert!(again.wait_for(" 429 ", 1, PROMPTLY), "{}", again.text());
+        assert!(
+            Instant::now() < deadline,
+            "the ended stream's place was never freed"
+        );
+    }
+}
+
+#[test]
+fn a_server_request_is_answered_through_another_node_to_the_instance_that_asked() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let client = cluster
+        .poller(1, "asker")
+        .with_header(EXTENSIONS, "cancel,server-requests,streams");
+    client.register_as_connected();
+    let call = tool_call(7, "needs-roots");
+    let mut host = RawHost::post(&cluster.nodes[0], &cluster.tunnel, "sess-sr", &call);
+    let command = client.take_one_command();
+    assert_eq!(command["command_type"], "jsonrpc", "{command:#}");
+    let token = shard_token_of(&command);
+    let ask = json!({"jsonrpc": "2.0", "id": "mcpt-sr-1", "method": "roots/list"});
+    let posted = client.post_response(token, &stream_message(&command, Some(ask)));
+    assert_eq!(posted.status, 200, "{posted:#?}");
+    assert!(host.wait_for("roots/list", 1, PROMPTLY), "{}", host.text());
+    let keys = cluster.keys_and_ttls();
+    assert!(keys.iter().any(|(k, _)| k.contains(":ask:")), "{keys:?}");
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+
+    // The host answers on node 1; node 0 remembered who asked.
+    let answer = json!({"jsonrpc": "2.0", "id": "mcpt-sr-1", "result": {"roots": []}});
+    let answered = {
+        let connector = cluster.connector(1).in_session("sess-sr");
+        in_background(move || connector.post(&answer))
+    };
+    let forwarded = client.take_one_command();
+    assert_eq!(
+        forwarded["command_type"], "server_response",
+        "{forwarded:#}"
+    );
+    assert_eq!(forwarded["jsonrpc"]["id"], "mcpt-sr-1", "{forwarded:#}");
+    let ack = json!({"request_id": request_id_of(&forwarded), "channel": forwarded["channel"],
+                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
+    assert_eq!(
+        client
+            .post_response(shard_token_of(&forwarded), &ack)
+            .status,
+        200
+    );
+    let answered = answered.join();
+    assert!(answered.status < 300, "{answered:#?}");
+    // Answered once: the same answer again takes the contract's way (an ordinary command).
+    let again = {
+        let connector = cluster.connector(0).in_session("sess-sr");
+        let answer = json!({"jsonrpc": "2.0", "id": "mcpt-sr-1", "result": {"roots": []}});
+        in_background(move || connector.post(&answer))
+    };
+    let ordinary = client.take_one_command();
+    assert_eq!(
+        ordinary["command_type"], "jsonrpc",
+        "answered twice: {ordinary:#}"
+    );
+    let ack = json!({"request_id": request_id_of(&ordinary), "channel": ordinary["channel"],
+                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
+    assert_eq!(
+        client.post_response(shard_token_of(&ordinary), &ack).status,
+        200
+    );
+    assert!(again.join().status < 300);
+    // The call itself is answered as usual.
+    assert_eq!(client.answer_with_result(&command, json!({})).status, 200);
+    assert!(host.wait_for("\"id\":7", 1, PROMPTLY), "{}", host.text());
+    drop(host);
 }

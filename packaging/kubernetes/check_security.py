@@ -6,8 +6,12 @@
 (The schema check is kubernetes-validate --strict, run by packaging/check.sh.) For every Pod
 template: non-root, seccomp RuntimeDefault, no service-account token; for every container:
 no privilege escalation, read-only root filesystem, all capabilities dropped, resources set,
-no :latest image. For the mcp-tunnel container: probes on /healthz and /readyz at port 8080,
-the API key as a file from a Secret volume, never as a literal value. Needs PyYAML.
+no :latest image. For the mcp-tunnel `run` container: probes on /healthz and /readyz at port
+8080, the API key as a file from a Secret volume, never as a literal value. For a `relay`
+container: readiness on /healthz, liveness not on /healthz (it is 503 while Redis is down, which
+must restart nothing), the tunnels file from a Secret or ConfigMap volume without subPath (so its
+updates arrive), RELAY_STORE from a Secret when set. A pod without an mcp-tunnel image (the
+relays' Redis: no `run` or `relay` argument) gets the generic checks only. Needs PyYAML.
 """
 
 import sys
@@ -66,9 +70,12 @@ def check_pod(where, spec, labels, selector):
             need(not (e["name"].endswith("API_KEY") and "value" in e
                       and not str(e["value"]).startswith(("file:", "env:"))),
                  cw, f"{e['name']} must be a file: reference, never a literal key")
-        if c.get("args", [None])[0] != "run":
+        if c.get("args", [None])[0] not in ("run", "relay"):
             continue
         tunnels += 1
+        if c.get("args", [None])[0] == "relay":
+            check_relay(cw, c, env, volumes)
+            continue
         need(env.get("CONTROL_PLANE_API_KEY", {}).get("value") == f"file:{KEY_PATH}", cw,
              f"CONTROL_PLANE_API_KEY must be file:{KEY_PATH}")
         mount = [m for m in c.get("volumeMounts", [])
@@ -85,11 +92,36 @@ def check_pod(where, spec, labels, selector):
             get = c.get(probe, {}).get("httpGet", {})
             need(get.get("path") == path, cw, f"{probe} must GET {path}")
             need(port_number(c, get.get("port")) == 8080, cw, f"{probe} must use port 8080")
-    need(tunnels == 1, where, "exactly one mcp-tunnel `run` container expected")
+    any_ours = any(c.get("args", [None])[0] in ("run", "relay") for c in spec["containers"])
+    need(tunnels == 1 or not any_ours, where, "exactly one mcp-tunnel container expected")
+    return tunnels
+
+
+def check_relay(cw, c, env, volumes):
+    ready = c.get("readinessProbe", {}).get("httpGet", {})
+    need(ready.get("path") == "/healthz", cw, "readinessProbe must GET /healthz")
+    need(port_number(c, ready.get("port")) is not None, cw, "readinessProbe port must be declared")
+    live = c.get("livenessProbe", {})
+    need(live and live.get("httpGet", {}).get("path") != "/healthz", cw,
+         "livenessProbe must exist and not use /healthz (503 while Redis is down)")
+    path = env.get("RELAY_TUNNELS_FILE", {}).get("value", "/etc/mcp-tunnel/tunnels.toml")
+    mount = [m for m in c.get("volumeMounts", [])
+             if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    need(len(mount) == 1, cw, f"{path} must come from one volumeMount")
+    if mount:
+        need(mount[0].get("readOnly") is True, cw, "the tunnels mount must be readOnly")
+        need("subPath" not in mount[0], cw, "no subPath: its updates would never arrive")
+        vol = volumes.get(mount[0]["name"], {})
+        need("secret" in vol or "configMap" in vol, cw,
+             "the tunnels file must come from a Secret or ConfigMap volume")
+    store = env.get("RELAY_STORE")
+    if store:
+        need("value" not in store and "secretKeyRef" in store.get("valueFrom", {}), cw,
+             "RELAY_STORE (it may hold a password) must come from a Secret")
 
 
 def main(paths):
-    pods = 0
+    pods = ours = 0
     for path in paths:
         with open(path) as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
@@ -98,12 +130,13 @@ def main(paths):
             need(d.get("metadata", {}).get("labels"), where, "metadata.labels missing")
             if d.get("kind") == "Deployment":
                 t = d["spec"]["template"]
-                check_pod(where, t["spec"], t["metadata"].get("labels", {}),
-                          d["spec"]["selector"]["matchLabels"])
+                ours += check_pod(where, t["spec"], t["metadata"].get("labels", {}),
+                                  d["spec"]["selector"]["matchLabels"])
                 pods += 1
             if d.get("kind") == "Secret":
                 failures.append(f"{where}: ship no Secret objects; create them with kubectl")
-    need(pods >= 2, "manifests", "expected the sidecar and the dedicated Deployment")
+    need(ours >= 3, "manifests",
+         "expected the sidecar, the dedicated Deployment and the relay cluster")
     for f in failures:
         print(f"FAIL {f}")
     if failures:

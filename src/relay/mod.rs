@@ -566,18 +566,17 @@ fn take_forwarded_responses(relay: Arc<Relay>, store: Arc<Store>) {
         .name("store-responses".into())
         .spawn(move || {
             loop {
-                // About once a second: instances gone here are announced to the other nodes.
+                // About once a second: instances gone here are announced to the other nodes, and
+                // the leases of the streams held here renewed.
                 let hubs = relay
                     .hubs
                     .lock()
                     .map(|h| h.values().cloned().collect::<Vec<_>>());
-                hubs.unwrap_or_default()
-                    .iter()
-                    .for_each(|h| h.announce_gone());
+                hubs.unwrap_or_default().iter().for_each(|h| h.upkeep());
                 match hub::take_forwarded(&store, Duration::from_secs(1)) {
                     Ok(messages) => {
                         for m in messages {
-                            let _ = relay.hub(&m.tunnel).respond(&m.token, m.payload);
+                            let _ = relay.hub(&m.tunnel).deliver(&m.token, m.payload);
                         }
                     }
                     // Redis is down: /healthz says so; try again shortly.

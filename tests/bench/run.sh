@@ -4,12 +4,17 @@
 # Builds the release binary, installs rathole and bore-cli from crates.io into target/bench/tools
 # (skipped when the pinned version is already there) and wrk from Debian when missing, then runs
 # tests/bench/bench.py (every server on 127.0.0.1 only) and tests/bench/report.py, which rewrite
-# tests/bench/RESULTS.md and tests/bench/latency.svg. Exits non-zero if any request failed.
+# tests/bench/RESULTS.md and tests/bench/latency.svg. Then tests/bench/store.py measures the
+# relay's store (memory, Redis, three relays on one Redis; redis-server from Debian) and replaces
+# its own section of RESULTS.md. Exits non-zero if any request failed.
 #
 # Knobs (environment; defaults are what RESULTS.md was made with):
 #   BENCH_DURATION=10 BENCH_WARMUP=2 BENCH_ROUNDS=2   seconds per cell, warm-up, rounds
 #   BENCH_IDLE_SECONDS=60 BENCH_POLLERS=1000 BENCH_SCALE_SECONDS=30
 #   BENCH_OUT_DIR=tests/bench                         where RESULTS.md and latency.svg go
+#   BENCH_ONLY=store      only the store part (its section of RESULTS.md; the rest stays)
+#   BENCH_STORE=0         skip the store part
+#   BENCH_STORE_DURATION=10 BENCH_STORE_WARMUP=2      seconds per store cell, warm-up
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -29,6 +34,29 @@ done
 
 say "building the release binary"
 $CARGO build --release --locked
+
+# store.py: the store part, after the main one (or alone with BENCH_ONLY=store).
+store_part() {
+	[ "${BENCH_STORE:-1}" = 0 ] && return 0
+	if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+		if [ "$(id -u)" -ne 0 ]; then
+			echo "bench: redis-server is missing; install it (apt-get install redis-server)" >&2
+			return 2
+		fi
+		say "installing redis-server (Debian)"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+	fi
+	say "running the store benchmark (about 2 minutes)"
+	python3 tests/bench/store.py --bin target/release/mcp-tunnel --results target/bench/store.json \
+		--markdown "$OUT_DIR/RESULTS.md" --duration "${BENCH_STORE_DURATION:-10}" \
+		--warmup "${BENCH_STORE_WARMUP:-2}"
+}
+if [ "${BENCH_ONLY:-}" = store ]; then
+	command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 2; }
+	store_part
+	exit $?
+fi
 
 # installed CRATE VERSION: the pinned version is already in target/bench/tools.
 installed() {
@@ -89,5 +117,6 @@ if [ ! -s "$RESULTS_JSON" ]; then
 fi
 python3 tests/bench/report.py "$RESULTS_JSON" --out-dir "$OUT_DIR" \
 	--total-seconds "$(( $(date +%s) - started ))"
+store_part || rc=1
 say "done in $(( $(date +%s) - started )) s"
 exit "$rc"

@@ -312,28 +312,6 @@ impl TunnelHub {
         self.enqueue(body, deadline, fields, None, None)
     }
 
-    /// Queues a `stream` command (our extension, [`FEATURE_STREAMS`]) for an instance that
-    /// announced it, unless `max_open` streams of this tunnel are open already. It must be taken
-    /// by `deadline`; the stream may stay open until `ends`.
-    pub fn submit_stream(
-        self: &Arc<Self>,
-        body: CommandBody,
-        kind: StreamKind,
-        deadline: Instant,
-        ends: Instant,
-        session: Option<&str>,
-        max_open: usize,
-    ) -> Result<Ticket, SubmitError> {
-        if streams::open(self.lock().pending.values().map(|p| p.stream)) >= max_open {
-            return Err(SubmitError::StreamLimit);
-        }
-        let spec = StreamSpec {
-            kind: kind.as_str(),
-            ends,
-        };
-        self.enqueue(body, deadline, (session, false, None), Some(spec), None)
-    }
-
     /// Queues a host's answer to a server→client request (our extension,
     /// [`FEATURE_SERVER_REQUESTS`]) for the instance that forwarded the request `raw_id` names
     /// on `channel`, answered in `session` (the session that was asked, when it was asked in
@@ -346,24 +324,11 @@ impl TunnelHub {
         raw_id: &str,
         session: Option<&str>,
     ) -> Option<Result<Ticket, SubmitError>> {
-        let instance = self.lock().asked.take(&body.channel, raw_id, session)?;
+        let instance = match &self.shared {
+            Some(shared) => shared.take_ask(&body.channel, raw_id, session)?,
+            None => self.lock().asked.take(&body.channel, raw_id, session)?,
+        };
         Some(self.enqueue(body, deadline, (None, false, None), None, Some(instance)))
-    }
-
-    /// Whether a stream for `session` could be handed out now: the instance holding the session
-    /// (or, for an unbound one, any live instance) announced [`FEATURE_STREAMS`]. Without one the
-    /// connector keeps the contract's behaviour.
-    pub fn streams_available(&self, session: Option<&str>) -> bool {
-        if self.shared.is_some() {
-            return false; // not across nodes yet
-        }
-        let inner = self.lock();
-        let now = Instant::now();
-        let streams = |i: &Instance| self.alive(i, now) && i.extensions.has(FEATURE_STREAMS);
-        match session.and_then(|s| inner.sessions.owner(s)) {
-            Some(owner) => inner.instances.get(owner).is_some_and(streams),
-            None => inner.instances.values().any(streams),
-        }
     }
 
     fn enqueue(
@@ -589,14 +554,24 @@ impl TunnelHub {
 
     /// A response POST. Notifications go to the waiting connector; a terminal payload also ends
     /// the command. The answer to a process-affine `initialize` binds its session here.
-    pub fn respond(
+    pub fn respond(&self, shard_token: &str, payload: ResponsePayload) -> Result<(), RespondError> {
+        if let Some(shared) = &self.shared
+            && (!shared.is_mine(shard_token) || self.is_stream(&payload.request_id))
+        {
+            // A stream's messages go through this node's list too, so that those posted on
+            // several nodes reach its host in the order they were posted.
+            return shared.forward(shard_token, payload);
+        }
+        self.deliver(shard_token, payload)
+    }
+
+    /// [`TunnelHub::respond`] for a connector waiting on this node: posted here, or taken from
+    /// this node's list in the shared store (posted on any node).
+    pub fn deliver(
         &self,
         shard_token: &str,
         mut payload: ResponsePayload,
     ) -> Result<(), RespondError> {
-        if let Some(shared) = self.shared.as_ref().filter(|s| !s.is_mine(shard_token)) {
-            return shared.forward(shard_token, payload);
-        }
         let mut inner = self.lock();
         let Some(pending) = inner
             .pending
@@ -642,6 +617,7 @@ impl TunnelHub {
             i.last_seen = Some(Instant::now());
             // A server request the client forwarded: remember who asked, for the answer.
             if i.extensions.has(FEATURE_SERVER_REQUESTS)
+                && self.shared.is_none()
                 && payload.resp_type == RespType::JsonrpcNotify
                 && let Some(json) = &payload.resp_json
             {
@@ -649,6 +625,9 @@ impl TunnelHub {
                     .asked
                     .note(json.get(), id, &channel, asked_in.as_deref());
             }
+        }
+        if let Some(shared) = &self.shared {
+            shared.note_ask(&payload, instance.as_deref(), &channel, asked_in.as_deref());
         }
         // Delivered by another node: Redis knows which instance took it.
         let remote = || self.shared.as_ref()?.delivered_to(&payload.request_id);
@@ -692,11 +671,11 @@ impl TunnelHub {
         if inner.queue.len() < queued {
             return Cancelled::Withdrawn;
         }
+        if let Some(shared) = &self.shared {
+            drop(inner); // queued or delivered by any node, polled next on any: Redis knows
+            return shared.cancel(request_id, &pending, reason);
+        }
         let Some(instance) = pending.instance else {
-            if let Some(shared) = &self.shared {
-                drop(inner); // queued or delivered by any node: Redis knows
-                return shared.cancel(request_id, &pending, reason);
-            }
             return Cancelled::Forgotten; // in a poll answer being written: requeue skips it
         };
         // A stream's instance always hears of it: it holds the stream open until told.

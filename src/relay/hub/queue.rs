@@ -39,6 +39,8 @@ pub(super) struct Queued {
 pub(super) struct StreamSpec {
     pub(super) kind: &'static str,
     pub(super) ends: Instant,
+    /// `--stream.max-per-tunnel`: with the Redis store, checked cluster-wide when it is queued.
+    pub(super) max_open: usize,
 }
 
 impl Queued {

@@ -22,6 +22,25 @@ pub const MAX_ASKED: usize = 4096;
 /// How long one is remembered (servers give up on theirs sooner).
 pub const ASKED_TTL: Duration = Duration::from_secs(600);
 
+/// The id of `message` as canonical JSON text when it is a request (a method and an id).
+pub(super) fn request_id(message: &str) -> Option<String> {
+    if !message.contains("\"id\"") {
+        return None; // a notification, the common case: not parsed
+    }
+    let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else {
+        return None;
+    };
+    m.get("method")?;
+    Some(m.get("id")?.to_string())
+}
+
+/// `raw_id` (an answer's id as posted) as canonical JSON text.
+pub(super) fn canonical_id(raw_id: &str) -> Option<String> {
+    serde_json::from_str::<Value>(raw_id)
+        .ok()
+        .map(|v| v.to_string())
+}
+
 /// Who asked: the instance and the session the request came in (if any).
 struct Asker {
     instance: String,
@@ -43,13 +62,7 @@ impl AskedTable {
         channel: &str,
         session: Option<&str>,
     ) {
-        if !message.contains("\"id\"") {
-            return; // a notification, the common case: not parsed
-        }
-        let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else {
-            return;
-        };
-        let (Some(_), Some(id)) = (m.get("method"), m.get("id")) else {
+        let Some(id) = request_id(message) else {
             return;
         };
         let now = Instant::now();
@@ -63,7 +76,7 @@ impl AskedTable {
         {
             self.0.remove(&oldest);
         }
-        let key = (channel.to_string(), id.to_string());
+        let key = (channel.to_string(), id);
         let asker = Asker {
             instance: instance.to_string(),
             session: session.map(str::to_string),
@@ -81,8 +94,7 @@ impl AskedTable {
         raw_id: &str,
         session: Option<&str>,
     ) -> Option<String> {
-        let id: Value = serde_json::from_str(raw_id).ok()?;
-        let key = (channel.to_string(), id.to_string());
+        let key = (channel.to_string(), canonical_id(raw_id)?);
         let asked_in = self.0.get(&key)?.session.as_deref();
         if asked_in.is_some() && asked_in != session {
             return None;

@@ -19,6 +19,12 @@
 //!   polled; `--client-timeout`), `mcpt:t:{tunnel}:i:{instance}:q` (commands only that instance
 //!   may take), `mcpt:t:{tunnel}:s:{session}` (the instance holding a session; [`SESSION_TTL`]
 //!   after its last command).
+//! - Long-lived streams ([`crate::relay::hub`]'s `shared::streams`): `mcpt:t:{tunnel}:sq` (`stream`
+//!   commands not bound to a session, taken only by instances that announced `streams`),
+//!   `mcpt:t:{tunnel}:salive` (such an instance polled; `--client-timeout`), `mcpt:t:{tunnel}:st`
+//!   (a sorted set of the open streams, each member's score its lease's end; the per-tunnel cap).
+//! - Server→client requests: `mcpt:t:{tunnel}:ask:{channel}:{id}` (both in hex; the instance and
+//!   session that asked, for the host's answer; ten minutes).
 //!
 //! A command leaves the queue by `LPOP`/`BLPOP` (inside a script for several): Redis runs each
 //! atomically, so two pollers on two nodes never get the same command. When Redis cannot be
@@ -355,6 +361,20 @@ pub fn instance_cancels_key(tunnel: &str, instance: &str) -> String {
 pub fn session_key(tunnel: &str, session: &str) -> String {
     format!("mcpt:t:{tunnel}:s:{session}")
 }
+pub fn stream_queue_key(tunnel: &str) -> String {
+    format!("mcpt:t:{tunnel}:sq")
+}
+pub fn streams_alive_key(tunnel: &str) -> String {
+    format!("mcpt:t:{tunnel}:salive")
+}
+pub fn streams_key(tunnel: &str) -> String {
+    format!("mcpt:t:{tunnel}:st")
+}
+/// The channel and the request's id (canonical JSON) in hex: any bytes, and no two alike.
+pub fn ask_key(tunnel: &str, channel: &str, id: &str) -> String {
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("mcpt:t:{tunnel}:ask:{}:{}", hex(channel), hex(id))
+}
 
 /// How long a session binding outlives the last command of its session (the memory store
 /// forgets an instance an hour after it was last seen, too).
@@ -388,7 +408,8 @@ return 0
 ";
 
 /// KEYS: the queue it was pushed to, pending, delivered. ARGV: its queued value (or ''), the
-/// `cancel` order, the tunnel, the order list's TTL ms. 1 withdrawn from the queue, 2 a `cancel`
+/// `cancel` order, the tunnel, the order list's TTL ms, '1' to tell the instance even when it did
+/// not announce the `cancel` feature (a stream). 1 withdrawn from the queue, 2 a `cancel`
 /// order left in its instance's list (`mcpt:t:{tunnel}:i:{instance}:c`), 0 only forgotten.
 pub const CANCEL: &str = r"
 if ARGV[1] ~= '' and redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
@@ -399,7 +420,8 @@ local inst = redis.call('GET', KEYS[3])
 redis.call('DEL', KEYS[2], KEYS[3])
 if not inst then return 0 end
 local alive = redis.call('GET', 'mcpt:t:' .. ARGV[3] .. ':i:' .. inst .. ':alive')
-if not alive or not string.find(alive, 'cancel', 1, true) then return 0 end
+if not alive then return 0 end
+if ARGV[5] ~= '1' and not string.find(alive, 'cancel', 1, true) then return 0 end
 local list = 'mcpt:t:' .. ARGV[3] .. ':i:' .. inst .. ':c'
 redis.call('RPUSH', list, ARGV[2])
 redis.call('PEXPIRE', list, ARGV[4])
@@ -429,7 +451,8 @@ return 1
 ";
 
 /// KEYS: the instance's queue, the tunnel's queue (taken from in that order), the instance's
-/// `cancel` orders (all taken, at most 100, first). ARGV: most to
+/// `cancel` orders (all taken, at most 100, first), optionally the tunnel's stream queue (taken
+/// from after the instance's). ARGV: most to
 /// take, byte budget, bytes already taken, a request id taken by `BLPOP` to check (or ''), the
 /// taking instance, the TTL ms of a queue a command is pushed back to ([`REQUEUE_TTL`]). Pops commands whose connectors still wait (their pending key exists),
 /// within the budget (one at least), and records who took each (`mcpt:d:`). Returns {first
@@ -449,7 +472,10 @@ for _, o in ipairs(orders) do out[#out + 1] = o end
 local skip = #out
 local bytes = tonumber(ARGV[3])
 local n = tonumber(ARGV[1])
-for _, key in ipairs({KEYS[1], KEYS[2]}) do
+local queues = {KEYS[1]}
+if KEYS[4] then queues[2] = KEYS[4] end
+queues[#queues + 1] = KEYS[2]
+for _, key in ipairs(queues) do
   while #out - skip < n do
     local v = redis.call('LPOP', key)
     if not v then break end
@@ -491,11 +517,12 @@ return 1
 /// (`--connector.timeout`'s largest sensible value); the next enqueue extends it anyway.
 pub const REQUEUE_TTL: Duration = Duration::from_secs(3600);
 
-/// KEYS: the queue it was pushed to, pending, delivered. ARGV: the queued value (or '').
-/// Forgets a command wherever it is.
+/// KEYS: the queue it was pushed to, pending, delivered, the tunnel's open streams. ARGV: the
+/// queued value (or ''), the request id. Forgets a command wherever it is.
 pub const WITHDRAW: &str = r"
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[1], 1, ARGV[1]) end
 redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[2])
 return 1
 ";
 

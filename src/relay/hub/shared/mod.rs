@@ -19,11 +19,11 @@
 //! A gone instance ([`super::CLIENT_GONE_GRACE`]) is announced by the node it polled, for the
 //! connectors waiting on other nodes.
 //!
-//! Not shared yet (a later phase): long-lived streams (a node with the Redis store offers none), server→client requests (the
-//! answer's instance is remembered only on the node that saw the request). `poll`: the
+//! Long-lived streams and server→client requests across nodes: [`streams`]. `poll`: the
 //! long-poll and requeue with the queue in Redis.
 
 mod poll;
+mod streams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     /// The queue and Redis value of each command queued from here, so a withdrawal can remove
     /// it.
     values: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// When the leases of the streams held here were last renewed ([`streams`]).
+    renewed: Mutex<Option<Instant>>,
 }
 
 /// A queued command as stored in Redis: `request_id\n` then this as JSON.
@@ -73,6 +75,9 @@ struct Stored {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jsonrpc: Option<Box<RawValue>>,
     created_at: String,
+    /// A `stream` command: its kind and when it must end (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<(String, u64)>,
 }
 
 /// A `cancel` order in an instance's list, for whichever node it polls.
@@ -127,6 +132,7 @@ fn command_type(text: &str) -> &'static str {
         wire::COMMAND_SESSION_TERMINATION,
         wire::COMMAND_OAUTH_DISCOVERY,
         wire::COMMAND_STREAM,
+        wire::COMMAND_SERVER_RESPONSE,
     ]
     .into_iter()
     .find(|t| *t == text)
@@ -139,6 +145,7 @@ impl Shared {
             store,
             tunnel: tunnel.to_string(),
             values: Mutex::new(HashMap::new()),
+            renewed: Mutex::new(None),
         }
     }
 
@@ -164,6 +171,10 @@ impl Shared {
             headers: q.body.headers.clone(),
             jsonrpc: q.body.jsonrpc.clone(),
             created_at: q.body.created_at.clone(),
+            stream: q
+                .stream
+                .as_ref()
+                .map(|s| (s.kind.to_string(), unix_ms(s.ends))),
         };
         let json = serde_json::to_string(&stored).unwrap_or_default();
         format!("{}\n{json}", q.request_id).into_bytes()
@@ -184,7 +195,11 @@ impl Shared {
                 jsonrpc: s.jsonrpc,
                 created_at: s.created_at,
             },
-            stream: None::<StreamSpec>,
+            stream: s.stream.map(|(kind, ends)| StreamSpec {
+                kind: streams::kind(&kind),
+                ends: instant_of(ends),
+                max_open: 0,
+            }),
         };
         Some((queued, s.tok))
     }
@@ -199,16 +214,7 @@ impl Shared {
     ) -> Result<(), SubmitError> {
         let value = Self::encode(q, token);
         let ttl = millis(q.deadline.saturating_duration_since(Instant::now()) + KEY_SLACK);
-        let (queue, alive) = match &q.affinity {
-            Some(i) => (
-                store::instance_queue_key(&self.tunnel, i),
-                store::instance_alive_key(&self.tunnel, i),
-            ),
-            None => (
-                store::queue_key(&self.tunnel),
-                store::alive_key(&self.tunnel),
-            ),
-        };
+        let (queue, alive) = self.queue_of(q);
         let keys = [
             queue.clone(),
             alive,
@@ -242,20 +248,48 @@ impl Shared {
         self.values.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The list `q` goes to and the key saying some poller may take from it: its instance's
+    /// (process affinity), the tunnel's streams (for instances that announced them), the tunnel's.
+    fn queue_of(&self, q: &Queued) -> (String, String) {
+        match (&q.affinity, &q.stream) {
+            (Some(i), _) => (
+                store::instance_queue_key(&self.tunnel, i),
+                store::instance_alive_key(&self.tunnel, i),
+            ),
+            (None, Some(_)) => (
+                store::stream_queue_key(&self.tunnel),
+                store::streams_alive_key(&self.tunnel),
+            ),
+            (None, None) => (
+                store::queue_key(&self.tunnel),
+                store::alive_key(&self.tunnel),
+            ),
+        }
+    }
+
     /// Takes the `cancel` orders for `instance` and up to `limit` commands (its own list
-    /// first), waiting up to `block` for the first of either.
-    fn take(&self, instance: &str, limit: usize, block: Duration) -> Result<Taken, StoreError> {
-        let queues = [
+    /// first, the tunnel's streams too when it `streams`), waiting up to `block` for the first.
+    fn take(
+        &self,
+        instance: &str,
+        streams: bool,
+        limit: usize,
+        block: Duration,
+    ) -> Result<Taken, StoreError> {
+        let mut queues = vec![
             store::instance_queue_key(&self.tunnel, instance),
             store::queue_key(&self.tunnel),
             store::instance_cancels_key(&self.tunnel, instance),
         ];
+        if streams {
+            queues.push(store::stream_queue_key(&self.tunnel));
+        }
         let mut taken = self.take_more(&queues, instance, limit, None)?;
         if taken.0.is_empty() && taken.1.is_empty() && block >= MIN_BLOCK {
             let secs = format!("{:.3}", block.as_secs_f64());
             // Without room for commands, only `cancel` orders may wake it.
             let lists = if limit == 0 {
-                &queues[2..]
+                &queues[2..3]
             } else {
                 &queues[..]
             };
@@ -331,7 +365,15 @@ impl Shared {
         ];
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let ttl = millis(FORWARD_TTL);
-        let args: [&[u8]; 4] = [&value, &order, self.tunnel.as_bytes(), ttl.as_bytes()];
+        // A stream's instance always hears of it: it holds the stream open until told.
+        let always: &[u8] = if pending.stream { b"1" } else { b"0" };
+        let args: [&[u8]; 5] = [
+            &value,
+            &order,
+            self.tunnel.as_bytes(),
+            ttl.as_bytes(),
+            always,
+        ];
         match self
             .store
             .eval(store::CANCEL, &keys, &args)
@@ -347,7 +389,7 @@ impl Shared {
     /// waits.
     fn take_more(
         &self,
-        queues: &[String; 3],
+        queues: &[String],
         instance: &str,
         limit: usize,
         first: Option<(Queued, String)>,
@@ -367,11 +409,7 @@ impl Shared {
             instance.as_bytes(),
             requeue_ttl.as_bytes(),
         ];
-        let keys = [
-            queues[0].as_bytes(),
-            queues[1].as_bytes(),
-            queues[2].as_bytes(),
-        ];
+        let keys: Vec<&[u8]> = queues.iter().map(|q| q.as_bytes()).collect();
         let mut reply = self
             .store
             .eval(store::TAKE, &keys, &args)?
@@ -399,10 +437,7 @@ impl Shared {
     /// Puts commands whose poll answer could not be written back at the queue's head.
     pub(super) fn put_back(&self, commands: Vec<(Queued, String)>) {
         for (q, token) in commands.into_iter().rev() {
-            let queue = match &q.affinity {
-                Some(i) => store::instance_queue_key(&self.tunnel, i),
-                None => store::queue_key(&self.tunnel),
-            };
+            let queue = self.queue_of(&q).0;
             let value = Self::encode(&q, &token);
             let ttl = millis(store::REQUEUE_TTL);
             let put = self.store.eval(
@@ -430,6 +465,9 @@ impl Shared {
             store::instance_alive_key(&self.tunnel, instance),
         ];
         keys.extend(affine.iter().map(|c| store::affine_key(&self.tunnel, c)));
+        if features.contains(wire::FEATURE_STREAMS) {
+            keys.push(store::streams_alive_key(&self.tunnel));
+        }
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let ttl = millis(client_timeout);
         let gone = store::instance_gone_key(&self.tunnel, instance);
@@ -541,9 +579,11 @@ impl Shared {
             queue,
             store::pending_key(request_id),
             store::delivered_key(request_id),
+            store::streams_key(&self.tunnel),
         ];
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-        if let Err(e) = self.store.eval(store::WITHDRAW, &keys, &[&value]) {
+        let args: [&[u8]; 2] = [&value, request_id.as_bytes()];
+        if let Err(e) = self.store.eval(store::WITHDRAW, &keys, &args) {
             log::debug!("request {request_id}: withdrawal not recorded in Redis: {e}");
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::super::queue::{Delivered, Item, Queued};
 use super::super::{GONE_CHECK, Inner, PollAsk, SubmitError, Ticket, TunnelHub};
 use super::{MIN_BLOCK, Shared};
-use crate::wire::FEATURE_CANCEL;
+use crate::wire::FEATURE_STREAMS;
 
 /// How long after its last sign of life a gone instance is still announced to other nodes.
 const ANNOUNCE_GONE_FOR: Duration = Duration::from_secs(60);
@@ -26,6 +26,9 @@ impl TunnelHub {
     ) -> Result<Ticket, SubmitError> {
         let token = inner.pending[&ticket.request_id].shard_token.clone();
         drop(inner);
+        if let Some(spec) = &queued.stream {
+            shared.take_stream_slot(&queued.request_id, spec.max_open)?;
+        }
         shared.enqueue(queued, &token, self.limits.queue_capacity)?;
         Ok(ticket)
     }
@@ -106,12 +109,12 @@ impl TunnelHub {
     ) -> Vec<Delivered> {
         let deadline = Instant::now().checked_add(wait);
         let affine: Vec<String> = ask.affine_channels.iter().cloned().collect();
-        // What other nodes need to know of it: whether a `cancel` command may be sent.
-        let features = if ask.extensions.has(FEATURE_CANCEL) {
-            FEATURE_CANCEL
-        } else {
-            "-"
+        // What other nodes need to know of it: the extension features it announced.
+        let features = match ask.extensions.to_header() {
+            f if f.is_empty() => "-".to_string(),
+            f => f,
         };
+        let streams = ask.extensions.has(FEATURE_STREAMS);
         {
             let mut inner = self.lock();
             let me = inner.instances.entry(instance.to_string()).or_default();
@@ -125,7 +128,7 @@ impl TunnelHub {
             if gone() {
                 break;
             }
-            shared.touch_alive(instance, &affine, features, self.limits.client_timeout);
+            shared.touch_alive(instance, &affine, &features, self.limits.client_timeout);
             cancels = self
                 .lock()
                 .instances
@@ -141,7 +144,7 @@ impl TunnelHub {
             // Whether this round still has to wait: it took nothing without blocking in Redis
             // (only cancels asked for, a block too short for BLPOP, or Redis down).
             let room = if ask.cancels_only { 0 } else { limit };
-            let wait_here = match shared.take(instance, room, block) {
+            let wait_here = match shared.take(instance, streams, room, block) {
                 Ok((orders, t)) => {
                     cancels.extend(orders);
                     taken = t;
@@ -157,7 +160,7 @@ impl TunnelHub {
                 drop(self.queued.wait_timeout(inner, block));
             }
         }
-        shared.touch_alive(instance, &affine, features, self.limits.client_timeout);
+        shared.touch_alive(instance, &affine, &features, self.limits.client_timeout);
         let mut inner = self.lock();
         let me = inner.instances.entry(instance.to_string()).or_default();
         me.waiting_polls -= 1;
