@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::tunnels::edit::{self, EditError, NewTunnel, TunnelPatch};
 use super::tunnels::{ConnectorAuth, FileError, TunnelRecord};
-use super::{Relay, api_error, bearer, report_reload};
+use super::{Relay, api_error, bearer, keys, report_reload};
 use crate::http_server::{Request, Response};
 
 /// The body of `POST /v1/tunnels`.
@@ -127,15 +127,16 @@ fn parse<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Response> {
 }
 
 impl Relay {
-    /// Whether `req` carries the admin key. A key that does not match re-reads a changed
-    /// tunnels file first, so a key made a moment ago by `relay admin-key` works at once.
+    /// Whether `key` is the admin key. A changed tunnels file is re-read first, so a key made or
+    /// rotated a moment ago by `relay admin-key` works, and the old one stops, at once. Only
+    /// keys with the admin prefix get that far: a poll's runtime key costs no file check.
     pub(super) fn is_admin(&self, key: Option<&str>) -> bool {
-        let Some(key) = key else { return false };
-        let matches = |relay: &Relay| {
-            let registry = relay.registry.read().unwrap_or_else(|e| e.into_inner());
-            registry.admin_key_matches(key)
+        let Some(key) = key.filter(|k| k.starts_with(keys::ADMIN_KEY_PREFIX)) else {
+            return false;
         };
-        matches(self) || (self.reload_if_changed() && matches(self))
+        self.reload_if_changed();
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry.admin_key_matches(key)
     }
 
     /// `/v1/tunnels`: list or create.
