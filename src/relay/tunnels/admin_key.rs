@@ -75,11 +75,15 @@ fn dispatch(
         }
     };
     positionals::<0>(rest.into_iter().skip(1).collect(), "admin-key")?;
-    let key = edit::admin_key(&file, change).map_err(|e| edit_failure(&file, e))?;
+    let key = edit::admin_key(&file, change).map_err(|e| match e {
+        // A key that exists (or does not): the file's state, not a mistake in the command line.
+        edit::EditError::Invalid(m) => Fail::Config(m),
+        e => edit_failure(&file, e),
+    })?;
     let text = match key {
         Some(key) => format!(
             "{} the admin key in {}\n  admin key:      {}\n                  \
-             (MCP-tunnel admin API: `Authorization: Bearer <admin key>` on /v1/tunnels)\n\
+             (the relay's admin API: `Authorization: Bearer <admin key>` on /v1/tunnels)\n\
              WARNING: the key is shown only now; the relay stores only its SHA-256 digest. \
              Keep it in a secret store; `rotate` replaces a lost key.\n",
             if change == AdminKeyChange::Rotate {
@@ -139,7 +143,7 @@ mod tests {
         // A second create would lock out whoever holds the first key.
         let (r, out) = cmd(&file, &["create"]);
         assert!(
-            matches!(&r, Err(Fail::Usage(m)) if m.contains("rotate")),
+            matches!(&r, Err(Fail::Config(m)) if m.contains("rotate")),
             "{r:?}"
         );
         assert!(out.is_empty());

@@ -54,6 +54,7 @@ const HEADER: &str = "\
 # mcp-tunnel relay tunnels. Managed by `mcp-tunnel relay tunnel ...`; hand edits are fine.
 # Keys are stored only as SHA-256 hex digests: printf %s \"$KEY\" | sha256sum
 # connector_auth: \"relay-key\" (the relay checks the connector key) or \"passthrough\" (it does not).
+# admin_key_sha256: the digest of the admin key (`mcp-tunnel relay admin-key`), which opens /v1/tunnels.
 ";
 
 /// How the relay authenticates MCP hosts calling a tunnel's connector URL.
