@@ -108,10 +108,12 @@ pub fn check_scope_ids(ids: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Turns a check's message into the error naming `field`.
+fn invalid(field: &'static str) -> impl Fn(String) -> EditError {
+    move |m| EditError::Invalid(format!("{field}: {m}"))
+}
+
 fn check_new(t: &NewTunnel) -> Result<(), EditError> {
-    fn invalid(field: &'static str) -> impl Fn(String) -> EditError {
-        move |m| EditError::Invalid(format!("{field}: {m}"))
-    }
     check_new_name(&t.name).map_err(invalid("name"))?;
     check_description(&t.description).map_err(invalid("description"))?;
     for (field, ids) in [
@@ -166,30 +168,42 @@ pub fn create(file: &Path, new: NewTunnel) -> Result<Created, EditError> {
     })
 }
 
-/// Replaces the fields `patch` names; the keys stay.
+/// Replaces the fields `patch` names; the keys stay. Only the fields given are checked, so a
+/// hand-edited field the API would not accept does not block changing another.
 pub fn update(file: &Path, id: &str, patch: TunnelPatch) -> Result<TunnelRecord, EditError> {
+    if let Some(name) = &patch.name {
+        check_new_name(name).map_err(invalid("name"))?;
+    }
+    if let Some(description) = &patch.description {
+        check_description(description).map_err(invalid("description"))?;
+    }
+    for (field, ids) in [
+        ("organization_ids", &patch.organization_ids),
+        ("workspace_ids", &patch.workspace_ids),
+        ("tenant_ids", &patch.tenant_ids),
+    ] {
+        if let Some(ids) = ids {
+            check_scope_ids(ids).map_err(invalid(field))?;
+        }
+    }
     require_file(file, id)?;
     modify::<_, EditError>(file, |reg| {
         let t = reg.get_mut(id).ok_or_else(|| not_found(id))?;
-        let next = NewTunnel {
-            name: patch.name.unwrap_or_else(|| t.name.clone()),
-            description: patch.description.unwrap_or_else(|| t.description.clone()),
-            organization_ids: patch
-                .organization_ids
-                .unwrap_or_else(|| t.organization_ids.clone()),
-            workspace_ids: patch
-                .workspace_ids
-                .unwrap_or_else(|| t.workspace_ids.clone()),
-            tenant_ids: patch.tenant_ids.unwrap_or_else(|| t.tenant_ids.clone()),
-            connector_auth: patch.connector_auth.unwrap_or(t.connector_auth),
-        };
-        check_new(&next)?;
-        t.name = next.name;
-        t.description = next.description;
-        t.organization_ids = next.organization_ids;
-        t.workspace_ids = next.workspace_ids;
-        t.tenant_ids = next.tenant_ids;
-        t.connector_auth = next.connector_auth;
+        let TunnelPatch {
+            name,
+            description,
+            organization_ids,
+            workspace_ids,
+            tenant_ids,
+            connector_auth,
+        } = patch;
+        t.name = name.unwrap_or_else(|| std::mem::take(&mut t.name));
+        t.description = description.unwrap_or_else(|| std::mem::take(&mut t.description));
+        t.organization_ids =
+            organization_ids.unwrap_or_else(|| std::mem::take(&mut t.organization_ids));
+        t.workspace_ids = workspace_ids.unwrap_or_else(|| std::mem::take(&mut t.workspace_ids));
+        t.tenant_ids = tenant_ids.unwrap_or_else(|| std::mem::take(&mut t.tenant_ids));
+        t.connector_auth = connector_auth.unwrap_or(t.connector_auth);
         Ok(t.clone())
     })
 }
@@ -257,4 +271,179 @@ fn require_file(file: &Path, id: &str) -> Result<(), EditError> {
 
 fn not_found(id: &str) -> EditError {
     EditError::NotFound(format!("no tunnel {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::tunnels::load;
+    use crate::relay::tunnels::tests::TempDir;
+
+    fn new(name: &str) -> NewTunnel {
+        NewTunnel {
+            name: name.into(),
+            ..NewTunnel::default()
+        }
+    }
+
+    fn invalid_message(r: Result<impl Sized, EditError>) -> String {
+        match r {
+            Err(EditError::Invalid(m)) => m,
+            Err(other) => panic!("not Invalid: {other:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn create_update_delete_keep_keys_and_fields() {
+        let dir = TempDir::new();
+        let file = dir.file();
+        let mut n = new("one");
+        n.organization_ids = vec!["org_a".into()];
+        let c = create(&file, n).expect("create");
+        assert!(keys::is_tunnel_id(&c.record.id));
+        assert!(c.record.created_at.is_some());
+        assert!(c.record.runtime_key_matches(c.runtime_key.expose()));
+        assert!(c.record.connector_key_matches(c.connector_key.expose()));
+        assert_eq!(
+            load(&file).expect("load").get(&c.record.id),
+            Some(&c.record)
+        );
+
+        let patch = TunnelPatch {
+            description: Some("d".into()),
+            workspace_ids: Some(vec!["ws".into()]),
+            ..TunnelPatch::default()
+        };
+        let u = update(&file, &c.record.id, patch).expect("update");
+        assert_eq!((u.name.as_str(), u.description.as_str()), ("one", "d"));
+        assert_eq!(u.organization_ids, vec!["org_a".to_string()]);
+        assert_eq!(u.workspace_ids, vec!["ws".to_string()]);
+        assert_eq!(u.runtime_key_sha256, c.record.runtime_key_sha256);
+        assert_eq!(u.created_at, c.record.created_at);
+
+        let d = delete(&file, &c.record.id).expect("delete");
+        assert_eq!(d, u);
+        assert!(load(&file).expect("load").tunnels.is_empty());
+        for r in [
+            delete(&file, &c.record.id).map(drop),
+            update(&file, &c.record.id, TunnelPatch::default()).map(drop),
+        ] {
+            assert!(matches!(r, Err(EditError::NotFound(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_refused_before_anything_is_written() {
+        let dir = TempDir::new();
+        let file = dir.file();
+        let long = |n: usize| "é".repeat(n);
+        let cases: Vec<(NewTunnel, &str)> = vec![
+            (new(""), "name: must not be empty"),
+            (new("a\tb"), "name: must not contain control characters"),
+            (new(&long(NAME_MAX_CHARS + 1)), "name: must be at most 255"),
+            (
+                NewTunnel {
+                    description: long(DESCRIPTION_MAX_CHARS + 1),
+                    ..new("x")
+                },
+                "description: must be at most 1024",
+            ),
+            (
+                NewTunnel {
+                    tenant_ids: vec!["t".into(), "t".into()],
+                    ..new("x")
+                },
+                "tenant_ids: \"t\" appears more than once",
+            ),
+            (
+                NewTunnel {
+                    organization_ids: vec!["mcpt_rt_secret key".into()],
+                    ..new("x")
+                },
+                "organization_ids: (a value that looks like a key, not shown)",
+            ),
+            (
+                NewTunnel {
+                    workspace_ids: vec![String::new()],
+                    ..new("x")
+                },
+                "workspace_ids: \"\" is not an id",
+            ),
+        ];
+        for (n, expected) in cases {
+            let m = invalid_message(create(&file, n));
+            assert!(m.contains(expected), "{m}");
+            assert!(!m.contains("mcpt_rt_secret"), "{m}");
+        }
+        // Exactly at the limits is fine.
+        create(
+            &file,
+            NewTunnel {
+                description: long(DESCRIPTION_MAX_CHARS),
+                organization_ids: (0..SCOPE_MAX_IDS).map(|i| format!("org_{i}")).collect(),
+                ..new(&long(NAME_MAX_CHARS))
+            },
+        )
+        .expect("at the limits");
+        let too_many: Vec<String> = (0..=SCOPE_MAX_IDS).map(|i| format!("o{i}")).collect();
+        assert!(
+            invalid_message(check_scope_ids(&too_many).map_err(EditError::Invalid))
+                .contains("at most 100")
+        );
+        assert_eq!(load(&file).expect("load").tunnels.len(), 1);
+    }
+
+    #[test]
+    fn update_checks_only_the_fields_given() {
+        let dir = TempDir::new();
+        let file = dir.file();
+        let c = create(&file, new("x")).expect("create");
+        // A hand edit longer than the API allows does not block changing the name.
+        let text = std::fs::read_to_string(&file).expect("read").replace(
+            "description = \"\"",
+            &format!(
+                "description = \"{}\"",
+                "d".repeat(DESCRIPTION_MAX_CHARS + 5)
+            ),
+        );
+        std::fs::write(&file, text).expect("write");
+        let patch = TunnelPatch {
+            name: Some("y".into()),
+            ..TunnelPatch::default()
+        };
+        assert_eq!(
+            update(&file, &c.record.id, patch).expect("update").name,
+            "y"
+        );
+        let bad = TunnelPatch {
+            name: Some(" ".into()),
+            ..TunnelPatch::default()
+        };
+        assert!(invalid_message(update(&file, &c.record.id, bad)).starts_with("name:"));
+    }
+
+    #[test]
+    fn admin_key_create_rotate_remove() {
+        let dir = TempDir::new();
+        let file = dir.file();
+        let first = admin_key(&file, AdminKeyChange::Create)
+            .expect("create")
+            .expect("a key");
+        assert!(first.expose().starts_with(keys::ADMIN_KEY_PREFIX));
+        assert!(invalid_message(admin_key(&file, AdminKeyChange::Create)).contains("rotate"));
+        let second = admin_key(&file, AdminKeyChange::Rotate)
+            .expect("rotate")
+            .expect("a key");
+        let reg = load(&file).expect("load");
+        assert!(reg.admin_key_matches(second.expose()));
+        assert!(!reg.admin_key_matches(first.expose()));
+        assert!(
+            admin_key(&file, AdminKeyChange::Remove)
+                .expect("remove")
+                .is_none()
+        );
+        let reg = load(&file).expect("load");
+        assert!(reg.admin_key_sha256.is_none() && !reg.admin_key_matches(second.expose()));
+    }
 }

@@ -578,6 +578,48 @@ mod tests {
     }
 
     #[test]
+    fn admin_key_and_scopes_round_trip_and_are_checked() {
+        let dir = TempDir::new();
+        let admin = keys::generate_admin();
+        let mut a = record(ID_A, "p");
+        a.organization_ids = vec!["org_a".into()];
+        a.created_at = Some(1_767_225_600);
+        let reg = Registry {
+            admin_key_sha256: Some(keys::hash(admin.expose())),
+            tunnels: vec![a],
+        };
+        save(&dir.file(), &reg).expect("save");
+        let loaded = load(&dir.file()).expect("load");
+        assert_eq!(loaded, reg);
+        assert!(loaded.admin_key_matches(admin.expose()));
+        assert!(!loaded.admin_key_matches(keys::generate_admin().expose()));
+        assert!(!Registry::default().admin_key_matches(admin.expose()));
+
+        let e = load_err("admin_key_sha256 = \"mcpt_ad_abc\"\n");
+        assert!(
+            e.contains("admin_key_sha256 must be 64 lowercase hex"),
+            "{e}"
+        );
+        assert!(!e.contains("mcpt_ad_abc"), "{e}");
+        // The admin key's digest reused as a tunnel's key would let one key open two roles.
+        let t = record(ID_A, "p");
+        let text = toml::to_string(&Registry {
+            admin_key_sha256: Some(t.runtime_key_sha256.clone()),
+            tunnels: vec![t],
+        })
+        .expect("serialize");
+        assert!(load_err(&text).contains("repeats a digest"));
+        let mut t = record(ID_A, "p");
+        t.workspace_ids = vec!["two words".into()];
+        let text = toml::to_string(&Registry {
+            admin_key_sha256: None,
+            tunnels: vec![t],
+        })
+        .expect("serialize");
+        assert!(load_err(&text).contains("workspace_ids: \"two words\" is not an id"));
+    }
+
+    #[test]
     fn duplicate_ids_are_rejected() {
         let a = record(ID_A, "one");
         let b = record(ID_A, "two");
