@@ -15,7 +15,7 @@
 //! control plane keeps the contract's `{"error":{"message","type","code"}}` ([`api_error`]).
 //!
 //! Tunnels and their key hashes live in a small TOML file ([`tunnels`]), managed with
-//! `mcp-tunnel relay tunnel add|list|remove|rotate-key` and re-read on SIGHUP, when it changes,
+//! `mcp-tunnel relay tunnel add|list|remove|rotate-key` or the admin API and re-read on SIGHUP, when it changes,
 //! and when a request names a tunnel the relay does not know ([`reload`]), without dropping
 //! connections. Queues and pending requests live in memory ([`hub`]); a relay
 //! restart fails the requests in flight, which their callers see as errors, never as hangs.
