@@ -473,3 +473,26 @@ fn concurrent_creates_do_not_lose_each_other() {
     let text = setup.tunnels_text();
     assert!(unique.iter().all(|id| text.contains(id.as_str())));
 }
+
+#[test]
+fn a_tunnels_file_the_relay_cannot_write_is_a_500_and_reads_still_work() {
+    let setup = Setup::start();
+    // The lock file replaced by a directory: opening it fails, even for root.
+    let lock = setup.dir.path().join("tunnels.toml.lock");
+    let _ = std::fs::remove_file(&lock);
+    std::fs::create_dir(&lock).expect("a directory where the lock file goes");
+    let answer = setup.admin("POST", "/v1/tunnels", Some(&json!({"name": "unwritten"})));
+    let message = assert_error(&answer, 500, "tunnels_file_error");
+    assert!(
+        !message.contains(setup.dir.path().to_str().expect("UTF-8")),
+        "{message}"
+    );
+    assert!(
+        setup
+            .relay
+            .wait_for_log("admin API: the tunnels file was not changed", PROMPTLY),
+        "{}",
+        setup.relay.output()
+    );
+    assert!(ids(&setup.admin_ok("GET", "/v1/tunnels", None)).is_empty());
+}
