@@ -117,7 +117,9 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             runtime_key_sha256: keys::hash(runtime_key.expose()),
             connector_key_sha256: keys::hash(connector_key.expose()),
             connector_auth: ConnectorAuth::RelayKey,
+            ..TunnelRecord::default()
         }],
+        ..Registry::default()
     };
     let listener = TcpListener::bind(listen)
         .or_else(|_| TcpListener::bind("127.0.0.1:0"))

@@ -2,7 +2,7 @@
 //!
 //! A key is 256 random bits, shown to the operator once and stored only as its SHA-256 digest, so
 //! a leaked tunnels file grants nothing. A key carries its role in a prefix (`mcpt_rt_` runtime,
-//! `mcpt_cn_` connector) so secret scanners and humans can tell what leaked. Plain SHA-256 (no
+//! `mcpt_cn_` connector, `mcpt_ad_` the relay's admin key) so secret scanners and humans can tell what leaked. Plain SHA-256 (no
 //! salt, no stretching) is enough because the keys are random, not passwords: there is nothing to
 //! guess.
 
@@ -38,6 +38,14 @@ pub const TUNNEL_ID_PREFIX: &str = "tunnel_";
 /// A new random key for `role`: its prefix and 64 lowercase hex characters.
 pub fn generate(role: Role) -> Secret {
     Secret::new(format!("{}{}", role.prefix(), random_hex(KEY_BYTES)))
+}
+
+/// The prefix of the relay's admin key, which opens the admin API for every tunnel.
+pub const ADMIN_KEY_PREFIX: &str = "mcpt_ad_";
+
+/// A new admin key: its prefix and 64 lowercase hex characters.
+pub fn generate_admin() -> Secret {
+    Secret::new(format!("{ADMIN_KEY_PREFIX}{}", random_hex(KEY_BYTES)))
 }
 
 /// A new tunnel id: `tunnel_` and 32 lowercase hex characters.

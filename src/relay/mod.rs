@@ -5,6 +5,7 @@
 //! | path | who calls it | module |
 //! |---|---|---|
 //! | `GET /v1/tunnels/{id}`, `GET …/poll`, `POST …/response` | tunnel clients (runtime key) | [`control`] |
+//! | `GET`/`POST /v1/tunnels`, `GET`/`POST`/`DELETE /v1/tunnels/{id}` | operators (admin key) | [`admin`] |
 //! | `POST`/`DELETE /v1/mcp/{id}[/{channel}][/]` | MCP hosts (connector key) | [`connector`] |
 //! | `OPTIONS /v1/mcp/…` | browsers' CORS preflights (no key) | [`cors`] |
 //! | `GET /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]` | MCP hosts (no key) | [`oauth`] |
@@ -18,11 +19,12 @@
 //! control plane keeps the contract's `{"error":{"message","type","code"}}` ([`api_error`]).
 //!
 //! Tunnels and their key hashes live in a small TOML file ([`tunnels`]), managed with
-//! `mcp-tunnel relay tunnel add|list|remove|rotate-key` and re-read on SIGHUP, when it changes,
+//! `mcp-tunnel relay tunnel add|list|remove|rotate-key` or the admin API and re-read on SIGHUP, when it changes,
 //! and when a request names a tunnel the relay does not know ([`reload`]), without dropping
 //! connections. Queues and pending requests live in memory ([`hub`]); a relay
 //! restart fails the requests in flight, which their callers see as errors, never as hangs.
 
+pub mod admin;
 pub mod audit;
 pub mod connector;
 pub mod control;
@@ -201,6 +203,8 @@ impl Relay {
         let key = bearer_token(head.header("Authorization"));
         match segments.as_slice() {
             ["healthz"] => Ok(SMALL_BODY),
+            ["v1", "tunnels"] | ["v1", "tunnels", _] if self.is_admin(key) => Ok(SMALL_BODY),
+            ["v1", "tunnels"] => Err(admin::admin_key_refused()),
             ["v1", "tunnels", id, rest @ ..] => {
                 self.require_client_cert(head.client_cert_verified, true)?;
                 let record = self.record(id).ok_or_else(unknown_tunnel)?;
@@ -269,6 +273,8 @@ impl Relay {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
             ["healthz"] => self.healthz(),
+            ["v1", "tunnels"] => self.admin_collection(&req),
+            ["v1", "tunnels", id] if self.is_admin(bearer(&req)) => self.admin_tunnel(id, &req),
             ["v1", "tunnels", id, rest @ ..] => {
                 if let Err(denied) = self.require_client_cert(req.client_cert_verified, true) {
                     return denied;
@@ -284,6 +290,7 @@ impl Relay {
                     ("GET", []) => control::metadata(&record, &req),
                     ("GET", ["poll"]) => return self.observed_poll(&record, &req),
                     ("POST", ["response"]) => control::respond(&record, &self.hub(id), &req),
+                    ("POST" | "DELETE", []) => admin::admin_key_required(),
                     _ => not_found(),
                 };
                 if matches!(resp.status, 401 | 403) {
@@ -390,7 +397,7 @@ fn is_mcp_endpoint(path: &str) -> bool {
     path == "/v1/mcp" || path.starts_with("/v1/mcp/")
 }
 
-fn unknown_tunnel() -> Response {
+pub(crate) fn unknown_tunnel() -> Response {
     api_error(
         404,
         "invalid_request_error",
@@ -448,6 +455,10 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
     if args.first().and_then(|a| a.to_str()) == Some("tunnel") {
         args.remove(0);
         return tunnels::tunnel_command(args);
+    }
+    if args.first().and_then(|a| a.to_str()) == Some("admin-key") {
+        args.remove(0);
+        return tunnels::admin_key_command(args);
     }
     let env = |name: &str| std::env::var(name).ok();
     let cfg = match parse_config(args, &env) {

@@ -396,7 +396,7 @@ pub fn parse_config(
 pub fn help() -> String {
     let mut text = config::help_text(
         "mcp-tunnel relay: self-hosted control plane and public MCP endpoint",
-        "mcp-tunnel relay [OPTIONS]\n       mcp-tunnel relay tunnel <add|list|remove|rotate-key> [--help]",
+        "mcp-tunnel relay [OPTIONS]\n       mcp-tunnel relay tunnel <add|list|remove|rotate-key> [--help]\n       mcp-tunnel relay admin-key [create|rotate|remove] [--help]",
         RELAY_OPTIONS,
     );
     text.push_str(

@@ -59,6 +59,20 @@ impl Relay {
         Ok(self.install(registry))
     }
 
+    /// Re-reads the file if it changed since the last read (an admin key made a moment ago by
+    /// `relay admin-key`); says whether it did. Never with no file (the demo's relay).
+    pub(super) fn reload_if_changed(&self) -> bool {
+        if self.cfg.tunnels_file.as_os_str().is_empty() {
+            return false;
+        }
+        let mut gate = self.reload_gate.lock().unwrap_or_else(|e| e.into_inner());
+        if stamp(&self.cfg.tunnels_file) == gate.loaded {
+            return false;
+        }
+        report_reload(self.reload_locked(&mut gate), "tunnels file changed");
+        true
+    }
+
     /// After `id` was not found: re-reads the file if `id` could be a tunnel id and the file
     /// changed or was not read on a miss within [`ON_MISS_RELOAD_INTERVAL`]. Says whether it did.
     pub(super) fn reload_on_miss(&self, id: &str) -> bool {

@@ -111,9 +111,25 @@ pub fn remove_tunnel(tunnels_file: &Path, id: &str) {
     run_tunnel_command(&["remove", id, "--tunnels-file", path_str(tunnels_file)]);
 }
 
+/// `mcp-tunnel relay admin-key rotate`: a new admin key for the relay serving `tunnels_file`.
+pub fn rotate_admin_key(tunnels_file: &Path) -> String {
+    let printed = run_relay_command(
+        "admin-key",
+        &["rotate", "--tunnels-file", path_str(tunnels_file)],
+    );
+    let key = printed_value(&printed, "admin key:");
+    assert!(key.starts_with("mcpt_ad_"), "{printed}");
+    key
+}
+
 /// Runs `mcp-tunnel relay tunnel <args>` to completion; returns its stdout.
 fn run_tunnel_command(args: &[&str]) -> String {
-    let mut builder = ClientBuilder::bare().arg("relay").arg("tunnel");
+    run_relay_command("tunnel", args)
+}
+
+/// Runs `mcp-tunnel relay <command> <args>` to completion; returns its stdout.
+fn run_relay_command(command: &str, args: &[&str]) -> String {
+    let mut builder = ClientBuilder::bare().arg("relay").arg(command);
     for arg in args {
         builder = builder.arg(arg);
     }
@@ -431,6 +447,30 @@ fn read_answer(
     }
     answer.elapsed = started.elapsed();
     answer
+}
+
+/// `method url` with `headers` and, when given, a JSON `body`; body of the answer fully read.
+pub fn http_send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpAnswer {
+    let started = Instant::now();
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let result = match body {
+        Some(body) => http_agent().run(
+            request
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .expect("a valid request"),
+        ),
+        None => http_agent().run(request.body(()).expect("a valid request")),
+    };
+    read_answer(result, started, method)
 }
 
 /// A plain `GET url` with `headers` (e.g. a host reading metadata), body fully read.

@@ -9,9 +9,9 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::Path;
 
+use super::edit::{self, EditError, NewTunnel};
 use super::{
-    ConnectorAuth, DEFAULT_TUNNELS_FILE, FileError, TUNNELS_FILE_ENV, TunnelRecord, check_name,
-    modify, read_registry, shown,
+    ConnectorAuth, DEFAULT_TUNNELS_FILE, FileError, TUNNELS_FILE_ENV, modify, read_registry, shown,
 };
 use crate::config::{ArgError, Opt, Sources};
 use crate::relay::keys::{self, Role};
@@ -52,7 +52,7 @@ Exit codes: 0 done, 1 I/O error, 2 usage error or invalid tunnels file.
 // The options of each subcommand; `--help` prints [`USAGE`], written by hand for its layout.
 
 /// Every subcommand's: which tunnels file to work on.
-const TUNNELS_FILE: Opt = Opt {
+pub(super) const TUNNELS_FILE: Opt = Opt {
     flag: "--tunnels-file",
     env: &[TUNNELS_FILE_ENV],
     default: Some(DEFAULT_TUNNELS_FILE),
@@ -91,14 +91,14 @@ const FILE_OPTIONS: &[Opt] = &[TUNNELS_FILE];
 
 /// Why a command failed; each message names the flag, id or file at fault.
 #[derive(Debug)]
-enum Fail {
+pub(super) enum Fail {
     Usage(String),
     Config(String),
     Io(String),
 }
 
 impl Fail {
-    fn message(self) -> String {
+    pub(super) fn message(self) -> String {
         match self {
             Fail::Usage(m) | Fail::Config(m) | Fail::Io(m) => m,
         }
@@ -187,8 +187,10 @@ fn dispatch(
                 .lookup(NAME.flag)
                 .ok_or_else(|| Fail::Usage("add: --name is required".into()))?
                 .value;
-            check_name(&name).map_err(|m| Fail::Usage(format!("--name: {m}")))?;
             let description = src.get(DESCRIPTION.flag).value;
+            edit::check_new_name(&name).map_err(|m| Fail::Usage(format!("--name: {m}")))?;
+            edit::check_description(&description)
+                .map_err(|m| Fail::Usage(format!("--description: {m}")))?;
             let auth = src
                 .get(CONNECTOR_AUTH.flag)
                 .value
@@ -227,7 +229,10 @@ fn dispatch(
 
 /// What is left after the command's flags: exactly `N` positional arguments, or an error naming
 /// the first unknown flag or surplus argument.
-fn positionals<const N: usize>(rest: Vec<OsString>, command: &str) -> Result<[String; N], Fail> {
+pub(super) fn positionals<const N: usize>(
+    rest: Vec<OsString>,
+    command: &str,
+) -> Result<[String; N], Fail> {
     let mut free = Vec::new();
     for arg in rest {
         let arg = arg.to_string_lossy().into_owned();
@@ -262,7 +267,7 @@ fn tunnel_id_arg(id: &str) -> Result<String, Fail> {
     }
 }
 
-fn print(out: &mut dyn Write, text: &str) -> Result<(), Fail> {
+pub(super) fn print(out: &mut dyn Write, text: &str) -> Result<(), Fail> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Fail::Io(format!("cannot write to stdout: {e}")))
@@ -275,26 +280,14 @@ fn add(
     connector_auth: ConnectorAuth,
     out: &mut dyn Write,
 ) -> Result<(), Fail> {
-    let runtime = keys::generate(Role::Runtime);
-    // Stored for passthrough tunnels too, so switching to relay-key later needs no new key.
-    let connector = keys::generate(Role::Connector);
-    let id = modify::<_, Fail>(file, |reg| {
-        let id = loop {
-            let id = keys::generate_tunnel_id();
-            if reg.get(&id).is_none() {
-                break id;
-            }
-        };
-        reg.tunnels.push(TunnelRecord {
-            id: id.clone(),
-            name: name.clone(),
-            description,
-            runtime_key_sha256: keys::hash(runtime.expose()),
-            connector_key_sha256: keys::hash(connector.expose()),
-            connector_auth,
-        });
-        Ok(id)
-    })?;
+    let new = NewTunnel {
+        name,
+        description,
+        connector_auth,
+        ..NewTunnel::default()
+    };
+    let created = edit::create(file, new).map_err(|e| edit_failure(file, e))?;
+    let (id, name) = (&created.record.id, &created.record.name);
     let mut text = format!(
         "Added tunnel {name:?} to {}\n  id:             {id}\n                  \
          (CONTROL_PLANE_TUNNEL_ID of `mcp-tunnel run`)\n  connector auth: {}\n  \
@@ -302,8 +295,23 @@ fn add(
         file.display(),
         connector_auth.as_str(),
     );
-    text.push_str(&key_lines(Some(&runtime), Some(&connector), connector_auth));
+    text.push_str(&key_lines(
+        Some(&created.runtime_key),
+        Some(&created.connector_key),
+        connector_auth,
+    ));
     print_keys(out, &text)
+}
+
+/// A failed [`edit`] as the CLI reports it: bad input is a usage error, an unknown id or an
+/// invalid file a configuration error (both exit 2), I/O exit 1.
+pub(super) fn edit_failure(file: &Path, e: EditError) -> Fail {
+    match e {
+        EditError::Invalid(m) => Fail::Usage(m),
+        EditError::NotFound(m) if m.contains("does not exist") => Fail::Config(m),
+        EditError::NotFound(m) => Fail::Config(format!("{m} in {}", file.display())),
+        EditError::File(e) => e.into(),
+    }
 }
 
 fn list(file: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Fail> {
@@ -325,15 +333,7 @@ fn list(file: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Fai
 }
 
 fn remove(file: &Path, id: &str, out: &mut dyn Write) -> Result<(), Fail> {
-    require_file(file, id)?;
-    let removed = modify::<_, Fail>(file, |reg| {
-        let at = reg
-            .tunnels
-            .iter()
-            .position(|t| t.id == id)
-            .ok_or_else(|| unknown_id(file, id))?;
-        Ok(reg.tunnels.remove(at))
-    })?;
+    let removed = edit::delete(file, id).map_err(|e| edit_failure(file, e))?;
     print(
         out,
         &format!(
@@ -684,6 +684,7 @@ mod tests {
         save(
             &dir.file(),
             &Registry {
+                admin_key_sha256: None,
                 tunnels: vec![record(ID_A, "p")],
             },
         )

@@ -11,7 +11,12 @@
 //! runtime_key_sha256 = "<64 hex>"
 //! connector_key_sha256 = "<64 hex>"
 //! connector_auth = "relay-key"   # or "passthrough"
+//! organization_ids = ["org_123"]  # optional, as in the official admin API
+//! created_at = 1767225600         # optional, Unix seconds
 //! ```
+//!
+//! A top-level `admin_key_sha256` (before the first `[[tunnel]]`) holds the digest of the relay's
+//! admin key, which opens the admin API ([`crate::relay::admin`]); without it that API is closed.
 //!
 //! It holds only SHA-256 digests of the keys (see [`super::keys`]); the keys themselves are printed
 //! once by `add` and `rotate-key` and never stored or logged. Unknown keys are errors: a typo such
@@ -20,8 +25,11 @@
 //! exclusive lock on `<file>.lock` across load-modify-save, so two concurrent `add`s cannot lose
 //! one another's tunnel.
 
+mod admin_key;
 mod cli;
+pub mod edit;
 
+pub use admin_key::admin_key_command;
 pub use cli::tunnel_command;
 
 use std::collections::HashSet;
@@ -46,6 +54,7 @@ const HEADER: &str = "\
 # mcp-tunnel relay tunnels. Managed by `mcp-tunnel relay tunnel ...`; hand edits are fine.
 # Keys are stored only as SHA-256 hex digests: printf %s \"$KEY\" | sha256sum
 # connector_auth: \"relay-key\" (the relay checks the connector key) or \"passthrough\" (it does not).
+# admin_key_sha256: the digest of the admin key (`mcp-tunnel relay admin-key`), which opens /v1/tunnels.
 ";
 
 /// How the relay authenticates MCP hosts calling a tunnel's connector URL.
@@ -82,7 +91,7 @@ impl FromStr for ConnectorAuth {
 }
 
 /// One tunnel as stored in the tunnels file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelRecord {
     pub id: String,
@@ -93,6 +102,17 @@ pub struct TunnelRecord {
     pub connector_key_sha256: String,
     #[serde(default)]
     pub connector_auth: ConnectorAuth,
+    /// Scopes of the official admin API, kept and shown, not enforced: a self-hosted relay has
+    /// no organizations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organization_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspace_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenant_ids: Vec<String>,
+    /// When the tunnel was created, Unix seconds; absent for tunnels from older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
 }
 
 impl TunnelRecord {
@@ -106,12 +126,24 @@ impl TunnelRecord {
     pub fn connector_key_matches(&self, presented: &str) -> bool {
         keys::matches(presented, &self.connector_key_sha256)
     }
+
+    /// The official admin API's scope lists, by field name.
+    pub fn scopes(&self) -> [(&'static str, &Vec<String>); 3] {
+        [
+            ("organization_ids", &self.organization_ids),
+            ("workspace_ids", &self.workspace_ids),
+            ("tenant_ids", &self.tenant_ids),
+        ]
+    }
 }
 
 /// Every tunnel the relay serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
+    /// The SHA-256 digest of the admin key; `None`: the admin API is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_key_sha256: Option<String>,
     #[serde(rename = "tunnel", default, skip_serializing_if = "Vec::is_empty")]
     pub tunnels: Vec<TunnelRecord>,
 }
@@ -123,6 +155,13 @@ impl Registry {
 
     fn get_mut(&mut self, id: &str) -> Option<&mut TunnelRecord> {
         self.tunnels.iter_mut().find(|t| t.id == id)
+    }
+
+    /// Whether `presented` is the admin key (constant-time on the digests); never without one.
+    pub fn admin_key_matches(&self, presented: &str) -> bool {
+        self.admin_key_sha256
+            .as_deref()
+            .is_some_and(|digest| keys::matches(presented, digest))
     }
 }
 
@@ -142,7 +181,7 @@ pub fn parse_text(text: &str) -> Result<Registry, String> {
 /// Why the tunnels file could not be used. The kind decides the CLI's exit code; each message
 /// names the file.
 #[derive(Debug)]
-enum FileError {
+pub enum FileError {
     /// The file is not a valid tunnels file (or would not be after the change).
     Invalid(String),
     /// The file, its directory or its lock could not be read or written.
@@ -194,6 +233,16 @@ fn parse(path: &Path, text: &str) -> Result<Registry, FileError> {
 fn validate(reg: &Registry) -> Result<(), String> {
     let mut ids = HashSet::new();
     let mut digests = HashSet::new();
+    if let Some(digest) = &reg.admin_key_sha256 {
+        if !keys::is_sha256_hex(digest) {
+            return Err(
+                "admin_key_sha256 must be 64 lowercase hex characters, the admin key's \
+                 SHA-256 digest (not the key itself)"
+                    .into(),
+            );
+        }
+        digests.insert(digest.as_str());
+    }
     for (i, t) in reg.tunnels.iter().enumerate() {
         let at = if keys::is_tunnel_id(&t.id) {
             format!("tunnel #{} ({})", i + 1, t.id)
@@ -210,6 +259,9 @@ fn validate(reg: &Registry) -> Result<(), String> {
             return Err(format!("{at}: id appears more than once"));
         }
         check_name(&t.name).map_err(|m| format!("{at}: name {m}"))?;
+        for (field, list) in t.scopes() {
+            edit::check_scope_ids(list).map_err(|m| format!("{at}: {field}: {m}"))?;
+        }
         for (key, digest) in [
             ("runtime_key_sha256", &t.runtime_key_sha256),
             ("connector_key_sha256", &t.connector_key_sha256),
@@ -386,6 +438,7 @@ mod tests {
             runtime_key_sha256: keys::hash(keys::generate(Role::Runtime).expose()),
             connector_key_sha256: keys::hash(keys::generate(Role::Connector).expose()),
             connector_auth: ConnectorAuth::RelayKey,
+            ..TunnelRecord::default()
         }
     }
 
@@ -417,6 +470,7 @@ mod tests {
         let mut b = record(ID_B, "staging");
         b.connector_auth = ConnectorAuth::Passthrough;
         let reg = Registry {
+            admin_key_sha256: None,
             tunnels: vec![a, b],
         };
         save(&dir.file(), &reg).expect("save");
@@ -524,10 +578,53 @@ mod tests {
     }
 
     #[test]
+    fn admin_key_and_scopes_round_trip_and_are_checked() {
+        let dir = TempDir::new();
+        let admin = keys::generate_admin();
+        let mut a = record(ID_A, "p");
+        a.organization_ids = vec!["org_a".into()];
+        a.created_at = Some(1_767_225_600);
+        let reg = Registry {
+            admin_key_sha256: Some(keys::hash(admin.expose())),
+            tunnels: vec![a],
+        };
+        save(&dir.file(), &reg).expect("save");
+        let loaded = load(&dir.file()).expect("load");
+        assert_eq!(loaded, reg);
+        assert!(loaded.admin_key_matches(admin.expose()));
+        assert!(!loaded.admin_key_matches(keys::generate_admin().expose()));
+        assert!(!Registry::default().admin_key_matches(admin.expose()));
+
+        let e = load_err("admin_key_sha256 = \"mcpt_ad_abc\"\n");
+        assert!(
+            e.contains("admin_key_sha256 must be 64 lowercase hex"),
+            "{e}"
+        );
+        assert!(!e.contains("mcpt_ad_abc"), "{e}");
+        // The admin key's digest reused as a tunnel's key would let one key open two roles.
+        let t = record(ID_A, "p");
+        let text = toml::to_string(&Registry {
+            admin_key_sha256: Some(t.runtime_key_sha256.clone()),
+            tunnels: vec![t],
+        })
+        .expect("serialize");
+        assert!(load_err(&text).contains("repeats a digest"));
+        let mut t = record(ID_A, "p");
+        t.workspace_ids = vec!["two words".into()];
+        let text = toml::to_string(&Registry {
+            admin_key_sha256: None,
+            tunnels: vec![t],
+        })
+        .expect("serialize");
+        assert!(load_err(&text).contains("workspace_ids: \"two words\" is not an id"));
+    }
+
+    #[test]
     fn duplicate_ids_are_rejected() {
         let a = record(ID_A, "one");
         let b = record(ID_A, "two");
         let text = toml::to_string(&Registry {
+            admin_key_sha256: None,
             tunnels: vec![a, b],
         })
         .expect("serialize");
@@ -542,6 +639,7 @@ mod tests {
     fn save_refuses_what_load_would_reject() {
         let dir = TempDir::new();
         let reg = Registry {
+            admin_key_sha256: None,
             tunnels: vec![record("nope", "x")],
         };
         assert!(save(&dir.file(), &reg).is_err());
@@ -553,6 +651,7 @@ mod tests {
         let dir = TempDir::new();
         let file = dir.0.join("nested/deeper/tunnels.toml");
         let reg = Registry {
+            admin_key_sha256: None,
             tunnels: vec![record(ID_A, "p")],
         };
         save(&file, &reg).expect("save");
