@@ -19,7 +19,7 @@ use mcp_tunnel::http_server::{ChunkWriter, Limits, Request, Response, Server};
 use serde_json::{Value, json};
 use support::{
     Command, Connector, FakeControlPlane, FakeMcp, McpReply, PROMPTLY, Poller, Relay, RelayBuilder,
-    TempDir, Tunnel, TunnelClient, add_tunnel, tool_call, tunnel_client,
+    Stage, TempDir, Tunnel, TunnelClient, add_tunnel, tool_call,
 };
 
 /// What the issue asks: the MCP server sees the cancellation within this.
@@ -171,44 +171,16 @@ fn serve(state: &Arc<(Mutex<Seen>, Condvar)>, req: Request) -> Response {
 // ---------------------------------------------------------------------------------------------
 // Relay, client and a host that hangs up
 
-struct Setup {
-    client: TunnelClient,
-    relay: Relay,
-    tunnel: Tunnel,
-    _dir: TempDir,
-}
+type Setup = Stage;
 
 /// A relay, and one client with a single worker and a queue of one (so that while it works it
 /// polls only for cancellations) in front of the MCP server at `mcp_url` or stdio `command`.
 fn start(mcp_url: &str, command: Option<&str>) -> Setup {
-    let dir = TempDir::new("cancellation");
-    let tunnel = add_tunnel(&dir.tunnels_file(), "cancel");
-    let relay = RelayBuilder::new(&dir.tunnels_file()).start();
-    let mut client = tunnel_client(&relay, &tunnel, mcp_url)
-        .env("MCP_MAX_CONCURRENT_REQUESTS", "1")
-        .env("CONTROL_PLANE_MAX_INFLIGHT_REQUESTS", "1");
-    if let Some(command) = command {
-        client = client
-            .without_env("MCP_SERVER_URL")
-            .env("MCP_COMMAND", command);
-    }
-    let client = client.spawn();
-    let ready = Connector::new(&relay, &tunnel).wait_until_client_connected();
-    assert_eq!(ready.status, 200, "{ready:#?}");
-    assert!(
-        client.wait_for_stderr(
-            "control plane speaks the mcp-tunnel extension: cancel",
-            PROMPTLY
-        ),
-        "{}",
-        client.stderr()
-    );
-    Setup {
-        client,
-        relay,
-        tunnel,
-        _dir: dir,
-    }
+    Stage::builder("cancellation", mcp_url)
+        .command(command)
+        .client_env("MCP_MAX_CONCURRENT_REQUESTS", "1")
+        .client_env("CONTROL_PLANE_MAX_INFLIGHT_REQUESTS", "1")
+        .start()
 }
 
 /// An MCP host that POSTs `message` on a raw connection; dropping the stream hangs up.

@@ -15,10 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 
 use serde_json::{Value, json};
-use support::{
-    ClientBuilder, Connector, FakeControlPlane, PROMPTLY, RawHost, Relay, RelayBuilder, TempDir,
-    Tunnel, TunnelClient, add_tunnel, tunnel_client,
-};
+use support::{ClientBuilder, Connector, FakeControlPlane, PROMPTLY, RawHost, Stage};
 
 /// What the issue asks: no request waits longer on the tunnel.
 const REFUSED_WITHIN_MS: u64 = 1000;
@@ -65,12 +62,17 @@ impl Drop for AskingMcp {
     }
 }
 
+/// A [`Stage`] in front of the asking fixture (kept alive with it).
 struct Setup {
     _mcp: AskingMcp,
-    client: TunnelClient,
-    relay: Relay,
-    tunnel: Tunnel,
-    _dir: TempDir,
+    stage: Stage,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
 }
 
 fn start() -> Setup {
@@ -80,33 +82,10 @@ fn start() -> Setup {
 /// [`start`], with the stdio server `command` instead of the HTTP fixture when given.
 fn start_with(command: Option<&str>) -> Setup {
     let mcp = AskingMcp::start();
-    let dir = TempDir::new("server-requests");
-    let tunnel = add_tunnel(&dir.tunnels_file(), "asking");
-    let relay = RelayBuilder::new(&dir.tunnels_file()).start();
-    let mut client = tunnel_client(&relay, &tunnel, &mcp.url);
-    if let Some(command) = command {
-        client = client
-            .without_env("MCP_SERVER_URL")
-            .env("MCP_COMMAND", command);
-    }
-    let client = client.spawn();
-    let ready = Connector::new(&relay, &tunnel).wait_until_client_connected();
-    assert_eq!(ready.status, 200, "{ready:#?}");
-    assert!(
-        client.wait_for_stderr(
-            "mcp-tunnel extension: cancel,server-requests,streams",
-            PROMPTLY
-        ),
-        "{}",
-        client.stderr()
-    );
-    Setup {
-        _mcp: mcp,
-        client,
-        relay,
-        tunnel,
-        _dir: dir,
-    }
+    let stage = Stage::builder("server-requests", &mcp.url)
+        .command(command)
+        .start();
+    Setup { _mcp: mcp, stage }
 }
 
 fn initialize(id: i64) -> Value {

@@ -15,20 +15,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    Connector, FakeMcp, McpReply, PROMPTLY, Poller, RawHost, Relay, RelayBuilder, SseEvent,
-    TempDir, Tunnel, TunnelClient, add_tunnel, tunnel_client,
+    Connector, FakeMcp, McpReply, PROMPTLY, Poller, RawHost, RelayBuilder, SseEvent, Stage,
+    TempDir, add_tunnel,
 };
 
 /// What the issue asks: the MCP server sees a host's hang-up within this.
 const CLOSE_SEEN_WITHIN: Duration = Duration::from_secs(1);
 const SESSION: &str = "session-streams-1";
 
-struct Setup {
-    client: TunnelClient,
-    relay: Relay,
-    tunnel: Tunnel,
-    _dir: TempDir,
-}
+type Setup = Stage;
 
 /// A relay with `options`, and our client in front of `mcp`, both speaking the extension.
 fn start(mcp: &FakeMcp, options: &[(&str, &str)]) -> Setup {
@@ -37,36 +32,13 @@ fn start(mcp: &FakeMcp, options: &[(&str, &str)]) -> Setup {
 
 /// [`start`] for the MCP server at `mcp_url`, or the stdio `command` instead.
 fn start_with(mcp_url: &str, command: Option<&str>, options: &[(&str, &str)]) -> Setup {
-    let dir = TempDir::new("streams");
-    let tunnel = add_tunnel(&dir.tunnels_file(), "streams");
-    let mut relay = RelayBuilder::new(&dir.tunnels_file());
-    for (flag, value) in options {
-        relay = relay.option(flag, value);
-    }
-    let relay = relay.start();
-    let mut client = tunnel_client(&relay, &tunnel, mcp_url);
-    if let Some(command) = command {
-        client = client
-            .without_env("MCP_SERVER_URL")
-            .env("MCP_COMMAND", command);
-    }
-    let client = client.spawn();
-    let ready = Connector::new(&relay, &tunnel).wait_until_client_connected();
-    assert_eq!(ready.status, 200, "{ready:#?}");
-    assert!(
-        client.wait_for_stderr(
-            "control plane speaks the mcp-tunnel extension: cancel,server-requests,streams",
-            PROMPTLY
-        ),
-        "{}",
-        client.stderr()
-    );
-    Setup {
-        client,
-        relay,
-        tunnel,
-        _dir: dir,
-    }
+    options
+        .iter()
+        .fold(
+            Stage::builder("streams", mcp_url).command(command),
+            |b, (flag, value)| b.relay_option(flag, value),
+        )
+        .start()
 }
 
 fn update(seq: u64) -> Value {

@@ -17,6 +17,7 @@ mod process;
 mod raw_host;
 mod redis;
 mod relay;
+mod stage;
 mod watched;
 
 pub use commands::{Command, notification, rpc_request, tool_call};
@@ -33,6 +34,7 @@ pub use relay::{
     add_tunnel, add_tunnel_with_auth, http_get, http_send, remove_tunnel, request_id_of,
     result_payload, rotate_admin_key, shard_token_of, tunnel_client,
 };
+pub use stage::Stage;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
