@@ -510,6 +510,19 @@ mod tests {
     }
 
     #[test]
+    fn the_status_key_is_off_by_default_and_must_be_a_sha256_digest() {
+        assert_eq!(parse(&[], &[]).unwrap().status_key_sha256, None);
+        let digest = "AB".repeat(32);
+        let cfg = parse(&[], &[("RELAY_STATUS_KEY_SHA256", &digest)]).unwrap();
+        assert_eq!(cfg.status_key_sha256, Some("ab".repeat(32)));
+        for bad in ["mcpt_ad_plain-key", "abc", &"g".repeat(64)] {
+            let e = parse(&["--status.key-sha256", bad], &[]).unwrap_err();
+            assert_eq!(e.key, "--status.key-sha256", "{bad}: {e}");
+            assert!(!e.to_string().contains(bad), "the value is not echoed: {e}");
+        }
+    }
+
+    #[test]
     fn a_bad_cors_origin_is_an_error_naming_its_source() {
         let e = parse(&["--cors-origin", "*"], &[]).unwrap_err();
         assert_eq!(e.key, "--cors-origin");
