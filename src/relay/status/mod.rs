@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::keys;
 use crate::crypto::random_hex;
@@ -131,6 +131,10 @@ impl StatusBoard {
         let mut line = line.clone();
         if let Some(map) = line.as_object_mut() {
             map.remove("tunnel_id");
+            // Microseconds are plenty on a page.
+            if let Some(ms) = map.get("latency_ms").and_then(Value::as_f64) {
+                map.insert("latency_ms".into(), json!((ms * 1000.0).round() / 1000.0));
+            }
         }
         let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         if is_error(&line) {
@@ -306,18 +310,21 @@ fn login(board: &StatusBoard, admin: &dyn AdminCheck, req: &Request) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn failed_calls_go_to_both_rings_and_tunnel_ids_to_neither() {
         let board = StatusBoard::new(None);
-        board.record(&json!({"status": 200, "outcome": "2xx", "tunnel_id": "tunnel_x"}));
+        board.record(
+            &json!({"status": 200, "outcome": "2xx", "tunnel_id": "tunnel_x",
+            "latency_ms": 1.234_567_890_123}),
+        );
         board.record(&json!({"status": 503, "outcome": "tunnel_queue_full"}));
         board.record(&json!({"status": 200, "outcome": "stream_broken"}));
         let (calls, errors) = board.rings();
         assert_eq!(calls.len(), 3);
         assert_eq!(errors.len(), 2);
         assert!(calls.iter().all(|c| c.get("tunnel_id").is_none()));
+        assert_eq!(calls[2]["latency_ms"].to_string(), "1.235");
         for n in 0..2 * RECENT_CALLS {
             board.record(&json!({"status": 200, "outcome": "2xx", "n": n}));
         }
