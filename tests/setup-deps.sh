@@ -3,6 +3,7 @@
 #   tinyproxy - a real CONNECT proxy for the proxy tests (tests/net.rs)
 #   promtool (Debian's prometheus) - checks the /metrics exposition (tests/ops.rs)
 #   redis-server - the relay's shared store (tests/relay_redis.rs); the tests start their own
+#   chromium - a real headless browser for the relay's status page (tests/relay_status.rs)
 # Without root or apt-get it only says what is missing; those tests then print "skipped".
 set -euo pipefail
 
@@ -10,6 +11,7 @@ missing=()
 command -v tinyproxy >/dev/null || missing+=(tinyproxy)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -69,6 +69,20 @@ impl Request {
             (percent_decode(key) == name).then(|| percent_decode(value))
         })
     }
+
+    /// First value of a field of an `application/x-www-form-urlencoded` body (decoded as
+    /// [`Request::query_param`]); `None` for another content type.
+    pub fn form_param(&self, name: &str) -> Option<String> {
+        let form = self.header("Content-Type")?.split(';').next()?.trim();
+        if !form.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return None;
+        }
+        let body = std::str::from_utf8(&self.body).ok()?;
+        body.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
 }
 
 /// A request as admission sees it: the head is read, the body (if any) is not.

@@ -25,13 +25,21 @@ use crate::http_server::{Limits, Request, Response, Server};
 pub trait Report: Send + Sync + 'static {
     fn readiness(&self) -> Readiness;
     fn metrics(&self) -> String;
+    /// Routes served before the health routes (the relay's status page); `None`: not one.
+    fn route(&self, _req: &Request) -> Option<Response> {
+        None
+    }
+    /// Largest request body accepted; 0 (the default) refuses any.
+    fn max_body(&self) -> usize {
+        0
+    }
 }
 
-/// Limits for a server that only ever answers tiny GETs.
-fn limits() -> Limits {
+/// Limits for a server that answers tiny requests only.
+fn limits(max_body_bytes: usize) -> Limits {
     Limits {
         max_connections: 64,
-        max_body_bytes: 0,
+        max_body_bytes,
         ..Limits::default()
     }
 }
@@ -53,8 +61,10 @@ impl HealthServer {
     ) -> Result<HealthServer, String> {
         let listener =
             TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let server = Server::start(listener, None, limits(), move |req| handle(&*report, &req))
-            .map_err(|e| format!("cannot start the health server: {e}"))?;
+        let server = Server::start(listener, None, limits(report.max_body()), move |req| {
+            handle(&*report, &req)
+        })
+        .map_err(|e| format!("cannot start the health server: {e}"))?;
         if let Some(path) = url_file {
             write_atomically(path, &format!("http://{}\n", server.local_addr()))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -78,9 +88,12 @@ impl HealthServer {
         let listener =
             UnixListener::bind(socket).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
         let mut server = HealthServer {
-            server: Server::start_unix(listener, socket.to_path_buf(), limits(), move |req| {
-                handle(&*report, &req)
-            })
+            server: Server::start_unix(
+                listener,
+                socket.to_path_buf(),
+                limits(report.max_body()),
+                move |req| handle(&*report, &req),
+            )
             .map_err(|e| format!("cannot start the health server: {e}"))?,
             url_file: None,
             socket: Some(socket.to_path_buf()),
@@ -167,6 +180,9 @@ pub fn unix_url(path: &Path) -> String {
 }
 
 fn handle(report: &dyn Report, req: &Request) -> Response {
+    if let Some(resp) = report.route(req) {
+        return resp;
+    }
     if req.method != "GET" && req.method != "HEAD" {
         return Response::new(405, "method not allowed\n").with_header("Allow", "GET, HEAD");
     }

@@ -11,6 +11,7 @@
 //! | `GET /.well-known/oauth-protected-resource/v1/mcp/{id}[/{channel}]` | MCP hosts (no key) | [`oauth`] |
 //! | `GET /healthz` | load balancers | here |
 //! | `GET /metrics`, `/healthz`, `/readyz` on `--metrics-listen` only | Prometheus, probes | [`metrics`], [`service`] |
+//! | `GET /status`, `/status.json`, `POST /status/login` on `--metrics-listen` only | operators (admin key) | [`status`] |
 //!
 //! Each connector request is counted ([`metrics`]) and may be written to the audit log
 //! ([`audit`]) by [`observe`]; SIGTERM drains ([`service`]).
@@ -38,6 +39,7 @@ mod observe;
 pub mod options;
 pub mod reload;
 mod service;
+pub mod status;
 pub mod store;
 pub mod stream;
 pub mod tunnels;
@@ -99,6 +101,8 @@ pub struct Relay {
     audit: OnceLock<Arc<audit::AuditLog>>,
     /// SIGTERM arrived: finishing held requests, taking no new ones.
     draining: AtomicBool,
+    /// The status page's recent calls, instances seen and logins.
+    status: Arc<status::StatusBoard>,
 }
 
 impl Relay {
@@ -112,7 +116,12 @@ impl Relay {
         registry: Registry,
         store: Option<Arc<Store>>,
     ) -> Arc<Relay> {
+        let admin = cfg
+            .status_key_sha256
+            .clone()
+            .map(|digest| Box::new(status::DigestKey(digest)) as Box<dyn status::AdminCheck>);
         Arc::new(Relay {
+            status: Arc::new(status::StatusBoard::new(admin)),
             cfg,
             registry: RwLock::new(Arc::new(registry)),
             hubs: Mutex::new(HashMap::new()),

@@ -211,6 +211,7 @@ impl Relay {
         };
         let metrics = Arc::clone(&self.metrics);
         let audit = self.audit.get().cloned();
+        let board = Arc::clone(&self.status);
         let status = resp.status;
         let Response {
             status: _,
@@ -229,8 +230,10 @@ impl Relay {
                 "stream_broken"
             };
             metrics.call(&tunnel, method, outcome, took);
+            let line = call.line(status, end, took, None);
+            board.record(&line);
             if let Some(a) = &audit {
-                a.write(&call.line(status, end, took, None));
+                a.write(&line);
             }
             drop(guard);
             result
@@ -238,7 +241,9 @@ impl Relay {
         Response::stream(status, headers, wrapped)
     }
 
+    /// An audit record: to the status page's live view, and to the audit log when on.
     fn audit_line(&self, line: &serde_json::Value) {
+        self.status.record(line);
         if let Some(a) = self.audit.get() {
             a.write(line);
         }
@@ -251,6 +256,16 @@ impl Relay {
         req: &Request,
     ) -> Response {
         let _held = self.metrics.enter(Kind::LongPoll, Some(&record.name));
+        // The status page learns of an instance when its poll arrives, not when it returns; only
+        // an authorised poll counts (the key is checked again, by `poll`, for its answer).
+        if super::bearer(req).is_some_and(|k| record.runtime_key_matches(k)) {
+            self.status.saw_poll(
+                &record.name,
+                req.header("X-Tunnel-Client-Instance-Id")
+                    .unwrap_or("anonymous"),
+                req.header(wire::SERVER_INFO_HEADER),
+            );
+        }
         // A poll held when the drain starts returns at once, empty; one that arrives during the
         // drain still takes what is queued, without waiting, so held requests can finish.
         let late = self.draining();

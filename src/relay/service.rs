@@ -72,13 +72,21 @@ impl Report for RelayReport {
     fn metrics(&self) -> String {
         self.0.render_metrics()
     }
+
+    fn route(&self, req: &crate::http_server::Request) -> Option<crate::http_server::Response> {
+        super::status::route(&self.0, req)
+    }
+
+    fn max_body(&self) -> usize {
+        super::status::MAX_BODY
+    }
 }
 
 /// Starts the `--metrics-listen` server.
 pub fn metrics_server(relay: &Arc<Relay>, addr: &str) -> Result<HealthServer, String> {
     let server = HealthServer::start(addr, None, Arc::new(RelayReport(Arc::clone(relay))))?;
     log::info!(
-        "metrics listening on http://{} (/metrics, /healthz, /readyz; not public: keep it so)",
+        "metrics listening on http://{} (/metrics, /healthz, /readyz, /status; not public: keep it so)",
         server.local_addr()
     );
     Ok(server)

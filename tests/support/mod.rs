@@ -8,6 +8,7 @@
 // (including of the re-exports below).
 #![allow(dead_code, unused_imports)]
 
+mod browser;
 mod commands;
 mod control_plane;
 pub mod http_wire;
@@ -20,6 +21,7 @@ mod relay;
 mod stage;
 mod watched;
 
+pub use browser::{Browser, chromium};
 pub use commands::{Command, notification, rpc_request, tool_call};
 pub use control_plane::{API_KEY, FakeControlPlane, PostedResponse, Scripted, TUNNEL_ID};
 pub use mcp::{FakeMcp, McpReply, SseEvent};

@@ -84,6 +84,23 @@ impl super::TunnelHub {
             .count()
     }
 
+    /// The client instances this node knows, for the status page: id, whether counted
+    /// connected, polls of it waiting now.
+    pub fn instance_states(&self) -> Vec<(String, bool, usize)> {
+        let inner = self.lock();
+        let now = Instant::now();
+        inner
+            .instances
+            .iter()
+            .map(|(id, i)| (id.clone(), self.alive(i, now), i.waiting_polls))
+            .collect()
+    }
+
+    /// Requests handed to this node's hub and not answered yet (queued or delivered).
+    pub fn in_flight(&self) -> usize {
+        self.lock().pending.len()
+    }
+
     /// Wakes every held poll (a draining relay's polls see their stop at once).
     pub fn wake_polls(&self) {
         self.queued.notify_all();
