@@ -147,7 +147,6 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             store_ca: None,
             metrics_listen: None,
             audit_log: None,
-            status_key_sha256: None,
             pid_file: None,
             drain_timeout: Duration::ZERO,
             log: config::LogConfig::stderr(level),

@@ -24,10 +24,14 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
                    frame-ancestors 'none'";
 
 fn relay(dir: &TempDir, with_key: bool) -> Relay {
-    let mut builder =
-        RelayBuilder::new(&dir.tunnels_file()).option("--metrics-listen", "127.0.0.1:0");
+    let builder = RelayBuilder::new(&dir.tunnels_file()).option("--metrics-listen", "127.0.0.1:0");
     if with_key {
-        builder = builder.env("RELAY_STATUS_KEY_SHA256", &keys::hash(ADMIN_KEY));
+        // The relay's admin key (`relay admin-key`), as a fixed test key: its digest heads the
+        // tunnels file, which `relay tunnel add` keeps.
+        let file = dir.tunnels_file();
+        let rest = std::fs::read_to_string(&file).unwrap_or_default();
+        let head = format!("admin_key_sha256 = \"{}\"\n", keys::hash(ADMIN_KEY));
+        std::fs::write(&file, head + &rest).expect("write the tunnels file");
     }
     builder.start()
 }

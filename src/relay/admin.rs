@@ -139,6 +139,14 @@ impl Relay {
         registry.admin_key_matches(key)
     }
 
+    /// Whether the relay has an admin key at all (the status page is 404 without one). A
+    /// changed tunnels file is re-read first, like [`Relay::is_admin`] does.
+    pub(super) fn admin_key_configured(&self) -> bool {
+        self.reload_if_changed();
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry.admin_key_sha256.is_some()
+    }
+
     /// `/v1/tunnels`: list or create.
     pub(super) fn admin_collection(&self, req: &Request) -> Response {
         if let Err(denied) = self.admin_guard(req) {

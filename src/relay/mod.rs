@@ -116,12 +116,8 @@ impl Relay {
         registry: Registry,
         store: Option<Arc<Store>>,
     ) -> Arc<Relay> {
-        let admin = cfg
-            .status_key_sha256
-            .clone()
-            .map(|digest| Box::new(status::DigestKey(digest)) as Box<dyn status::AdminCheck>);
         Arc::new(Relay {
-            status: Arc::new(status::StatusBoard::new(admin)),
+            status: Arc::new(status::StatusBoard::new()),
             cfg,
             registry: RwLock::new(Arc::new(registry)),
             hubs: Mutex::new(HashMap::new()),

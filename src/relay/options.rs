@@ -43,7 +43,6 @@ const STORE: &str = "--store";
 const STORE_CA_FILE: &str = "--store.ca-file";
 const METRICS_LISTEN: &str = "--metrics-listen";
 const AUDIT_LOG: &str = "--audit-log";
-const STATUS_KEY_SHA256: &str = "--status.key-sha256";
 const PID_FILE: &str = "--pid-file";
 const DRAIN_TIMEOUT: &str = "--shutdown.drain-timeout";
 
@@ -216,14 +215,6 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         ..Opt::BASE
     },
     Opt {
-        flag: STATUS_KEY_SHA256,
-        env: &["RELAY_STATUS_KEY_SHA256"],
-        default: Some(""),
-        help: "SHA-256 digest (hex) of the admin key of the status page (/status, /status.json \
-               on --metrics-listen). None: no status page (404).",
-        ..Opt::BASE
-    },
-    Opt {
         flag: PID_FILE,
         env: &["RELAY_PID_FILE"],
         aliases: &["--pid.file"],
@@ -291,8 +282,6 @@ pub struct RelayConfig {
     pub metrics_listen: Option<String>,
     /// `--audit-log`: a path, or `-` for standard output; `None`: off.
     pub audit_log: Option<String>,
-    /// `--status.key-sha256`: the status page's admin key digest; `None`: no status page.
-    pub status_key_sha256: Option<String>,
     /// `--pid-file`.
     pub pid_file: Option<PathBuf>,
     /// `--shutdown.drain-timeout`.
@@ -397,19 +386,6 @@ pub fn parse_config(
             .map(PathBuf::from),
         metrics_listen,
         audit_log: nonempty(AUDIT_LOG),
-        status_key_sha256: {
-            let digest = src.get(STATUS_KEY_SHA256);
-            match digest.value.trim().to_ascii_lowercase() {
-                d if d.is_empty() => None,
-                d if super::keys::is_sha256_hex(&d) => Some(d),
-                _ => {
-                    return Err(config::err(
-                        &digest.source,
-                        "must be a SHA-256 digest: 64 hex characters (printf %s KEY | sha256sum)",
-                    ));
-                }
-            }
-        },
         pid_file: nonempty(PID_FILE).map(PathBuf::from),
         drain_timeout: config::any_duration(&src.get(DRAIN_TIMEOUT))?,
         log: config::log_config(&src)?,
@@ -507,19 +483,6 @@ mod tests {
         let cfg = parse(&["--drain-timeout", "5s", "--pid.file", "/run/r.pid"], &[]).unwrap();
         assert_eq!(cfg.drain_timeout, Duration::from_secs(5));
         assert_eq!(cfg.pid_file, Some(PathBuf::from("/run/r.pid")));
-    }
-
-    #[test]
-    fn the_status_key_is_off_by_default_and_must_be_a_sha256_digest() {
-        assert_eq!(parse(&[], &[]).unwrap().status_key_sha256, None);
-        let digest = "AB".repeat(32);
-        let cfg = parse(&[], &[("RELAY_STATUS_KEY_SHA256", &digest)]).unwrap();
-        assert_eq!(cfg.status_key_sha256, Some("ab".repeat(32)));
-        for bad in ["mcpt_ad_plain-key", "abc", &"g".repeat(64)] {
-            let e = parse(&["--status.key-sha256", bad], &[]).unwrap_err();
-            assert_eq!(e.key, "--status.key-sha256", "{bad}: {e}");
-            assert!(!e.to_string().contains(bad), "the value is not echoed: {e}");
-        }
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! out). Never arguments, results, keys, tokens, session ids, or tunnel ids (a connector URL
 //! may be all a passthrough tunnel's caller needs): the records hold none.
 //!
-//! Protection: every route answers 404 unless an admin key is configured ([`AdminCheck`]; for
-//! now `--status.key-sha256`, the SHA-256 digest of the key). Then a request needs
+//! Protection: every route answers 404 unless the relay has an admin key (`relay admin-key`, its
+//! digest in the tunnels file; the same key opens the tunnels admin API). Then a request needs
 //! `Authorization: Bearer <key>` or the session cookie that `POST /status/login` (a form with
 //! the key) sets: `HttpOnly`, `SameSite=Strict`, `Path=/`, holding a random id that maps, here,
 //! to an expiry ([`SESSION_TTL`]); logout forgets it. The listener speaks plain HTTP (it is
@@ -56,22 +56,6 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; 
                        connect-src 'self'; base-uri 'none'; form-action 'self'; \
                        frame-ancestors 'none'";
 
-/// Who may see the status page. The integrator replaces [`DigestKey`] by the relay's admin
-/// key once that exists.
-pub trait AdminCheck: Send + Sync {
-    /// Whether an `Authorization` header value carries the admin key.
-    fn admin_ok(&self, authorization: Option<&str>) -> bool;
-}
-
-/// `--status.key-sha256`: the key whose SHA-256 digest (64 lowercase hex) is configured.
-pub struct DigestKey(pub String);
-
-impl AdminCheck for DigestKey {
-    fn admin_ok(&self, authorization: Option<&str>) -> bool {
-        super::bearer_token(authorization).is_some_and(|key| keys::matches(key, &self.0))
-    }
-}
-
 /// One client instance as its polls showed it.
 #[derive(Clone)]
 pub(super) struct InstanceSeen {
@@ -90,7 +74,6 @@ struct Rings {
 
 /// What the status page keeps: recent calls and errors, instances seen, logins.
 pub struct StatusBoard {
-    admin: Option<Box<dyn AdminCheck>>,
     rings: Mutex<Rings>,
     /// Tunnel name → instances, newest poll last.
     instances: Mutex<HashMap<String, Vec<InstanceSeen>>>,
@@ -114,10 +97,15 @@ fn is_error(line: &Value) -> bool {
     status >= 400 || !(outcome.ends_with("xx") || outcome.is_empty())
 }
 
+impl Default for StatusBoard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl StatusBoard {
-    pub fn new(admin: Option<Box<dyn AdminCheck>>) -> StatusBoard {
+    pub fn new() -> StatusBoard {
         StatusBoard {
-            admin,
             rings: Mutex::default(),
             instances: Mutex::default(),
             sessions: Mutex::default(),
@@ -248,10 +236,10 @@ pub(super) fn route(relay: &super::Relay, req: &Request) -> Option<Response> {
         return None;
     }
     let board = &relay.status;
-    let Some(admin) = &board.admin else {
+    if !relay.admin_key_configured() {
         return Some(hardened(Response::new(404, "not found\n")));
-    };
-    let by_key = admin.admin_ok(req.header("Authorization"));
+    }
+    let by_key = relay.is_admin(super::bearer_token(req.header("Authorization")));
     let session = session_cookie(req).filter(|id| board.session_valid(id));
     let authorized = by_key || session.is_some();
     let resp = match (req.method.as_str(), path) {
@@ -261,7 +249,7 @@ pub(super) fn route(relay: &super::Relay, req: &Request) -> Option<Response> {
         ("GET" | "HEAD", "/status/assets/status.js") => {
             view::asset("text/javascript; charset=utf-8", view::JS)
         }
-        ("POST", "/status/login") => login(board, admin.as_ref(), req),
+        ("POST", "/status/login") => login(relay, req),
         ("POST", "/status/logout") => {
             if let Some(id) = session_cookie(req) {
                 board.end_session(id);
@@ -291,9 +279,10 @@ pub(super) fn route(relay: &super::Relay, req: &Request) -> Option<Response> {
 
 /// `POST /status/login` with the form field `key`: a session cookie and back to the page, or
 /// the form again with 401.
-fn login(board: &StatusBoard, admin: &dyn AdminCheck, req: &Request) -> Response {
+fn login(relay: &super::Relay, req: &Request) -> Response {
+    let board = &relay.status;
     let key = req.form_param("key").unwrap_or_default();
-    if key.is_empty() || !admin.admin_ok(Some(&format!("Bearer {key}"))) {
+    if key.is_empty() || !relay.is_admin(Some(&key)) {
         log::warn!("status page: login refused from {}", req.peer);
         return view::html(401, &view::login_page(Some("That is not the admin key.")));
     }
@@ -313,7 +302,7 @@ mod tests {
 
     #[test]
     fn failed_calls_go_to_both_rings_and_tunnel_ids_to_neither() {
-        let board = StatusBoard::new(None);
+        let board = StatusBoard::new();
         board.record(
             &json!({"status": 200, "outcome": "2xx", "tunnel_id": "tunnel_x",
             "latency_ms": 1.234_567_890_123}),
@@ -336,7 +325,7 @@ mod tests {
 
     #[test]
     fn instances_keep_their_first_poll_and_are_bounded() {
-        let board = StatusBoard::new(None);
+        let board = StatusBoard::new();
         board.saw_poll(
             "t",
             "a",
@@ -356,7 +345,7 @@ mod tests {
 
     #[test]
     fn sessions_are_random_known_and_ended() {
-        let board = StatusBoard::new(None);
+        let board = StatusBoard::new();
         let a = board.new_session();
         let b = board.new_session();
         assert_ne!(a, b);
@@ -366,14 +355,5 @@ mod tests {
         board.end_session(&a);
         assert!(!board.session_valid(&a));
         assert!(board.session_valid(&b));
-    }
-
-    #[test]
-    fn the_digest_key_wants_the_bearer_key() {
-        let check = DigestKey(keys::hash("sesame"));
-        assert!(check.admin_ok(Some("Bearer sesame")));
-        assert!(!check.admin_ok(Some("Bearer sesam")));
-        assert!(!check.admin_ok(Some("sesame")));
-        assert!(!check.admin_ok(None));
     }
 }
