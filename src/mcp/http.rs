@@ -238,7 +238,7 @@ impl HttpTransport {
         deadline: Option<Instant>,
         observe: &mut Observer<'_>,
     ) -> Outcome {
-        self.watches.stop(command_headers);
+        let _ = self.watches.stop(command_headers);
         let req = self.with_headers(self.agent.delete(&self.url), command_headers);
         let result = http_client::with_timeout(req, budget(deadline)).call();
         observe(result.as_ref());

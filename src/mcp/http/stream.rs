@@ -14,7 +14,7 @@
 //! cancel flag, or the deadline end the upstream request; nothing more is posted then.
 
 use std::io::BufReader;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -30,6 +30,9 @@ use crate::mcp::sse::SseReader;
 use crate::mcp::{Headers, Outcome, Reply, StreamSink};
 use crate::wire::{RespType, RpcShape, StreamOpen};
 
+/// How long a host's GET is retried on 409 after we closed our own standalone stream.
+const CONFLICT_RETRY_FOR: Duration = Duration::from_secs(2);
+
 impl HttpTransport {
     /// Holds one stream open until it ends (see the module docs).
     pub fn stream(
@@ -41,11 +44,9 @@ impl HttpTransport {
         cancel: &CancelFlag,
     ) -> Outcome {
         let host_get = matches!(open, StreamOpen::Get);
-        if host_get {
-            self.watches.held_by_host(command_headers);
-        }
+        let ours_closed = host_get && self.watches.held_by_host(command_headers);
         let outcome = http_client::cancellable(cancel, || {
-            self.stream_uncancelled(open, command_headers, deadline, sink)
+            self.stream_uncancelled(open, command_headers, deadline, sink, ours_closed)
         });
         if host_get {
             self.watches.released(command_headers);
@@ -56,21 +57,45 @@ impl HttpTransport {
         outcome
     }
 
+    /// The host's `GET` of its session's standalone stream. When we just closed our own on
+    /// that session, a server allowing one GET stream per session (FastMCP) may still count it
+    /// and answer 409 for a moment: the GET is then tried again, for at most
+    /// [`CONFLICT_RETRY_FOR`], rather than showing the host a conflict of our making.
+    fn open_get(
+        &self,
+        command_headers: &[(String, String)],
+        deadline: Option<Instant>,
+        ours_closed: bool,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let retry_until = Instant::now() + CONFLICT_RETRY_FOR;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let req = self.with_headers(self.agent.get(&self.url), command_headers);
+            let result = http_client::with_timeout(req, budget(deadline)).call();
+            let conflict = matches!(&result, Ok(resp) if resp.status().as_u16() == 409);
+            if !(ours_closed && conflict && Instant::now() + pause < retry_until)
+                || expired(deadline)
+            {
+                return result;
+            }
+            if let Ok(resp) = result {
+                drain(resp);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
     fn stream_uncancelled(
         &self,
         open: &StreamOpen,
         command_headers: &[(String, String)],
         deadline: Option<Instant>,
         sink: &mut StreamSink<'_>,
+        ours_closed: bool,
     ) -> Outcome {
         let (result, id) = match open {
-            StreamOpen::Get => {
-                let req = self.with_headers(self.agent.get(&self.url), command_headers);
-                (
-                    http_client::with_timeout(req, budget(deadline)).call(),
-                    None,
-                )
-            }
+            StreamOpen::Get => (self.open_get(command_headers, deadline, ours_closed), None),
             StreamOpen::Listen(message) => {
                 let id = RpcShape::of(message.get())
                     .and_then(|s| s.id)

@@ -131,11 +131,14 @@ impl Watches {
     /// The host opens the session's `GET` itself: no watch while it holds it (ours, if any, is
     /// closed first, as a server may allow one such stream per session). Undone by
     /// [`Watches::released`].
-    pub(super) fn held_by_host(&self, command_headers: &[(String, String)]) {
-        if let Some(session) = session_of(command_headers) {
-            *self.held().entry(session).or_default() += 1;
-            self.stop(command_headers);
-        }
+    /// The host opens the session's standalone stream itself: ours is closed. `true` when ours
+    /// was open, so the server may answer the host's GET 409 until it notices the close.
+    pub(super) fn held_by_host(&self, command_headers: &[(String, String)]) -> bool {
+        let Some(session) = session_of(command_headers) else {
+            return false;
+        };
+        *self.held().entry(session).or_default() += 1;
+        self.stop(command_headers)
     }
 
     pub(super) fn released(&self, command_headers: &[(String, String)]) {
@@ -150,17 +153,20 @@ impl Watches {
         }
     }
 
-    /// Closes the session's standalone stream (its `DELETE`, or the host opening its own).
-    pub(super) fn stop(&self, command_headers: &[(String, String)]) {
+    /// Closes the session's standalone stream (its `DELETE`, or the host opening its own);
+    /// `true` when one was open.
+    pub(super) fn stop(&self, command_headers: &[(String, String)]) -> bool {
         let Some(session) = session_of(command_headers) else {
-            return;
+            return false;
         };
         if let Some(Watch {
             flag: Some(flag), ..
         }) = self.lock().remove(&session)
         {
             flag.cancel();
+            return true;
         }
+        false
     }
 }
 
