@@ -24,27 +24,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import (  # noqa: E402  (the bench driver's /proc readers and process handling)
-    CLK_TCK, BenchError, Procs, add_tunnel, clean_env, log, proc_cpu_ticks, proc_status,
-    thread_delta, thread_times,
+    CLK_TCK, BenchError, Procs, add_tunnel, clean_env, log, open_keepalive, proc_cpu_ticks,
+    proc_status, thread_delta, thread_times,
 )
-
-
-def open_keepalive(port, n):
-    """n connections, each with one answered keep-alive request, left open."""
-    socks = []
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = s.recv(4096)
-            if not chunk:
-                raise BenchError("the relay closed a keep-alive connection at once")
-            got += chunk
-        if not got.startswith(b"HTTP/1.1 200"):
-            raise BenchError(f"GET /healthz: {got[:80]!r}")
-        socks.append(s)
-    return socks
 
 
 def main():
