@@ -62,7 +62,7 @@ e2e:
 ## bench: mcp-tunnel (the static musl binary of `make static`, and the glibc build for comparison)
 ## against direct access, rathole and bore on loopback, and the relay's store
 ## (memory, Redis, three relays on one Redis; BENCH_ONLY=store for that part alone); rewrites
-## tests/bench/RESULTS.md and latency.svg (about 12 minutes; not part of `make test`)
+## tests/bench/RESULTS.md and latency.svg (about 14 minutes; not part of `make test`)
 bench:
 	bash tests/bench/run.sh
 

@@ -145,8 +145,7 @@ mod tests {
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 // Blocks with no timeout but the test's own bound: only the shutdown ends it.
-                (&idle)
-                    .set_read_timeout(Some(Duration::from_secs(20)))
+                idle.set_read_timeout(Some(Duration::from_secs(20)))
                     .unwrap();
                 let started = Instant::now();
                 let n = (&idle).read(&mut [0u8; 16]).unwrap();
