@@ -5,7 +5,7 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/mcp-tunnel
 
-.PHONY: all build demo test test-deps e2e bench lint fmt static setup clean fuzz fuzz-smoke fuzz-setup \
+.PHONY: all build demo test test-deps e2e bench bench-idle lint fmt static setup clean fuzz fuzz-smoke fuzz-setup \
 	static-aarch64 setup-aarch64 dist deb rpm packages container-context package-check package-setup \
 	image image-check
 
@@ -59,11 +59,18 @@ test-deps:
 e2e:
 	bash tests/e2e/run.sh
 
-## bench: mcp-tunnel against direct access, rathole and bore on loopback, and the relay's store
+## bench: mcp-tunnel (the static musl binary of `make static`, and the glibc build for comparison)
+## against direct access, rathole and bore on loopback, and the relay's store
 ## (memory, Redis, three relays on one Redis; BENCH_ONLY=store for that part alone); rewrites
-## tests/bench/RESULTS.md and latency.svg (about 12 minutes; not part of `make test`)
+## tests/bench/RESULTS.md and latency.svg (about 14 minutes; not part of `make test`)
 bench:
 	bash tests/bench/run.sh
+
+## bench-idle: the idle cost alone, of the static musl binary: CPU and wake-ups per minute of an
+## idle relay holding 64 keep-alive connections and of its idle tunnel client (about 1 minute;
+## BENCH_IDLE_SECONDS for the window, under the relay's 60 s keep-alive timeout)
+bench-idle: static
+	python3 tests/bench/idle.py --bin $(STATIC_BIN) --seconds $(or $(BENCH_IDLE_SECONDS),50)
 
 ## fuzz: every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each, one after another, with
 ## libFuzzer on nightly (the product stays on stable). Corpora grow in fuzz/corpus/ (not in git);

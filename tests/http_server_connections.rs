@@ -266,6 +266,40 @@ fn shutdown_is_prompt_and_closes_idle_connections() {
     assert!(closed_by_server(&mut idle));
 }
 
+/// Shutdown wakes only the connections waiting for a request (issue 21): one whose request the
+/// handler is still working on gets its answer, marked as the connection's last.
+#[test]
+fn shutdown_lets_a_request_in_progress_finish() {
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let entered_tx = std::sync::Mutex::new(entered_tx);
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(600),
+        ..small_limits()
+    };
+    let server = start(limits, move |_req: Request| {
+        let _ = entered_tx.lock().unwrap().send(());
+        let _ = release_rx.lock().unwrap().recv_timeout(PROMPTLY);
+        Response::new(200, "done")
+    });
+    let mut busy = connect(&server);
+    busy.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    entered_rx.recv_timeout(PROMPTLY).expect("the handler ran");
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        server.shutdown();
+        let _ = done_tx.send(());
+    });
+    done_rx.recv_timeout(PROMPTLY).expect("shutdown returned");
+    release_tx.send(()).unwrap();
+    let reply = read_reply(&mut busy, &mut Vec::new());
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"done");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut busy));
+}
+
 #[test]
 fn drop_stops_the_server() {
     let server = start(small_limits(), echo);

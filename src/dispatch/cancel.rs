@@ -31,8 +31,8 @@ use crate::wire::{CommandKind, FEATURE_CANCEL};
 
 use super::{LOG_TARGET, Tunnel};
 
-/// How often the `poll-cancels` thread looks again whether it has to poll (besides being woken
-/// when the queue changes).
+/// How often the `poll-cancels` thread, while the queue is full but cancellation not (yet) in
+/// use, looks again whether it has to poll; otherwise it sleeps until the queue changes.
 const RECHECK: Duration = Duration::from_secs(1);
 /// First and longest delay after a failed poll for cancellations.
 const RETRY_BASE: Duration = Duration::from_millis(500);
@@ -169,11 +169,17 @@ impl Tunnel {
                     if full && self.cancellation_on() {
                         break;
                     }
-                    state = self
-                        .changed
-                        .wait_timeout(state, RECHECK)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    // Only an enqueue (which notifies) fills the queue: a client that is not
+                    // full sleeps until woken. A full one without cancellation looks again
+                    // every RECHECK, since the feature arrives on a poll.
+                    state = if full {
+                        self.changed
+                            .wait_timeout(state, RECHECK)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    } else {
+                        self.changed.wait(state).unwrap_or_else(|e| e.into_inner())
+                    };
                 }
             }
             match self.control.poll_cancellations() {

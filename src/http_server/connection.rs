@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, warn};
 
@@ -28,6 +28,7 @@ use super::response::{
 };
 use super::slots::Pool;
 use super::transport::{Transport, peer_closed, tls_handshake};
+use super::waiting::{Registered, Waiting};
 
 /// TLS handshakes that failed (or timed out), process-wide: the relay's metrics report it.
 static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -36,11 +37,6 @@ static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub fn tls_handshake_failures() -> u64 {
     TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
 }
-
-/// How often an idle keep-alive connection wakes to notice a shutdown. Idle reads are cut into
-/// slices this long; short enough that shutdown frees idle connections promptly, long enough to
-/// cost nothing measurable.
-const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// Handles one request. Called on the connection's thread; may block (long-poll, slow fakes).
 pub trait Handler: Fn(Request) -> Response + Send + Sync + 'static {}
@@ -61,6 +57,8 @@ pub(super) struct Service {
     pub limits: Limits,
     /// Set once the server shuts down; each connection ends after its current exchange.
     pub shutdown: AtomicBool,
+    /// The live connections; shutdown wakes those waiting for a request through it.
+    pub waiting: Waiting,
 }
 
 /// Serves the connection accepted at `accepted` until it ends, then closes it.
@@ -72,6 +70,10 @@ pub(super) fn serve_connection(
     service: &Service,
 ) {
     debug!("{peer}: connection opened");
+    let Some(registered) = service.waiting.register(&tcp) else {
+        debug!("{peer}: cannot register the connection (out of descriptors?); closing");
+        return;
+    };
     // Responses and stream chunks are written whole; don't let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     // A peer that does not drain its socket for as long as it may take to send a request is gone.
@@ -103,6 +105,7 @@ pub(super) fn serve_connection(
         first_head_deadline: Some(first_head_deadline),
         connection: ConnectionHandle::default(),
         reading_path: None,
+        registered,
     };
     let end = loop {
         match conn.serve_one() {
@@ -157,6 +160,8 @@ struct Conn<'s> {
     /// The path of the request being read, once its head is parsed: the server's own error
     /// answer to it takes the route's shape (`Limits::error_shape`).
     reading_path: Option<String>,
+    /// Its entry among the live connections: marked idle while it waits for a request.
+    registered: Registered<'s>,
 }
 
 impl Conn<'_> {
@@ -234,28 +239,31 @@ impl Conn<'_> {
 
     /// Waits, until `deadline`, for the first byte of the next request. False means close
     /// quietly: the peer closed, the deadline passed (logged as `why`), or the server is shutting
-    /// down.
+    /// down. One blocking read bounded by the deadline: shutdown ends it by shutting the socket's
+    /// read side down (see `waiting`), so an idle connection never wakes on its own.
     fn await_request(&mut self, deadline: Instant, why: &str) -> bool {
         if !self.incoming.buf.is_empty() {
             return true;
         }
-        loop {
-            if self.service.shutdown.load(Ordering::SeqCst) {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= deadline {
+        if !self.registered.go_idle(&self.service.shutdown) {
+            return false;
+        }
+        let got = self.incoming.fill(deadline);
+        if !self.registered.go_busy() {
+            // Shutdown claimed the connection while it waited; a request just begun is dropped
+            // unanswered, as one arriving after the flag always was.
+            return false;
+        }
+        match got {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) if is_timeout(&e) => {
                 debug!("{}: {why}", self.peer);
-                return false;
+                false
             }
-            match self.incoming.fill(deadline.min(later(now, IDLE_POLL))) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => {
-                    debug!("{}: read failed while idle: {e}", self.peer);
-                    return false;
-                }
+            Err(e) => {
+                debug!("{}: read failed while idle: {e}", self.peer);
+                false
             }
         }
     }

@@ -28,8 +28,10 @@
 //! - Keep-alive (HTTP/1.1 default, `Connection: close` honoured; HTTP/1.0 always closes);
 //!   `idle_timeout` between requests, `read_timeout` while a request is being read.
 //! - Optional TLS through `rustls::ServerConfig`.
-//! - `Server::shutdown` stops accepting, and returns once the accept thread has ended. Dropping a
-//!   `Server` shuts it down the same way.
+//! - `Server::shutdown` stops accepting, and returns once the accept thread has ended; connections
+//!   waiting for a request close at once (their sockets' read side is shut down: no connection
+//!   polls for it), the others after their current exchange. Dropping a `Server` shuts it down the
+//!   same way.
 //! - Responses: the server owns framing. It drops any `Content-Length`/`Transfer-Encoding` the
 //!   handler set and writes its own; a handler `Connection: close` closes after the response.
 //!   `Body::Stream` is sent chunked (close-delimited to HTTP/1.0 clients).
@@ -46,6 +48,7 @@
 //! - `server`: lifecycle — the listener, the accept thread, the connection cap, shutdown.
 //! - `slots`: who may hold a connection thread (the caps, the reserve, per-peer shares).
 //! - `connection`: one connection's life — handshake, keep-alive loop, admission, handler, response.
+//! - `waiting`: the live connections' sockets, so shutdown can wake the idle ones.
 //! - `transport`: the byte stream under it, plain TCP or TLS, with deadlines and lingering closes.
 //! - `request_reader`: reading one request (head, body, chunks, trailers) within limits.
 //! - `request`, `response`, `limits`: the message model — what handlers get and return, and the
@@ -61,6 +64,7 @@ mod response;
 mod server;
 mod slots;
 mod transport;
+mod waiting;
 
 pub use connection::{Admit, Handler, tls_handshake_failures};
 pub use fuzz::{FuzzSummary, fuzz_read_request};

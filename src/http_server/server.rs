@@ -3,8 +3,10 @@
 //!
 //! The accept thread never waits on a peer: a connection over a cap is answered `503` with a
 //! non-blocking write and closed (over TLS, closed without a word, since answering would need a
-//! handshake). Shutdown raises the flag every connection checks between exchanges, wakes the
-//! blocked `accept` with a connection of its own, and returns once the accept thread has ended.
+//! handshake). Shutdown raises the flag every connection checks between exchanges, shuts down the
+//! read side of the connections waiting for a request (they block on their sockets, never poll),
+//! wakes the blocked `accept` with a connection of its own, and returns once the accept thread
+//! has ended.
 //!
 //! [`Server::start_unix`] serves a Unix-domain socket the same way (the health server's
 //! `--health.unix-socket`): each accepted stream is handed on as a `TcpStream` built from its file
@@ -135,6 +137,7 @@ impl Server {
                 tls,
                 limits,
                 shutdown: AtomicBool::new(false),
+                waiting: Default::default(),
             },
             slots,
         });
@@ -165,6 +168,8 @@ impl Server {
             return;
         };
         self.shared.service.shutdown.store(true, Ordering::SeqCst);
+        let woken = self.shared.service.waiting.shut_idle();
+        debug!("shutdown: {woken} idle connection(s) closed");
         // The accept thread is blocked in accept(); a connection of our own wakes it up, and it
         // then sees the flag. A listener on the unspecified address is reached over loopback.
         let target = match self.addr.ip() {

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The mcp-tunnel benchmark driver (run by tests/bench/run.sh, i.e. `make bench`).
 
-Starts, on 127.0.0.1 only: the built-in stub MCP server (the backend); our relay + tunnel client;
-a rathole server + client; a bore server + `bore local`; a second, idle relay + client pair for the
+Starts, on 127.0.0.1 only: the built-in stub MCP server (the backend); our relay + tunnel client
+(`--bin`: the static musl binary `make static` builds, the one the packages ship; path
+`mcp-tunnel`); with `--glibc-bin`, a second relay + client pair from the glibc release build for
+comparison (path `mcp-tunnel-glibc`); a rathole server + client; a bore server + `bore local`; a second, idle relay + client pair for the
 idle measurements. Then drives MCP `tools/call echo` requests through each path (direct,
 mcp-tunnel, rathole, bore) with wrk at concurrency 1, 8 and 64, interleaved, and runs the relay
 scaling test (1,000 idle long-polls plus connector traffic). Writes every number to a JSON file
@@ -31,6 +33,8 @@ import time
 
 PATHS = ["direct", "mcp-tunnel", "rathole", "bore"]
 CONCURRENCY = [1, 8, 64]
+# Keep-alive connections held open to the idle relay during the idle window (issue 21's target).
+IDLE_CONNECTIONS = 64
 ECHO_BODY = (
     '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
     '"params":{"name":"echo","arguments":{"text":"mcp-tunnel-bench-probe"}}}'
@@ -368,6 +372,25 @@ def add_tunnel(binary, tunnels_file, name, env):
     return {"id": tid.group(1), "runtime_key": rt.group(1), "connector_key": cn.group(1)}
 
 
+def open_keepalive(port, n):
+    """n connections to the relay on `port`, each with one answered keep-alive request, left open."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise BenchError("the relay closed a keep-alive connection at once")
+            got += chunk
+        if not got.startswith(b"HTTP/1.1 200"):
+            raise BenchError(f"GET /healthz: {got[:80]!r}")
+        socks.append(s)
+    return socks
+
+
+
 # ---------------------------------------------------------------- wrk
 
 
@@ -487,14 +510,18 @@ def run_wrk(cfg, url, conc, seconds, result_file, auth=None, sampler=None):
 
 def parse_args():
     p = argparse.ArgumentParser(description="mcp-tunnel benchmark driver")
-    p.add_argument("--bin", required=True, help="the mcp-tunnel release binary")
+    p.add_argument("--bin", required=True,
+                   help="the mcp-tunnel binary measured (make bench: the static musl one)")
+    p.add_argument("--glibc-bin", help="the glibc release build, measured for comparison as the "
+                   "path mcp-tunnel-glibc")
     p.add_argument("--tools", required=True, help="folder holding bin/rathole and bin/bore")
     p.add_argument("--wrk", default="wrk")
     p.add_argument("--results", required=True, help="JSON file to write")
     p.add_argument("--duration", type=float, default=8.0, help="seconds measured per cell and round")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each cell")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--idle-seconds", type=float, default=60.0)
+    p.add_argument("--idle-seconds", type=float, default=55.0,
+                   help="idle window; under the relay's 60 s keep-alive timeout")
     p.add_argument("--pollers", type=int, default=1000)
     p.add_argument("--scale-seconds", type=float, default=20.0)
     p.add_argument("--first-poll-runs", type=int, default=5)
@@ -541,6 +568,7 @@ def machine_info(cfg):
         "os": cmd(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
         "rustc": cmd(["rustc", "--version"]),
         "mcp_tunnel": cmd([cfg.bin, "--version"]),
+        "mcp_tunnel_glibc": cmd([cfg.glibc_bin, "--version"]) if cfg.glibc_bin else "",
         "rathole": rathole_v.group(1) if rathole_v else cmd([cfg.rathole, "--version"])[:80],
         "rathole_features": "server,client (plain TCP transport; no TLS/noise/websocket)",
         "bore": cmd([cfg.bore, "--version"]),
@@ -551,22 +579,24 @@ def machine_info(cfg):
 
 
 def binary_sizes(cfg):
+    """The measured binary and the comparison build: path, size, what kind (from `file`)."""
     repo = os.path.dirname(os.path.dirname(HERE))
-    static = os.path.join(repo, "target", "x86_64-unknown-linux-musl", "release", "mcp-tunnel")
-    if os.path.exists(static):
-        try:
-            version = subprocess.run([static, "--version"], capture_output=True, text=True,
-                                     timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            version = "?"
-        ours = {"path": os.path.relpath(static, repo), "bytes": os.path.getsize(static),
-                "kind": f"static musl binary (`make static` output: {version})"}
-    else:
-        ours = {"path": os.path.relpath(cfg.bin, repo), "bytes": os.path.getsize(cfg.bin),
-                "kind": "glibc release binary (no `make static` output present)"}
-    ours["release_bytes"] = os.path.getsize(cfg.bin)
+
+    def describe(path):
+        info = subprocess.run(["file", "-b", path], capture_output=True, text=True,
+                              timeout=10).stdout if shutil.which("file") else ""
+        static = "statically linked" in info or "static-pie linked" in info
+        kind = "static musl binary (`make static`)" if static else "glibc release build"
+        return {"path": os.path.relpath(path, repo), "bytes": os.path.getsize(path),
+                "kind": kind, "static": static}
+
+    ours = describe(cfg.bin)
+    glibc = describe(cfg.glibc_bin) if cfg.glibc_bin else None
+    # Older reports read release_bytes: the glibc build's size.
+    ours["release_bytes"] = glibc["bytes"] if glibc else ours["bytes"]
     return {
         "mcp-tunnel": ours,
+        "mcp-tunnel-glibc": glibc,
         "rathole": os.path.getsize(cfg.rathole),
         "bore": os.path.getsize(cfg.bore),
     }
@@ -575,11 +605,14 @@ def binary_sizes(cfg):
 def main():
     cfg = parse_args()
     cfg.bin = os.path.abspath(cfg.bin)
+    cfg.glibc_bin = os.path.abspath(cfg.glibc_bin) if cfg.glibc_bin else None
+    cfg.paths = PATHS[:2] + (["mcp-tunnel-glibc"] if cfg.glibc_bin else []) + PATHS[2:]
     cfg.rathole = os.path.join(os.path.abspath(cfg.tools), "bin", "rathole")
     cfg.bore = os.path.join(os.path.abspath(cfg.tools), "bin", "bore")
     cfg.wrk = shutil.which(cfg.wrk) or cfg.wrk
     cfg.base_env = clean_env()
-    for exe in (cfg.bin, cfg.rathole, cfg.bore, cfg.wrk):
+    for exe in (cfg.bin, cfg.rathole, cfg.bore, cfg.wrk) + ((cfg.glibc_bin,) if cfg.glibc_bin
+                                                             else ()):
         if not os.access(exe, os.X_OK):
             raise BenchError(f"missing executable: {exe}")
     # 1,000 held polls need ~1,100 descriptors in the relay and in the pollers.
@@ -602,7 +635,7 @@ def main():
     results = {
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": {"duration_s": cfg.duration, "warmup_s": cfg.warmup, "rounds": cfg.rounds,
-                     "concurrency": CONCURRENCY, "paths": PATHS,
+                     "concurrency": CONCURRENCY, "paths": cfg.paths,
                      "idle_seconds": cfg.idle_seconds, "pollers": cfg.pollers,
                      "scale_seconds": cfg.scale_seconds, "wrk_timeout_s": 5},
         "loadavg_start": loadavg(),
@@ -650,6 +683,7 @@ def run_all(cfg, procs, workdir, results, failures):
 
     # -------- tunnels, all created before the relays start
     load_t = add_tunnel(B, tunnels_file, "bench-load", env)
+    glibc_t = add_tunnel(B, tunnels_file, "bench-load-glibc", env) if cfg.glibc_bin else None
     pollers_t = add_tunnel(B, tunnels_file, "bench-idle-pollers", env)
     diag_t = add_tunnel(B, tunnels_file, "bench-diag-1-worker", env)
     first_ts = [add_tunnel(B, tunnels_file, f"bench-first-poll-{i}", env)
@@ -668,8 +702,10 @@ def run_all(cfg, procs, workdir, results, failures):
 
     # -------- idle: a relay + client pair of their own that never get a request, measured
     # first, while nothing else of ours runs (a busy machine makes idle wake-ups cheaper)
+    # It also holds IDLE_CONNECTIONS keep-alive connections an MCP host left open (one answered
+    # `GET /healthz` each), all from 127.0.0.1: no per-peer cap.
     procs.start("idle-relay", [B, "relay", "--listen", "127.0.0.1:0", "--tunnels-file",
-                               idle_tunnels_file])
+                               idle_tunnels_file, "--max-connections-per-peer", "0"])
     m = procs.wait_for_output("idle-relay", r"relay listening on http://127\.0\.0\.1:(\d+)")
     idle_relay_port = int(m.group(1))
 
@@ -694,6 +730,9 @@ def run_all(cfg, procs, workdir, results, failures):
     log(f"idle measurement: {cfg.idle_seconds:g} s window from 5 s after the client's start")
     t0 = idle_client.started_at
     time.sleep(max(0.0, t0 + 5.0 - time.monotonic()))
+    # Opened now, so that none reaches the relay's 60 s keep-alive idle timeout in the window.
+    idle_socks = open_keepalive(idle_relay_port, IDLE_CONNECTIONS)
+    time.sleep(0.2)
     ticks0 = {r: proc_cpu_ticks(p) for r, p in idle_pids.items()}
     threads0 = {r: thread_times(p) for r, p in idle_pids.items()}
     load0 = loadavg()
@@ -716,7 +755,10 @@ def run_all(cfg, procs, workdir, results, failures):
         "rss_kib": {r: proc_status(p)[0] for r, p in idle_pids.items()},
         "threads": {r: proc_status(p)[1] for r, p in idle_pids.items()},
         "per_thread": {r: thread_delta(threads0[r], threads1[r]) for r in idle_pids},
+        "relay_keepalive_connections": len(idle_socks),
     }
+    for sock in idle_socks:
+        sock.close()
     deadline = time.monotonic() + 10
     while baseline.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -787,6 +829,20 @@ def run_all(cfg, procs, workdir, results, failures):
     procs.start("client", [B, "run"], env=real, shown_env=shown)
     wait_echo_ok(relay_port, connector(load_t), load_t["connector_key"], what="mcp-tunnel path")
 
+    # -------- the same pair from the glibc build, for comparison (its own relay and tunnel)
+    relay_glibc_port = None
+    if cfg.glibc_bin:
+        G = cfg.glibc_bin
+        procs.start("relay-glibc", [G, "relay", "--listen", "127.0.0.1:0", "--tunnels-file",
+                                    tunnels_file, "--max-connections-per-peer", "0"])
+        m = procs.wait_for_output("relay-glibc",
+                                  r"relay listening on http://127\.0\.0\.1:(\d+)")
+        relay_glibc_port = int(m.group(1))
+        real, shown = client_env(relay_glibc_port, glibc_t)
+        procs.start("client-glibc", [G, "run"], env=real, shown_env=shown)
+        wait_echo_ok(relay_glibc_port, connector(glibc_t), glibc_t["connector_key"],
+                     what="mcp-tunnel-glibc path")
+
     # -------- rathole
     r_ctl, r_svc = free_port(), free_port()
     token = os.urandom(16).hex()
@@ -836,6 +892,9 @@ def run_all(cfg, procs, workdir, results, failures):
         "rathole": (r_svc, "/mcp", None, ["rathole-server", "rathole-client"]),
         "bore": (b_port, "/mcp", None, ["bore-server", "bore-local"]),
     }
+    if cfg.glibc_bin:
+        targets["mcp-tunnel-glibc"] = (relay_glibc_port, connector(glibc_t),
+                                       glibc_t["connector_key"], ["relay-glibc", "client-glibc"])
     results["ports"] = {"stub": stub_port, "relay": relay_port, "rathole_service": r_svc,
                         "rathole_control": r_ctl, "bore_control": BORE_CONTROL_PORT,
                         "bore_tunnel": b_port}
@@ -853,8 +912,8 @@ def run_all(cfg, procs, workdir, results, failures):
     rss_under_load = {}
     for ci, conc in enumerate(CONCURRENCY):
         for rnd in range(cfg.rounds):
-            shift = (rnd + ci) % len(PATHS)
-            order = PATHS[shift:] + PATHS[:shift]
+            shift = (rnd + ci) % len(cfg.paths)
+            order = cfg.paths[shift:] + cfg.paths[:shift]
             for path in order:
                 port, urlpath, auth, roles = targets[path]
                 url = f"http://127.0.0.1:{port}{urlpath}"

@@ -11,9 +11,13 @@ import os
 import statistics
 import sys
 
+# The run's own list (settings.paths) replaces this: mcp-tunnel-glibc is there when measured.
 PATHS = ["direct", "mcp-tunnel", "rathole", "bore"]
-COLORS = {"direct": "#6b7280", "mcp-tunnel": "#2563eb", "rathole": "#d97706", "bore": "#059669"}
-TUNNEL_ROLES = {"mcp-tunnel": ["relay", "client"], "rathole": ["rathole-server", "rathole-client"],
+COLORS = {"direct": "#6b7280", "mcp-tunnel": "#2563eb", "mcp-tunnel-glibc": "#7c3aed",
+          "rathole": "#d97706", "bore": "#059669"}
+TUNNEL_ROLES = {"mcp-tunnel": ["relay", "client"],
+                "mcp-tunnel-glibc": ["relay-glibc", "client-glibc"],
+                "rathole": ["rathole-server", "rathole-client"],
                 "bore": ["bore-server", "bore-local"], "direct": []}
 
 
@@ -174,6 +178,8 @@ def svg_chart(table, concurrency, path):
 
 
 def build(res, out_dir):
+    global PATHS
+    PATHS = res["settings"].get("paths", PATHS)
     conc = res["settings"]["concurrency"]
     table = {}
     for p in PATHS:
@@ -227,6 +233,14 @@ def build(res, out_dir):
         w("Every request of every run was answered HTTP 200 with the echoed text: no failed "
           "request, no socket error, no timeout.")
         w("")
+    sz = res["sizes"]
+    ours, glibc = sz["mcp-tunnel"], sz.get("mcp-tunnel-glibc")
+    w(f"Binaries: **mcp-tunnel** is `{ours['path']}`, {ours['kind']}, the one the packages ship; "
+      "every goal below is read on it."
+      + (f" **mcp-tunnel-glibc** is `{glibc['path']}`, {glibc['kind']}, measured beside it on a "
+         "relay and client pair of its own, for comparison only." if glibc else
+         " (No glibc comparison in this run: BENCH_GLIBC=0.)"))
+    w("")
     w("![p50 and p99 latency per path and concurrency](latency.svg)")
     w("")
     w("## Goals")
@@ -281,14 +295,19 @@ def build(res, out_dir):
       f"rathole +{fmt_us(add['rathole'])}, bore +{fmt_us(add['bore'])}.")
     w("- mcp-tunnel throughput ÷ rathole throughput: "
       + ", ".join(f"c={c}: **{thr[c]:.2f}×**" for c in conc) + ".")
+    if ("mcp-tunnel-glibc", 1) in table:
+        w("- mcp-tunnel-glibc (comparison build) throughput ÷ rathole throughput: "
+          + ", ".join(f"c={c}: {table[('mcp-tunnel-glibc', c)]['rps'] / table[('rathole', c)]['rps']:.2f}×"
+                      for c in conc)
+          + "; static musl ÷ glibc: "
+          + ", ".join(f"c={c}: {table[('mcp-tunnel', c)]['rps'] / table[('mcp-tunnel-glibc', c)]['rps']:.2f}×"
+                      for c in conc) + ".")
     w("- mcp-tunnel throughput ÷ bore throughput: "
       + ", ".join(f"c={c}: {table[('mcp-tunnel', c)]['rps'] / table[('bore', c)]['rps']:.2f}×"
                   for c in conc) + ".")
     w("")
 
     # ---- footprint
-    sz = res["sizes"]
-    ours = sz["mcp-tunnel"]
     fp = res["first_poll"]
     ups = [f["ms"] for f in fp]
     rl = res["rss_under_load_kib"]
@@ -297,16 +316,22 @@ def build(res, out_dir):
     w("| what | mcp-tunnel | rathole | bore |")
     w("|---|---|---|---|")
     w(f"| binary size | {ours['bytes'] / 1e6:.2f} MB, {ours['kind']} (`{ours['path']}`; "
-      f"release glibc binary {ours['release_bytes'] / 1e6:.2f} MB) | "
+      f"glibc release build {ours['release_bytes'] / 1e6:.2f} MB) | "
       f"{sz['rathole'] / 1e6:.2f} MB (release, glibc) | {sz['bore'] / 1e6:.2f} MB "
       "(release, glibc) |")
     w(f"| idle RSS after {idle['seconds_since_start']:.0f} s | client "
       f"{mib(idle['rss_kib']['client'])} ({idle['threads']['client']} threads), relay "
       f"{mib(idle['rss_kib']['relay'])} | – | – |")
+    relay_idle = idle["per_thread"]["relay"].values()
+    per_min = 60.0 / idle["measured_window_s"]
     w(f"| idle CPU over {idle['measured_window_s']:.0f} s | client "
       f"{idle['cpu_s']['client']:.2f} s, relay {idle['cpu_s']['relay']:.2f} s by ticks; by "
       f"thread run times client {sum(v['cpu_ms'] for v in per_thread.values()):.1f} ms, relay "
-      f"{sum(v['cpu_ms'] for v in idle['per_thread']['relay'].values()):.1f} ms | – | – |")
+      f"{sum(v['cpu_ms'] for v in relay_idle):.1f} ms"
+      + (f" holding {idle['relay_keepalive_connections']} idle keep-alive connections "
+         f"(**{sum(v['cpu_ms'] for v in relay_idle) * per_min:.1f} ms/min**, "
+         f"{sum(v['wakes'] for v in relay_idle) * per_min:.0f} wake-ups/min)"
+         if idle.get("relay_keepalive_connections") else "") + " | – | – |")
     w(f"| RSS under c={max(conc)} load (max sampled) | client {mib(rl.get('client'))}, relay "
       f"{mib(rl.get('relay'))} | client {mib(rl.get('rathole-client'))}, server "
       f"{mib(rl.get('rathole-server'))} | local {mib(rl.get('bore-local'))}, server "

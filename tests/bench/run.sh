@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: mcp-tunnel against direct access, rathole and bore, on loopback (issue 8).
 #
-# Builds the release binary, installs rathole and bore-cli from crates.io into target/bench/tools
+# Builds the static musl binary (`make static`, the one measured) and the glibc release build
+# (measured beside it for comparison), installs rathole and bore-cli from crates.io into target/bench/tools
 # (skipped when the pinned version is already there) and wrk from Debian when missing, then runs
 # tests/bench/bench.py (every server on 127.0.0.1 only) and tests/bench/report.py, which rewrite
 # tests/bench/RESULTS.md and tests/bench/latency.svg. Then tests/bench/store.py measures the
@@ -10,10 +11,11 @@
 #
 # Knobs (environment; defaults are what RESULTS.md was made with):
 #   BENCH_DURATION=10 BENCH_WARMUP=2 BENCH_ROUNDS=2   seconds per cell, warm-up, rounds
-#   BENCH_IDLE_SECONDS=60 BENCH_POLLERS=1000 BENCH_SCALE_SECONDS=30
+#   BENCH_IDLE_SECONDS=55 BENCH_POLLERS=1000 BENCH_SCALE_SECONDS=30
 #   BENCH_OUT_DIR=tests/bench                         where RESULTS.md and latency.svg go
 #   BENCH_ONLY=store      only the store part (its section of RESULTS.md; the rest stays)
 #   BENCH_STORE=0         skip the store part
+#   BENCH_GLIBC=0         measure the static musl binary only (no glibc comparison pair)
 #   BENCH_STORE_DURATION=10 BENCH_STORE_WARMUP=2      seconds per store cell, warm-up
 set -euo pipefail
 
@@ -32,8 +34,17 @@ for tool in python3 setpriv; do
 	command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 2; }
 done
 
-say "building the release binary"
-$CARGO build --release --locked
+# The binary measured is the static musl one `make static` builds and the packages ship
+# (path mcp-tunnel); the glibc release build is measured beside it for comparison (path
+# mcp-tunnel-glibc). BENCH_GLIBC=0 leaves the glibc pair out.
+STATIC_BIN=target/x86_64-unknown-linux-musl/release/mcp-tunnel
+GLIBC_BIN=target/release/mcp-tunnel
+say "building the static musl binary (make static)"
+${MAKE:-make} --no-print-directory static CARGO="$CARGO" >/dev/null
+if [ "${BENCH_GLIBC:-1}" != 0 ]; then
+	say "building the glibc release binary (for comparison)"
+	$CARGO build --release --locked
+fi
 
 # store.py: the store part, after the main one (or alone with BENCH_ONLY=store).
 store_part() {
@@ -48,7 +59,7 @@ store_part() {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 	fi
 	say "running the store benchmark (about 2 minutes)"
-	python3 tests/bench/store.py --bin target/release/mcp-tunnel --results target/bench/store.json \
+	python3 tests/bench/store.py --bin "$STATIC_BIN" --results target/bench/store.json \
 		--markdown "$OUT_DIR/RESULTS.md" --duration "${BENCH_STORE_DURATION:-10}" \
 		--warmup "${BENCH_STORE_WARMUP:-2}"
 }
@@ -83,10 +94,11 @@ if ! command -v wrk >/dev/null; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
 
-args=(--bin target/release/mcp-tunnel --tools "$TOOLS" --results "$RESULTS_JSON"
+args=(--bin "$STATIC_BIN" --tools "$TOOLS" --results "$RESULTS_JSON"
 	--duration "${BENCH_DURATION:-10}" --warmup "${BENCH_WARMUP:-2}" --rounds "${BENCH_ROUNDS:-2}"
-	--idle-seconds "${BENCH_IDLE_SECONDS:-60}" --pollers "${BENCH_POLLERS:-1000}"
+	--idle-seconds "${BENCH_IDLE_SECONDS:-55}" --pollers "${BENCH_POLLERS:-1000}"
 	--scale-seconds "${BENCH_SCALE_SECONDS:-30}")
+if [ "${BENCH_GLIBC:-1}" != 0 ]; then args+=(--glibc-bin "$GLIBC_BIN"); fi
 
 # The driver kills everything it started when it ends (and its children die with it through
 # PR_SET_PDEATHSIG); this trap makes sure the driver itself ends with us.
@@ -104,7 +116,7 @@ trap stop_driver EXIT
 trap 'exit 130' INT TERM
 
 rm -f "$RESULTS_JSON"
-say "running the benchmark (about 7 minutes)"
+say "running the benchmark (about 8 minutes; 7 with BENCH_GLIBC=0)"
 python3 tests/bench/bench.py "${args[@]}" --workdir "$work" &
 bench_pid=$!
 rc=0
