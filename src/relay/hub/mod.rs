@@ -187,6 +187,22 @@ pub struct Ticket {
     cancelled: Arc<AtomicBool>,
 }
 
+impl Inner {
+    /// A poll of `instance` stops waiting: counted out, seen now, and its cancel orders first in
+    /// what it takes (the memory and the Redis poll both end so).
+    fn poll_ended(&mut self, instance: &str, cancels: Vec<CancelOrder>) -> Vec<Delivered> {
+        let me = self.instances.entry(instance.to_string()).or_default();
+        me.waiting_polls -= 1;
+        me.last_seen = Some(Instant::now());
+        cancels
+            .into_iter()
+            .map(|order| Delivered {
+                item: Item::Cancel(order),
+            })
+            .collect()
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.hub.withdraw(&self.request_id);
@@ -500,15 +516,7 @@ impl TunnelHub {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         };
-        let me = inner.instances.entry(instance.to_string()).or_default();
-        me.waiting_polls -= 1;
-        me.last_seen = Some(Instant::now());
-        let mut out: Vec<Delivered> = cancels
-            .into_iter()
-            .map(|order| Delivered {
-                item: Item::Cancel(order),
-            })
-            .collect();
+        let mut out = inner.poll_ended(instance, cancels);
         for q in taken {
             let Some(pending) = inner.pending.get_mut(&q.request_id) else {
                 continue; // withdrawn meanwhile

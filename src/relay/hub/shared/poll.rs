@@ -162,15 +162,7 @@ impl TunnelHub {
         }
         shared.touch_alive(instance, &affine, &features, self.limits.client_timeout);
         let mut inner = self.lock();
-        let me = inner.instances.entry(instance.to_string()).or_default();
-        me.waiting_polls -= 1;
-        me.last_seen = Some(Instant::now());
-        let mut out: Vec<Delivered> = cancels
-            .into_iter()
-            .map(|order| Delivered {
-                item: Item::Cancel(order),
-            })
-            .collect();
+        let mut out = inner.poll_ended(instance, cancels);
         for (queued, shard_token) in taken {
             if let Some(pending) = inner.pending.get_mut(&queued.request_id) {
                 pending.instance = Some(instance.to_string());
