@@ -353,6 +353,56 @@ fn idle_keep_alive_connections_do_not_wake_the_relay() {
     );
 }
 
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the relay's descriptors")
+        .count()
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the relay's threads")
+        .count()
+}
+
+/// Issue 21, relay scale: a held long-poll costs the relay one descriptor, its socket, shared by
+/// the connection, the shutdown registry and the liveness check (it used to cost three: two
+/// `dup`s, one of them made per request, so 10,000 held polls needed 30,000 descriptors).
+#[test]
+fn a_held_long_poll_costs_the_relay_one_descriptor() {
+    const POLLS: usize = 40;
+    let (relay, tunnel, _dir) = start_relay(&[]);
+    let pid = relay.pid();
+    let (fds_before, threads_before) = (open_descriptors(pid), thread_count(pid));
+    let head = format!(
+        "GET /v1/tunnels/{}/poll?limit=1&timeout_ms=20000 HTTP/1.1\r\nHost: relay\r\n\
+         Authorization: Bearer {}\r\nX-Tunnel-Client-Instance-Id: fd-check\r\n\r\n",
+        tunnel.id, tunnel.runtime_key
+    );
+    let held: Vec<TcpStream> = (0..POLLS)
+        .map(|_| {
+            let mut stream = raw_connect(&relay);
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // Every poll is held once the relay runs a thread for each connection.
+    let deadline = Instant::now() + PROMPTLY;
+    while thread_count(pid) < threads_before + POLLS && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        thread_count(pid) >= threads_before + POLLS,
+        "the polls were not all accepted"
+    );
+    let added = open_descriptors(pid) - fds_before;
+    assert!(
+        added <= POLLS + 4,
+        "{POLLS} held polls took {added} descriptors in the relay"
+    );
+    drop(held);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 5: bodies are admitted by route and key before they are read
 

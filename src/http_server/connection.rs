@@ -27,7 +27,7 @@ use super::response::{
     Body, ChunkWriter, Response, error_response, render_head, status_has_no_body,
 };
 use super::slots::Pool;
-use super::transport::{Transport, peer_closed, tls_handshake};
+use super::transport::{SharedTcp, Transport, peer_closed, tls_handshake};
 use super::waiting::{Registered, Waiting};
 
 /// TLS handshakes that failed (or timed out), process-wide: the relay's metrics report it.
@@ -70,10 +70,8 @@ pub(super) fn serve_connection(
     service: &Service,
 ) {
     debug!("{peer}: connection opened");
-    let Some(registered) = service.waiting.register(&tcp) else {
-        debug!("{peer}: cannot register the connection (out of descriptors?); closing");
-        return;
-    };
+    let tcp = Arc::new(tcp);
+    let registered = service.waiting.register(Arc::clone(&tcp));
     // Responses and stream chunks are written whole; don't let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     // A peer that does not drain its socket for as long as it may take to send a request is gone.
@@ -87,8 +85,8 @@ pub(super) fn serve_connection(
     // says nothing gives its slot back soon.
     let first_head_deadline = later(accepted, service.limits.header_timeout);
     let io = match &service.tls {
-        None => Transport::Plain(tcp),
-        Some(config) => match tls_handshake(tcp, config, first_head_deadline) {
+        None => Transport::Plain(SharedTcp(tcp)),
+        Some(config) => match tls_handshake(SharedTcp(tcp), config, first_head_deadline) {
             Ok(t) => Transport::Tls(Box::new(t)),
             Err(e) => {
                 debug!("{peer}: TLS handshake failed: {e}");
@@ -333,7 +331,7 @@ impl Conn<'_> {
             body,
             peer: self.peer,
             client_cert_verified,
-            socket: self.incoming.src.tcp().try_clone().ok(),
+            socket: Some(Arc::clone(self.incoming.src.tcp())),
             connection: self.connection.clone(),
         };
         Ok((Received::Request(request), exchange))

@@ -23,8 +23,8 @@ pub struct Request {
     /// The peer presented a TLS client certificate that the server's client-CA verifier
     /// accepted (always false without TLS or without a client CA).
     pub client_cert_verified: bool,
-    /// A second handle on the connection's socket, for [`Request::peer_gone`].
-    pub socket: Option<TcpStream>,
+    /// The connection's socket (shared, not a second descriptor), for [`Request::peer_gone`].
+    pub socket: Option<Arc<TcpStream>>,
     /// The connection this request came on; says later whether it is still open and who closed it.
     pub connection: ConnectionHandle,
 }

@@ -11,7 +11,7 @@
 //! [`Server::start_unix`] serves a Unix-domain socket the same way (the health server's
 //! `--health.unix-socket`): each accepted stream is handed on as a `TcpStream` built from its file
 //! descriptor (safe `OwnedFd` conversion). Everything the connection code does with it — read,
-//! write, timeouts, non-blocking peeks, shutdown, `try_clone` — is a plain socket call that means
+//! write, timeouts, non-blocking peeks, shutdown — is a plain socket call that means
 //! the same on both families; only `set_nodelay` fails, and its result is ignored. Its peer
 //! address is given as `127.0.0.1:0` (a Unix peer has none); TLS is not offered there.
 

@@ -26,10 +26,30 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// what they send; 64 MiB covers any body a host would try, and [`LINGER_TIME`] bounds the cost.
 const LINGER_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// The connection's socket, one descriptor shared by the connection's reads and writes, the
+/// shutdown registry and the request being handled (which asks whether its peer is gone): no
+/// `dup` per connection or per request.
+pub(super) struct SharedTcp(pub Arc<TcpStream>);
+
+impl Read for SharedTcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for SharedTcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
 /// The connection's byte stream, plain or TLS, so that everything above shares one code path.
 pub(super) enum Transport {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+    Plain(SharedTcp),
+    Tls(Box<StreamOwned<ServerConnection, SharedTcp>>),
 }
 
 impl Transport {
@@ -42,10 +62,10 @@ impl Transport {
         }
     }
 
-    pub(super) fn tcp(&self) -> &TcpStream {
+    pub(super) fn tcp(&self) -> &Arc<TcpStream> {
         match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(t) => &t.sock,
+            Transport::Plain(s) => &s.0,
+            Transport::Tls(t) => &t.sock.0,
         }
     }
 
@@ -72,7 +92,7 @@ impl Source for Transport {
     fn read_until(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => {
-                set_timeout_until(s, deadline)?;
+                set_timeout_until(&s.0, deadline)?;
                 s.read(buf)
             }
             Transport::Tls(t) => {
@@ -108,13 +128,13 @@ impl Write for Transport {
 
 /// A socket whose every read is bounded by a deadline; handed to rustls.
 struct DeadlineIo<'a> {
-    sock: &'a mut TcpStream,
+    sock: &'a mut SharedTcp,
     deadline: Instant,
 }
 
 impl Read for DeadlineIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        set_timeout_until(self.sock, self.deadline)?;
+        set_timeout_until(&self.sock.0, self.deadline)?;
         self.sock.read(buf)
     }
 }
@@ -160,10 +180,10 @@ fn linger(tcp: &TcpStream) {
 /// Runs the TLS handshake. A failed one lingers before closing, so the alert rustls sent (an
 /// unknown CA, a missing client certificate) reaches the peer instead of a reset.
 pub(super) fn tls_handshake(
-    tcp: TcpStream,
+    tcp: SharedTcp,
     config: &Arc<rustls::ServerConfig>,
     deadline: Instant,
-) -> io::Result<StreamOwned<ServerConnection, TcpStream>> {
+) -> io::Result<StreamOwned<ServerConnection, SharedTcp>> {
     let conn = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
     let mut tls = StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
@@ -184,7 +204,7 @@ pub(super) fn tls_handshake(
                     deadline,
                 };
                 let _ = tls.conn.write_tls(&mut sock);
-                linger(&tls.sock);
+                linger(&tls.sock.0);
                 return Err(e);
             }
         }

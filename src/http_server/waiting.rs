@@ -2,9 +2,9 @@
 //! them polling: an idle connection blocks in one read bounded only by its idle timeout, and
 //! [`Waiting::shut_idle`] ends that read by shutting the socket's read side down.
 //!
-//! Each connection registers a `try_clone` of its socket once, when its thread starts, and is
-//! removed when the thread ends (by dropping its [`Registered`]); so the registry holds at most
-//! one entry per connection slot. Between exchanges a connection marks itself idle, then checks
+//! Each connection registers its shared socket handle (no second descriptor) once, when its
+//! thread starts, and is removed when the thread ends (by dropping its [`Registered`]); so the
+//! registry holds at most one entry per connection slot. Between exchanges a connection marks itself idle, then checks
 //! the shutdown flag; shutdown raises the flag, then shuts down every connection marked idle. All
 //! four steps are sequentially consistent, so either the connection sees the flag or shutdown
 //! sees the mark: none is left waiting. A connection busy with an exchange is not touched; it
@@ -24,7 +24,7 @@ const IDLE: u8 = 1;
 const STOPPED: u8 = 2;
 
 struct Entry {
-    sock: TcpStream,
+    sock: Arc<TcpStream>,
     state: AtomicU8,
 }
 
@@ -43,21 +43,19 @@ pub(super) struct Registered<'w> {
 }
 
 impl Waiting {
-    /// Registers a connection by a second handle to its socket (`None`: the handle could not be
-    /// made, out of descriptors; the connection should close).
-    pub fn register(&self, tcp: &TcpStream) -> Option<Registered<'_>> {
-        let sock = tcp.try_clone().ok()?;
+    /// Registers a connection by its shared socket handle.
+    pub fn register(&self, sock: Arc<TcpStream>) -> Registered<'_> {
         let entry = Arc::new(Entry {
             sock,
             state: AtomicU8::new(BUSY),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, Arc::clone(&entry));
-        Some(Registered {
+        Registered {
             waiting: self,
             id,
             entry,
-        })
+        }
     }
 
     /// After `shutdown` was raised: wakes every connection waiting for a request (its read
@@ -138,8 +136,9 @@ mod tests {
         let flag = AtomicBool::new(false);
         let (idle, _idle_peer) = pair();
         let (busy, _busy_peer) = pair();
-        let idle_reg = waiting.register(&idle).unwrap();
-        let busy_reg = waiting.register(&busy).unwrap();
+        let (idle, busy) = (Arc::new(idle), Arc::new(busy));
+        let idle_reg = waiting.register(Arc::clone(&idle));
+        let busy_reg = waiting.register(Arc::clone(&busy));
         assert_eq!(waiting.len(), 2);
         assert!(idle_reg.go_idle(&flag));
         std::thread::scope(|s| {
@@ -148,7 +147,7 @@ mod tests {
                 idle.set_read_timeout(Some(Duration::from_secs(20)))
                     .unwrap();
                 let started = Instant::now();
-                let n = (&idle).read(&mut [0u8; 16]).unwrap();
+                let n = (&*idle).read(&mut [0u8; 16]).unwrap();
                 (n, started.elapsed())
             });
             flag.store(true, Ordering::SeqCst);
@@ -162,7 +161,7 @@ mod tests {
         // The busy one was not touched, and may not go idle any more.
         assert!(!busy_reg.go_idle(&flag));
         busy.set_nonblocking(true).unwrap();
-        let e = (&busy).read(&mut [0u8; 16]).unwrap_err();
+        let e = (&*busy).read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
         drop(idle_reg);
         drop(busy_reg);
@@ -174,7 +173,7 @@ mod tests {
         let waiting = Waiting::default();
         let flag = AtomicBool::new(false);
         let (conn, _peer) = pair();
-        let reg = waiting.register(&conn).unwrap();
+        let reg = waiting.register(Arc::new(conn));
         assert!(reg.go_idle(&flag));
         assert!(reg.go_busy());
         flag.store(true, Ordering::SeqCst);
