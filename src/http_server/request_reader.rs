@@ -180,6 +180,11 @@ impl<S: Source> Incoming<S> {
     }
 
     fn read_exact_body(&mut self, len: usize, deadline: Instant) -> Result<Vec<u8>, Reject> {
+        // No body (every GET, every held long-poll): no allocation. `split_off(0)` below would
+        // hand the read buffer's whole capacity to the empty body and allocate it again.
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         // The length was admitted: hold it in one allocation instead of letting the buffer grow by
         // doubling (which could take twice the body's size). Only an optimisation: if the
         // allocator refuses, the buffer grows as it goes (and never panics here).
