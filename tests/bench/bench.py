@@ -522,7 +522,7 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--idle-seconds", type=float, default=55.0,
                    help="idle window; under the relay's 60 s keep-alive timeout")
-    p.add_argument("--pollers", type=int, default=1000)
+    p.add_argument("--pollers", type=int, default=10000)
     p.add_argument("--scale-seconds", type=float, default=20.0)
     p.add_argument("--first-poll-runs", type=int, default=5)
     p.add_argument("--workdir", help="an empty directory for keys, configs and logs (made and "
@@ -615,10 +615,13 @@ def main():
                                                              else ()):
         if not os.access(exe, os.X_OK):
             raise BenchError(f"missing executable: {exe}")
-    # 1,000 held polls need ~1,100 descriptors in the relay and in the pollers.
+    # N held polls need N descriptors in the relay (one per connection) and in the pollers, plus
+    # the load's; the relay and pollers.py inherit this limit.
+    want = cfg.pollers + 4096
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 8192:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192) if hard > 0 else 8192, hard))
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (min(hard, want) if hard != resource.RLIM_INFINITY else want, hard))
 
     workdir = cfg.workdir or tempfile.mkdtemp(prefix="mcp-tunnel-bench.")
     procs = Procs(workdir, cfg.base_env)
@@ -782,8 +785,10 @@ def run_all(cfg, procs, workdir, results, failures):
     # -------- our relay
     # Every load connection comes from 127.0.0.1: the per-peer connection cap (64 by default,
     # a defence for a relay facing the internet) would measure the cap, not the relay.
+    # Room for the scaling run's idle polls beside the load (the default cap is 2048).
     procs.start("relay", [B, "relay", "--listen", "127.0.0.1:0", "--tunnels-file",
-                          tunnels_file, "--max-connections-per-peer", "0"])
+                          tunnels_file, "--max-connections-per-peer", "0",
+                          "--max-connections", str(cfg.pollers + 2048)])
     m = procs.wait_for_output("relay", r"relay listening on http://127\.0\.0\.1:(\d+)")
     relay_port = int(m.group(1))
     connector = lambda t: f"/v1/mcp/{t['id']}"  # noqa: E731
@@ -997,8 +1002,9 @@ def run_all(cfg, procs, workdir, results, failures):
     pol = procs.start("pollers", [sys.executable, os.path.join(HERE, "pollers.py"),
                                   "--port", str(relay_port), "--tunnel-id", pollers_t["id"],
                                   "--key-file", key_file, "--count", str(cfg.pollers),
-                                  "--max-seconds", str(cfg.scale_seconds + 120)])
-    procs.wait_for_output("pollers", r"ready (\d+)", stream="out", timeout=60)
+                                  "--max-seconds", str(cfg.scale_seconds + 150),
+                                  "--connect-seconds", "60"])
+    procs.wait_for_output("pollers", r"ready (\d+)", stream="out", timeout=90)
     # "ready" means every poll was sent; wait until the relay holds a thread for each
     held_at = time.monotonic()
     deadline = held_at + 30

@@ -371,8 +371,7 @@ def build(res, out_dir):
     sc = res["scaling"]
     pc = sc["poller_counts"]
     ld = sc["load"]
-    w("## Relay scaling: 1,000 idle long-polls plus connector traffic" if sc["pollers"] == 1000
-      else f"## Relay scaling: {sc['pollers']} idle long-polls plus connector traffic")
+    w(f"## Relay scaling: {sc['pollers']:,} idle long-polls plus connector traffic")
     w("")
     w(f"`tests/bench/pollers.py` opened {pc.get('connections')} keep-alive connections to the relay, "
       "each holding a `GET /v1/tunnels/<id>/poll?limit=1&timeout_ms=25000` with the runtime key "

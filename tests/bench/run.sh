@@ -11,7 +11,7 @@
 #
 # Knobs (environment; defaults are what RESULTS.md was made with):
 #   BENCH_DURATION=10 BENCH_WARMUP=2 BENCH_ROUNDS=2   seconds per cell, warm-up, rounds
-#   BENCH_IDLE_SECONDS=55 BENCH_POLLERS=1000 BENCH_SCALE_SECONDS=30
+#   BENCH_IDLE_SECONDS=55 BENCH_POLLERS=10000 BENCH_SCALE_SECONDS=30
 #   BENCH_OUT_DIR=tests/bench                         where RESULTS.md and latency.svg go
 #   BENCH_ONLY=store      only the store part (its section of RESULTS.md; the rest stays)
 #   BENCH_STORE=0         skip the store part
@@ -96,7 +96,7 @@ fi
 
 args=(--bin "$STATIC_BIN" --tools "$TOOLS" --results "$RESULTS_JSON"
 	--duration "${BENCH_DURATION:-10}" --warmup "${BENCH_WARMUP:-2}" --rounds "${BENCH_ROUNDS:-2}"
-	--idle-seconds "${BENCH_IDLE_SECONDS:-55}" --pollers "${BENCH_POLLERS:-1000}"
+	--idle-seconds "${BENCH_IDLE_SECONDS:-55}" --pollers "${BENCH_POLLERS:-10000}"
 	--scale-seconds "${BENCH_SCALE_SECONDS:-30}")
 if [ "${BENCH_GLIBC:-1}" != 0 ]; then args+=(--glibc-bin "$GLIBC_BIN"); fi
 
