@@ -174,3 +174,51 @@ fn the_pid_file_admits_one_relay_and_the_env_file_configures_it() {
         "the pid file is removed at a clean exit"
     );
 }
+
+/// `Max open files` of a process: (soft, hard).
+fn open_files_limit(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut words = line.split_whitespace().skip(3);
+    (words.next().unwrap().into(), words.next().unwrap().into())
+}
+
+/// A relay started under a soft open-files limit below `--max-connections` raises it (one
+/// descriptor per connection), and says how to fix a hard limit that is too low.
+#[test]
+fn the_relay_fits_its_open_files_limit_to_max_connections() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: no prlimit (util-linux)");
+        return;
+    }
+    let dir = TempDir::new("relay-nofile");
+    add_tunnel(&dir.tunnels_file(), "nofile");
+    let relay = RelayBuilder::new(&dir.tunnels_file())
+        .option("--max-connections", "3000")
+        .start_wrapped(&["prlimit", "--nofile=512:8192", "--"]);
+    assert_eq!(
+        open_files_limit(relay.pid()),
+        ("3256".into(), "8192".into())
+    );
+    assert!(
+        !relay.output().contains("LimitNOFILE"),
+        "{}",
+        relay.output()
+    );
+    let mut low = RelayBuilder::new(&dir.tunnels_file())
+        .option("--max-connections", "3000")
+        .start_wrapped(&["prlimit", "--nofile=512:1024", "--"]);
+    assert_eq!(open_files_limit(low.pid()), ("1024".into(), "1024".into()));
+    let output = low.stop_and_collect_output();
+    assert!(
+        output.contains("limited to 1024 (hard limit)") && output.contains("LimitNOFILE="),
+        "{output}"
+    );
+}

@@ -478,6 +478,7 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
         }
     };
     crate::logging::init(&cfg.log);
+    service::fit_file_limit(cfg.max_connections);
     let _pid_file = match cfg.pid_file.as_deref().map(service::take_pid_file) {
         None => None,
         Some(Ok(Some(held))) => Some(held),

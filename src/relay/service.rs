@@ -1,5 +1,6 @@
 //! The relay as a service, like the client: the pid file, the non-public metrics listener,
-//! systemd notification (READY, STOPPING, WATCHDOG) and the drain on SIGTERM.
+//! systemd notification (READY, STOPPING, WATCHDOG), the drain on SIGTERM, and an open-files
+//! limit that fits `--max-connections`.
 //!
 //! Drain: on SIGTERM/SIGINT the relay says `STOPPING=1`, answers `/healthz` and `/readyz` 503
 //! (load balancers take the node out), refuses new connector requests with 503 `relay_draining`,
@@ -23,6 +24,40 @@ use crate::ops::pidfile::{Acquired, PidFile};
 
 /// How often the drain looks at the requests still held.
 const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
+/// Descriptors the relay needs beside one per connection: listeners, the tunnels file, the audit
+/// log, Redis, standard streams, with room to spare.
+const SPARE_DESCRIPTORS: u64 = 256;
+
+/// Raises the soft open-files limit toward the hard one so that `--max-connections` connections
+/// (one descriptor each) fit: systemd's and most shells' default soft limit is 1024, below the
+/// default cap of 2048, and a relay out of descriptors refuses connections at accept. Warns, naming
+/// the fix, when even the hard limit is too low.
+pub fn fit_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = (max_connections as u64).saturating_add(SPARE_DESCRIPTORS);
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if soft < want && hard > soft {
+        let raised = Rlimit {
+            current: Some(want.min(hard)),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => log::debug!("open files limit raised from {soft} to {}", want.min(hard)),
+            Err(e) => log::warn!("cannot raise the open files limit from {soft}: {e}"),
+        }
+    }
+    if hard < want {
+        log::warn!(
+            "open files are limited to {hard} (hard limit), fewer than --max-connections \
+             {max_connections} needs (+{SPARE_DESCRIPTORS}): connections beyond about {} will be \
+             refused; raise LimitNOFILE= in the unit (or ulimit -n), or lower --max-connections",
+            hard.saturating_sub(SPARE_DESCRIPTORS)
+        );
+    }
+}
 
 /// `--pid-file`: `Ok(None)` when another copy holds it (the caller exits 0).
 pub fn take_pid_file(path: &Path) -> Result<Option<PidFile>, String> {

@@ -200,7 +200,12 @@ impl RelayBuilder {
 
     /// Starts the relay and waits for its `relay listening on` line.
     pub fn start(self) -> Relay {
-        let process = self.builder.spawn();
+        self.start_wrapped(&[])
+    }
+
+    /// `start` through a wrapper command that execs the relay (e.g. `prlimit --nofile=…`).
+    pub fn start_wrapped(self, wrapper: &[&str]) -> Relay {
+        let process = self.builder.spawn_wrapped(wrapper);
         assert!(
             process.wait_for_stderr(RELAY_LISTENING, PROMPTLY),
             "the relay did not report its address within {PROMPTLY:?}:\n{}",
