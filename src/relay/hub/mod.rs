@@ -839,6 +839,30 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_reports_the_instance_that_served_it_even_after_the_answer() {
+        let hub = hub(8);
+        announce(&hub, "a", &[]);
+        let slot = Arc::new(OnceLock::new());
+        let ticket = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        let ticket = ticket.report_to(&slot);
+        assert_eq!(ticket.served_by(), None, "still queued");
+        let got = values(hub.poll("a", HashSet::new(), 1, Duration::ZERO, &|| false));
+        assert_eq!(ticket.served_by().as_deref(), Some("a"));
+        answer(&hub, &got[0], &[]);
+        assert!(hub.lock().pending.is_empty(), "the answer removed it");
+        drop(ticket);
+        assert_eq!(slot.get().map(String::as_str), Some("a"));
+        // One that never reached a client reports nothing.
+        let unserved = Arc::new(OnceLock::new());
+        drop(
+            hub.submit(body("main", "{}"), soon(), None, false)
+                .unwrap()
+                .report_to(&unserved),
+        );
+        assert_eq!(unserved.get(), None);
+    }
+
+    #[test]
     fn a_poller_that_left_takes_nothing() {
         let hub = hub(8);
         announce(&hub, "a", &[]);
