@@ -5,7 +5,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,37 +12,16 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     Connector, FakeMcp, McpReply, PROMPTLY, Poller, RelayBuilder, SseEvent, TempDir, add_tunnel,
-    http_get, request_id_of, rpc_request, sample, shard_token_of, tunnel_client,
+    audit_lines, http_get, request_id_of, rpc_request, sample, shard_token_of, tunnel_client,
 };
 
 const NAME: &str = "audited";
-
-/// The audit file's lines once it holds at least `count` (bounded wait).
-fn lines(path: &Path, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + PROMPTLY;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let parsed: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect();
-        if parsed.len() >= count {
-            return parsed;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} held {} line(s), not {count}:\n{text}",
-            path.display(),
-            parsed.len()
-        );
-        thread::sleep(Duration::from_millis(25));
-    }
-}
 
 #[test]
 fn audit_lines_name_the_call_and_never_its_arguments_results_keys_or_sessions() {
     let dir = TempDir::new("relay-audit");
     let tunnel = add_tunnel(&dir.tunnels_file(), NAME);
+    let idle = add_tunnel(&dir.tunnels_file(), "idle");
     let audit = dir.path().join("audit.log");
     let mut relay = RelayBuilder::new(&dir.tunnels_file())
         .option("--audit-log", audit.to_str().unwrap())
@@ -112,7 +90,7 @@ fn audit_lines_name_the_call_and_never_its_arguments_results_keys_or_sessions() 
     );
     assert_eq!(discovery.status, 404);
 
-    let seen = lines(&audit, 5);
+    let seen = audit_lines(&audit, 5);
     let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the audit file's mode");
     let tool = &seen[0];
@@ -127,6 +105,7 @@ fn audit_lines_name_the_call_and_never_its_arguments_results_keys_or_sessions() 
         "name",
         "auth",
         "peer",
+        "client_instance",
         "status",
         "outcome",
         "latency_ms",
@@ -151,13 +130,18 @@ fn audit_lines_name_the_call_and_never_its_arguments_results_keys_or_sessions() 
     assert!(tool["latency_ms"].as_f64().unwrap() > 0.0, "{tool}");
     assert!(tool["bytes_in"].as_u64().unwrap() > 0, "{tool}");
     assert!(tool["bytes_out"].as_u64().unwrap() > 0, "{tool}");
+    // The instance whose poll took the command served it; a refusal reached no client.
+    assert_eq!(tool["client_instance"], "instance-a");
     assert_eq!(seen[1]["rpc_method"], "resources/read");
     assert_eq!(seen[1]["name"], "file:///data/report.txt");
     assert_eq!(seen[2]["status"], 401);
     assert_eq!(seen[2]["outcome"], "invalid_connector_key");
+    assert_eq!(seen[2]["client_instance"], Value::Null, "{}", seen[2]);
     assert_eq!(seen[3]["event"], "session_termination");
     assert_eq!(seen[3]["http_method"], "DELETE");
+    assert_eq!(seen[3]["client_instance"], "instance-a");
     assert_eq!(seen[4]["event"], "oauth_discovery");
+    assert_eq!(seen[4]["client_instance"], Value::Null);
     let text = std::fs::read_to_string(&audit).unwrap();
     for secret in [
         "argument-secret-1",
@@ -191,10 +175,17 @@ fn audit_lines_name_the_call_and_never_its_arguments_results_keys_or_sessions() 
     let command = poller.take_one_command();
     poller.answer_with_result(&command, json!({}));
     assert_eq!(ping.join().unwrap().status, 200);
-    let after = lines(&audit, 1);
+    // A call on a tunnel no client polls is refused by the hub: it reached no instance.
+    let unserved = Connector::new(&relay, &idle).post(&rpc_request(11, "ping", json!({})));
+    assert_eq!(unserved.status, 503, "{unserved:#?}");
+    let after = audit_lines(&audit, 2);
     assert_eq!(after[0]["rpc_method"], "ping");
+    assert_eq!(after[0]["client_instance"], "instance-a");
+    assert_eq!(after[1]["tunnel"], "idle");
+    assert_eq!(after[1]["outcome"], "tunnel_client_not_connected");
+    assert_eq!(after[1]["client_instance"], Value::Null, "{}", after[1]);
     assert_eq!(
-        lines(&rotated, 5).len(),
+        audit_lines(&rotated, 5).len(),
         5,
         "nothing more in the rotated file"
     );
@@ -224,7 +215,7 @@ fn a_long_lived_stream_is_audited_when_it_opens_and_when_it_closes() {
     let _client = tunnel_client(&relay, &tunnel, mcp.url()).spawn();
     let connector = Connector::new(&relay, &tunnel);
     assert_eq!(connector.wait_until_client_connected().status, 200);
-    let before = lines(&audit, 1).len();
+    let before = audit_lines(&audit, 1).len();
     let stream = connector
         .clone()
         .in_session("stream-session-secret-6")
@@ -232,12 +223,14 @@ fn a_long_lived_stream_is_audited_when_it_opens_and_when_it_closes() {
         .get();
     assert_eq!(stream.status, 200, "{stream:#?}");
     assert_eq!(stream.events.len(), 3, "{stream:#?}");
-    let seen = lines(&audit, before + 2);
+    let seen = audit_lines(&audit, before + 2);
     let events: Vec<&Value> = seen[before..].iter().collect();
     assert_eq!(events[0]["event"], "stream_open", "{events:?}");
     assert_eq!(events[1]["event"], "stream_close", "{events:?}");
     assert_eq!(events[1]["http_method"], "GET");
     assert_eq!(events[1]["outcome"], "2xx");
+    let served_by = events[1]["client_instance"].as_str().unwrap_or_default();
+    assert!(!served_by.is_empty(), "{events:?}");
     assert!(
         events[1]["latency_ms"].as_f64() >= events[0]["latency_ms"].as_f64(),
         "{events:?}"

@@ -6,7 +6,8 @@
 //! (our `streams` extension) opened on one node are served by a client polling another: their
 //! messages arrive in order whichever node they were posted on, a host's hang-up ends the
 //! upstream, the per-tunnel cap holds across the nodes, and a server request's answer posted on
-//! another node reaches the client that asked.
+//! another node reaches the client that asked. The audit line on the connector's node names the
+//! instance that took the command on another.
 //!
 //! A real `redis-server` on a free loopback port (tests/support/redis.rs), installed by the test
 //! set-up (tests/setup-deps.sh); without it the tests print "skipped" and pass.
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     Connector, FakeMcp, HttpAnswer, McpReply, PROMPTLY, Poller, RawHost, RedisServer, Relay,
-    RelayBuilder, SseEvent, Stub, TempDir, Tunnel, add_tunnel, http_get, redis_installed,
-    request_id_of, rpc_request, shard_token_of, tool_call, tunnel_client,
+    RelayBuilder, SseEvent, Stub, TempDir, Tunnel, add_tunnel, audit_lines, http_get,
+    redis_installed, request_id_of, rpc_request, shard_token_of, tool_call, tunnel_client,
 };
 
 macro_rules! require_redis {
@@ -197,6 +198,41 @@ fn a_real_client_polling_one_node_serves_connectors_on_the_other() {
     connector.wait_until_client_connected();
     let answer = connector.post(&tool_call(7, "echo"));
     assert_result(&answer, &json!(7));
+}
+
+#[test]
+fn the_audit_line_names_the_instance_that_took_the_command_on_another_node() {
+    require_redis!();
+    let dir = TempDir::new("relay-redis-audit");
+    let audit = dir.path().join("audit.log");
+    let cluster = Cluster::start_with(2, &[("--audit-log", audit.to_str().unwrap())]);
+    // Before any client polls: refused, it reached no instance.
+    let unserved = cluster
+        .connector(0)
+        .post(&rpc_request(0, "ping", json!({})));
+    assert_eq!(unserved.status, 503, "{unserved:#?}");
+    let poller = cluster.poller(1, "client-b");
+    poller.register_as_connected();
+    // Taken on node 1 for a connector on node 0, answered on node 1 (forwarded), then on node 0.
+    for (n, answered_on) in [(1, 1), (2, 0)] {
+        let connector = cluster.connector(0);
+        let call = in_background(move || connector.post(&rpc_request(n, "ping", json!({}))));
+        let command = poller.take_one_command();
+        let answered = cluster
+            .poller(answered_on, "client-b")
+            .answer_with_result(&command, json!({}));
+        assert_eq!(answered.status, 200, "{answered:#?}");
+        assert_result(&call.join(), &json!(n));
+    }
+    let seen = audit_lines(&audit, 3);
+    assert_eq!(
+        seen[0]["outcome"], "tunnel_client_not_connected",
+        "{seen:?}"
+    );
+    assert_eq!(seen[0]["client_instance"], Value::Null, "{seen:?}");
+    for line in &seen[1..] {
+        assert_eq!(line["client_instance"], "client-b", "{line}");
+    }
 }
 
 #[test]

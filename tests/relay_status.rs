@@ -332,6 +332,8 @@ fn the_json_follows_a_client_connecting_and_a_call_without_secrets() {
     assert_eq!(call["tunnel"], NAME);
     assert_eq!(call["status"], 200);
     assert_eq!(call["channel"], "main");
+    // The instance that served it, as the instances table names it.
+    assert_eq!(call["instance_prefix"], instance["id_prefix"], "{after:#}");
     // A refused call is an error.
     let refused = Connector::new(&relay, &tunnel)
         .bearer("mcpt_cn_wrong")

@@ -4,7 +4,9 @@
 //! A line says who called which tool through which tunnel, when, and how it ended: time,
 //! tunnel name and id, channel, HTTP and JSON-RPC method, the tool/resource/prompt name (the
 //! `Mcp-Name` header, else the body's `params.name` or `params.uri` without query or fragment),
-//! the tunnel's connector auth mode, the caller's address, status, outcome, latency and sizes.
+//! the tunnel's connector auth mode, the caller's address, the client instance that served it
+//! (the `X-Tunnel-Client-Instance-Id` of the poll it was delivered to; null when it reached no
+//! client), status, outcome, latency and sizes.
 //! Never arguments, results, keys, tokens or session ids: the body is read for `method` and
 //! `params.name`/`params.uri` only, and no header but `Mcp-Name` is looked at.
 //!
@@ -16,7 +18,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -110,6 +112,9 @@ pub struct Call {
     pub peer: SocketAddr,
     pub bytes_in: usize,
     pub started: Instant,
+    /// The client instance the call's command was delivered to, set by its ticket when it ends
+    /// ([`crate::relay::hub::Ticket::report_to`]).
+    pub served_by: Arc<OnceLock<String>>,
 }
 
 /// The few members of a body read for the audit line.
@@ -189,6 +194,7 @@ impl Call {
             peer: req.peer,
             bytes_in: req.body.len(),
             started: Instant::now(),
+            served_by: Arc::default(),
         }
     }
 
@@ -211,6 +217,7 @@ impl Call {
             "name": self.name,
             "auth": self.auth,
             "peer": self.peer.to_string(),
+            "client_instance": self.served_by.get().map(|i| cut(i)),
             "status": status,
             "outcome": outcome,
             "latency_ms": took.as_secs_f64() * 1000.0,

@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
@@ -70,6 +70,8 @@ pub struct ConnectorLimits {
     pub cors: bool,
     /// Long-lived streams ([`super::stream`]).
     pub streams: StreamLimits,
+    /// This request's: where its ticket reports the client instance that served it.
+    pub served_by: Arc<OnceLock<String>>,
 }
 
 pub fn handle(
@@ -199,7 +201,7 @@ fn post(
             hub.submit_server_response(body, margin, raw_id, session.as_deref())
         {
             let ticket = match submitted {
-                Ok(t) => t,
+                Ok(t) => t.report_to(&limits.served_by),
                 Err(e) => return submit_error(e, None),
             };
             log::debug!(
@@ -228,7 +230,7 @@ fn post(
         is_initialize,
         rpc_id,
     ) {
-        Ok(t) => t,
+        Ok(t) => t.report_to(&limits.served_by),
         Err(e) => return submit_error(e, id),
     };
     log::debug!(
@@ -353,7 +355,7 @@ fn delete(
         Some(&session),
         false,
     ) {
-        Ok(t) => t,
+        Ok(t) => t.report_to(&limits.served_by),
         Err(e) => return submit_error(e, None),
     };
     let response = wait_for_answer(ticket, deadline, false, None, req);

@@ -321,7 +321,13 @@ impl Relay {
 
 impl Relay {
     /// `/v1/mcp/{id}[/{channel}][/]` after admission: the tunnel, the channel, then the connector.
-    fn handle_mcp(&self, segments: &[&str], req: Request) -> Result<Response, McpError> {
+    /// `served_by` learns which client instance served the request (for its audit line).
+    fn handle_mcp(
+        &self,
+        segments: &[&str],
+        req: Request,
+        served_by: &Arc<OnceLock<String>>,
+    ) -> Result<Response, McpError> {
         let (id, mut rest) = segments.split_first().ok_or(mcp_error::NOT_FOUND)?;
         // A trailing slash names the same endpoint.
         if let Some((&"", before)) = rest.split_last() {
@@ -346,6 +352,7 @@ impl Relay {
             max_body: self.cfg.connector_max_body,
             cors: self.cfg.cors.enabled(),
             streams: self.cfg.streams,
+            served_by: Arc::clone(served_by),
         };
         // A passthrough tunnel's OAuth challenges point at the relay's metadata URL.
         let prmd_url = self

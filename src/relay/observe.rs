@@ -112,7 +112,7 @@ impl Relay {
             return self.finish(call, resp, None);
         }
         let held = self.metrics.enter(Kind::Connector, None);
-        let resp = match self.handle_mcp(segments, req) {
+        let resp = match self.handle_mcp(segments, req, &call.served_by) {
             Ok(resp) => resp,
             Err(e) => e.response(None),
         };

@@ -151,7 +151,7 @@ pub fn open(
         limits.streams.max_per_tunnel,
     );
     let ticket = match submitted {
-        Ok(t) => t,
+        Ok(t) => t.report_to(&limits.served_by),
         Err(SubmitError::StreamLimit) => {
             log::warn!(
                 "tunnel {}: {} streams open (--stream.max-per-tunnel); refused another",

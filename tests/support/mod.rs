@@ -33,8 +33,8 @@ pub use raw_host::RawHost;
 pub use redis::{RedisServer, redis_installed};
 pub use relay::{
     ArrivedEvent, Connector, HttpAnswer, Poller, Relay, RelayBuilder, Stub, TempDir, Tunnel,
-    add_tunnel, add_tunnel_with_auth, http_get, http_send, remove_tunnel, request_id_of,
-    result_payload, rotate_admin_key, shard_token_of, tunnel_client,
+    add_tunnel, add_tunnel_with_auth, audit_lines, http_get, http_send, remove_tunnel,
+    request_id_of, result_payload, rotate_admin_key, shard_token_of, tunnel_client,
 };
 pub use stage::Stage;
 

@@ -749,3 +749,25 @@ pub fn result_payload(command: &Value, result: Value) -> Value {
         "resp_type": "jsonrpc_response",
     })
 }
+
+/// The audit file's lines once it holds at least `count` (bounded wait).
+pub fn audit_lines(path: &Path, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let parsed: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        if parsed.len() >= count {
+            return parsed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} held {} line(s), not {count}:\n{text}",
+            path.display(),
+            parsed.len()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -25,9 +25,10 @@
 //!
 //! This is the relay's only shared mutable state besides the registry: one lock per tunnel
 //! guards the queue, the pending commands, the instances and the session bindings, and no
-//! method leaves them half-changed. Here: the hub, its tickets and response routing; `queue` the
-//! commands and poll-answer budget, `instance` the client instances and when one is gone,
-//! `sessions` the session → instance table.
+//! method leaves them half-changed. Here: the hub and response routing; `ticket` the connector
+//! thread's handle on its command (and which instance served it), `queue` the commands and
+//! poll-answer budget, `instance` the client instances and when one is gone, `sessions` the
+//! session → instance table.
 
 mod instance;
 mod queue;
@@ -35,11 +36,12 @@ mod server_requests;
 mod sessions;
 mod shared;
 mod streams;
+mod ticket;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::crypto::random_hex;
@@ -56,6 +58,7 @@ use serde_json::Value;
 use sessions::{SessionTable, session_of};
 pub(crate) use shared::{Shared, take_forwarded};
 pub use streams::{STREAM_BUFFER_BYTES, StreamKind, slow_readers_cut};
+pub use ticket::Ticket;
 
 /// How often a waiting long-poll checks that its poller is still connected.
 const GONE_CHECK: Duration = Duration::from_secs(1);
@@ -82,8 +85,9 @@ struct Pending {
     to_connector: Sender<ResponsePayload>,
     /// Notification bytes sent to the connector thread and not taken by it yet.
     buffered: Arc<AtomicUsize>,
-    /// The instance the command was delivered to.
+    /// The instance the command was delivered to; kept in `served` when this is removed.
     instance: Option<String>,
+    served: Arc<OnceLock<String>>,
     /// Set for `initialize` on a channel some instance declared process-affine.
     binds_session: bool,
     /// What a `notifications/cancelled` names it by: channel, session and JSON-RPC id.
@@ -177,16 +181,6 @@ pub struct TunnelHub {
     shared: Option<Shared>,
 }
 
-/// A queued command's handle for the connector thread. Dropping it withdraws the command
-/// wherever it is (queued or delivered), so nothing outlives the caller who asked.
-pub struct Ticket {
-    hub: Arc<TunnelHub>,
-    pub request_id: String,
-    answers: Receiver<ResponsePayload>,
-    buffered: Arc<AtomicUsize>,
-    cancelled: Arc<AtomicBool>,
-}
-
 impl Inner {
     /// A poll of `instance` stops waiting: counted out, seen now, and its cancel orders first in
     /// what it takes (the memory and the Redis poll both end so).
@@ -200,52 +194,6 @@ impl Inner {
                 item: Item::Cancel(order),
             })
             .collect()
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.hub.withdraw(&self.request_id);
-    }
-}
-
-impl Ticket {
-    /// The next payload for this command, waiting at most `wait`.
-    pub fn next(&self, wait: Duration) -> Wait {
-        match self.answers.recv_timeout(wait) {
-            Ok(payload) => {
-                if !payload.resp_type.is_terminal() {
-                    self.buffered
-                        .fetch_sub(payload_bytes(&payload), Ordering::SeqCst);
-                }
-                Wait::Payload(payload)
-            }
-            Err(RecvTimeoutError::Timeout) => Wait::Timeout,
-            Err(RecvTimeoutError::Disconnected) if self.cancelled.load(Ordering::SeqCst) => {
-                Wait::Cancelled
-            }
-            Err(RecvTimeoutError::Disconnected) => Wait::Dropped,
-        }
-    }
-
-    /// The caller left: withdraw the command, or tell the client that holds it.
-    pub fn cancel(&self, reason: &'static str) -> Cancelled {
-        self.hub.cancel(&self.request_id, reason)
-    }
-
-    /// Whether the command was delivered to a client instance that is gone (see
-    /// [`CLIENT_GONE_GRACE`]): no answer will come.
-    pub fn client_gone(&self) -> bool {
-        let inner = self.hub.lock();
-        let now = Instant::now();
-        match inner.pending.get(&self.request_id).map(|p| &p.instance) {
-            Some(Some(i)) => inner.instances.get(i).is_some_and(|i| i.gone(now)),
-            Some(None) if self.hub.shared.is_some() => {
-                drop(inner); // delivered by another node, perhaps
-                self.hub.remote_gone(&self.request_id)
-            }
-            _ => false,
-        }
     }
 }
 
@@ -391,6 +339,7 @@ impl TunnelHub {
         let (to_connector, answers) = mpsc::channel();
         let buffered = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(OnceLock::new());
         let binds_session = is_initialize
             && (remote.as_ref().is_some_and(|r| r.1)
                 || inner
@@ -407,6 +356,7 @@ impl TunnelHub {
                 to_connector,
                 buffered: Arc::clone(&buffered),
                 instance: None,
+                served: Arc::clone(&served),
                 binds_session,
                 channel: body.channel.clone(),
                 session: session.map(str::to_string),
@@ -428,6 +378,8 @@ impl TunnelHub {
             answers,
             buffered,
             cancelled,
+            served,
+            report: None,
         };
         if let Some(shared) = &self.shared {
             return self.enqueue_shared(shared, inner, &queued, ticket);
@@ -612,12 +564,12 @@ impl TunnelHub {
                      waiting); dropping the request",
                     payload.request_id
                 );
-                inner.pending.remove(&payload.request_id);
+                inner.remove_pending(&payload.request_id);
                 return Err(RespondError::NotPending);
             }
             pending.buffered.fetch_add(size, Ordering::SeqCst);
         } else {
-            inner.pending.remove(&payload.request_id);
+            inner.remove_pending(&payload.request_id);
         }
         if let Some(id) = instance.as_ref()
             && let Some(i) = inner.instances.get_mut(id)
@@ -670,7 +622,7 @@ impl TunnelHub {
     /// sees [`Wait::Cancelled`].
     pub fn cancel(&self, request_id: &str, reason: &'static str) -> Cancelled {
         let mut inner = self.lock();
-        let Some(pending) = inner.pending.remove(request_id) else {
+        let Some(pending) = inner.remove_pending(request_id) else {
             return Cancelled::Forgotten;
         };
         pending.cancelled.store(true, Ordering::SeqCst);
@@ -745,7 +697,7 @@ impl TunnelHub {
     /// Removes a command wherever it is; see [`Ticket`].
     fn withdraw(&self, request_id: &str) {
         let mut inner = self.lock();
-        inner.pending.remove(request_id);
+        inner.remove_pending(request_id);
         inner.queue.retain(|q| q.request_id != request_id);
         drop(inner);
         self.shared.as_ref().inspect(|s| s.withdraw(request_id));
@@ -884,6 +836,30 @@ mod tests {
         };
         let token = got[0]["shard_token"].as_str().unwrap();
         assert_eq!(hub.respond(token, again), Err(RespondError::NotPending));
+    }
+
+    #[test]
+    fn a_ticket_reports_the_instance_that_served_it_even_after_the_answer() {
+        let hub = hub(8);
+        announce(&hub, "a", &[]);
+        let slot = Arc::new(OnceLock::new());
+        let ticket = hub.submit(body("main", "{}"), soon(), None, false).unwrap();
+        let ticket = ticket.report_to(&slot);
+        assert_eq!(ticket.served_by(), None, "still queued");
+        let got = values(hub.poll("a", HashSet::new(), 1, Duration::ZERO, &|| false));
+        assert_eq!(ticket.served_by().as_deref(), Some("a"));
+        answer(&hub, &got[0], &[]);
+        assert!(hub.lock().pending.is_empty(), "the answer removed it");
+        drop(ticket);
+        assert_eq!(slot.get().map(String::as_str), Some("a"));
+        // One that never reached a client reports nothing.
+        let unserved = Arc::new(OnceLock::new());
+        drop(
+            hub.submit(body("main", "{}"), soon(), None, false)
+                .unwrap()
+                .report_to(&unserved),
+        );
+        assert_eq!(unserved.get(), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! What it shows: each tunnel by name with its client instances (an 8-character prefix of the
 //! instance id, first and last poll, the `X-Tunnel-MCP-Server-Info` version and channels), its
 //! queue depth and capacity and the requests in flight; the last calls (the audit records of
-//! [`super::audit`], kept here in a bounded ring even when `--audit-log` is off) and the last
+//! [`super::audit`], kept here in a bounded ring even when `--audit-log` is off, the
+//! serving instance as `instance_prefix`, cut as the instances' ids are) and the last
 //! errors (the calls that failed, in a ring of their own so that traffic does not push them
 //! out). Never arguments, results, keys, tokens, session ids, or tunnel ids (a connector URL
 //! may be all a passthrough tunnel's caller needs): the records hold none.
@@ -119,6 +120,16 @@ impl StatusBoard {
         let mut line = line.clone();
         if let Some(map) = line.as_object_mut() {
             map.remove("tunnel_id");
+            // The instance that served it, as the instances table names it.
+            if let Some(id) = map.remove("client_instance").filter(|i| !i.is_null()) {
+                let prefix: String = id
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(INSTANCE_PREFIX)
+                    .collect();
+                map.insert("instance_prefix".into(), json!(prefix));
+            }
             // Microseconds are plenty on a page.
             if let Some(ms) = map.get("latency_ms").and_then(Value::as_f64) {
                 map.insert("latency_ms".into(), json!((ms * 1000.0).round() / 1000.0));

@@ -222,7 +222,7 @@ fn call_rows(calls: &Value, what: &str) -> String {
     let empty = Vec::new();
     let calls = calls.as_array().unwrap_or(&empty);
     if calls.is_empty() {
-        return format!("<tr><td colspan=\"8\">no {what} yet</td></tr>");
+        return format!("<tr><td colspan=\"9\">no {what} yet</td></tr>");
     }
     calls
         .iter()
@@ -233,6 +233,7 @@ fn call_rows(calls: &Value, what: &str) -> String {
                 text(&c["channel"]),
                 method_text(c),
                 text(&c["name"]),
+                text(&c["instance_prefix"]),
                 text(&c["status"]),
                 text(&c["outcome"]),
                 text(&c["latency_ms"]),
@@ -242,7 +243,7 @@ fn call_rows(calls: &Value, what: &str) -> String {
 }
 
 const CALL_HEAD: &str = "<tr><th>time</th><th>tunnel</th><th>channel</th><th>method</th>\
-                         <th>name</th><th>status</th><th>outcome</th><th>ms</th></tr>";
+                         <th>name</th><th>instance</th><th>status</th><th>outcome</th><th>ms</th></tr>";
 
 /// The whole page; `logout` when the viewer came with the session cookie.
 pub fn page(s: &Value, logout: bool) -> String {

@@ -44,7 +44,7 @@
   function calls(list) {
     return list.map((c) => [
       text(c.ts), text(c.tunnel), text(c.channel), text(c.rpc_method) || text(c.http_method),
-      text(c.name), text(c.status), text(c.outcome), text(c.latency_ms),
+      text(c.name), text(c.instance_prefix), text(c.status), text(c.outcome), text(c.latency_ms),
     ]);
   }
 
@@ -65,8 +65,8 @@
       }
     }
     fill("instances", instances, 7, "no client instance has polled");
-    fill("calls", calls(s.recent_calls), 8, "no calls yet");
-    fill("errors", calls(s.errors), 8, "no errors yet");
+    fill("calls", calls(s.recent_calls), 9, "no calls yet");
+    fill("errors", calls(s.errors), 9, "no errors yet");
     document.getElementById("generated").textContent = text(s.relay.generated);
     document.getElementById("draining").textContent = s.relay.draining ? "draining" : "serving";
   }
