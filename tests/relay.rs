@@ -882,6 +882,13 @@ fn tunnels_added_and_removed_while_running_take_effect_without_restart() {
     assert_relay_error(&gone, 404, "tunnel_not_found");
     // The remaining tunnel is untouched.
     wait_for_metadata_status(&setup.relay, original, 200);
+    // Seen by the directory watch (inotify), not by a timer.
+    let log = setup.relay.output();
+    assert!(log.contains("for changes of the tunnels file"), "{log}");
+    assert!(
+        log.contains("tunnels reloaded (tunnels file changed)"),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ pub mod audit;
 pub mod connector;
 pub mod control;
 pub mod cors;
+mod dir_watch;
 pub mod hub;
 pub mod keys;
 pub mod mcp_error;

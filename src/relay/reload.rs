@@ -1,5 +1,6 @@
 //! When the relay re-reads its tunnels file: on SIGHUP, when a watcher sees the file change
-//! (every [`RELOAD_CHECK_INTERVAL`]), and at once when a request names a well-formed tunnel id
+//! (woken by an inotify watch of its directory, or every [`RELOAD_CHECK_INTERVAL`] where there
+//! is none), and at once when a request names a well-formed tunnel id
 //! the relay does not know ([`Relay::reload_on_miss`]), so a tunnel added a moment ago works on
 //! its very first request instead of after a 404 and the client's backoff.
 //!
@@ -12,10 +13,15 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Relay;
+use super::dir_watch::DirEvents;
 use super::keys;
 
-/// How often the tunnels file's modification time is checked for a reload.
+/// How often the tunnels file is looked at for a change where its directory cannot be watched.
 pub(super) const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The longest the watcher sleeps on its directory watch before it looks at the file anyway:
+/// inotify does not see a network filesystem changed from another host (SIGHUP reloads at once).
+const RELOAD_SAFETY_CHECK: Duration = Duration::from_secs(60);
 
 /// While the tunnels file looks unchanged, an unknown tunnel id re-reads it at most this often.
 /// A changed file (another modification time, size or inode) is read at once whatever this says;
@@ -94,25 +100,51 @@ impl Relay {
     }
 }
 
-/// Reloads the tunnels file whenever its modification time changes, so `relay tunnel add`
-/// takes effect without a signal even for tunnels nobody has asked for yet.
+/// Reloads the tunnels file whenever it changes, so `relay tunnel add` takes effect without a
+/// signal even for tunnels nobody has asked for yet. The watcher sleeps on an inotify watch of
+/// the file's directory (no wake-up while nothing changes; at most one a
+/// [`RELOAD_SAFETY_CHECK`]); where that is not available it looks every
+/// [`RELOAD_CHECK_INTERVAL`].
 pub(super) fn watch_tunnels_file(relay: Arc<Relay>) {
-    let modified = |relay: &Relay| -> Option<SystemTime> {
-        std::fs::metadata(&relay.cfg.tunnels_file)
-            .and_then(|m| m.modified())
-            .ok()
+    let path = &relay.cfg.tunnels_file;
+    if path.as_os_str().is_empty() {
+        return; // the demo's relay keeps its tunnel in memory
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
     };
-    let mut last = modified(&relay);
+    let mut events = match DirEvents::watch(&dir) {
+        Ok(e) => {
+            log::debug!("watching {} for changes of the tunnels file", dir.display());
+            Some(e)
+        }
+        Err(e) => {
+            log::info!(
+                "cannot watch {} for changes ({e}); looking at the tunnels file every {:?}",
+                dir.display(),
+                RELOAD_CHECK_INTERVAL
+            );
+            None
+        }
+    };
     let spawned = thread::Builder::new()
         .name("tunnels-watch".into())
         .spawn(move || {
             loop {
-                thread::sleep(RELOAD_CHECK_INTERVAL);
-                let now = modified(&relay);
-                if now != last {
-                    last = now;
-                    report_reload(relay.reload(), "file change");
+                match &events {
+                    Some(watch) => {
+                        if let Err(e) = watch.wait(RELOAD_SAFETY_CHECK) {
+                            log::warn!(
+                                "watching the tunnels file's directory failed ({e}); looking \
+                                 at the file every {RELOAD_CHECK_INTERVAL:?} instead"
+                            );
+                            events = None;
+                        }
+                    }
+                    None => thread::sleep(RELOAD_CHECK_INTERVAL),
                 }
+                relay.reload_if_changed();
             }
         });
     if let Err(e) = spawned {
