@@ -104,14 +104,25 @@ impl Cluster {
         (calls(&|_| true), trips)
     }
 
-    /// Every key in Redis, with its remaining TTL in ms (-1: none).
+    /// Every key in Redis (`SCAN`, as an operator would), with its remaining TTL in ms (-1:
+    /// none).
     fn keys_and_ttls(&self) -> Vec<(String, i64)> {
-        let reply = self.redis.command("KEYS *");
-        let keys: Vec<String> = reply
-            .lines()
-            .filter(|l| !l.starts_with('*') && !l.starts_with('$') && !l.is_empty())
-            .map(str::to_string)
-            .collect();
+        let mut keys = Vec::new();
+        let mut cursor = "0".to_string();
+        for _ in 0..1000 {
+            let reply = self.redis.command(&format!("SCAN {cursor} COUNT 1000"));
+            // *2, $n, the next cursor, *count, then $n and a key for each.
+            let lines: Vec<&str> = reply.lines().collect();
+            assert!(lines.len() >= 4 && lines[0] == "*2", "SCAN: {reply}");
+            cursor = lines[2].to_string();
+            keys.extend(lines[4..].iter().skip(1).step_by(2).map(|k| k.to_string()));
+            if cursor == "0" {
+                break;
+            }
+        }
+        assert_eq!(cursor, "0", "SCAN did not finish");
+        keys.sort();
+        keys.dedup();
         keys.into_iter()
             .map(|k| {
                 let ttl = self.redis.command(&format!("PTTL {k}"));
@@ -1073,4 +1084,171 @@ fn a_server_request_is_answered_through_another_node_to_the_instance_that_asked(
     assert_eq!(client.answer_with_result(&command, json!({})).status, 200);
     assert!(host.wait_for("\"id\":7", 1, PROMPTLY), "{}", host.text());
     drop(host);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A node killed with what it held: leases (`--store.lease`) free what it held
+
+/// The value of Redis's reply to `GET key`, if any.
+fn redis_get(redis: &RedisServer, key: &str) -> Option<String> {
+    let reply = redis.command(&format!("GET {key}"));
+    let mut lines = reply.lines();
+    match lines.next() {
+        Some(l) if l.starts_with('$') && l != "$-1" => lines.next().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_killed_nodes_stream_frees_its_place_and_its_client_within_the_lease() {
+    require_redis!();
+    let lease = Duration::from_secs(2);
+    let mut cluster = Cluster::start_with(
+        2,
+        &[("--stream.max-per-tunnel", "1"), ("--store.lease", "2s")],
+    );
+    let mcp = FakeMcp::start();
+    // One message, then quiet for longer than the test: only a `cancel` ends it early.
+    mcp.on_get(McpReply::sse(vec![
+        SseEvent::message(Duration::from_millis(20), &update(0)),
+        SseEvent::message(Duration::from_secs(120), &update(1)),
+    ]));
+    let client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    assert!(client.wait_for_stderr("speaks the mcp-tunnel extension", PROMPTLY));
+    let deadline = Instant::now() + PROMPTLY;
+    let mut host = loop {
+        // The first poll announcing the extension may still be on its way.
+        let mut host = RawHost::get(&cluster.nodes[0], &cluster.tunnel, "sess-dead");
+        if host.wait_for("\"seq\":0", 1, PROMPTLY) || Instant::now() >= deadline {
+            break host;
+        }
+    };
+    assert!(
+        host.wait_for("\"seq\":0", 1, Duration::ZERO),
+        "{}",
+        host.text()
+    );
+    // The cap is reached cluster-wide.
+    let refused = cluster
+        .connector(1)
+        .in_session("sess-refused")
+        .accepting("text/event-stream")
+        .get();
+    assert_eq!(refused.status, 429, "{refused:#?}");
+    let keys = cluster.keys_and_ttls();
+    let delivered: Vec<&String> = keys
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("mcpt:d:"))
+        .collect();
+    assert_eq!(delivered.len(), 1, "{keys:?}");
+    let rid = delivered[0].trim_start_matches("mcpt:d:").to_string();
+
+    cluster.nodes[0].stop_and_collect_output();
+    let killed = Instant::now();
+    drop(host);
+    // The client is told and closes its upstream request within the lease and an upkeep
+    // round, though the stream is quiet (nothing it posts could meet a 404) and the node
+    // holding it is gone. (The MCP server's side only notices at its next write.)
+    let ended = format!("command {rid}: cancelled by the caller; nothing posted");
+    assert!(
+        client.wait_for_stderr(&ended, lease + Duration::from_secs(8)),
+        "{}",
+        client.stderr()
+    );
+    let after = killed.elapsed();
+    assert!(
+        after < lease + Duration::from_secs(5),
+        "ended after {after:?}"
+    );
+    assert!(
+        client
+            .stderr()
+            .contains("cancelled by the caller (host_closed)")
+    );
+    // Nothing of it is left in Redis: no key, no place in the count, no stored order.
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains(&rid)),
+        "{rid}: {keys:?}"
+    );
+    let st = format!("ZSCORE mcpt:t:{}:st {rid}", cluster.tunnel.id);
+    assert!(
+        cluster.redis.command(&st).starts_with("$-1"),
+        "{rid} still counted"
+    );
+    let sti = format!("HEXISTS mcpt:t:{}:sti {rid}", cluster.tunnel.id);
+    assert_eq!(
+        cluster.redis.command(&sti).trim(),
+        ":0",
+        "{rid}'s order kept"
+    );
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+    // Its place is free: a stream through the surviving node opens.
+    let mut again = RawHost::get(&cluster.nodes[1], &cluster.tunnel, "sess-after");
+    assert!(again.wait_for("\"seq\":0", 1, PROMPTLY), "{}", again.text());
+}
+
+#[test]
+fn a_command_delivered_for_a_killed_node_is_cleaned_and_its_late_answer_refused() {
+    require_redis!();
+    let mut cluster = Cluster::start_with(2, &[("--store.lease", "2s")]);
+    let poller = cluster.poller(1, "late");
+    poller.register_as_connected();
+    let connector = cluster.connector(0);
+    let held = thread::spawn(move || connector.post(&rpc_request("late-1", "ping", json!({}))));
+    let command = poller.take_one_command();
+    let rid = request_id_of(&command).to_string();
+    let token = shard_token_of(&command).to_string();
+    let node = token.split('.').next().unwrap().to_string();
+    let delivered = format!("mcpt:d:{rid}");
+    assert_eq!(
+        redis_get(&cluster.redis, &delivered).as_deref(),
+        Some("late")
+    );
+
+    cluster.nodes[0].stop_and_collect_output();
+    assert!(
+        held.join().is_err(),
+        "the caller saw its connection dropped"
+    );
+    // The dead node's liveness runs out within its lease...
+    let alive = format!("EXISTS mcpt:n:{node}:alive");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.redis.command(&alive).trim() != ":0" {
+        assert!(
+            Instant::now() < deadline,
+            "the dead node's lease never ran out"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // ...and then the client's late answer, on the surviving node, is refused as for any
+    // command no longer pending (404: terminal for the client, never retried), and the
+    // command's keys are gone.
+    let late = poller.answer_with_result(&command, json!({}));
+    assert_eq!(late.status, 404, "{late:#?}");
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains(&rid)),
+        "{rid}: {keys:?}"
+    );
+    assert_eq!(
+        poller.answer_with_result(&command, json!({})).status,
+        404,
+        "answered twice"
+    );
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+    // The surviving node serves on.
+    let connector = cluster.connector(1);
+    let call = in_background(move || connector.post(&rpc_request("late-2", "ping", json!({}))));
+    let next = poller.take_one_command();
+    assert_eq!(poller.answer_with_result(&next, json!({})).status, 200);
+    assert_result(&call.join(), &json!("late-2"));
 }
