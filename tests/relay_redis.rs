@@ -1210,11 +1210,19 @@ fn a_command_delivered_for_a_killed_node_is_cleaned_and_its_late_answer_refused(
         redis_get(&cluster.redis, &delivered).as_deref(),
         Some("late")
     );
+    // A second command of node A waits in the queue, not taken yet.
+    let connector = cluster.connector(0);
+    let queued = thread::spawn(move || connector.post(&rpc_request("late-q", "ping", json!({}))));
+    cluster.nodes[0].wait_until_queued(&cluster.tunnel.id, 2);
 
     cluster.nodes[0].stop_and_collect_output();
     assert!(
         held.join().is_err(),
         "the caller saw its connection dropped"
+    );
+    assert!(
+        queued.join().is_err(),
+        "the queued caller saw its connection dropped"
     );
     // The dead node's liveness runs out within its lease...
     let alive = format!("EXISTS mcpt:n:{node}:alive");
@@ -1244,6 +1252,17 @@ fn a_command_delivered_for_a_killed_node_is_cleaned_and_its_late_answer_refused(
     assert!(
         keys.iter().all(|(_, ttl)| *ttl > 0),
         "a key without TTL: {keys:?}"
+    );
+    // The command still queued for the dead node's caller is not handed out (no one could get
+    // its answer), and its keys go when a poll meets it.
+    assert!(
+        poller.take_commands(1, 300).is_empty(),
+        "a dead node's command was delivered"
+    );
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        !keys.iter().any(|(k, _)| k.starts_with("mcpt:p:")),
+        "{keys:?}"
     );
     // The surviving node serves on.
     let connector = cluster.connector(1);

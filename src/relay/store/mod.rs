@@ -511,11 +511,24 @@ return 1
 /// `cancel` orders (all taken, at most 100, first), optionally the tunnel's stream queue (taken
 /// from after the instance's). ARGV: most to
 /// take, byte budget, bytes already taken, a request id taken by `BLPOP` to check (or ''), the
-/// taking instance, the TTL ms of a queue a command is pushed back to ([`REQUEUE_TTL`]). Pops commands whose connectors still wait (their pending key exists),
-/// within the budget (one at least), and records who took each (`mcpt:d:`). Returns {first
-/// still pending (0/1), number of orders, orders..., taken...}.
+/// taking instance, the TTL ms of a queue a command is pushed back to ([`REQUEUE_TTL`]). Pops
+/// commands whose connectors still wait (their pending key exists, on a node whose liveness key
+/// does: a dead node's commands are dropped, keys and all), within the budget (one at least),
+/// and records who took each (`mcpt:d:`). Returns {first still pending (0/1), number of orders,
+/// orders..., taken...}.
 pub const TAKE: &str = r"
+local function waits(rid)
+  local tok = redis.call('GET', 'mcpt:p:' .. rid)
+  if not tok then return false end
+  local node = string.match(tok, '^([^.]*)%.')
+  if node and redis.call('EXISTS', 'mcpt:n:' .. node .. ':alive') == 0 then
+    redis.call('DEL', 'mcpt:p:' .. rid)
+    return false
+  end
+  return true
+end
 local function deliver(rid)
+  if not waits(rid) then return false end
   local ttl = redis.call('PTTL', 'mcpt:p:' .. rid)
   if ttl <= 0 then return false end
   redis.call('SET', 'mcpt:d:' .. rid, ARGV[5], 'PX', ttl)
@@ -537,7 +550,7 @@ for _, key in ipairs(queues) do
     local v = redis.call('LPOP', key)
     if not v then break end
     local rid = string.match(v, '^([^\n]*)\n')
-    if rid and redis.call('EXISTS', 'mcpt:p:' .. rid) == 1 then
+    if rid and waits(rid) then
       if bytes > 0 and bytes + #v > tonumber(ARGV[2]) then
         redis.call('LPUSH', key, v)
         if redis.call('PTTL', key) < tonumber(ARGV[6]) then redis.call('PEXPIRE', key, ARGV[6]) end
