@@ -1271,3 +1271,170 @@ fn a_command_delivered_for_a_killed_node_is_cleaned_and_its_late_answer_refused(
     assert_eq!(poller.answer_with_result(&next, json!({})).status, 200);
     assert_result(&call.join(), &json!("late-2"));
 }
+
+#[test]
+fn after_a_mixed_load_every_key_in_redis_has_a_ttl() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let affine = r#"{"version":1,"channels":[{"name":"main","proc_affinity":true}]}"#;
+    let x = cluster
+        .poller(1, "x")
+        .with_header("X-Tunnel-MCP-Server-Info", affine)
+        .with_header(EXTENSIONS, "cancel,server-requests,streams");
+    x.register_as_connected();
+    let answered = |node: usize, session: Option<&str>, id: &str| {
+        let mut connector = cluster.connector(node);
+        if let Some(s) = session {
+            connector = connector.in_session(s);
+        }
+        let message = rpc_request(id, "ping", json!({}));
+        let call = in_background(move || connector.post(&message));
+        let command = x.take_one_command();
+        assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+        call.join()
+    };
+    // Calls on both nodes, and a session (minted, bound to "x" in Redis).
+    assert_result(&answered(0, None, "m-1"), &json!("m-1"));
+    assert_result(&answered(1, None, "m-2"), &json!("m-2"));
+    let init = {
+        let connector = cluster.connector(0);
+        in_background(move || {
+            connector.post(&rpc_request(
+                "m-init",
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}),
+            ))
+        })
+    };
+    let command = x.take_one_command();
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+    let init = init.join();
+    let session = init
+        .header("Mcp-Session-Id")
+        .expect("a session")
+        .to_string();
+    for (node, id) in [(0, "m-3"), (1, "m-4")] {
+        assert_result(&answered(node, Some(&session), id), &json!(id));
+    }
+    // A stream held on node 0, its messages posted on both.
+    let mut host = RawHost::get(&cluster.nodes[0], &cluster.tunnel, &session);
+    let stream = take_stream(&x);
+    let token = shard_token_of(&stream).to_string();
+    for (seq, poster) in [(0, 1), (1, 0)] {
+        let via = cluster
+            .poller(poster, "x")
+            .with_header(EXTENSIONS, "cancel,server-requests,streams");
+        let posted = via.post_response(&token, &stream_message(&stream, Some(update(seq))));
+        assert_eq!(posted.status, 200, "{posted:#?}");
+    }
+    assert!(host.wait_for("\"seq\":1", 1, PROMPTLY), "{}", host.text());
+    // A server request, answered through the other node.
+    let call = tool_call("m-sr", "needs-roots");
+    let mut asking = RawHost::post(&cluster.nodes[0], &cluster.tunnel, &session, &call);
+    let command = x.take_one_command();
+    let ask = json!({"jsonrpc": "2.0", "id": "mcpt-sr-9", "method": "roots/list"});
+    let posted = x.post_response(
+        shard_token_of(&command),
+        &stream_message(&command, Some(ask)),
+    );
+    assert_eq!(posted.status, 200, "{posted:#?}");
+    assert!(
+        asking.wait_for("roots/list", 1, PROMPTLY),
+        "{}",
+        asking.text()
+    );
+    let reply = {
+        let connector = cluster.connector(1).in_session(&session);
+        let answer = json!({"jsonrpc": "2.0", "id": "mcpt-sr-9", "result": {"roots": []}});
+        in_background(move || connector.post(&answer))
+    };
+    let forwarded = x.take_one_command();
+    assert_eq!(
+        forwarded["command_type"], "server_response",
+        "{forwarded:#}"
+    );
+    let ack = json!({"request_id": request_id_of(&forwarded), "channel": forwarded["channel"],
+                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
+    assert_eq!(
+        x.post_response(shard_token_of(&forwarded), &ack).status,
+        200
+    );
+    assert!(reply.join().status < 300);
+    // A second server request, left unanswered (its key waits for the host's answer).
+    let ask = json!({"jsonrpc": "2.0", "id": "mcpt-sr-10", "method": "roots/list"});
+    let posted = x.post_response(
+        shard_token_of(&command),
+        &stream_message(&command, Some(ask)),
+    );
+    assert_eq!(posted.status, 200, "{posted:#?}");
+    assert!(
+        asking.wait_for("roots/list", 2, PROMPTLY),
+        "{}",
+        asking.text()
+    );
+    // A delivered call cancelled: its `cancel` order waits for "x", which polls the other node.
+    let cancelled = {
+        let connector = cluster.connector(0).in_session(&session);
+        in_background(move || connector.post(&rpc_request("m-c", "ping", json!({}))))
+    };
+    let taken = x.take_one_command();
+    assert_eq!(taken["jsonrpc"]["id"], "m-c", "{taken:#}");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                      "params": {"requestId": "m-c", "reason": "user"}});
+    assert_eq!(
+        cluster.connector(0).in_session(&session).post(&note).status,
+        202
+    );
+    assert_eq!(
+        cancelled.join().error_code().as_deref(),
+        Some("request_cancelled")
+    );
+
+    // Everything the load left, found as an operator would (SCAN), has a TTL.
+    let keys = cluster.keys_and_ttls();
+    let without: Vec<_> = keys.iter().filter(|(_, ttl)| *ttl <= 0).collect();
+    assert!(
+        without.is_empty(),
+        "keys without a TTL: {without:?}\nall: {keys:?}"
+    );
+    // And the load did leave each kind of key (the scan saw what it should).
+    let t = &cluster.tunnel.id;
+    for kind in [
+        format!("mcpt:t:{t}:alive"),
+        format!("mcpt:t:{t}:salive"),
+        format!("mcpt:t:{t}:i:x:alive"),
+        format!("mcpt:t:{t}:i:x:c"),
+        format!("mcpt:t:{t}:aff:"),
+        format!("mcpt:t:{t}:s:{session}"),
+        format!("mcpt:t:{t}:st"),
+        format!("mcpt:t:{t}:sti"),
+        format!("mcpt:t:{t}:ask:"),
+        format!("mcpt:p:{}", request_id_of(&stream)),
+        format!("mcpt:d:{}", request_id_of(&stream)),
+        "mcpt:n:".to_string(),
+    ] {
+        assert!(
+            keys.iter().any(|(k, _)| k.starts_with(&kind)),
+            "no {kind}… key: {keys:?}"
+        );
+    }
+    // Ends: the stream and the asking call.
+    assert_eq!(x.post_response(&token, &stream_end(&stream)).status, 200);
+    assert!(host.wait_for("0\r\n\r\n", 1, PROMPTLY), "{}", host.text());
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+    assert!(
+        asking.wait_for("\"id\":\"m-sr\"", 1, PROMPTLY),
+        "{}",
+        asking.text()
+    );
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains(request_id_of(&stream))),
+        "an ended stream's keys: {keys:?}"
+    );
+}
