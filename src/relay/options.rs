@@ -469,6 +469,16 @@ mod tests {
     }
 
     #[test]
+    fn the_store_lease_defaults_to_30s_and_is_at_least_2s() {
+        assert_eq!(parse(&[], &[]).unwrap().store_lease, Duration::from_secs(30));
+        let set = parse(&[], &[("RELAY_STORE_LEASE", "5s")]).unwrap();
+        assert_eq!(set.store_lease, Duration::from_secs(5));
+        let e = parse(&["--store.lease", "1s"], &[]).unwrap_err();
+        assert_eq!(e.key, "--store.lease", "{e}");
+        assert!(e.to_string().contains("at least 2s"), "{e}");
+    }
+
+    #[test]
     fn the_public_url_is_an_https_origin_or_loopback_http_and_errors_name_their_source() {
         assert_eq!(parse(&[], &[]).unwrap().public_url, None);
         let ok = parse(&["--public-url", "https://Relay.example.com/"], &[]).unwrap();
