@@ -470,7 +470,10 @@ mod tests {
 
     #[test]
     fn the_store_lease_defaults_to_30s_and_is_at_least_2s() {
-        assert_eq!(parse(&[], &[]).unwrap().store_lease, Duration::from_secs(30));
+        assert_eq!(
+            parse(&[], &[]).unwrap().store_lease,
+            Duration::from_secs(30)
+        );
         let set = parse(&[], &[("RELAY_STORE_LEASE", "5s")]).unwrap();
         assert_eq!(set.store_lease, Duration::from_secs(5));
         let e = parse(&["--store.lease", "1s"], &[]).unwrap_err();
