@@ -145,6 +145,7 @@ fn run(listen: &str, once: bool, level: log::LevelFilter) -> Result<(), String> 
             public_url: None,
             store: relay::store::StoreSpec::Memory,
             store_ca: None,
+            store_lease: std::time::Duration::from_secs(30),
             metrics_listen: None,
             audit_log: None,
             pid_file: None,

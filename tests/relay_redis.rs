@@ -105,14 +105,25 @@ impl Cluster {
         (calls(&|_| true), trips)
     }
 
-    /// Every key in Redis, with its remaining TTL in ms (-1: none).
+    /// Every key in Redis (`SCAN`, as an operator would), with its remaining TTL in ms (-1:
+    /// none).
     fn keys_and_ttls(&self) -> Vec<(String, i64)> {
-        let reply = self.redis.command("KEYS *");
-        let keys: Vec<String> = reply
-            .lines()
-            .filter(|l| !l.starts_with('*') && !l.starts_with('$') && !l.is_empty())
-            .map(str::to_string)
-            .collect();
+        let mut keys = Vec::new();
+        let mut cursor = "0".to_string();
+        for _ in 0..1000 {
+            let reply = self.redis.command(&format!("SCAN {cursor} COUNT 1000"));
+            // *2, $n, the next cursor, *count, then $n and a key for each.
+            let lines: Vec<&str> = reply.lines().collect();
+            assert!(lines.len() >= 4 && lines[0] == "*2", "SCAN: {reply}");
+            cursor = lines[2].to_string();
+            keys.extend(lines[4..].iter().skip(1).step_by(2).map(|k| k.to_string()));
+            if cursor == "0" {
+                break;
+            }
+        }
+        assert_eq!(cursor, "0", "SCAN did not finish");
+        keys.sort();
+        keys.dedup();
         keys.into_iter()
             .map(|k| {
                 let ttl = self.redis.command(&format!("PTTL {k}"));
@@ -1109,4 +1120,357 @@ fn a_server_request_is_answered_through_another_node_to_the_instance_that_asked(
     assert_eq!(client.answer_with_result(&command, json!({})).status, 200);
     assert!(host.wait_for("\"id\":7", 1, PROMPTLY), "{}", host.text());
     drop(host);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A node killed with what it held: leases (`--store.lease`) free what it held
+
+/// The value of Redis's reply to `GET key`, if any.
+fn redis_get(redis: &RedisServer, key: &str) -> Option<String> {
+    let reply = redis.command(&format!("GET {key}"));
+    let mut lines = reply.lines();
+    match lines.next() {
+        Some(l) if l.starts_with('$') && l != "$-1" => lines.next().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_killed_nodes_stream_frees_its_place_and_its_client_within_the_lease() {
+    require_redis!();
+    let lease = Duration::from_secs(2);
+    let mut cluster = Cluster::start_with(
+        2,
+        &[("--stream.max-per-tunnel", "1"), ("--store.lease", "2s")],
+    );
+    let mcp = FakeMcp::start();
+    // One message, then quiet for longer than the test: only a `cancel` ends it early.
+    mcp.on_get(McpReply::sse(vec![
+        SseEvent::message(Duration::from_millis(20), &update(0)),
+        SseEvent::message(Duration::from_secs(120), &update(1)),
+    ]));
+    let client = tunnel_client(&cluster.nodes[1], &cluster.tunnel, mcp.url()).spawn();
+    cluster.connector(0).wait_until_client_connected();
+    assert!(client.wait_for_stderr("speaks the mcp-tunnel extension", PROMPTLY));
+    let deadline = Instant::now() + PROMPTLY;
+    let mut host = loop {
+        // The first poll announcing the extension may still be on its way.
+        let mut host = RawHost::get(&cluster.nodes[0], &cluster.tunnel, "sess-dead");
+        if host.wait_for("\"seq\":0", 1, PROMPTLY) || Instant::now() >= deadline {
+            break host;
+        }
+    };
+    assert!(
+        host.wait_for("\"seq\":0", 1, Duration::ZERO),
+        "{}",
+        host.text()
+    );
+    // The cap is reached cluster-wide.
+    let refused = cluster
+        .connector(1)
+        .in_session("sess-refused")
+        .accepting("text/event-stream")
+        .get();
+    assert_eq!(refused.status, 429, "{refused:#?}");
+    let keys = cluster.keys_and_ttls();
+    let delivered: Vec<&String> = keys
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("mcpt:d:"))
+        .collect();
+    assert_eq!(delivered.len(), 1, "{keys:?}");
+    let rid = delivered[0].trim_start_matches("mcpt:d:").to_string();
+
+    cluster.nodes[0].stop_and_collect_output();
+    let killed = Instant::now();
+    drop(host);
+    // The client is told and closes its upstream request within the lease and an upkeep
+    // round, though the stream is quiet (nothing it posts could meet a 404) and the node
+    // holding it is gone. (The MCP server's side only notices at its next write.)
+    let ended = format!("command {rid}: cancelled by the caller; nothing posted");
+    assert!(
+        client.wait_for_stderr(&ended, lease + Duration::from_secs(8)),
+        "{}",
+        client.stderr()
+    );
+    let after = killed.elapsed();
+    assert!(
+        after < lease + Duration::from_secs(5),
+        "ended after {after:?}"
+    );
+    assert!(
+        client
+            .stderr()
+            .contains("cancelled by the caller (host_closed)")
+    );
+    // Nothing of it is left in Redis: no key, no place in the count, no stored order.
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains(&rid)),
+        "{rid}: {keys:?}"
+    );
+    let st = format!("ZSCORE mcpt:t:{}:st {rid}", cluster.tunnel.id);
+    assert!(
+        cluster.redis.command(&st).starts_with("$-1"),
+        "{rid} still counted"
+    );
+    let sti = format!("HEXISTS mcpt:t:{}:sti {rid}", cluster.tunnel.id);
+    assert_eq!(
+        cluster.redis.command(&sti).trim(),
+        ":0",
+        "{rid}'s order kept"
+    );
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+    // Its place is free: a stream through the surviving node opens.
+    let mut again = RawHost::get(&cluster.nodes[1], &cluster.tunnel, "sess-after");
+    assert!(again.wait_for("\"seq\":0", 1, PROMPTLY), "{}", again.text());
+}
+
+#[test]
+fn a_command_delivered_for_a_killed_node_is_cleaned_and_its_late_answer_refused() {
+    require_redis!();
+    let mut cluster = Cluster::start_with(2, &[("--store.lease", "2s")]);
+    let poller = cluster.poller(1, "late");
+    poller.register_as_connected();
+    let connector = cluster.connector(0);
+    let held = thread::spawn(move || connector.post(&rpc_request("late-1", "ping", json!({}))));
+    let command = poller.take_one_command();
+    let rid = request_id_of(&command).to_string();
+    let token = shard_token_of(&command).to_string();
+    let node = token.split('.').next().unwrap().to_string();
+    let delivered = format!("mcpt:d:{rid}");
+    assert_eq!(
+        redis_get(&cluster.redis, &delivered).as_deref(),
+        Some("late")
+    );
+    // A second command of node A waits in the queue, not taken yet.
+    let connector = cluster.connector(0);
+    let queued = thread::spawn(move || connector.post(&rpc_request("late-q", "ping", json!({}))));
+    cluster.nodes[0].wait_until_queued(&cluster.tunnel.id, 2);
+
+    cluster.nodes[0].stop_and_collect_output();
+    assert!(
+        held.join().is_err(),
+        "the caller saw its connection dropped"
+    );
+    assert!(
+        queued.join().is_err(),
+        "the queued caller saw its connection dropped"
+    );
+    // The dead node's liveness runs out within its lease...
+    let alive = format!("EXISTS mcpt:n:{node}:alive");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.redis.command(&alive).trim() != ":0" {
+        assert!(
+            Instant::now() < deadline,
+            "the dead node's lease never ran out"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // ...and then the client's late answer, on the surviving node, is refused as for any
+    // command no longer pending (404: terminal for the client, never retried), and the
+    // command's keys are gone.
+    let late = poller.answer_with_result(&command, json!({}));
+    assert_eq!(late.status, 404, "{late:#?}");
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains(&rid)),
+        "{rid}: {keys:?}"
+    );
+    assert_eq!(
+        poller.answer_with_result(&command, json!({})).status,
+        404,
+        "answered twice"
+    );
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+    // The command still queued for the dead node's caller is not handed out (no one could get
+    // its answer), and its keys go when a poll meets it.
+    assert!(
+        poller.take_commands(1, 300).is_empty(),
+        "a dead node's command was delivered"
+    );
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        !keys.iter().any(|(k, _)| k.starts_with("mcpt:p:")),
+        "{keys:?}"
+    );
+    // The surviving node serves on.
+    let connector = cluster.connector(1);
+    let call = in_background(move || connector.post(&rpc_request("late-2", "ping", json!({}))));
+    let next = poller.take_one_command();
+    assert_eq!(poller.answer_with_result(&next, json!({})).status, 200);
+    assert_result(&call.join(), &json!("late-2"));
+}
+
+#[test]
+fn after_a_mixed_load_every_key_in_redis_has_a_ttl() {
+    require_redis!();
+    let cluster = Cluster::start(2);
+    let affine = r#"{"version":1,"channels":[{"name":"main","proc_affinity":true}]}"#;
+    let x = cluster
+        .poller(1, "x")
+        .with_header("X-Tunnel-MCP-Server-Info", affine)
+        .with_header(EXTENSIONS, "cancel,server-requests,streams");
+    x.register_as_connected();
+    let answered = |node: usize, session: Option<&str>, id: &str| {
+        let mut connector = cluster.connector(node);
+        if let Some(s) = session {
+            connector = connector.in_session(s);
+        }
+        let message = rpc_request(id, "ping", json!({}));
+        let call = in_background(move || connector.post(&message));
+        let command = x.take_one_command();
+        assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+        call.join()
+    };
+    // Calls on both nodes, and a session (minted, bound to "x" in Redis).
+    assert_result(&answered(0, None, "m-1"), &json!("m-1"));
+    assert_result(&answered(1, None, "m-2"), &json!("m-2"));
+    let init = {
+        let connector = cluster.connector(0);
+        in_background(move || {
+            connector.post(&rpc_request(
+                "m-init",
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}),
+            ))
+        })
+    };
+    let command = x.take_one_command();
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+    let init = init.join();
+    let session = init
+        .header("Mcp-Session-Id")
+        .expect("a session")
+        .to_string();
+    for (node, id) in [(0, "m-3"), (1, "m-4")] {
+        assert_result(&answered(node, Some(&session), id), &json!(id));
+    }
+    // A stream held on node 0, its messages posted on both.
+    let mut host = RawHost::get(&cluster.nodes[0], &cluster.tunnel, &session);
+    let stream = take_stream(&x);
+    let token = shard_token_of(&stream).to_string();
+    for (seq, poster) in [(0, 1), (1, 0)] {
+        let via = cluster
+            .poller(poster, "x")
+            .with_header(EXTENSIONS, "cancel,server-requests,streams");
+        let posted = via.post_response(&token, &stream_message(&stream, Some(update(seq))));
+        assert_eq!(posted.status, 200, "{posted:#?}");
+    }
+    assert!(host.wait_for("\"seq\":1", 1, PROMPTLY), "{}", host.text());
+    // A server request, answered through the other node.
+    let call = tool_call("m-sr", "needs-roots");
+    let mut asking = RawHost::post(&cluster.nodes[0], &cluster.tunnel, &session, &call);
+    let command = x.take_one_command();
+    let ask = json!({"jsonrpc": "2.0", "id": "mcpt-sr-9", "method": "roots/list"});
+    let posted = x.post_response(
+        shard_token_of(&command),
+        &stream_message(&command, Some(ask)),
+    );
+    assert_eq!(posted.status, 200, "{posted:#?}");
+    assert!(
+        asking.wait_for("roots/list", 1, PROMPTLY),
+        "{}",
+        asking.text()
+    );
+    let reply = {
+        let connector = cluster.connector(1).in_session(&session);
+        let answer = json!({"jsonrpc": "2.0", "id": "mcpt-sr-9", "result": {"roots": []}});
+        in_background(move || connector.post(&answer))
+    };
+    let forwarded = x.take_one_command();
+    assert_eq!(
+        forwarded["command_type"], "server_response",
+        "{forwarded:#}"
+    );
+    let ack = json!({"request_id": request_id_of(&forwarded), "channel": forwarded["channel"],
+                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
+    assert_eq!(
+        x.post_response(shard_token_of(&forwarded), &ack).status,
+        200
+    );
+    assert!(reply.join().status < 300);
+    // A second server request, left unanswered (its key waits for the host's answer).
+    let ask = json!({"jsonrpc": "2.0", "id": "mcpt-sr-10", "method": "roots/list"});
+    let posted = x.post_response(
+        shard_token_of(&command),
+        &stream_message(&command, Some(ask)),
+    );
+    assert_eq!(posted.status, 200, "{posted:#?}");
+    assert!(
+        asking.wait_for("roots/list", 2, PROMPTLY),
+        "{}",
+        asking.text()
+    );
+    // A delivered call cancelled: its `cancel` order waits for "x", which polls the other node.
+    let cancelled = {
+        let connector = cluster.connector(0).in_session(&session);
+        in_background(move || connector.post(&rpc_request("m-c", "ping", json!({}))))
+    };
+    let taken = x.take_one_command();
+    assert_eq!(taken["jsonrpc"]["id"], "m-c", "{taken:#}");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                      "params": {"requestId": "m-c", "reason": "user"}});
+    assert_eq!(
+        cluster.connector(0).in_session(&session).post(&note).status,
+        202
+    );
+    assert_eq!(
+        cancelled.join().error_code().as_deref(),
+        Some("request_cancelled")
+    );
+
+    // Everything the load left, found as an operator would (SCAN), has a TTL.
+    let keys = cluster.keys_and_ttls();
+    let without: Vec<_> = keys.iter().filter(|(_, ttl)| *ttl <= 0).collect();
+    assert!(
+        without.is_empty(),
+        "keys without a TTL: {without:?}\nall: {keys:?}"
+    );
+    // And the load did leave each kind of key (the scan saw what it should).
+    let t = &cluster.tunnel.id;
+    for kind in [
+        format!("mcpt:t:{t}:alive"),
+        format!("mcpt:t:{t}:salive"),
+        format!("mcpt:t:{t}:i:x:alive"),
+        format!("mcpt:t:{t}:i:x:c"),
+        format!("mcpt:t:{t}:aff:"),
+        format!("mcpt:t:{t}:s:{session}"),
+        format!("mcpt:t:{t}:st"),
+        format!("mcpt:t:{t}:sti"),
+        format!("mcpt:t:{t}:ask:"),
+        format!("mcpt:p:{}", request_id_of(&stream)),
+        format!("mcpt:d:{}", request_id_of(&stream)),
+        "mcpt:n:".to_string(),
+    ] {
+        assert!(
+            keys.iter().any(|(k, _)| k.starts_with(&kind)),
+            "no {kind}… key: {keys:?}"
+        );
+    }
+    // Ends: the stream and the asking call.
+    assert_eq!(x.post_response(&token, &stream_end(&stream)).status, 200);
+    assert!(host.wait_for("0\r\n\r\n", 1, PROMPTLY), "{}", host.text());
+    assert_eq!(x.answer_with_result(&command, json!({})).status, 200);
+    assert!(
+        asking.wait_for("\"id\":\"m-sr\"", 1, PROMPTLY),
+        "{}",
+        asking.text()
+    );
+    let keys = cluster.keys_and_ttls();
+    assert!(
+        keys.iter().all(|(_, ttl)| *ttl > 0),
+        "a key without TTL: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains(request_id_of(&stream))),
+        "an ended stream's keys: {keys:?}"
+    );
 }

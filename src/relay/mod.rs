@@ -536,13 +536,15 @@ pub fn main(mut args: Vec<OsString>) -> i32 {
     }
     let store = match &cfg.store {
         StoreSpec::Memory => None,
-        StoreSpec::Redis(url) => match store::connect(url, cfg.store_ca.as_deref()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("mcp-tunnel relay: configuration error: --store: {e}");
-                return 2;
+        StoreSpec::Redis(url) => {
+            match store::connect(url, cfg.store_ca.as_deref(), cfg.store_lease) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("mcp-tunnel relay: configuration error: --store: {e}");
+                    return 2;
+                }
             }
-        },
+        }
     };
     let relay = Relay::with_store(cfg, registry, store);
     if let Some(audit) = audit {

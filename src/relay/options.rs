@@ -41,6 +41,7 @@ const CORS_ORIGIN: &str = "--cors-origin";
 const PUBLIC_URL: &str = "--public-url";
 const STORE: &str = "--store";
 const STORE_CA_FILE: &str = "--store.ca-file";
+const STORE_LEASE: &str = "--store.lease";
 const METRICS_LISTEN: &str = "--metrics-listen";
 const AUDIT_LOG: &str = "--audit-log";
 const PID_FILE: &str = "--pid-file";
@@ -197,6 +198,15 @@ pub const RELAY_OPTIONS: &[Opt] = &[
         ..Opt::BASE
     },
     Opt {
+        flag: STORE_LEASE,
+        env: &["RELAY_STORE_LEASE"],
+        default: Some("30s"),
+        help: "With redis://: how long a relay node that stopped (killed, cut off) still holds \
+               its long-lived streams' places and its waiting requests; then another node ends \
+               them (clients told, keys deleted). Renewed every third of it; at least 2s.",
+        ..Opt::BASE
+    },
+    Opt {
         flag: METRICS_LISTEN,
         env: &["RELAY_METRICS_LISTEN"],
         default: Some(""),
@@ -278,6 +288,8 @@ pub struct RelayConfig {
     pub store: StoreSpec,
     /// `--store.ca-file`: extra trust for `rediss://`.
     pub store_ca: Option<PathBuf>,
+    /// `--store.lease`: how long a dead node's leases hold in Redis.
+    pub store_lease: Duration,
     /// `--metrics-listen`: the non-public metrics listener; `None`: none.
     pub metrics_listen: Option<String>,
     /// `--audit-log`: a path, or `-` for standard output; `None`: off.
@@ -384,6 +396,15 @@ pub fn parse_config(
         store_ca: Some(src.get(STORE_CA_FILE).value)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
+        store_lease: {
+            let lease = src.get(STORE_LEASE);
+            match config::positive_duration(&lease)? {
+                d if d < Duration::from_secs(2) => {
+                    return Err(config::err(&lease.source, "must be at least 2s"));
+                }
+                d => d,
+            }
+        },
         metrics_listen,
         audit_log: nonempty(AUDIT_LOG),
         pid_file: nonempty(PID_FILE).map(PathBuf::from),
@@ -445,6 +466,19 @@ mod tests {
         .unwrap();
         assert!(flags.cors.enabled());
         assert_eq!(flags.cors, env.cors);
+    }
+
+    #[test]
+    fn the_store_lease_defaults_to_30s_and_is_at_least_2s() {
+        assert_eq!(
+            parse(&[], &[]).unwrap().store_lease,
+            Duration::from_secs(30)
+        );
+        let set = parse(&[], &[("RELAY_STORE_LEASE", "5s")]).unwrap();
+        assert_eq!(set.store_lease, Duration::from_secs(5));
+        let e = parse(&["--store.lease", "1s"], &[]).unwrap_err();
+        assert_eq!(e.key, "--store.lease", "{e}");
+        assert!(e.to_string().contains("at least 2s"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! - `mcpt:p:{request_id}` — the command's shard token while its connector waits; a response POST
 //!   on any node is checked against it.
 //! - `mcpt:n:{node}:r` — response payloads posted on other nodes for connectors waiting here.
+//! - `mcpt:n:{node}:alive` — the node runs (renewed every third of `--store.lease`, expiring
+//!   after it): a response for a connector waiting on a node that died is refused (404, as for
+//!   any command no longer pending) and the command's keys deleted, not forwarded into a list no
+//!   one reads.
 //! - `mcpt:d:{request_id}` — the client instance a command was delivered to (as long as its
 //!   pending key lives).
 //! - Process affinity: `mcpt:t:{tunnel}:aff:{channel}` (some instance declared the channel
@@ -22,7 +26,9 @@
 //! - Long-lived streams ([`crate::relay::hub`]'s `shared::streams`): `mcpt:t:{tunnel}:sq` (`stream`
 //!   commands not bound to a session, taken only by instances that announced `streams`),
 //!   `mcpt:t:{tunnel}:salive` (such an instance polled; `--client-timeout`), `mcpt:t:{tunnel}:st`
-//!   (a sorted set of the open streams, each member's score its lease's end; the per-tunnel cap).
+//!   (a sorted set of the open streams, each member's score its lease's end; the per-tunnel cap),
+//!   `mcpt:t:{tunnel}:sti` (a hash: each open stream's `cancel` order, for whichever node finds
+//!   its lease expired; `--store.lease`).
 //! - Server→client requests: `mcpt:t:{tunnel}:ask:{channel}:{id}` (both in hex; the instance and
 //!   session that asked, for the host's answer; ten minutes).
 //!
@@ -37,7 +43,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::crypto::random_hex;
 use crate::secret::Secret;
@@ -188,21 +194,59 @@ pub struct Store {
     node: String,
     idle: Mutex<Vec<Conn>>,
     healthy: AtomicBool,
+    /// `--store.lease`: how long this node's leases (its own liveness, its streams' places)
+    /// last without being renewed.
+    lease: Duration,
+    /// When this node last said it runs ([`Store::keep_alive`]).
+    alive_at: Mutex<Option<Instant>>,
 }
 
 impl Store {
-    pub fn new(url: StoreUrl, tls: Option<Arc<rustls::ClientConfig>>) -> Arc<Store> {
+    pub fn new(
+        url: StoreUrl,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        lease: Duration,
+    ) -> Arc<Store> {
         Arc::new(Store {
             url,
             tls,
             node: random_hex(6),
             idle: Mutex::new(Vec::new()),
             healthy: AtomicBool::new(true),
+            lease,
+            alive_at: Mutex::new(None),
         })
     }
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// `--store.lease`.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// How often a lease is renewed: a third of it, so that two renewals may be late.
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// Renews this node's liveness key (`mcpt:n:{node}:alive`) when a third of the lease has
+    /// passed since it last did; called about once a second.
+    pub fn keep_alive(&self) {
+        let mut at = self.alive_at.lock().unwrap_or_else(|e| e.into_inner());
+        if at.is_some_and(|t| t.elapsed() < self.renew_every()) {
+            return;
+        }
+        let key = node_alive_key(&self.node);
+        let ttl = self.lease.as_millis().max(1).to_string();
+        if self
+            .call(&[b"SET", key.as_bytes(), b"1", b"PX", ttl.as_bytes()])
+            .is_ok()
+        {
+            *at = Some(Instant::now());
+        }
     }
 
     /// The URL, password masked.
@@ -296,9 +340,13 @@ impl Store {
 }
 
 /// The store of `url`; for `rediss://` with the Mozilla roots plus `ca_file`'s certificates.
-pub fn connect(url: &StoreUrl, ca_file: Option<&std::path::Path>) -> Result<Arc<Store>, String> {
+pub fn connect(
+    url: &StoreUrl,
+    ca_file: Option<&std::path::Path>,
+    lease: Duration,
+) -> Result<Arc<Store>, String> {
     if !url.tls {
-        return Ok(Store::new(url.clone(), None));
+        return Ok(Store::new(url.clone(), None, lease));
     }
     let mut roots = rustls::RootCertStore::empty();
     for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
@@ -316,7 +364,7 @@ pub fn connect(url: &StoreUrl, ca_file: Option<&std::path::Path>) -> Result<Arc<
         .map_err(|e| format!("TLS set-up: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Store::new(url.clone(), Some(Arc::new(config))))
+    Ok(Store::new(url.clone(), Some(Arc::new(config)), lease))
 }
 
 fn unreachable(url: &StoreUrl, e: &io::Error) -> StoreError {
@@ -339,6 +387,9 @@ pub fn pending_key(request_id: &str) -> String {
 }
 pub fn responses_key(node: &str) -> String {
     format!("mcpt:n:{node}:r")
+}
+pub fn node_alive_key(node: &str) -> String {
+    format!("mcpt:n:{node}:alive")
 }
 pub fn delivered_key(request_id: &str) -> String {
     format!("mcpt:d:{request_id}")
@@ -369,6 +420,9 @@ pub fn streams_alive_key(tunnel: &str) -> String {
 }
 pub fn streams_key(tunnel: &str) -> String {
     format!("mcpt:t:{tunnel}:st")
+}
+pub fn stream_orders_key(tunnel: &str) -> String {
+    format!("mcpt:t:{tunnel}:sti")
 }
 /// The channel and the request's id (canonical JSON) in hex: any bytes, and no two alike.
 pub fn ask_key(tunnel: &str, channel: &str, id: &str) -> String {
@@ -437,8 +491,10 @@ return owner
 ";
 
 /// KEYS: the queue to push to (the tunnel's, or an instance's), the alive key that must exist
-/// (tunnel or instance), pending, the tunnel's queue. ARGV: capacity, value, shard token, queue
-/// TTL ms, pending TTL ms. 1 queued, 0 not alive, -1 the tunnel's queues are full.
+/// (tunnel or instance), pending, the tunnel's queue, this node's liveness key. ARGV: capacity,
+/// value, shard token, queue TTL ms, pending TTL ms, the lease ms (for the liveness key when it
+/// is missing: Redis restarted since this node last renewed it). 1 queued, 0 not alive, -1 the
+/// tunnel's queues are full.
 pub const ENQUEUE: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local queued = redis.call('LLEN', KEYS[4])
@@ -447,6 +503,7 @@ if queued >= tonumber(ARGV[1]) then return -1 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
+redis.call('SET', KEYS[5], '1', 'PX', ARGV[6], 'NX')
 return 1
 ";
 
@@ -454,11 +511,24 @@ return 1
 /// `cancel` orders (all taken, at most 100, first), optionally the tunnel's stream queue (taken
 /// from after the instance's). ARGV: most to
 /// take, byte budget, bytes already taken, a request id taken by `BLPOP` to check (or ''), the
-/// taking instance, the TTL ms of a queue a command is pushed back to ([`REQUEUE_TTL`]). Pops commands whose connectors still wait (their pending key exists),
-/// within the budget (one at least), and records who took each (`mcpt:d:`). Returns {first
-/// still pending (0/1), number of orders, orders..., taken...}.
+/// taking instance, the TTL ms of a queue a command is pushed back to ([`REQUEUE_TTL`]). Pops
+/// commands whose connectors still wait (their pending key exists, on a node whose liveness key
+/// does: a dead node's commands are dropped, keys and all), within the budget (one at least),
+/// and records who took each (`mcpt:d:`). Returns {first still pending (0/1), number of orders,
+/// orders..., taken...}.
 pub const TAKE: &str = r"
+local function waits(rid)
+  local tok = redis.call('GET', 'mcpt:p:' .. rid)
+  if not tok then return false end
+  local node = string.match(tok, '^([^.]*)%.')
+  if node and redis.call('EXISTS', 'mcpt:n:' .. node .. ':alive') == 0 then
+    redis.call('DEL', 'mcpt:p:' .. rid)
+    return false
+  end
+  return true
+end
 local function deliver(rid)
+  if not waits(rid) then return false end
   local ttl = redis.call('PTTL', 'mcpt:p:' .. rid)
   if ttl <= 0 then return false end
   redis.call('SET', 'mcpt:d:' .. rid, ARGV[5], 'PX', ttl)
@@ -480,7 +550,7 @@ for _, key in ipairs(queues) do
     local v = redis.call('LPOP', key)
     if not v then break end
     local rid = string.match(v, '^([^\n]*)\n')
-    if rid and redis.call('EXISTS', 'mcpt:p:' .. rid) == 1 then
+    if rid and waits(rid) then
       if bytes > 0 and bytes + #v > tonumber(ARGV[2]) then
         redis.call('LPUSH', key, v)
         if redis.call('PTTL', key) < tonumber(ARGV[6]) then redis.call('PEXPIRE', key, ARGV[6]) end
@@ -495,10 +565,15 @@ end
 return out
 ";
 
-/// KEYS: pending, the waiting node's response list. ARGV: shard token, message, list TTL ms,
-/// terminal ('1'/'0'). 1 forwarded, 0 not pending (or another token).
+/// KEYS: pending, the waiting node's response list, its liveness key, delivered. ARGV: shard
+/// token, message, list TTL ms, terminal ('1'/'0'). 1 forwarded, 0 not pending (or another
+/// token, or the waiting node died: then the command's keys go now).
 pub const FORWARD: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[4])
+  return 0
+end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
@@ -517,12 +592,14 @@ return 1
 /// (`--connector.timeout`'s largest sensible value); the next enqueue extends it anyway.
 pub const REQUEUE_TTL: Duration = Duration::from_secs(3600);
 
-/// KEYS: the queue it was pushed to, pending, delivered, the tunnel's open streams. ARGV: the
-/// queued value (or ''), the request id. Forgets a command wherever it is.
+/// KEYS: the queue it was pushed to, pending, delivered, the tunnel's open streams and their
+/// `cancel` orders. ARGV: the queued value (or ''), the request id. Forgets a command wherever
+/// it is.
 pub const WITHDRAW: &str = r"
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[1], 1, ARGV[1]) end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('HDEL', KEYS[5], ARGV[2])
 return 1
 ";
 

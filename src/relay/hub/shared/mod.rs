@@ -220,15 +220,18 @@ impl Shared {
             alive,
             store::pending_key(&q.request_id),
             store::queue_key(&self.tunnel),
+            store::node_alive_key(self.store.node()),
         ];
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let capacity = capacity.to_string();
-        let args: [&[u8]; 5] = [
+        let lease = millis(self.store.lease());
+        let args: [&[u8]; 6] = [
             capacity.as_bytes(),
             &value,
             token.as_bytes(),
             ttl.as_bytes(),
             ttl.as_bytes(),
+            lease.as_bytes(),
         ];
         let reply = self.store.eval(store::ENQUEUE, &keys, &args);
         match reply.map(|r| r.as_int()) {
@@ -580,6 +583,7 @@ impl Shared {
             store::pending_key(request_id),
             store::delivered_key(request_id),
             store::streams_key(&self.tunnel),
+            store::stream_orders_key(&self.tunnel),
         ];
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let args: [&[u8]; 2] = [&value, request_id.as_bytes()];
@@ -606,6 +610,8 @@ impl Shared {
         let keys = [
             store::pending_key(&payload.request_id),
             store::responses_key(node),
+            store::node_alive_key(node),
+            store::delivered_key(&payload.request_id),
         ];
         let message = serde_json::to_vec(&Forwarded {
             tunnel: self.tunnel.clone(),
@@ -634,7 +640,9 @@ impl Shared {
 }
 
 /// Waits up to `block` for responses posted on other nodes for connectors waiting on this one.
+/// Renews this node's liveness first ([`Store::keep_alive`]).
 pub(crate) fn take_forwarded(store: &Store, block: Duration) -> Result<Vec<Forwarded>, StoreError> {
+    store.keep_alive();
     let key = store::responses_key(store.node());
     let secs = format!("{:.3}", block.as_secs_f64().max(0.01));
     let reply = store.call_waiting(&[b"BLPOP", key.as_bytes(), secs.as_bytes()], block)?;

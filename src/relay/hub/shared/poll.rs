@@ -27,7 +27,12 @@ impl TunnelHub {
         let token = inner.pending[&ticket.request_id].shard_token.clone();
         drop(inner);
         if let Some(spec) = &queued.stream {
-            shared.take_stream_slot(&queued.request_id, spec.max_open)?;
+            let slot = (
+                queued.request_id.as_str(),
+                token.as_str(),
+                queued.body.channel.as_str(),
+            );
+            shared.take_stream_slot(slot, spec.max_open)?;
         }
         shared.enqueue(queued, &token, self.limits.queue_capacity)?;
         Ok(ticket)

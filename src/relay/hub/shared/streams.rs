@@ -7,9 +7,13 @@
 //!   all ([`Shared::streams_available`]) is Redis's answer: the session's instance announced the
 //!   feature, or (unbound) some instance that did polls.
 //! - The cap (`--stream.max-per-tunnel`) holds across the cluster: each open stream is a member
-//!   of the tunnel's sorted set with its lease's end as score ([`STREAM_LEASE`]), added before
+//!   of the tunnel's sorted set with its lease's end as score (`--store.lease`), added before
 //!   the command is queued, removed when its ticket goes, renewed by the node holding it
 //!   ([`TunnelHub::upkeep`]), so a dead node's streams free their places within a lease.
+//! - A stream whose lease ran out (its node died) is reaped by whichever node's upkeep finds
+//!   it first: its place, pending and delivered keys go, and the instance holding it gets the
+//!   `cancel` order stored with its place (reason `host_closed`: its host's connection went with
+//!   the node), so the client closes the upstream request even when the stream is quiet.
 //! - The stream's messages: every payload for a stream goes through the list of the node whose
 //!   connector holds it, including those posted on that node itself ([`TunnelHub::respond`]), so
 //!   messages posted on several nodes reach the host in the order they were posted. Heartbeats
@@ -19,46 +23,62 @@
 //!   (`mcpt:t:{tunnel}:ask:…`, [`ASKED_TTL`]) by the node holding that command, so the host's
 //!   answer POSTed on any node becomes a `server_response` for the instance that asked.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::super::server_requests::{ASKED_TTL, canonical_id, request_id};
 use super::super::{StreamKind, SubmitError, TunnelHub};
-use super::{Shared, millis};
+use super::{FORWARD_TTL, Shared, StoredCancel, millis};
 use crate::relay::store;
 use crate::wire::{RespType, ResponsePayload};
 
-/// How long an open stream holds its place in the cluster-wide count without its node renewing
-/// it (a node that died frees its streams' places, and their keys expire, within this).
-pub const STREAM_LEASE: Duration = Duration::from_secs(30);
-/// How often the node holding streams renews their leases.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
-
-/// KEYS: the tunnel's open streams. ARGV: the cap, the request id, the lease ms. Drops expired
-/// leases (Redis's clock), then adds this one unless the cap is reached: 1 added, 0 refused.
+/// KEYS: the tunnel's open streams, their `cancel` orders. ARGV: the cap, the request id, the
+/// lease ms, its `cancel` order. Leaves expired leases to [`UPKEEP`] (it tells their clients),
+/// then adds this one unless the cap counting only live leases (Redis's clock) is reached: 1
+/// added, 0 refused.
 const STREAM_SLOT: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]) * 2)
 return 1
 ";
 
-/// KEYS: the tunnel's open streams. ARGV: the lease ms, then request ids. Renews the leases of
-/// those still open, and their pending and delivered keys.
-const RENEW: &str = r"
+/// KEYS: the tunnel's open streams, their `cancel` orders. ARGV: the lease ms, the tunnel, the
+/// `cancel` list's TTL ms, then the request ids of the streams held by this node. First reaps
+/// the streams whose lease ran out (their node died): forgets them and tells the instance that
+/// took each (when it still polls) with its `cancel` order. Then renews the leases of those held
+/// here that are still open, and their pending keys; the delivered key outlives the lease (the
+/// reaper reads it). Returns the number reaped.
+const UPKEEP: &str = r"
 local t = redis.call('TIME')
-local ends = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
-for i = 2, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('ZADD', KEYS[1], 'XX', ends, ARGV[i])
-    redis.call('PEXPIRE', 'mcpt:p:' .. ARGV[i], ARGV[1])
-    redis.call('PEXPIRE', 'mcpt:d:' .. ARGV[i], ARGV[1])
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local lease = tonumber(ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, rid in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], rid)
+  local order = redis.call('HGET', KEYS[2], rid)
+  redis.call('HDEL', KEYS[2], rid)
+  local inst = redis.call('GET', 'mcpt:d:' .. rid)
+  redis.call('DEL', 'mcpt:p:' .. rid, 'mcpt:d:' .. rid)
+  local prefix = 'mcpt:t:' .. ARGV[2] .. ':i:'
+  if order and inst and redis.call('EXISTS', prefix .. inst .. ':alive') == 1 then
+    redis.call('RPUSH', prefix .. inst .. ':c', order)
+    redis.call('PEXPIRE', prefix .. inst .. ':c', ARGV[3])
   end
 end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
-return 1
+for i = 4, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
+    redis.call('PEXPIRE', 'mcpt:p:' .. ARGV[i], lease)
+    redis.call('PEXPIRE', 'mcpt:d:' .. ARGV[i], lease * 2)
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], lease * 2) end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], lease * 2) end
+return #dead
 ";
 
 /// KEYS: the session's key ('' for none). ARGV: the tunnel. 1 when a stream can be handed out:
@@ -120,18 +140,35 @@ impl Shared {
         reply.ok().and_then(|r| r.as_int()) == Some(1)
     }
 
-    /// A place among the tunnel's open streams for `request_id`, cluster-wide.
+    /// A place among the tunnel's open streams for `request_id` (its connector waiting here
+    /// with `token`, on `channel`), cluster-wide.
     pub(in crate::relay::hub) fn take_stream_slot(
         &self,
-        request_id: &str,
+        (request_id, token, channel): (&str, &str, &str),
         max_open: usize,
     ) -> Result<(), SubmitError> {
-        let key = store::streams_key(&self.tunnel);
-        let (max, lease) = (max_open.to_string(), millis(STREAM_LEASE));
-        let args: [&[u8]; 3] = [max.as_bytes(), request_id.as_bytes(), lease.as_bytes()];
+        let keys = [
+            store::streams_key(&self.tunnel),
+            store::stream_orders_key(&self.tunnel),
+        ];
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let order = serde_json::to_vec(&StoredCancel {
+            rid: request_id.to_string(),
+            tok: token.to_string(),
+            ch: channel.to_string(),
+            reason: "host_closed".to_string(),
+        })
+        .unwrap_or_default();
+        let (max, lease) = (max_open.to_string(), millis(self.store.lease()));
+        let args: [&[u8]; 4] = [
+            max.as_bytes(),
+            request_id.as_bytes(),
+            lease.as_bytes(),
+            &order,
+        ];
         match self
             .store
-            .eval(STREAM_SLOT, &[key.as_bytes()], &args)
+            .eval(STREAM_SLOT, &keys, &args)
             .map(|r| r.as_int())
         {
             Ok(Some(1)) => Ok(()),
@@ -140,21 +177,39 @@ impl Shared {
         }
     }
 
-    /// Renews the leases of the streams `held` here, at most every [`RENEW_EVERY`].
-    fn renew_streams(&self, held: &[String]) {
+    /// Reaps the tunnel's streams whose lease ran out and renews those `held` here, every
+    /// third of `--store.lease` ([`UPKEEP`]).
+    fn stream_upkeep(&self, held: &[String]) {
         let mut renewed = self
             .renewed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if held.is_empty() || renewed.is_some_and(|t| t.elapsed() < RENEW_EVERY) {
+        if renewed.is_some_and(|t| t.elapsed() < self.store.renew_every()) {
             return;
         }
-        let key = store::streams_key(&self.tunnel);
-        let lease = millis(STREAM_LEASE);
-        let mut args: Vec<&[u8]> = vec![lease.as_bytes()];
+        let keys = [
+            store::streams_key(&self.tunnel),
+            store::stream_orders_key(&self.tunnel),
+        ];
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let (lease, orders_ttl) = (millis(self.store.lease()), millis(FORWARD_TTL));
+        let mut args: Vec<&[u8]> = vec![
+            lease.as_bytes(),
+            self.tunnel.as_bytes(),
+            orders_ttl.as_bytes(),
+        ];
         args.extend(held.iter().map(|r| r.as_bytes()));
-        match self.store.eval(RENEW, &[key.as_bytes()], &args) {
-            Ok(_) => *renewed = Some(Instant::now()),
+        match self.store.eval(UPKEEP, &keys, &args).map(|r| r.as_int()) {
+            Ok(reaped) => {
+                *renewed = Some(Instant::now());
+                if let Some(n @ 1..) = reaped {
+                    log::info!(
+                        "tunnel {}: {n} stream(s) whose node stopped renewing their lease \
+                         ended; their clients were told",
+                        self.tunnel
+                    );
+                }
+            }
             Err(e) => log::debug!("stream leases not renewed: {e}"),
         }
     }
@@ -223,8 +278,8 @@ impl TunnelHub {
     }
 
     /// What a node does about once a second with the Redis store: tells the others which
-    /// instances polling here are gone ([`TunnelHub::announce_gone`]) and renews the leases of
-    /// the streams held here.
+    /// instances polling here are gone ([`TunnelHub::announce_gone`]), renews the leases of
+    /// the streams held here and reaps those of dead nodes.
     pub fn upkeep(&self) {
         self.announce_gone();
         let Some(shared) = &self.shared else {
@@ -237,6 +292,6 @@ impl TunnelHub {
             .filter(|(_, p)| p.stream)
             .map(|(id, _)| id.clone())
             .collect();
-        shared.renew_streams(&held);
+        shared.stream_upkeep(&held);
     }
 }
