@@ -57,7 +57,7 @@ pub(super) struct Notice {
 impl Tunnel {
     /// Whether `cancel` commands are in use with this control plane.
     pub(super) fn cancellation_on(&self) -> bool {
-        self.control.extensions().has(FEATURE_CANCEL)
+        self.control.speaks(FEATURE_CANCEL)
     }
 
     /// Registers a call that a cancel may end; `None` when cancellation is not in use.

@@ -218,7 +218,7 @@ impl Tunnel {
             return;
         }
         // Server→client requests of the calls these start cross only if the relay takes them.
-        let forwarding = self.control.extensions().has(FEATURE_SERVER_REQUESTS);
+        let forwarding = self.control.speaks(FEATURE_SERVER_REQUESTS);
         crate::mcp::server_requests::set_on(forwarding);
         log::debug!(target: LOG_TARGET, "received {} command(s)", commands.len());
         let mut jobs = Vec::with_capacity(commands.len());
