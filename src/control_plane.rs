@@ -156,7 +156,11 @@ pub enum PostOutcome {
 }
 
 pub struct ControlPlane {
+    /// For the response POSTs of the workers.
     agent: Agent,
+    /// For polls and metadata reads: a pool of their own, so that the poll thread never waits
+    /// for (or wakes) a worker that returns or takes a POST connection at the same moment.
+    poll_agent: Agent,
     tunnel_url: String,
     /// `{tunnel_url}/response`, parsed once.
     response_uri: Option<Uri>,
@@ -187,15 +191,17 @@ impl ControlPlane {
         channels: &[ChannelInfo],
         workers: usize,
     ) -> Result<ControlPlane, String> {
-        let options = AgentOptions {
+        let options = |max_idle_per_host| AgentOptions {
             max_idle_age: Duration::from_secs(90),
-            // The poll connection plus one per worker posting at once.
-            max_idle_per_host: workers + 1,
+            max_idle_per_host,
         };
-        let agent = http_client::build_agent(&options, &cfg.net)?;
+        // One per worker posting at once; the poll and the poll for cancellations.
+        let agent = http_client::build_agent(&options(workers), &cfg.net)?;
+        let poll_agent = http_client::build_agent(&options(2), &cfg.net)?;
         let tunnel_url = cfg.tunnel_url();
         let mut plane = ControlPlane {
             agent,
+            poll_agent,
             response_uri: Uri::try_from(format!("{tunnel_url}/response")).ok(),
             tunnel_url,
             api_key: cfg.api_key.clone(),
@@ -335,7 +341,7 @@ impl ControlPlane {
     /// accepts our key for the tunnel ([`metadata_accepted`](Self::metadata_accepted)).
     pub fn metadata(&self) -> Result<TunnelMetadata, String> {
         let req = http_client::with_timeout(
-            self.decorate(self.agent.get(&self.tunnel_url)),
+            self.decorate(self.poll_agent.get(&self.tunnel_url)),
             METADATA_TIMEOUT,
         );
         let mut resp = req.call().map_err(|e| self.describe_transport(&e))?;
@@ -370,7 +376,7 @@ impl ControlPlane {
             self.poll_timeout.as_millis().max(1),
             self.channel_query
         );
-        let mut req = self.decorate(self.agent.get(&url));
+        let mut req = self.decorate(self.poll_agent.get(&url));
         if let Some(only) = only {
             req = req.header(POLL_ONLY_HEADER, only);
         }
