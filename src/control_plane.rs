@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::value::RawValue;
 use ureq::Agent;
+use ureq::http::{HeaderName, HeaderValue, Uri};
 
 use crate::backoff::{self, Backoff};
 use crate::config::ControlPlaneConfig;
@@ -155,10 +156,19 @@ pub enum PostOutcome {
 }
 
 pub struct ControlPlane {
+    /// For the response POSTs of the workers.
     agent: Agent,
+    /// For polls and metadata reads: a pool of their own, so that the poll thread never waits
+    /// for (or wakes) a worker that returns or takes a POST connection at the same moment.
+    poll_agent: Agent,
     tunnel_url: String,
+    /// `{tunnel_url}/response`, parsed once.
+    response_uri: Option<Uri>,
     api_key: Secret,
     extra_headers: Vec<(String, Secret)>,
+    /// What [`ControlPlane::decorate`] adds, parsed once (header values are copied into every
+    /// request otherwise); `None` when one does not parse, which the per-request path reports.
+    fixed_headers: Option<Vec<(HeaderName, HeaderValue)>>,
     /// `&channel=…` for each polled channel (`--control-plane.poll-channel`), or empty.
     channel_query: String,
     poll_timeout: Duration,
@@ -181,17 +191,22 @@ impl ControlPlane {
         channels: &[ChannelInfo],
         workers: usize,
     ) -> Result<ControlPlane, String> {
-        let options = AgentOptions {
+        let options = |max_idle_per_host| AgentOptions {
             max_idle_age: Duration::from_secs(90),
-            // The poll connection plus one per worker posting at once.
-            max_idle_per_host: workers + 1,
+            max_idle_per_host,
         };
-        let agent = http_client::build_agent(&options, &cfg.net)?;
-        Ok(ControlPlane {
+        // One per worker posting at once; the poll and the poll for cancellations.
+        let agent = http_client::build_agent(&options(workers), &cfg.net)?;
+        let poll_agent = http_client::build_agent(&options(2), &cfg.net)?;
+        let tunnel_url = cfg.tunnel_url();
+        let mut plane = ControlPlane {
             agent,
-            tunnel_url: cfg.tunnel_url(),
+            poll_agent,
+            response_uri: Uri::try_from(format!("{tunnel_url}/response")).ok(),
+            tunnel_url,
             api_key: cfg.api_key.clone(),
             extra_headers: cfg.extra_headers.clone(),
+            fixed_headers: None,
             // Canonical names need no escaping.
             channel_query: (cfg.poll_channels.iter())
                 .map(|c| format!("&channel={c}"))
@@ -204,7 +219,48 @@ impl ControlPlane {
             metadata_accepted: AtomicBool::new(false),
             offered: Extensions::ours().to_header(),
             extensions: Mutex::new(Extensions::default()),
-        })
+        };
+        plane.fixed_headers = plane.parsed_headers();
+        Ok(plane)
+    }
+
+    /// The headers every request carries, in order: the operator's extra headers, then ours.
+    fn header_strings(&self) -> Vec<(&str, String)> {
+        let mut list: Vec<(&str, String)> = (self.extra_headers.iter())
+            .map(|(name, value)| (name.as_str(), value.expose().to_string()))
+            .collect();
+        list.extend([
+            ("Authorization", format!("Bearer {}", self.api_key.expose())),
+            ("Accept", "application/json".to_string()),
+            ("X-Tunnel-Client-Name", CLIENT_NAME.to_string()),
+            (
+                "X-Tunnel-Client-Version",
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+            ("X-Tunnel-Client-Instance-Id", self.instance_id.clone()),
+            (SERVER_INFO_HEADER, self.server_info.clone()),
+            (EXTENSIONS_HEADER, self.offered.clone()),
+        ]);
+        list
+    }
+
+    /// [`ControlPlane::header_strings`] as header names and values; `None` if one is invalid.
+    /// Every value but our identification is marked sensitive (kept out of `Debug`).
+    fn parsed_headers(&self) -> Option<Vec<(HeaderName, HeaderValue)>> {
+        let identification = [
+            "accept",
+            "x-tunnel-client-name",
+            "x-tunnel-client-version",
+            "x-tunnel-client-instance-id",
+        ];
+        (self.header_strings().into_iter())
+            .map(|(name, value)| {
+                let name = HeaderName::try_from(name).ok()?;
+                let mut value = HeaderValue::try_from(value).ok()?;
+                value.set_sensitive(!identification.contains(&name.as_str()));
+                Some((name, value))
+            })
+            .collect()
     }
 
     /// The extension features both ends speak, as of the control plane's last answer.
@@ -240,16 +296,25 @@ impl ControlPlane {
 
     /// Adds the headers every control-plane request carries.
     fn decorate<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        for (name, value) in &self.extra_headers {
-            req = req.header(name.as_str(), value.expose());
+        match &self.fixed_headers {
+            Some(parsed) => {
+                for (name, value) in parsed {
+                    req = req.header(name.clone(), value.clone());
+                }
+            }
+            None => {
+                for (name, value) in self.header_strings() {
+                    req = req.header(name, value);
+                }
+            }
         }
-        req.header("Authorization", format!("Bearer {}", self.api_key.expose()))
-            .header("Accept", "application/json")
-            .header("X-Tunnel-Client-Name", CLIENT_NAME)
-            .header("X-Tunnel-Client-Version", env!("CARGO_PKG_VERSION"))
-            .header("X-Tunnel-Client-Instance-Id", &self.instance_id)
-            .header(SERVER_INFO_HEADER, &self.server_info)
-            .header(EXTENSIONS_HEADER, &self.offered)
+        req
+    }
+
+    /// Whether the control plane announced `feature` in its last answer (without copying the
+    /// set, as [`ControlPlane::extensions`] does).
+    pub fn speaks(&self, feature: &str) -> bool {
+        (self.extensions.lock().unwrap_or_else(|e| e.into_inner())).has(feature)
     }
 
     /// A transport error for a log line, naming the proxy when it refused the tunnel (never its
@@ -276,7 +341,7 @@ impl ControlPlane {
     /// accepts our key for the tunnel ([`metadata_accepted`](Self::metadata_accepted)).
     pub fn metadata(&self) -> Result<TunnelMetadata, String> {
         let req = http_client::with_timeout(
-            self.decorate(self.agent.get(&self.tunnel_url)),
+            self.decorate(self.poll_agent.get(&self.tunnel_url)),
             METADATA_TIMEOUT,
         );
         let mut resp = req.call().map_err(|e| self.describe_transport(&e))?;
@@ -311,7 +376,7 @@ impl ControlPlane {
             self.poll_timeout.as_millis().max(1),
             self.channel_query
         );
-        let mut req = self.decorate(self.agent.get(&url));
+        let mut req = self.decorate(self.poll_agent.get(&url));
         if let Some(only) = only {
             req = req.header(POLL_ONLY_HEADER, only);
         }
@@ -398,11 +463,19 @@ impl ControlPlane {
         retries: &mut u32,
     ) -> PostOutcome {
         let terminal = payload.resp_type.is_terminal();
-        let body = match serde_json::to_string(payload) {
-            Ok(b) => b,
-            Err(e) => return PostOutcome::Failed(format!("cannot encode response: {e}")),
+        // Sized for the envelope at once, not grown by doubling.
+        let answer_len = payload
+            .resp_json
+            .as_ref()
+            .map_or(0, |json| json.get().len());
+        let mut body = Vec::with_capacity(answer_len + 512);
+        if let Err(e) = serde_json::to_writer(&mut body, payload) {
+            return PostOutcome::Failed(format!("cannot encode response: {e}"));
+        }
+        let post = || match &self.response_uri {
+            Some(uri) => self.agent.post(uri.clone()),
+            None => self.agent.post(format!("{}/response", self.tunnel_url)),
         };
-        let url = format!("{}/response", self.tunnel_url);
         let attempts = if terminal {
             TERMINAL_POST_ATTEMPTS
         } else {
@@ -419,7 +492,7 @@ impl ControlPlane {
                 None => POST_TIMEOUT,
             };
             let mut req = self
-                .decorate(self.agent.post(&url))
+                .decorate(post())
                 .header("Content-Type", "application/json")
                 .header("X-Tunnel-Shard-Token", shard_token.expose());
             if let Some(id) = client_request_id {
@@ -427,7 +500,7 @@ impl ControlPlane {
             }
             let req = http_client::with_timeout(req, timeout);
             let mut retry_after_hint = None;
-            match req.send(body.as_str()) {
+            match req.send(body.as_slice()) {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
                     retry_after_hint = retry_after(resp.headers());

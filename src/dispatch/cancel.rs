@@ -57,7 +57,7 @@ pub(super) struct Notice {
 impl Tunnel {
     /// Whether `cancel` commands are in use with this control plane.
     pub(super) fn cancellation_on(&self) -> bool {
-        self.control.extensions().has(FEATURE_CANCEL)
+        self.control.speaks(FEATURE_CANCEL)
     }
 
     /// Registers a call that a cancel may end; `None` when cancellation is not in use.
@@ -102,10 +102,11 @@ impl Tunnel {
                     c.request_id == request_id && !matches!(c.kind, CommandKind::Cancel { .. })
                 })
             });
-            at.and_then(|i| state.queue.remove(i))
+            let queued = at.and_then(|i| state.queue.remove(i));
+            self.changed_if_watched(state);
+            queued
         };
         if let Some(job) = queued {
-            self.changed.notify_all();
             self.metrics.cancel_command("queued");
             let (kind, channel) = match &job.polled.command {
                 Ok(c) => (
@@ -169,16 +170,17 @@ impl Tunnel {
                     if full && self.cancellation_on() {
                         break;
                     }
-                    // Only an enqueue (which notifies) fills the queue: a client that is not
-                    // full sleeps until woken. A full one without cancellation looks again
-                    // every RECHECK, since the feature arrives on a poll.
+                    // Only an enqueue (which notifies when it fills the queue) makes it full: a
+                    // client that is not full sleeps until woken. A full one without
+                    // cancellation looks again every RECHECK, since the feature arrives on a
+                    // poll (and a slot that frees meanwhile is seen then too).
                     state = if full {
-                        self.changed
+                        self.filled
                             .wait_timeout(state, RECHECK)
                             .unwrap_or_else(|e| e.into_inner())
                             .0
                     } else {
-                        self.changed.wait(state).unwrap_or_else(|e| e.into_inner())
+                        self.filled.wait(state).unwrap_or_else(|e| e.into_inner())
                     };
                 }
             }

@@ -69,6 +69,9 @@ struct State {
     queue: VecDeque<Job>,
     running: usize,
     stopping: bool,
+    /// Threads waiting on [`Tunnel::changed`] right now: a command that finishes notifies only
+    /// when one does, so the steady state wakes no thread but the next worker.
+    watching: usize,
 }
 
 /// The running client.
@@ -84,9 +87,14 @@ pub struct Tunnel {
     state: Mutex<State>,
     /// Signalled once per queued command: wakes one idle worker, not all of them.
     work: Condvar,
-    /// Signalled when a command finishes and on stop: the poll thread (waiting for a free slot or
-    /// pausing) and `drain` wait on it.
+    /// Signalled when a command leaves the queue or finishes while a thread waits for that (the
+    /// poll thread for a free slot, `drain`; see [`State::watching`]), and on stop.
     changed: Condvar,
+    /// Signalled on stop only: pauses and [`Tunnel::wait_stopped`] wait on it.
+    stopped: Condvar,
+    /// Signalled when an enqueue fills the queue, and on stop: the `poll-cancels` thread waits on
+    /// it.
+    filled: Condvar,
     metrics: Arc<Metrics>,
     health: Health,
     /// Set when the control plane rejected the key and `--exit-on-auth-failure` asked to stop.
@@ -159,6 +167,8 @@ impl Tunnel {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             changed: Condvar::new(),
+            stopped: Condvar::new(),
+            filled: Condvar::new(),
             metrics: Arc::new(Metrics::default()),
             health: Health::new(
                 cp.poll_timeout
@@ -324,13 +334,15 @@ impl Tunnel {
     pub fn stop(&self) {
         self.lock().stopping = true;
         self.changed.notify_all();
+        self.stopped.notify_all();
+        self.filled.notify_all();
     }
 
     /// Blocks until [`stop`](Self::stop) has been called.
     pub fn wait_stopped(&self) {
         let mut state = self.lock();
         while !state.stopping {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.stopped.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -346,11 +358,37 @@ impl Tunnel {
                 return unfinished;
             }
             let left = deadline.map_or(Duration::MAX, |d| d - now);
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = self.wait_changed(state, Some(left));
+        }
+    }
+
+    /// Waits on [`Tunnel::changed`] (at most `timeout`), counted in [`State::watching`] so that
+    /// it is notified.
+    fn wait_changed<'a>(
+        &self,
+        mut state: MutexGuard<'a, State>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        state.watching += 1;
+        let mut state = match timeout {
+            Some(timeout) => {
+                (self.changed.wait_timeout(state, timeout))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+        };
+        state.watching -= 1;
+        state
+    }
+
+    /// Notifies [`Tunnel::changed`] after a command left the queue or finished, if a thread
+    /// waits for that; takes the guard to decide under the lock.
+    fn changed_if_watched(&self, state: MutexGuard<'_, State>) {
+        let watched = state.watching > 0;
+        drop(state);
+        if watched {
+            self.changed.notify_all();
         }
     }
 

@@ -67,7 +67,7 @@ impl Tunnel {
             if free > 0 {
                 return Some(free);
             }
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.wait_changed(state, None);
         }
     }
 
@@ -94,7 +94,7 @@ impl Tunnel {
                 deadline - now
             };
             state = self
-                .changed
+                .stopped
                 .wait_timeout(state, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -218,7 +218,7 @@ impl Tunnel {
             return;
         }
         // Server→client requests of the calls these start cross only if the relay takes them.
-        let forwarding = self.control.extensions().has(FEATURE_SERVER_REQUESTS);
+        let forwarding = self.control.speaks(FEATURE_SERVER_REQUESTS);
         crate::mcp::server_requests::set_on(forwarding);
         log::debug!(target: LOG_TARGET, "received {} command(s)", commands.len());
         let mut jobs = Vec::with_capacity(commands.len());
@@ -238,12 +238,18 @@ impl Tunnel {
             }
         }
         let count = jobs.len();
-        self.lock().queue.extend(jobs);
+        let full = {
+            let mut state = self.lock();
+            state.queue.extend(jobs);
+            state.queue.len() + state.running >= self.max_inflight
+        };
         for _ in 0..count {
             self.work.notify_one();
         }
         // The `poll-cancels` thread waits for a full queue.
-        self.changed.notify_all();
+        if full {
+            self.filled.notify_all();
+        }
     }
 }
 

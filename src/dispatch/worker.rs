@@ -150,8 +150,9 @@ impl Tunnel {
                 }
             };
             self.run(job);
-            self.lock().running -= 1;
-            self.changed.notify_all();
+            let mut state = self.lock();
+            state.running -= 1;
+            self.changed_if_watched(state);
         }
     }
 

@@ -270,8 +270,20 @@ impl HttpTransport {
         mut req: ureq::RequestBuilder<B>,
         command_headers: &[(String, String)],
     ) -> ureq::RequestBuilder<B> {
-        for (name, value) in self.header_list(command_headers) {
+        // [`HttpTransport::header_list`]'s list, without copying it first.
+        let forwarded = headers::forwardable(command_headers);
+        let carried = |name: &str| forwarded.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        for (name, value) in &self.extra_headers {
+            if !carried(name) {
+                req = req.header(name.as_str(), value.expose());
+            }
+        }
+        let accept = !carried("accept");
+        for (name, value) in &forwarded {
             req = req.header(name.as_str(), value.as_str());
+        }
+        if accept {
+            req = req.header("Accept", DEFAULT_ACCEPT);
         }
         req
     }
