@@ -6,7 +6,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/mcp-tunnel
 
 .PHONY: all build demo test test-deps e2e bench bench-idle lint fmt static setup clean fuzz fuzz-smoke fuzz-setup \
-	static-aarch64 setup-aarch64 dist deb rpm packages container-context package-check package-setup \
+	size-check static-aarch64 setup-aarch64 dist deb rpm packages container-context package-check package-setup \
 	image image-check
 
 CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
@@ -101,6 +101,19 @@ static:
 		$(CARGO) build --release --locked --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN)
+
+## size-check: the static binary is at most STATIC_MAX_BYTES (3 MiB, issues 20 and 21); says by
+## how much it is over otherwise (CI runs it after `make static`)
+STATIC_MAX_BYTES ?= 3145728
+size-check: static
+	@bytes=$$(stat -c %s $(STATIC_BIN)); \
+	if [ "$$bytes" -gt $(STATIC_MAX_BYTES) ]; then \
+		echo "size-check: FAIL: $(STATIC_BIN) is $$bytes bytes, over the limit of" \
+			"$(STATIC_MAX_BYTES) bytes (3 MiB) by $$((bytes - $(STATIC_MAX_BYTES)));" \
+			"measure with cargo-bloat (README, Building)" >&2; \
+		exit 1; \
+	fi; \
+	echo "size-check: $(STATIC_BIN) is $$bytes bytes, within $(STATIC_MAX_BYTES) (3 MiB)"
 
 ## static-aarch64: the same for aarch64, cross-built with Debian's gcc-aarch64-linux-gnu; says
 ## what is missing when the toolchain is not there
