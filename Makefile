@@ -13,6 +13,9 @@ CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
 # No build-machine paths in the release binary: the same commit and toolchain give the same
 # bytes wherever they are built (target-specific, so host builds are not invalidated).
 REPRO_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo --remap-path-prefix=$(CURDIR)=.
+# The musl target's link flags of .cargo/config.toml, repeated: the environment variable that
+# carries REPRO_RUSTFLAGS replaces that file's rustflags for the target.
+MUSL_RUSTFLAGS := -C link-arg=-Wl,-z,pack-relative-relocs
 AARCH64_TARGET := aarch64-unknown-linux-musl
 AARCH64_BIN := target/$(AARCH64_TARGET)/release/mcp-tunnel
 # Packaged timestamps: SOURCE_DATE_EPOCH if set, else the binary's commit time.
@@ -97,7 +100,7 @@ fmt:
 
 ## static: fully static x86_64 musl release binary (stripped, reproducible, commit embedded)
 static:
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(REPRO_RUSTFLAGS)" \
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(REPRO_RUSTFLAGS) $(MUSL_RUSTFLAGS)" \
 		$(CARGO) build --release --locked --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN)
