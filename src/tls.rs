@@ -277,6 +277,12 @@ mod tests {
             }
             other => panic!("expected the Mozilla roots, got {other:?}"),
         }
+        // The HTTP client turns the list into trust anchors and silently skips a certificate it
+        // cannot parse: every Mozilla root must make it (as with ureq's own webpki-roots copy).
+        let mut store = rustls::RootCertStore::empty();
+        let (added, ignored) = store
+            .add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+        assert_eq!((added, ignored), (public, 0));
         let err = client_roots(Some(&dir.join("missing.pem")), false).unwrap_err();
         assert!(err.contains("missing.pem"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
