@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ureq::config::AutoHeaderValue;
-use ureq::tls::{TlsConfig, TlsProvider};
+use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 use ureq::{Agent, Proxy};
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -53,7 +53,13 @@ pub struct AgentOptions {
 pub fn build_agent(opts: &AgentOptions, net: &HopNet) -> Result<Agent, String> {
     let tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
-        .root_certs(net.roots.clone())
+        // ureq is built without a provider of its own (rustls-no-provider): always ours.
+        .unversioned_rustls_crypto_provider(crate::tls::provider())
+        .root_certs(match &net.roots {
+            // ureq's own Mozilla roots are not compiled in (its use would panic): ours instead.
+            RootCerts::WebPki => crate::tls::mozilla_roots(),
+            roots => roots.clone(),
+        })
         .client_cert(net.identity.as_ref().map(|i| i.to_client_cert()))
         .build();
     let proxy = match (&net.unix_socket, &net.proxy) {

@@ -100,7 +100,7 @@ impl HopNet {
     /// Built-in roots, no client certificate, proxies from the environment.
     pub fn plain() -> HopNet {
         HopNet {
-            roots: RootCerts::WebPki,
+            roots: crate::tls::mozilla_roots(),
             identity: None,
             proxy: ProxyChoice::FromEnvironment,
             unix_socket: None,

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -117,16 +117,31 @@ impl ClientIdentity {
     }
 }
 
+/// The built-in Mozilla roots (webpki-root-certs), as one shared list: every agent gets the same
+/// `Arc`, so the HTTP client's per-agent TLS configuration cache recognises it. This is the only
+/// copy of the Mozilla roots in the binary: ureq's own (`RootCerts::WebPki`, the webpki-roots
+/// crate) is not compiled in, which saves its second copy of the same roots.
+pub fn mozilla_roots() -> RootCerts {
+    static ROOTS: OnceLock<RootCerts> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| RootCerts::new_with_certs(&mozilla_certs()))
+        .clone()
+}
+
+fn mozilla_certs() -> Vec<Certificate<'static>> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect()
+}
+
 /// Trust roots for outbound TLS: the built-in Mozilla roots, plus — added, never replacing them —
 /// the certificates of `extra` (a private CA bundle) and, with `system`, the OS bundle.
 pub fn client_roots(extra: Option<&Path>, system: bool) -> Result<RootCerts, String> {
     if extra.is_none() && !system {
-        return Ok(RootCerts::WebPki);
+        return Ok(mozilla_roots());
     }
-    let mut roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-        .collect();
+    let mut roots = mozilla_certs();
     let mut add = |path: &Path| -> Result<(), String> {
         for cert in load_certs(path)? {
             roots.push(Certificate::from_der(cert.as_ref()).to_owned());
@@ -252,10 +267,22 @@ mod tests {
             }
             other => panic!("expected a combined list, got {other:?}"),
         }
-        assert!(matches!(
-            client_roots(None, false).unwrap(),
-            RootCerts::WebPki
-        ));
+        match client_roots(None, false).unwrap() {
+            RootCerts::Specific(certs) => {
+                assert_eq!(certs.len(), public, "the Mozilla roots alone");
+                let RootCerts::Specific(again) = mozilla_roots() else {
+                    panic!("the built-in roots are a certificate list");
+                };
+                assert!(Arc::ptr_eq(&certs, &again), "one shared list");
+            }
+            other => panic!("expected the Mozilla roots, got {other:?}"),
+        }
+        // The HTTP client turns the list into trust anchors and silently skips a certificate it
+        // cannot parse: every Mozilla root must make it (as with ureq's own webpki-roots copy).
+        let mut store = rustls::RootCertStore::empty();
+        let (added, ignored) = store
+            .add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+        assert_eq!((added, ignored), (public, 0));
         let err = client_roots(Some(&dir.join("missing.pem")), false).unwrap_err();
         assert!(err.contains("missing.pem"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

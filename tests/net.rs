@@ -529,6 +529,8 @@ fn tls_trusting(pki: &Pki, identity: Option<(&str, &str)>) -> ureq::tls::TlsConf
     });
     TlsConfig::builder()
         .provider(TlsProvider::Rustls)
+        // ureq is built without a provider of its own (rustls-no-provider).
+        .unversioned_rustls_crypto_provider(mcp_tunnel::tls::provider())
         .root_certs(RootCerts::new_with_certs(&[ca]))
         .client_cert(client_cert)
         .build()
