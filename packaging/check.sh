@@ -59,8 +59,8 @@ check "binary is static-pie" sh -c "file -b '$bin' | grep -Eq 'static(-pie)? ?(l
 check "binary is stripped" sh -c "file -b '$bin' | grep -q ', stripped'"
 check "binary --version names $version and a commit" sh -c "'$bin' --version | grep -Eq '^mcp-tunnel $version \\(commit [0-9a-f]{12}, $triple\\)'"
 check "no build-machine paths in the binary" sh -c "! grep -aq -e '$HOME/.cargo' -e '$PWD/' '$bin'"
-max_bytes=${STATIC_MAX_BYTES:-3145728}
-check "binary at most $max_bytes bytes (3 MiB; it is $(stat -c %s "$bin"))" \
+max_bytes=${STATIC_MAX_BYTES:-4194304}
+check "binary at most $max_bytes bytes (the 4 MiB budget; the goal is 3 MiB; it is $(stat -c %s "$bin"))" \
     test "$(stat -c %s "$bin")" -le "$max_bytes"
 check "size recorded" grep -q "^$(stat -c %s "$bin") bytes" "$bin.size"
 check "sha256 recorded" sh -c "cd dist && sha256sum --quiet -c '$(basename "$bin").sha256'"
