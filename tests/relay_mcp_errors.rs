@@ -479,7 +479,8 @@ fn a_tunnel_added_to_a_running_relay_works_on_its_first_request() {
         added.elapsed()
     );
 
-    // Within the rate limit of the previous miss: the file changed, so it is read again.
+    // Within the rate limit of the previous miss: the file changed, so it is read again (by the
+    // watch, or on the miss).
     let poll_tunnel = add_tunnel(&file, "added-for-poll");
     let added = Instant::now();
     let poll = Poller::new(&setup.relay, &poll_tunnel.id, &poll_tunnel.runtime_key, "c").poll(1, 1);
@@ -512,13 +513,14 @@ fn a_tunnel_added_to_a_running_relay_works_on_its_first_request() {
         "{:?}",
         added.elapsed()
     );
+    // Whichever saw the new tunnel first: the directory watch (inotify, usually at once), or the
+    // request naming an id the relay did not know yet (the rate limit of that path is tested
+    // below with made-up ids, which no watch can serve).
+    let log = setup.relay.output();
     assert!(
-        setup
-            .relay
-            .output()
-            .contains("tunnels reloaded (unknown tunnel id)"),
-        "{}",
-        setup.relay.output()
+        log.contains("tunnels reloaded (unknown tunnel id)")
+            || log.contains("tunnels reloaded (tunnels file changed)"),
+        "{log}"
     );
 }
 
