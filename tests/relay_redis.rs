@@ -124,12 +124,14 @@ impl Cluster {
         assert_eq!(cursor, "0", "SCAN did not finish");
         keys.sort();
         keys.dedup();
+        // A key deleted between SCAN and PTTL (-2: no such key) is not a key without a TTL.
         keys.into_iter()
             .map(|k| {
                 let ttl = self.redis.command(&format!("PTTL {k}"));
                 let ttl = ttl.trim().trim_start_matches(':').parse().unwrap_or(-3);
                 (k, ttl)
             })
+            .filter(|(_, ttl)| *ttl != -2)
             .collect()
     }
 }
