@@ -44,7 +44,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::crypto::random_hex;
+use crate::crypto::{random_fill, random_hex, to_hex};
 use crate::http_server::ConnectionHandle;
 use crate::wire::{
     Extensions, FEATURE_CANCEL, FEATURE_SERVER_REQUESTS, FEATURE_STREAMS, RespType, ResponsePayload,
@@ -335,7 +335,11 @@ impl TunnelHub {
         if local && inner.queue.len() >= self.limits.queue_capacity {
             return Err(SubmitError::QueueFull);
         }
-        let request_id = format!("req_{}", random_hex(16));
+        // The request id and (memory store) the shard token: 16 random bytes each, read from
+        // the OS in one call.
+        let mut random = [0u8; 32];
+        random_fill(&mut random);
+        let request_id = format!("req_{}", to_hex(&random[..16]));
         let (to_connector, answers) = mpsc::channel();
         let buffered = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicBool::new(false));
@@ -352,7 +356,7 @@ impl TunnelHub {
                 shard_token: self
                     .shared
                     .as_ref()
-                    .map_or_else(|| random_hex(16), Shared::new_token),
+                    .map_or_else(|| to_hex(&random[16..]), Shared::new_token),
                 to_connector,
                 buffered: Arc::clone(&buffered),
                 instance: None,
