@@ -182,10 +182,22 @@ pub struct TunnelHub {
 }
 
 impl Inner {
+    /// The entry of `instance`, made when first seen; its name is copied only then (this runs
+    /// for every poll and response).
+    fn instance_mut(&mut self, instance: &str) -> &mut Instance {
+        if !self.instances.contains_key(instance) {
+            self.instances
+                .insert(instance.to_string(), Instance::default());
+        }
+        self.instances
+            .get_mut(instance)
+            .expect("the entry was just made")
+    }
+
     /// A poll of `instance` stops waiting: counted out, seen now, and its cancel orders first in
     /// what it takes (the memory and the Redis poll both end so).
     fn poll_ended(&mut self, instance: &str, cancels: Vec<CancelOrder>) -> Vec<Delivered> {
-        let me = self.instances.entry(instance.to_string()).or_default();
+        let me = self.instance_mut(instance);
         me.waiting_polls -= 1;
         me.last_seen = Some(Instant::now());
         cancels
@@ -245,7 +257,7 @@ impl TunnelHub {
     /// Remembers that `instance` made a request on `connection` (see [`CLIENT_GONE_GRACE`]).
     pub fn seen(&self, instance: &str, connection: &ConnectionHandle) {
         let mut inner = self.lock();
-        let me = inner.instances.entry(instance.to_string()).or_default();
+        let me = inner.instance_mut(instance);
         me.track(connection);
         me.last_seen = Some(Instant::now());
     }
@@ -437,7 +449,7 @@ impl TunnelHub {
                     .is_some_and(|t| t.elapsed() < FORGET_INSTANCE_AFTER)
         });
         {
-            let me = inner.instances.entry(instance.to_string()).or_default();
+            let me = inner.instance_mut(instance);
             me.waiting_polls += 1;
             me.affine_channels = ask.affine_channels;
             me.extensions = ask.extensions;
