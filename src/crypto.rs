@@ -24,7 +24,18 @@ pub fn random_fill(buf: &mut [u8]) {
 pub fn random_hex(len: usize) -> String {
     let mut bytes = vec![0u8; len];
     random_fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    to_hex(&bytes)
+}
+
+/// `bytes` as lowercase hex, in one allocation.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// Compares without stopping at the first difference, so response timing does not reveal how much
@@ -50,6 +61,12 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, random_hex(16));
+    }
+
+    #[test]
+    fn to_hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(to_hex(&[]), "");
+        assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 
     #[test]

@@ -421,6 +421,7 @@ impl Conn<'_> {
                     }
                 }
                 if !raw_stream
+                    && !writer.finished()
                     && self
                         .incoming
                         .src

@@ -5,10 +5,12 @@
 //! Accessors never fail: a missing header or query parameter is `None`, and percent-decoding
 //! keeps malformed escapes literally instead of refusing them.
 
-use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
 
 /// One parsed request, body fully read.
 #[derive(Debug)]
@@ -38,19 +40,15 @@ impl Request {
         let Some(socket) = &self.socket else {
             return false;
         };
-        // The connection thread is inside the handler, so nobody else uses the socket now; the
-        // blocking mode is restored before returning.
-        if socket.set_nonblocking(true).is_err() {
-            return true;
-        }
+        // One non-blocking peek (MSG_PEEK | MSG_DONTWAIT): a single syscall, and the socket's
+        // own blocking mode is never touched.
         let mut byte = [0u8; 1];
-        let gone = match socket.peek(&mut byte) {
-            Ok(0) => true,
+        let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        match rustix::net::recv(&**socket, &mut byte[..], flags) {
+            Ok((0, _)) => true,
             Ok(_) => false,
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-        };
-        let restored = socket.set_nonblocking(false).is_ok();
-        gone || !restored
+            Err(e) => e != Errno::AGAIN,
+        }
     }
 
     /// First value of a header, name matched case-insensitively.

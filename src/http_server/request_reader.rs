@@ -87,6 +87,9 @@ impl Framing {
 pub(super) struct Incoming<S> {
     pub src: S,
     pub buf: Vec<u8>,
+    /// What each read lands in, zeroed once (when first needed) instead of zero-filling
+    /// `READ_CHUNK` bytes of `buf` before every read; only the bytes read are copied on.
+    scratch: Vec<u8>,
 }
 
 impl<S: Source> Incoming<S> {
@@ -94,16 +97,18 @@ impl<S: Source> Incoming<S> {
         Incoming {
             src,
             buf: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
     /// Appends what the source has (at least one byte, or 0 at EOF) to `buf`.
     pub fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let result = self.src.read_until(&mut self.buf[old..], deadline);
-        self.buf.truncate(old + *result.as_ref().unwrap_or(&0));
-        result
+        if self.scratch.is_empty() {
+            self.scratch = vec![0; READ_CHUNK];
+        }
+        let n = self.src.read_until(&mut self.scratch, deadline)?;
+        self.buf.extend_from_slice(&self.scratch[..n]);
+        Ok(n)
     }
 
     /// `fill` for the middle of a request, where EOF and timeouts are failures.

@@ -18,30 +18,60 @@ pub struct ChunkWriter<'a> {
     inner: &'a mut dyn io::Write,
     /// False for HTTP/1.0 peers, which get the bytes raw and the end of the body by connection close.
     chunked: bool,
+    /// [`ChunkWriter::finish`] wrote the end of the body: nothing more may be sent.
+    finished: bool,
 }
 
 impl<'a> ChunkWriter<'a> {
     /// A writer onto `inner`; `chunked` false writes the bytes raw (for HTTP/1.0 peers).
     pub(super) fn new(inner: &'a mut dyn io::Write, chunked: bool) -> Self {
-        ChunkWriter { inner, chunked }
+        ChunkWriter {
+            inner,
+            chunked,
+            finished: false,
+        }
     }
 
     /// Sends one chunk and flushes it to the peer at once (SSE events must not sit in a buffer).
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_chunk(bytes, false)
+    }
+
+    /// Sends the last chunk (`bytes`, may be empty) and the end of the body in one write, so the
+    /// peer gets them in one segment. Nothing can be sent after it: a later call fails.
+    pub fn finish(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_chunk(bytes, true)
+    }
+
+    /// Whether [`ChunkWriter::finish`] wrote the end of the body.
+    pub(super) fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn write_chunk(&mut self, bytes: &[u8], last: bool) -> io::Result<()> {
+        if self.finished {
+            return Err(io::Error::other("the response body was already finished"));
+        }
         // A zero-length chunk is the end-of-body marker; sending one would end the stream early.
-        if bytes.is_empty() {
+        if bytes.is_empty() && !last {
             return Ok(());
         }
         if self.chunked {
             // One write per chunk, so the size line and data leave in the same segment.
-            let mut frame = Vec::with_capacity(bytes.len() + 20);
-            frame.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
-            frame.extend_from_slice(bytes);
-            frame.extend_from_slice(b"\r\n");
+            let mut frame = Vec::with_capacity(bytes.len() + 24);
+            if !bytes.is_empty() {
+                frame.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+                frame.extend_from_slice(bytes);
+                frame.extend_from_slice(b"\r\n");
+            }
+            if last {
+                frame.extend_from_slice(b"0\r\n\r\n");
+            }
             self.inner.write_all(&frame)?;
         } else {
             self.inner.write_all(bytes)?;
         }
+        self.finished = last;
         self.inner.flush()
     }
 }

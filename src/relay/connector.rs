@@ -433,7 +433,7 @@ pub(super) fn final_response(payload: ResponsePayload, accepts_sse: bool) -> Res
         return Response::stream(
             status,
             headers,
-            Box::new(move |w: &mut ChunkWriter<'_>| w.send(event.as_bytes())),
+            Box::new(move |w: &mut ChunkWriter<'_>| w.finish(event.as_bytes())),
         );
     }
     headers.push(("Content-Type".into(), "application/json".into()));

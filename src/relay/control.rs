@@ -178,7 +178,8 @@ fn write_commands(mut batch: Unwritten, w: &mut ChunkWriter<'_>) -> io::Result<(
         w.send(chunk.as_bytes())?;
     }
     let delivered = std::mem::take(&mut batch.commands);
-    let result = w.send(b"]}");
+    // The closing bracket and the end of the chunked body leave in one write.
+    let result = w.finish(b"]}");
     drop(delivered);
     result
 }

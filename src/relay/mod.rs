@@ -89,6 +89,20 @@ fn bearer_token(authorization: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// A tunnel's record as of the registry it was looked up in: that registry (replaced whole on a
+/// reload, never changed in place) shared, not the record copied for every request.
+struct Record {
+    registry: Arc<Registry>,
+    index: usize,
+}
+
+impl std::ops::Deref for Record {
+    type Target = TunnelRecord;
+    fn deref(&self) -> &TunnelRecord {
+        &self.registry.tunnels[self.index]
+    }
+}
+
 /// The relay's shared state: the tunnel registry and one hub per tunnel.
 pub struct Relay {
     cfg: RelayConfig,
@@ -153,14 +167,15 @@ impl Relay {
     }
 
     /// The tunnel `id`; an unknown id first re-reads the tunnels file (see [`reload`]).
-    fn record(&self, id: &str) -> Option<TunnelRecord> {
+    fn record(&self, id: &str) -> Option<Record> {
         self.known(id)
             .or_else(|| self.reload_on_miss(id).then(|| self.known(id)).flatten())
     }
 
-    fn known(&self, id: &str) -> Option<TunnelRecord> {
-        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
-        registry.get(id).cloned()
+    fn known(&self, id: &str) -> Option<Record> {
+        let registry = Arc::clone(&self.registry.read().unwrap_or_else(|e| e.into_inner()));
+        let index = registry.tunnels.iter().position(|t| t.id == id)?;
+        Some(Record { registry, index })
     }
 
     fn hub(&self, id: &str) -> Arc<TunnelHub> {

@@ -132,7 +132,7 @@ impl Relay {
             call.started.elapsed(),
             body_len(&resp),
         );
-        self.audit_line(&line);
+        self.audit_line(line);
         resp
     }
 
@@ -193,7 +193,7 @@ impl Relay {
                 call.started.elapsed(),
                 body_len(&resp),
             );
-            self.audit_line(&line);
+            self.audit_line(line);
             return resp;
         };
         // A long-lived stream (a session's GET stream, subscriptions/listen) is audited when
@@ -202,7 +202,7 @@ impl Relay {
         let mut call = call;
         let guard = if long_lived {
             call.event = "stream_open";
-            self.audit_line(&call.line(resp.status, outcome, call.started.elapsed(), None));
+            self.audit_line(call.line(resp.status, outcome, call.started.elapsed(), None));
             call.event = "stream_close";
             drop(held);
             Some(self.metrics.enter(Kind::Stream, None))
@@ -231,10 +231,10 @@ impl Relay {
             };
             metrics.call(&tunnel, method, outcome, took);
             let line = call.line(status, end, took, None);
-            board.record(&line);
             if let Some(a) = &audit {
                 a.write(&line);
             }
+            board.record(line);
             drop(guard);
             result
         });
@@ -242,11 +242,11 @@ impl Relay {
     }
 
     /// An audit record: to the status page's live view, and to the audit log when on.
-    fn audit_line(&self, line: &serde_json::Value) {
-        self.status.record(line);
+    fn audit_line(&self, line: serde_json::Value) {
         if let Some(a) = self.audit.get() {
-            a.write(line);
+            a.write(&line);
         }
+        self.status.record(line);
     }
 
     /// A long-poll, counted while held; while draining it returns at once.

@@ -44,7 +44,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::crypto::random_hex;
+use crate::crypto::{random_fill, random_hex, to_hex};
 use crate::http_server::ConnectionHandle;
 use crate::wire::{
     Extensions, FEATURE_CANCEL, FEATURE_SERVER_REQUESTS, FEATURE_STREAMS, RespType, ResponsePayload,
@@ -182,10 +182,22 @@ pub struct TunnelHub {
 }
 
 impl Inner {
+    /// The entry of `instance`, made when first seen; its name is copied only then (this runs
+    /// for every poll and response).
+    fn instance_mut(&mut self, instance: &str) -> &mut Instance {
+        if !self.instances.contains_key(instance) {
+            self.instances
+                .insert(instance.to_string(), Instance::default());
+        }
+        self.instances
+            .get_mut(instance)
+            .expect("the entry was just made")
+    }
+
     /// A poll of `instance` stops waiting: counted out, seen now, and its cancel orders first in
     /// what it takes (the memory and the Redis poll both end so).
     fn poll_ended(&mut self, instance: &str, cancels: Vec<CancelOrder>) -> Vec<Delivered> {
-        let me = self.instances.entry(instance.to_string()).or_default();
+        let me = self.instance_mut(instance);
         me.waiting_polls -= 1;
         me.last_seen = Some(Instant::now());
         cancels
@@ -245,7 +257,7 @@ impl TunnelHub {
     /// Remembers that `instance` made a request on `connection` (see [`CLIENT_GONE_GRACE`]).
     pub fn seen(&self, instance: &str, connection: &ConnectionHandle) {
         let mut inner = self.lock();
-        let me = inner.instances.entry(instance.to_string()).or_default();
+        let me = inner.instance_mut(instance);
         me.track(connection);
         me.last_seen = Some(Instant::now());
     }
@@ -335,7 +347,11 @@ impl TunnelHub {
         if local && inner.queue.len() >= self.limits.queue_capacity {
             return Err(SubmitError::QueueFull);
         }
-        let request_id = format!("req_{}", random_hex(16));
+        // The request id and (memory store) the shard token: 16 random bytes each, read from
+        // the OS in one call.
+        let mut random = [0u8; 32];
+        random_fill(&mut random);
+        let request_id = format!("req_{}", to_hex(&random[..16]));
         let (to_connector, answers) = mpsc::channel();
         let buffered = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicBool::new(false));
@@ -352,7 +368,7 @@ impl TunnelHub {
                 shard_token: self
                     .shared
                     .as_ref()
-                    .map_or_else(|| random_hex(16), Shared::new_token),
+                    .map_or_else(|| to_hex(&random[16..]), Shared::new_token),
                 to_connector,
                 buffered: Arc::clone(&buffered),
                 instance: None,
@@ -433,7 +449,7 @@ impl TunnelHub {
                     .is_some_and(|t| t.elapsed() < FORGET_INSTANCE_AFTER)
         });
         {
-            let me = inner.instances.entry(instance.to_string()).or_default();
+            let me = inner.instance_mut(instance);
             me.waiting_polls += 1;
             me.affine_channels = ask.affine_channels;
             me.extensions = ask.extensions;

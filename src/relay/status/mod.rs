@@ -116,8 +116,7 @@ impl StatusBoard {
     }
 
     /// Keeps an audit record (its tunnel id dropped) for the live view.
-    pub fn record(&self, line: &Value) {
-        let mut line = line.clone();
+    pub fn record(&self, mut line: Value) {
         if let Some(map) = line.as_object_mut() {
             map.remove("tunnel_id");
             // The instance that served it, as the instances table names it.
@@ -147,8 +146,14 @@ impl StatusBoard {
         let info = server_info.and_then(ServerInfo::from_header);
         let now = super::hub::now_rfc3339();
         let mut all = self.instances.lock().unwrap_or_else(|e| e.into_inner());
-        let list = all.entry(tunnel.to_string()).or_default();
-        let seen = match list.iter().position(|i| i.id == instance) {
+        // Every poll comes here: the tunnel's name is copied only when it is first seen.
+        if !all.contains_key(tunnel) {
+            all.insert(tunnel.to_string(), Vec::new());
+        }
+        let Some(list) = all.get_mut(tunnel) else {
+            return;
+        };
+        let mut seen = match list.iter().position(|i| i.id == instance) {
             Some(at) => list.remove(at),
             None => InstanceSeen {
                 id: instance.to_string(),
@@ -158,12 +163,12 @@ impl StatusBoard {
                 info: None,
             },
         };
-        list.push(InstanceSeen {
-            last_poll: now,
-            last_poll_at: Instant::now(),
-            info: info.or(seen.info.clone()),
-            ..seen
-        });
+        seen.last_poll = now;
+        seen.last_poll_at = Instant::now();
+        if info.is_some() {
+            seen.info = info;
+        }
+        list.push(seen);
         if list.len() > INSTANCES_PER_TUNNEL {
             list.remove(0);
         }
@@ -315,18 +320,18 @@ mod tests {
     fn failed_calls_go_to_both_rings_and_tunnel_ids_to_neither() {
         let board = StatusBoard::new();
         board.record(
-            &json!({"status": 200, "outcome": "2xx", "tunnel_id": "tunnel_x",
+            json!({"status": 200, "outcome": "2xx", "tunnel_id": "tunnel_x",
             "latency_ms": 1.234_567_890_123}),
         );
-        board.record(&json!({"status": 503, "outcome": "tunnel_queue_full"}));
-        board.record(&json!({"status": 200, "outcome": "stream_broken"}));
+        board.record(json!({"status": 503, "outcome": "tunnel_queue_full"}));
+        board.record(json!({"status": 200, "outcome": "stream_broken"}));
         let (calls, errors) = board.rings();
         assert_eq!(calls.len(), 3);
         assert_eq!(errors.len(), 2);
         assert!(calls.iter().all(|c| c.get("tunnel_id").is_none()));
         assert_eq!(calls[2]["latency_ms"].to_string(), "1.235");
         for n in 0..2 * RECENT_CALLS {
-            board.record(&json!({"status": 200, "outcome": "2xx", "n": n}));
+            board.record(json!({"status": 200, "outcome": "2xx", "n": n}));
         }
         let (calls, errors) = board.rings();
         assert_eq!(calls.len(), RECENT_CALLS);
