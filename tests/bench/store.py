@@ -305,7 +305,8 @@ def main():
                "duration_s": cfg.duration, "warmup_s": cfg.warmup, "configs": []}
     try:
         results["machine"] = bench.machine_info(type("C", (), {
-            "rathole": "/bin/true", "bore": "/bin/true", "wrk": cfg.wrk, "bin": cfg.bin})())
+            "rathole": "/bin/true", "bore": "/bin/true", "wrk": cfg.wrk, "bin": cfg.bin,
+            "glibc_bin": None})())
         results["machine"]["redis"] = " ".join(redis_v[:3])
         procs.start("stub", [cfg.bin, "stub", "--listen", "127.0.0.1:0"], record=False)
         m = procs.wait_for_output("stub", r"serving http://127\.0\.0\.1:(\d+)/mcp", stream="out")
