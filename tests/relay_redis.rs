@@ -1090,14 +1090,7 @@ fn a_server_request_is_answered_through_another_node_to_the_instance_that_asked(
         "{forwarded:#}"
     );
     assert_eq!(forwarded["jsonrpc"]["id"], "mcpt-sr-1", "{forwarded:#}");
-    let ack = json!({"request_id": request_id_of(&forwarded), "channel": forwarded["channel"],
-                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
-    assert_eq!(
-        client
-            .post_response(shard_token_of(&forwarded), &ack)
-            .status,
-        200
-    );
+    assert_eq!(client.acknowledge(&forwarded).status, 200);
     let answered = answered.join();
     assert!(answered.status < 300, "{answered:#?}");
     // Answered once: the same answer again takes the contract's way (an ordinary command).
@@ -1111,12 +1104,7 @@ fn a_server_request_is_answered_through_another_node_to_the_instance_that_asked(
         ordinary["command_type"], "jsonrpc",
         "answered twice: {ordinary:#}"
     );
-    let ack = json!({"request_id": request_id_of(&ordinary), "channel": ordinary["channel"],
-                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
-    assert_eq!(
-        client.post_response(shard_token_of(&ordinary), &ack).status,
-        200
-    );
+    assert_eq!(client.acknowledge(&ordinary).status, 200);
     assert!(again.join().status < 300);
     // The call itself is answered as usual.
     assert_eq!(client.answer_with_result(&command, json!({})).status, 200);
@@ -1392,12 +1380,7 @@ fn after_a_mixed_load_every_key_in_redis_has_a_ttl() {
         forwarded["command_type"], "server_response",
         "{forwarded:#}"
     );
-    let ack = json!({"request_id": request_id_of(&forwarded), "channel": forwarded["channel"],
-                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
-    assert_eq!(
-        x.post_response(shard_token_of(&forwarded), &ack).status,
-        200
-    );
+    assert_eq!(x.acknowledge(&forwarded).status, 200);
     assert!(reply.join().status < 300);
     // A second server request, left unanswered (its key waits for the host's answer).
     let ask = json!({"jsonrpc": "2.0", "id": "mcpt-sr-10", "method": "roots/list"});

@@ -709,6 +709,14 @@ impl Poller {
         )
     }
 
+    /// Acknowledges a command that carries no answer (a notification, a forwarded server
+    /// response): its `notify_ack` with status 202, on the command's own shard token.
+    pub fn acknowledge(&self, command: &Value) -> HttpAnswer {
+        let ack = serde_json::json!({"request_id": command["request_id"], "channel": command["channel"],
+                                     "resp_headers": {}, "resp_code": 202, "resp_type": "notify_ack"});
+        self.post_response(shard_token_of(command), &ack)
+    }
+
     /// Answers `command` with a JSON-RPC result, using the command's own shard token.
     pub fn answer_with_result(&self, command: &Value, result: Value) -> HttpAnswer {
         self.post_response(shard_token_of(command), &result_payload(command, result))
